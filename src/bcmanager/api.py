@@ -1,0 +1,301 @@
+"""HTTP: the legacy BC-pipelines routes, the v1 API, and the one place errors become HTTP.
+
+Legacy routes (`/assignwork`, `/keepalive`, `/completed`, `/heartbeat`) answer
+byte-for-byte what the original Flask manager answered, so its unmodified engines
+work; they are a thin translation onto the same `Manager` calls as v1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bcmanager import __version__
+from bcmanager.errors import BcmError, LeaseLost, Unauthorized
+from bcmanager.layout import link_name
+from bcmanager.manager import Manager, Outcome
+from bcmanager.scheduler import Assignment
+
+ENGINE_ID = r"^[A-Za-z0-9._-]{1,64}$"
+JOB_ID = r"^[0-9]{1,18}$"
+JOB_STATE = r"^[A-Za-z_]{1,32}$"
+MAX_BODY_BYTES = 64 * 1024
+LEGACY_REPORT_BACK_PERIOD = 300
+
+
+class WorkSignal:
+    """Wakes long-polling claims the moment files become claimable (from any thread)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def wake(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+
+# -- v1 request bodies ------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClaimRequest(_Body):
+    engine_id: Annotated[str, Field(pattern=ENGINE_ID, description="engine name")]
+    max_files: Annotated[int | None, Field(ge=0, description="0 or absent: the default")] = None
+    wait_s: Annotated[float, Field(ge=0, le=60, description="long-poll up to this long")] = 0.0
+
+
+class TokenRequest(_Body):
+    token: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class CompleteRequest(TokenRequest):
+    outcome: Literal["done", "failed", "released"]
+    reason: Annotated[str | None, Field(max_length=2000)] = None
+
+
+JobIdPath = Annotated[int, PathParam(ge=1, le=10**18)]
+
+
+def _legacy_bytes(payload: dict[str, Any]) -> Response:
+    """The original manager answered `json.dumps(...)`; keep those exact bytes."""
+    return Response(json.dumps(payload), media_type="application/json")
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI app over `manager`; with `manage_lifecycle` it also runs its threads."""
+    signal = WorkSignal()
+    manager.add_listener(signal.wake)
+    settings = manager.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        signal.bind(asyncio.get_running_loop())
+        if manage_lifecycle:
+            manager.start_background()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                manager.close()
+
+    app = FastAPI(
+        title="bcmanager",
+        version=__version__,
+        description="Coordinates basecalling engines; legacy BC-pipelines routes and the v1 API.",
+        lifespan=lifespan,
+    )
+
+    # -- errors: mapped to HTTP here and nowhere else -------------------------------
+
+    @app.exception_handler(BcmError)
+    async def on_bcm_error(_: Request, exc: BcmError) -> JSONResponse:
+        extra = {"late": True} if isinstance(exc, LeaseLost) else {}
+        return _error(exc.status_code, str(exc), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"where": "request", "problem": "invalid"}
+        return _error(422, f"invalid {first['where']}: {first['problem']}", problems=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    @app.middleware("http")
+    async def bound_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
+    # -- auth -----------------------------------------------------------------------
+
+    def require_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+            raise Unauthorized("missing or wrong token (Authorization: Bearer ...)")
+
+    def legacy_gate(token: Annotated[str | None, Query(max_length=256)] = None) -> None:
+        if settings.legacy_auth == "off":
+            raise Unauthorized("the legacy routes are switched off on this manager")
+        expected = settings.token if settings.legacy_auth == "token" else None
+        if expected is not None and not secrets.compare_digest(
+            (token or "").encode(), expected.encode()
+        ):
+            raise Unauthorized("missing or wrong token query parameter")
+
+    # -- legacy routes ----------------------------------------------------------------
+
+    @app.get("/assignwork", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    async def assignwork(
+        engineid: Annotated[str, Query(pattern=ENGINE_ID)],
+        batchsize: Annotated[int, Query(ge=-(2**31), le=2**31)],
+    ) -> Response:
+        assignment = manager.claim(engineid, batchsize, api="legacy")
+        return _legacy_bytes(_legacy_batch(assignment, engineid, settings.lease_s))
+
+    @app.get("/keepalive", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    async def keepalive(
+        job_id: Annotated[str, Query(pattern=JOB_ID)],
+        job_state: Annotated[str, Query(pattern=JOB_STATE)],
+    ) -> Response:
+        try:
+            manager.keepalive(int(job_id), token=None)
+        except LeaseLost:
+            return _legacy_bytes({"late": True})
+        return _legacy_bytes({"late": False})
+
+    @app.get("/completed", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    async def completed(
+        job_id: Annotated[str, Query(pattern=JOB_ID)],
+        job_state: Annotated[str, Query(pattern=JOB_STATE)],
+    ) -> Response:
+        if job_state == "DONE":
+            outcome, reason = Outcome.DONE, None
+        else:
+            outcome, reason = Outcome.FAILED, f"engine reported {job_state}"
+        manager.complete(int(job_id), outcome, token=None, reason=reason)
+        return _legacy_bytes({"ok": True})
+
+    @app.get("/heartbeat", tags=["legacy"])
+    async def heartbeat() -> Response:
+        return _legacy_bytes(manager.heartbeat_view())
+
+    # -- v1 ---------------------------------------------------------------------------
+
+    @app.post("/v1/claim", tags=["v1"], dependencies=[Depends(require_token)])
+    async def claim(body: ClaimRequest) -> dict[str, Any]:
+        """Claim a batch; with `wait_s` the call waits until work exists (long-poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + body.wait_s
+        while True:
+            wake = signal.current()
+            assignment = manager.claim(body.engine_id, body.max_files, api="v1")
+            remaining = deadline - loop.time()
+            if assignment is not None or remaining <= 0:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=remaining)
+        return {"job": None if assignment is None else _v1_job(manager, assignment)}
+
+    @app.post("/v1/jobs/{job_id}/heartbeat", tags=["v1"], dependencies=[Depends(require_token)])
+    async def v1_heartbeat(job_id: JobIdPath, body: TokenRequest) -> dict[str, Any]:
+        job = manager.keepalive(job_id, token=body.token)
+        return {"late": False, "lease_expires": job.lease_expires, "lease_s": job.lease_s}
+
+    @app.post("/v1/jobs/{job_id}/complete", tags=["v1"], dependencies=[Depends(require_token)])
+    async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
+        result = manager.complete(job_id, Outcome(body.outcome), body.token, body.reason)
+        if result.late:
+            raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")
+        return {"ok": True, "state": result.job.state.value, "repeated": result.repeated}
+
+    @app.get("/v1/jobs/{job_id}", tags=["v1"])
+    async def v1_job(job_id: JobIdPath) -> dict[str, Any]:
+        return manager.job_detail(job_id)
+
+    @app.get("/v1/status", tags=["v1"])
+    async def v1_status() -> dict[str, Any]:
+        return manager.status()
+
+    @app.get("/v1/events", tags=["v1"])
+    async def v1_events(
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        with manager.lock:
+            events = manager.db.events(after, limit)
+        return {"events": [e.as_dict() for e in events]}
+
+    @app.get("/healthz", tags=["v1"])
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    return app
+
+
+def _legacy_batch(assignment: Assignment | None, engine: str, lease_s: float) -> dict[str, Any]:
+    if assignment is None:
+        return {
+            "report_back_period": LEGACY_REPORT_BACK_PERIOD,
+            "jobid": "-1",
+            "job_input_dir": "",
+            "job_output_dir": "",
+            "bc_engine_id": "",
+            "batch_size": 0,
+            "batch": [],
+            "report_back_interval": int(lease_s),
+        }
+    job = assignment.job
+    return {
+        "report_back_period": LEGACY_REPORT_BACK_PERIOD,
+        "jobid": str(job.id),
+        "job_input_dir": f"ASSIGNED_{job.id}_{engine}",
+        "job_output_dir": f"TMPOUTPUT_{job.id}_{engine}",
+        "bc_engine_id": engine,
+        "batch_size": len(assignment.files),
+        "batch": [link_name(f.path) for f in assignment.files],
+        "report_back_interval": int(lease_s),
+    }
+
+
+def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
+    job = assignment.job
+    layout = manager.layout
+    return {
+        "job_id": job.id,
+        "token": job.token,
+        "engine": job.engine,
+        "lease_s": job.lease_s,
+        "lease_expires": job.lease_expires,
+        "heartbeat_s": job.lease_s / 3,
+        "input_dir": str(layout.assigned_dir(job.id, job.engine)),
+        "output_dir": str(layout.tmp_output_dir(job.id, job.engine)),
+        "job_input_dir": layout.assigned_dir(job.id, job.engine).name,
+        "job_output_dir": layout.tmp_output_dir(job.id, job.engine).name,
+        "files": [
+            {"path": f.path, "name": link_name(f.path), "size": f.size, "reads": f.reads}
+            for f in assignment.files
+        ],
+    }

@@ -1,0 +1,80 @@
+"""`bcm manager`: the service engines talk to."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import uvicorn
+
+from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
+from bcmanager.config import DEFAULT_PORT, build_settings
+
+log = logging.getLogger("bcmanager.cli.manager")
+
+
+@click.command("manager")
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), help="pod5 input directory")
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), help="FASTQ output")
+@click.option("--port", type=int, default=None, help=f"[default: {DEFAULT_PORT}]")
+@click.option("--host", default=None, help="address to bind [default: 127.0.0.1]")
+@click.option("--db", type=click.Path(path_type=Path), help="ledger [default: OUTPUT/.bcmanager]")
+@click.option("--lease", "lease_s", type=float, help="seconds an engine may stay silent [90]")
+@click.option("--batch-size", type=int, help="files per batch when an engine asks for 0 [10]")
+@click.option("--max-batch", type=int, help="largest batch an engine may ask for [10000]")
+@click.option("--max-attempts", type=int, help="failures before a file is quarantined [3]")
+@click.option("--rescan", "rescan_s", type=float, help="seconds between input rescans [10]")
+@click.option("--idle-shutdown", "idle_shutdown_s", type=float, help="/heartbeat idle after [100]")
+@click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
+@click.option("--legacy-auth", type=click.Choice(["open", "token", "off"]), help="legacy routes")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
+@click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
+@click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")
+@logging_options
+@friendly_errors
+def command(
+    input_dir: Path | None,
+    output_dir: Path | None,
+    config_path: Path | None,
+    legacy_config: Path | None,
+    node_index: int,
+    token_file: Path | None,
+    log_level: str,
+    log_format: str,
+    **flags: object,
+) -> None:
+    """Watch INPUT, hand batches to engines, merge their FASTQ into OUTPUT."""
+    setup_logging(log_level, log_format)
+    from bcmanager.api import create_app
+    from bcmanager.manager import Manager
+
+    overrides = dict(flags, input=input_dir, output=output_dir, token=read_token(token_file))
+    settings = build_settings(overrides, config_path, legacy_config, node_index)
+    manager = Manager(settings)
+    report = manager.open()
+    url = f"http://{settings.host}:{settings.port}"
+    counts = ", ".join(f"{n} {state}" for state, n in report.counts.items())
+    click.echo(f"bcmanager listening on {url}")
+    click.echo(f"  input   {settings.input}\n  output  {settings.output}")
+    click.echo(
+        f"  ledger  {report.ledger_path}"
+        + ("  (rebuilt from the layout)" if report.rebuilt else "")
+    )
+    click.echo(f"  files   {counts}; {report.running_jobs} job(s) running")
+    if report.recovered_merges:
+        click.echo(f"  finished {report.recovered_merges} merge(s) interrupted by a crash")
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
+        log.warning(
+            "bound to %s without a token: anyone who can reach it can change state", settings.host
+        )
+    uvicorn.run(
+        create_app(manager),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,134 @@
+"""Manager settings: defaults, a `bcm.toml` file, the original BC-pipelines JSON, CLI flags.
+
+Later sources win: defaults < legacy JSON < TOML < command-line flags.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bcmanager.errors import ConfigError
+
+DEFAULT_PORT = 40765
+
+
+@dataclass(frozen=True)
+class Settings:
+    input: Path
+    output: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: Path | None = None
+    lease_s: float = 90.0
+    batch_size: int = 10
+    max_batch: int = 10_000
+    max_attempts: int = 3
+    rescan_s: float = 10.0
+    idle_shutdown_s: float = 100.0
+    max_wait_s: float = 60.0
+    token: str | None = None
+    legacy_auth: str = "open"  # open | token | off
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.lease_s > 0, "lease must be positive"),
+            (self.batch_size > 0, "batch size must be positive"),
+            (0 < self.batch_size <= self.max_batch, "batch size must be within max_batch"),
+            (self.max_attempts >= 1, "max_attempts must be at least 1"),
+            (self.rescan_s > 0, "rescan interval must be positive"),
+            (0 < self.port < 65536, "port must be within 1-65535"),
+            (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.db or self.output / ".bcmanager" / "ledger.sqlite3"
+
+
+_FIELDS = {f.name for f in fields(Settings)}
+_PATHS = {"input", "output", "db"}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read `bcm.toml`: top-level keys or a `[manager]` table, named as the Settings fields."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    data = data.get("manager", data)
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return data
+
+
+def load_legacy(path: Path, node_index: int) -> dict[str, Any]:
+    """Read the original BC-pipelines JSON (General/Basecalling/Resources sections)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        basecalling = config["Basecalling"]
+        resources = config["Resources"]
+        nodes = resources["nodes_list"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read legacy config {path}: {exc}") from exc
+    if not 0 <= node_index < len(nodes):
+        raise ConfigError(f"node index {node_index} is outside nodes_list (0-{len(nodes) - 1})")
+    out: dict[str, Any] = {}
+    if basecalling.get("input_dir"):
+        out["input"] = basecalling["input_dir"]
+    if basecalling.get("output_dir"):
+        out["output"] = basecalling["output_dir"]
+    batch = config.get("General", {}).get("batch_size")
+    if batch not in (None, ""):
+        try:
+            out["batch_size"] = int(batch)
+        except ValueError as exc:
+            raise ConfigError(f"legacy config: General.batch_size {batch!r} is no number") from exc
+    return out
+
+
+def build_settings(
+    overrides: dict[str, Any],
+    toml_path: Path | None = None,
+    legacy_path: Path | None = None,
+    node_index: int = 0,
+) -> Settings:
+    """Merge all sources; INPUT and OUTPUT must end up set and must exist / be creatable."""
+    merged: dict[str, Any] = {}
+    if legacy_path is not None:
+        merged.update(load_legacy(legacy_path, node_index))
+    if toml_path is not None:
+        merged.update(load_toml(toml_path))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("input", "output"):
+        if not merged.get(key):
+            raise ConfigError(f"no {key} directory given (--{key}, bcm.toml or --legacy-config)")
+    for key in _PATHS & set(merged):
+        merged[key] = Path(merged[key]).expanduser()
+    try:
+        settings = Settings(**merged)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+    return check_directories(settings)
+
+
+def check_directories(settings: Settings) -> Settings:
+    inp, out = settings.input.resolve(), settings.output.resolve()
+    if not inp.is_dir():
+        raise ConfigError(f"input directory {settings.input} does not exist")
+    if inp == out:
+        raise ConfigError("input and output must be different directories")
+    if out.is_relative_to(inp):
+        raise ConfigError("the output directory must not lie inside the input directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory {settings.output}: {exc}") from exc
+    return replace(settings, input=inp, output=out)

@@ -1,0 +1,278 @@
+"""The on-disk protocol shared with BC-pipelines engines, and reading it back.
+
+    INPUT/ASSIGNED_<job>_<engine>/<name>.pod5      symlinks to the job's files
+    OUTPUT/TMPOUTPUT_<job>_<engine>/{pass,fail}/   where the basecaller writes
+    OUTPUT/{pass,fail}/job_id_<job>_<name>         merged results
+    OUTPUT/LOGOUTPUT_<job>_<engine>/               the job's folder after the merge
+    INPUT/FAILED_<job>_<engine>, OUTPUT/FAILEDOUTPUT_<job>_<engine>   after FAILED
+    OUTPUT/QUARANTINE/                             late outputs and the poison-file list
+
+Every step is a rename or an idempotent create, so a step interrupted by a crash
+can simply be run again. The merge manifest written into the job's folder before
+any output moves lets the layout alone rebuild the ledger (`read_snapshot`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bcmanager.errors import CorruptState
+
+POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
+MANIFEST_NAME = "bcmanager-manifest.json"
+QUARANTINE_DIR = "QUARANTINE"
+QUARANTINE_LIST = "quarantined.tsv"
+STATE_DIR = ".bcmanager"
+MERGED_SUBDIRS = ("pass", "fail")
+INPUT_JOB_PREFIXES = ("ASSIGNED_", "FAILED_", "UNKNOWN_")
+
+_JOB_DIR = re.compile(r"^(ASSIGNED|TMPOUTPUT|LOGOUTPUT|FAILED|FAILEDOUTPUT)_(\d+)_(.+)$")
+
+
+def is_complete_pod5(path: str | os.PathLike[str], size: int | None = None) -> bool:
+    """A pod5 is complete when its signature stands at both its start and its end."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head != POD5_SIGNATURE:
+                return False
+            end = size if size is not None else os.fstat(fh.fileno()).st_size
+            if end < 16:
+                return False
+            fh.seek(end - 8)
+            return fh.read(8) == POD5_SIGNATURE
+    except OSError:
+        return False
+
+
+def link_name(relpath: str) -> str:
+    """The name of a file's symlink in a job folder: its INPUT-relative path, flattened."""
+    return relpath.replace("/", "__")
+
+
+def merged_name(job_id: int, name: str) -> str:
+    return f"job_id_{job_id}_{name}"
+
+
+@dataclass
+class Snapshot:
+    """What the layout alone says about the run (used when the ledger is lost)."""
+
+    finished: list[dict] = field(default_factory=list)  # merge plans of merged jobs
+    merging: list[dict] = field(default_factory=list)  # plans of interrupted merges
+    running: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    max_job_id: int = 0
+
+    @property
+    def done(self) -> set[str]:
+        return {item["path"] for plan in self.finished + self.merging for item in plan["inputs"]}
+
+
+class Layout:
+    """Paths and moves of the on-disk protocol under one INPUT and one OUTPUT."""
+
+    def __init__(self, input_dir: Path, output_dir: Path) -> None:
+        self.input = Path(os.path.abspath(input_dir))
+        self.output = Path(os.path.abspath(output_dir))
+
+    # -- names ------------------------------------------------------------------------
+
+    def assigned_dir(self, job_id: int, engine: str) -> Path:
+        return self.input / f"ASSIGNED_{job_id}_{engine}"
+
+    def failed_dir(self, job_id: int, engine: str) -> Path:
+        return self.input / f"FAILED_{job_id}_{engine}"
+
+    def tmp_output_dir(self, job_id: int, engine: str) -> Path:
+        return self.output / f"TMPOUTPUT_{job_id}_{engine}"
+
+    def log_output_dir(self, job_id: int, engine: str) -> Path:
+        return self.output / f"LOGOUTPUT_{job_id}_{engine}"
+
+    def failed_output_dir(self, job_id: int, engine: str) -> Path:
+        return self.output / f"FAILEDOUTPUT_{job_id}_{engine}"
+
+    def quarantine_dir(self) -> Path:
+        return self.output / QUARANTINE_DIR
+
+    def late_output_dir(self, job_id: int, engine: str) -> Path:
+        return self.quarantine_dir() / f"LATE_{job_id}_{engine}"
+
+    def default_ledger_path(self) -> Path:
+        return self.output / STATE_DIR / "ledger.sqlite3"
+
+    # -- steps ------------------------------------------------------------------------
+
+    def ensure_output_dirs(self) -> None:
+        for sub in MERGED_SUBDIRS:
+            (self.output / sub).mkdir(parents=True, exist_ok=True)
+
+    def prepare_job(self, job_id: int, engine: str, relpaths: Iterable[str]) -> None:
+        """Create the job's input folder of symlinks and its empty output folder."""
+        job_dir = self.assigned_dir(job_id, engine)
+        job_dir.mkdir(exist_ok=True)
+        for rel in relpaths:
+            link = job_dir / link_name(rel)
+            if not link.is_symlink():
+                os.symlink(self.input / rel, link)
+        self.tmp_output_dir(job_id, engine).mkdir(exist_ok=True)
+
+    def plan_merge(self, job_id: int, engine: str, inputs: list[dict]) -> dict:
+        """List what the basecaller wrote; the plan is journaled before anything moves."""
+        tmp = self.tmp_output_dir(job_id, engine)
+        moves = []
+        for sub in MERGED_SUBDIRS:
+            src_dir = tmp / sub
+            if not src_dir.is_dir():
+                continue
+            for name in sorted(os.listdir(src_dir)):
+                moves.append([f"{sub}/{name}", f"{sub}/{merged_name(job_id, name)}"])
+        return {"job_id": job_id, "engine": engine, "inputs": inputs, "outputs": moves}
+
+    def write_manifest(self, plan: dict) -> None:
+        """Write the manifest into the job's output folder (atomically), wherever it now is."""
+        job_id, engine = plan["job_id"], plan["engine"]
+        folder = self.tmp_output_dir(job_id, engine)
+        if not folder.is_dir():
+            folder = self.log_output_dir(job_id, engine)
+        folder.mkdir(exist_ok=True)
+        _write_json_atomically(folder / MANIFEST_NAME, plan)
+
+    def apply_merge(self, plan: dict) -> None:
+        """Move a DONE job's outputs into OUTPUT/{pass,fail}; safe to run again after a crash."""
+        job_id, engine = plan["job_id"], plan["engine"]
+        tmp = self.tmp_output_dir(job_id, engine)
+        log = self.log_output_dir(job_id, engine)
+        if tmp.is_dir():
+            for src_rel, dst_rel in plan["outputs"]:
+                src, dst = tmp / src_rel, self.output / dst_rel
+                if os.path.lexists(src):
+                    if os.path.lexists(dst):
+                        raise CorruptState(f"merge of job {job_id}: {dst} already exists")
+                    os.rename(src, dst)
+            if not (tmp / MANIFEST_NAME).exists():
+                _write_json_atomically(tmp / MANIFEST_NAME, plan)
+            os.rename(tmp, log)
+        elif not log.is_dir():
+            raise CorruptState(f"merge of job {job_id}: neither {tmp.name} nor {log.name} exists")
+        _remove_tree(self.assigned_dir(job_id, engine))
+
+    def set_aside_failed(self, job_id: int, engine: str) -> None:
+        """After FAILED: keep the job's folders for inspection under their FAILED names."""
+        _rename_if_present(self.assigned_dir(job_id, engine), self.failed_dir(job_id, engine))
+        _rename_if_present(
+            self.tmp_output_dir(job_id, engine), self.failed_output_dir(job_id, engine)
+        )
+
+    def drop_assignment(self, job_id: int, engine: str) -> None:
+        """After a lease expired or a batch was handed back: its files are no longer the job's."""
+        _remove_tree(self.assigned_dir(job_id, engine))
+
+    def set_aside_late_output(self, job_id: int, engine: str) -> Path | None:
+        """A late engine's output is kept, never merged."""
+        tmp = self.tmp_output_dir(job_id, engine)
+        if not tmp.exists():
+            return None
+        dest = self.late_output_dir(job_id, engine)
+        dest.parent.mkdir(exist_ok=True)
+        _rename_if_present(tmp, dest)
+        return dest
+
+    def record_quarantine(self, relpath: str, reason: str) -> None:
+        """Append to OUTPUT/QUARANTINE/quarantined.tsv: what a user reads, and a rebuild too."""
+        self.quarantine_dir().mkdir(exist_ok=True)
+        clean = reason.replace("\t", " ").replace("\n", " ")
+        with open(self.quarantine_dir() / QUARANTINE_LIST, "a", encoding="utf-8") as fh:
+            fh.write(f"{relpath}\t{clean}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def job_dirs_on_input(self) -> list[tuple[str, int, str, Path]]:
+        return _job_dirs(self.input)
+
+    # -- reading the layout back ------------------------------------------------------
+
+    def read_snapshot(self) -> Snapshot:
+        """Rebuild what is known from the folders alone (the ledger was lost)."""
+        snap = Snapshot()
+        manifests = {}
+        for kind, job_id, engine, path in _job_dirs(self.output):
+            snap.max_job_id = max(snap.max_job_id, job_id)
+            manifest = path / MANIFEST_NAME
+            if kind in ("LOGOUTPUT", "TMPOUTPUT") and manifest.is_file():
+                plan = json.loads(manifest.read_text(encoding="utf-8"))
+                manifests[job_id] = (kind, engine, plan)
+        for kind, _engine, plan in manifests.values():
+            (snap.merging if kind == "TMPOUTPUT" else snap.finished).append(plan)
+        for kind, job_id, engine, path in _job_dirs(self.input):
+            snap.max_job_id = max(snap.max_job_id, job_id)
+            targets = self._link_targets(path)
+            if kind == "ASSIGNED" and job_id not in manifests:
+                snap.running.append((job_id, engine, targets))
+            elif kind == "FAILED":
+                snap.failures.update(targets)
+        done = snap.done
+        snap.quarantined = {
+            p: why for p, why in self.read_quarantine_list().items() if p not in done
+        }
+        return snap
+
+    def _link_targets(self, job_dir: Path) -> list[str]:
+        out = []
+        for entry in os.scandir(job_dir):
+            if entry.is_symlink():
+                rel = os.path.relpath(os.readlink(entry.path), self.input)
+                if not rel.startswith(".."):
+                    out.append(rel)
+        return sorted(out)
+
+    def read_quarantine_list(self) -> dict[str, str]:
+        path = self.quarantine_dir() / QUARANTINE_LIST
+        if not path.exists():
+            return {}
+        out = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rel, _, reason = line.partition("\t")
+            if rel:
+                out[rel] = reason
+        return out
+
+
+def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
+    out = []
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        match = _JOB_DIR.match(entry.name)
+        if match and entry.is_dir(follow_symlinks=False):
+            out.append((match[1], int(match[2]), match[3], Path(entry.path)))
+    return out
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _rename_if_present(src: Path, dst: Path) -> None:
+    if src.exists() and not dst.exists():
+        os.rename(src, dst)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

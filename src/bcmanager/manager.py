@@ -1,0 +1,476 @@
+"""The manager service: the core (ledger, scheduler, layout) plus a lock, a clock and threads.
+
+Every protocol call (legacy or v1) ends up in one of `claim`, `keepalive`,
+`complete`; the background threads call `scan` and `tick`. Each holds the lock for
+the ledger work and its filesystem step, so the ledger is always written first
+and the disk follows; a crash between the two is mended by `_reconcile` at the
+next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bcmanager import scheduler
+from bcmanager.config import Settings
+from bcmanager.errors import ConfigError, LeaseLost
+from bcmanager.layout import Layout
+from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.scanner import Discovery
+from bcmanager.scheduler import Assignment, Policy
+from bcmanager.states import FileState, JobState
+
+log = logging.getLogger("bcmanager.manager")
+
+SCAN_CHUNK = 2000
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class Completion:
+    job: JobRow
+    late: bool = False
+    repeated: bool = False
+
+
+@dataclass
+class EngineSeen:
+    engine: str
+    last_seen: float
+    job_id: int | None = None
+    jobs_done: int = 0
+    files_done: int = 0
+
+
+@dataclass
+class StartupReport:
+    ledger_path: str
+    rebuilt: bool
+    recovered_merges: int
+    running_jobs: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Manager:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.layout = Layout(settings.input, settings.output)
+        self.policy = Policy(
+            lease_s=settings.lease_s,
+            default_batch=settings.batch_size,
+            max_batch=settings.max_batch,
+            max_attempts=settings.max_attempts,
+        )
+        self.lock = threading.RLock()
+        self.ledger: Ledger | None = None
+        self.last_activity = clock()
+        self.engines: dict[str, EngineSeen] = {}
+        self.scan_done = threading.Event()
+        self.last_scan: dict[str, float | int] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._unmerged: set[int] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._discovery: Discovery | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def db(self) -> Ledger:
+        assert self.ledger is not None, "Manager.open() first"
+        return self.ledger
+
+    def open(self, scan_now: bool = False) -> StartupReport:
+        """Open (or rebuild) the ledger and mend whatever a crash left half done."""
+        self.layout.ensure_output_dirs()
+        self.ledger = Ledger(self.settings.ledger_path)
+        self._discovery = Discovery(self.layout.input, self._known_in)
+        now = self.clock()
+        with self.lock:
+            self._check_ledger_owner()
+            rebuilt = self.ledger.created and self._rebuild_from_layout(now)
+            merging = len(self.db.jobs_in([JobState.MERGING]))
+            self._reconcile(now)
+            running = scheduler.renew_all(self.db, now)
+            self.db.record_event(now, "manager", "started" + (" (rebuilt)" if rebuilt else ""))
+        if scan_now and not rebuilt:
+            self.scan()
+        counts = {s.value: n for s, n in self.db.file_counts().items()}
+        return StartupReport(str(self.db.path), rebuilt, merging, running, counts)
+
+    def start_background(self) -> None:
+        """Start the scanning and lease-expiry threads."""
+        self._threads = [
+            threading.Thread(target=self._scan_loop, name="bcm-scan", daemon=True),
+            threading.Thread(target=self._tick_loop, name="bcm-tick", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        with self.lock:
+            if self.ledger is not None:
+                self.ledger.close()
+                self.ledger = None
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """`callback` runs (in any thread) whenever files become claimable."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    # -- discovery --------------------------------------------------------------------
+
+    def _known_in(self, folder: str) -> set[str]:
+        with self.lock:
+            return self.db.known_names_in(folder)
+
+    def scan(self) -> int:
+        """Look for new complete pod5 files once; returns how many were added."""
+        assert self._discovery is not None
+        started = time.monotonic()
+        result = self._discovery.scan()
+        added = 0
+        for i in range(0, len(result.new), SCAN_CHUNK):
+            with self.lock:
+                added += self.db.add_files(result.new[i : i + SCAN_CHUNK], self.clock())
+        self.last_scan = {
+            "at": self.clock(),
+            "seconds": round(time.monotonic() - started, 3),
+            "added": added,
+            "incomplete": len(result.incomplete),
+            "folders_listed": result.folders_listed,
+        }
+        if added:
+            log.info("scan: %d new file(s) queued", added)
+            self._notify()
+        self.scan_done.set()
+        return added
+
+    def _scan_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan()
+            except Exception:
+                log.exception("scan failed; will try again")
+            self._stop.wait(self.settings.rescan_s)
+
+    def _tick_loop(self) -> None:
+        interval = max(0.05, min(1.0, self.settings.lease_s / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("lease check failed; will try again")
+
+    # -- the protocol -----------------------------------------------------------------
+
+    def claim(self, engine: str, requested: int | None, api: str) -> Assignment | None:
+        with self.lock:
+            now = self.clock()
+            self._seen(engine, now)
+            assignment = scheduler.claim(self.db, engine, requested, now, self.policy, api)
+            if assignment is None:
+                return None
+            job = assignment.job
+            self.layout.prepare_job(job.id, engine, [f.path for f in assignment.files])
+            self.last_activity = now
+            self.engines[engine].job_id = job.id
+        log.info("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
+        return assignment
+
+    def keepalive(self, job_id: int, token: str | None) -> JobRow:
+        """Renew a job's lease; raises LeaseLost when it has expired (or ended)."""
+        with self.lock:
+            now = self.clock()
+            job = scheduler.get_job(self.db, job_id)
+            scheduler.check_token(job, token)
+            self._seen(job.engine, now)
+            self.last_activity = now
+            scheduler.renew(self.db, job, now)
+            return scheduler.get_job(self.db, job_id)
+
+    def complete(
+        self, job_id: int, outcome: Outcome, token: str | None, reason: str | None = None
+    ) -> Completion:
+        """An engine's final report. Repeats answer the same and change nothing."""
+        with self.lock:
+            now = self.clock()
+            job = scheduler.get_job(self.db, job_id)
+            scheduler.check_token(job, token)
+            self._seen(job.engine, now)
+            self.last_activity = now
+            if job.state is JobState.ASSIGNED:
+                self._finish(job, outcome, reason, now)
+                return Completion(scheduler.get_job(self.db, job_id))
+            if job.state is JobState.EXPIRED:
+                where = self.layout.set_aside_late_output(job.id, job.engine)
+                scheduler.mark_late(self.db, job, now)
+                log.warning(
+                    "job %d: late report from %s; output kept in %s", job.id, job.engine, where
+                )
+                return Completion(scheduler.get_job(self.db, job_id), late=True)
+            late = job.state is JobState.LATE
+            return Completion(job, late=late, repeated=True)
+
+    def _finish(self, job: JobRow, outcome: Outcome, reason: str | None, now: float) -> None:
+        engine = self.engines.get(job.engine)
+        if engine is not None and engine.job_id == job.id:
+            engine.job_id = None
+        if outcome is Outcome.DONE:
+            files = self.db.files_of_job(job.id)
+            inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
+            plan = self.layout.plan_merge(job.id, job.engine, inputs)
+            scheduler.begin_merge(self.db, job, plan, now)
+            self._merge(scheduler.get_job(self.db, job.id), now)
+            if engine is not None:
+                engine.jobs_done += 1
+                engine.files_done += len(files)
+        elif outcome is Outcome.FAILED:
+            why = reason or "engine reported FAILED"
+            poisoned = scheduler.fail(self.db, job, why, now, self.policy)
+            self.layout.set_aside_failed(job.id, job.engine)
+            self._record_quarantine(poisoned)
+            log.warning("job %d failed on %s: %s", job.id, job.engine, why)
+            self._notify()
+        else:
+            scheduler.release(self.db, job, now)
+            self.layout.drop_assignment(job.id, job.engine)
+            log.info("job %d handed back by %s", job.id, job.engine)
+            self._notify()
+
+    def _merge(self, job: JobRow, now: float) -> bool:
+        """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later."""
+        plan = json.loads(job.merge_plan or "{}")
+        try:
+            self.layout.write_manifest(plan)
+            self.layout.apply_merge(plan)
+        except OSError as exc:
+            self._unmerged.add(job.id)
+            log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
+            self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
+            return False
+        scheduler.finish_merge(self.db, job, now)
+        self._unmerged.discard(job.id)
+        log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
+        return True
+
+    def tick(self) -> None:
+        """Expire overdue leases and retry merges that hit a disk error."""
+        with self.lock:
+            now = self.clock()
+            expired = scheduler.expire_overdue(self.db, now, self.policy)
+            for job, poisoned in expired:
+                self.layout.drop_assignment(job.id, job.engine)
+                self._record_quarantine(poisoned)
+                log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
+            for job_id in sorted(self._unmerged):
+                job = self.db.get_job(job_id)
+                if job is not None and job.state is JobState.MERGING:
+                    self._merge(job, now)
+                else:
+                    self._unmerged.discard(job_id)
+        if expired:
+            self._notify()
+
+    def _record_quarantine(self, files: list[FileRow]) -> None:
+        for f in files:
+            fresh = self.db.get_file(f.path)
+            why = fresh.reason if fresh and fresh.reason else "quarantined"
+            self.layout.record_quarantine(f.path, why)
+            log.error("quarantined %s: %s", f.path, why)
+
+    def _seen(self, engine: str, now: float) -> None:
+        seen = self.engines.get(engine)
+        if seen is None:
+            self.engines[engine] = EngineSeen(engine, now)
+        else:
+            seen.last_seen = now
+
+    # -- recovery ---------------------------------------------------------------------
+
+    def _check_ledger_owner(self) -> None:
+        for key, path in (("input", self.layout.input), ("output", self.layout.output)):
+            recorded = self.db.get_meta(key)
+            if recorded is None:
+                self.db.set_meta(key, str(path))
+            elif recorded != str(path):
+                raise ConfigError(
+                    f"ledger {self.db.path} belongs to {key} {recorded}, not {path};"
+                    " pass --db for a separate ledger"
+                )
+
+    def _rebuild_from_layout(self, now: float) -> bool:
+        """The ledger was lost: rebuild it from manifests, job folders and the quarantine list."""
+        snap = self.layout.read_snapshot()
+        if not (snap.finished or snap.merging or snap.running or snap.failures) and not (
+            snap.quarantined or snap.max_job_id
+        ):
+            return False
+        log.warning("no ledger but a run's folders in OUTPUT: rebuilding state from the layout")
+        self.db.reserve_job_ids(snap.max_job_id)
+        assert self._discovery is not None
+        found = self._discovery.scan()
+        self.db.add_files(found.new, now)
+        for plans, finished in ((snap.finished, True), (snap.merging, False)):
+            for plan in plans:
+                job = self._recreate_job(plan["job_id"], plan["engine"], plan_paths(plan), now)
+                if job is None:
+                    continue
+                scheduler.begin_merge(self.db, job, plan, now)
+                if finished:
+                    scheduler.finish_merge(self.db, scheduler.get_job(self.db, job.id), now)
+        for job_id, engine, paths in snap.running:
+            self._recreate_job(job_id, engine, paths, now)
+        for path, failures in snap.failures.items():
+            row = self.db.get_file(path)
+            if row is not None and row.state is FileState.QUEUED:
+                self.db.set_attempts(row.id, failures)
+        for path, why in snap.quarantined.items():
+            row = self.db.get_file(path)
+            if row is not None and row.state is FileState.QUEUED:
+                self.db.set_file_state(
+                    [row.id], FileState.QUEUED, FileState.QUARANTINED, now, reason=why
+                )
+        self.db.record_event(now, "manager", "ledger rebuilt from the layout")
+        self.scan_done.set()
+        return True
+
+    def _recreate_job(
+        self, job_id: int, engine: str, paths: list[str], now: float
+    ) -> JobRow | None:
+        rows = [r for r in self.db.files_by_paths(paths) if r.state is FileState.QUEUED]
+        if not rows:
+            return None
+        self.db.create_job(
+            engine,
+            scheduler.new_token(),
+            "rebuilt",
+            self.policy.lease_s,
+            len(rows),
+            now,
+            job_id=job_id,
+        )
+        self.db.set_file_state(
+            [r.id for r in rows], FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id
+        )
+        return self.db.get_job(job_id)
+
+    def _reconcile(self, now: float) -> None:
+        """Bring the disk in line with the ledger after a crash at any instant."""
+        for job in self.db.jobs_in([JobState.MERGING]):
+            self._merge(job, now)
+        live = {job.id: job for job in self.db.jobs_in([JobState.ASSIGNED])}
+        for job in live.values():
+            self.layout.prepare_job(
+                job.id, job.engine, [f.path for f in self.db.files_of_job(job.id)]
+            )
+        for kind, job_id, engine, _path in self.layout.job_dirs_on_input():
+            if kind != "ASSIGNED" or job_id in live:
+                continue
+            job = self.db.get_job(job_id)
+            if job is not None and job.state is JobState.FAILED:
+                self.layout.set_aside_failed(job_id, engine)
+            else:
+                self.layout.drop_assignment(job_id, engine)
+        for job in self.db.jobs_in([JobState.LATE]):
+            self.layout.set_aside_late_output(job.id, job.engine)
+        listed = self.layout.read_quarantine_list()
+        missing = [
+            f
+            for f in self.db.files_in_state(FileState.QUARANTINED, 1_000_000)
+            if f.path not in listed
+        ]
+        self._record_quarantine(missing)
+
+    # -- views ------------------------------------------------------------------------
+
+    def heartbeat_view(self) -> dict[str, object]:
+        idle = self.clock() - self.last_activity
+        return {
+            "status": "true" if idle >= self.settings.idle_shutdown_s else "false",
+            "inactivity_interval": idle,
+        }
+
+    def status(self) -> dict[str, object]:
+        with self.lock:
+            now = self.clock()
+            files = {s.value: n for s, n in self.db.file_counts().items()}
+            jobs = {s.value: n for s, n in self.db.job_counts().items()}
+            running = self.db.jobs_in([JobState.ASSIGNED, JobState.MERGING])
+            quarantined = self.db.files_in_state(FileState.QUARANTINED, 100)
+            events = [e.as_dict() for e in self.db.last_events(20)]
+        total = sum(files.values())
+        return {
+            "input": str(self.layout.input),
+            "output": str(self.layout.output),
+            "ledger": str(self.db.path),
+            "now": now,
+            "files": files,
+            "files_total": total,
+            "finished": total > 0 and files["queued"] == 0 and files["assigned"] == 0,
+            "jobs": jobs,
+            "running_jobs": [job_view(j) for j in running],
+            "engines": [
+                {
+                    "engine": e.engine,
+                    "last_seen_s": round(now - e.last_seen, 3),
+                    "job_id": e.job_id,
+                    "jobs_done": e.jobs_done,
+                    "files_done": e.files_done,
+                }
+                for e in sorted(self.engines.values(), key=lambda e: e.engine)
+            ],
+            "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
+            "scan": dict(self.last_scan),
+            "events": events,
+        }
+
+    def job_detail(self, job_id: int) -> dict[str, object]:
+        with self.lock:
+            job = scheduler.get_job(self.db, job_id)
+            files = [f.path for f in self.db.files_of_job(job_id)]
+        view = job_view(job)
+        view["files"] = (
+            files if job.state in (JobState.ASSIGNED, JobState.MERGING, JobState.DONE) else []
+        )
+        return view
+
+
+def plan_paths(plan: dict) -> list[str]:
+    return [item["path"] for item in plan["inputs"]]
+
+
+def job_view(job: JobRow) -> dict[str, object]:
+    return {
+        "job_id": job.id,
+        "engine": job.engine,
+        "state": job.state.value,
+        "api": job.api,
+        "n_files": job.n_files,
+        "lease_s": job.lease_s,
+        "lease_expires": job.lease_expires,
+        "created": job.created,
+        "ended": job.ended,
+        "reason": job.reason,
+    }
+
+
+__all__ = ["Completion", "LeaseLost", "Manager", "Outcome"]
