@@ -1,0 +1,1 @@
+"""Basecaller backends; `make_basecaller` picks one by name (see `abc.Basecaller`)."""

@@ -1,0 +1,41 @@
+"""The basecaller interface: how an engine turns a job's input folder into FASTQ.
+
+A backend only says *what to run*: an argument vector (and, for tools that print
+FASTQ to stdout, the file that stdout goes to). The engine runs it as a subprocess,
+so every backend can be stopped the same way (a late lease, SIGTERM) and reports
+DONE or FAILED by its exit code, exactly as the original BC-pipelines supervisor
+convention does. Backends live one per module beside this file.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One basecaller run for one job."""
+
+    argv: list[str]
+    stdout_path: Path | None = None  # FASTQ written to stdout goes here; else to the log
+    env: dict[str, str] = field(default_factory=dict)  # added to the engine's environment
+
+
+class Basecaller(ABC):
+    """Builds the command that basecalls every pod5 in `input_dir` into `output_dir`.
+
+    Output convention (what the manager merges): FASTQ files directly under
+    `output_dir/pass/` (and optionally `output_dir/fail/`); one record per read id.
+    """
+
+    name: str = "basecaller"
+
+    @abstractmethod
+    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+        """The command for one job; `output_dir` exists and is empty."""
+
+    def describe(self) -> str:
+        """One line for the engine's start-up log."""
+        return self.name
