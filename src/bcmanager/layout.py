@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bcmanager import failpoints
 from bcmanager.errors import CorruptState
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
@@ -159,9 +160,11 @@ class Layout:
                     if os.path.lexists(dst):
                         raise CorruptState(f"merge of job {job_id}: {dst} already exists")
                     os.rename(src, dst)
+                    failpoints.hit("merge.after-move")
             if not (tmp / MANIFEST_NAME).exists():
                 _write_json_atomically(tmp / MANIFEST_NAME, plan)
             os.rename(tmp, log)
+            failpoints.hit("merge.after-rename")
         elif not log.is_dir():
             raise CorruptState(f"merge of job {job_id}: neither {tmp.name} nor {log.name} exists")
         _remove_tree(self.assigned_dir(job_id, engine))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bcmanager import scheduler
+from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
@@ -190,6 +190,7 @@ class Manager:
             if assignment is None:
                 return None
             job = assignment.job
+            failpoints.hit("claim.after-commit")
             self.layout.prepare_job(job.id, engine, [f.path for f in assignment.files])
             self.last_activity = now
             self.engines[engine].job_id = job.id
@@ -239,6 +240,7 @@ class Manager:
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
             plan = self.layout.plan_merge(job.id, job.engine, inputs)
             scheduler.begin_merge(self.db, job, plan, now)
+            failpoints.hit("complete.after-journal")
             self._merge(scheduler.get_job(self.db, job.id), now)
             if engine is not None:
                 engine.jobs_done += 1

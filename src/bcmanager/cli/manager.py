@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -68,6 +70,10 @@ def command(
         log.warning(
             "bound to %s without a token: anyone who can reach it can change state", settings.host
         )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler found at start: make that one a clean exit, since the stop *was* clean.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.run(
         create_app(manager),
         host=settings.host,
@@ -78,3 +84,8 @@ def command(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    log.info("stopped by %s; ledger closed", signal.Signals(signum).name)
+    sys.exit(0)

@@ -1,0 +1,5 @@
+"""`python -m bcmanager.cli` is `bcm`."""
+
+from bcmanager.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""kill -9 of a real manager at the worst instants, and a lost ledger: nothing lost, nothing doubled."""
+
+import os
+
+import pytest
+
+from tests.helpers import LegacyDriver, assert_exactly_once, make_run
+
+
+def _wait_scanned(m, n: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while m.status()["files_total"] < n:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    ["claim.after-commit", "complete.after-journal", "merge.after-move", "merge.after-rename"],
+)
+def test_kill9_at_the_worst_instant_loses_nothing(run_dirs, start_manager, failpoint) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 6)
+    crashing = start_manager(inp, out, "--lease", "2", env={"BCM_FAILPOINT": failpoint})
+    _wait_scanned(crashing, 6)
+    driver = LegacyDriver(crashing.url, inp, out)
+    assert driver.run() == "down"
+    assert crashing.proc.wait(timeout=10) == -9  # it really died at the failpoint
+    restarted = start_manager(inp, out, "--lease", "2", port=crashing.port)
+    assert driver.run(timeout=60) == "finished"
+    assert_exactly_once(run, out)
+    assert not [d for d in os.listdir(inp) if d.startswith("ASSIGNED_")]
+    assert restarted.status()["files"]["done"] == 6
+
+
+def test_a_ledger_lost_after_kill9_is_rebuilt_without_loss_or_duplicates(
+    run_dirs, start_manager
+) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 8)
+    m = start_manager(inp, out, "--lease", "2")
+    _wait_scanned(m, 8)
+    finished = LegacyDriver(m.url, inp, out, "a")
+    for _ in range(2):  # two jobs merged
+        job = finished._get("/assignwork", engineid="a", batchsize=2)
+        from tests.helpers import basecall_dir
+
+        basecall_dir(inp / job["job_input_dir"], out / job["job_output_dir"])
+        finished._get("/completed", job_id=job["jobid"], job_state="DONE")
+    running = finished._get("/assignwork", engineid="b", batchsize=2)  # one job in flight
+    m.kill9()
+    for suffix in ("", "-wal", "-shm"):
+        ledger = out / ".bcmanager" / f"ledger.sqlite3{suffix}"
+        if ledger.exists():
+            ledger.unlink()
+    restarted = start_manager(inp, out, "--lease", "2", port=m.port)
+    assert "rebuilt from the layout" in restarted.log.read_text()
+    status = restarted.status()
+    assert status["files"] == {"queued": 2, "assigned": 2, "done": 4, "quarantined": 0}
+    # the engine of the in-flight job finishes it against the rebuilt manager
+    basecall_dir(inp / running["job_input_dir"], out / running["job_output_dir"])
+    assert finished._get("/completed", job_id=running["jobid"], job_state="DONE") == {"ok": True}
+    assert LegacyDriver(restarted.url, inp, out, "c").run() == "finished"
+    assert_exactly_once(run, out)

@@ -1,0 +1,89 @@
+"""The original BC-pipelines engine, unmodified, basecalls a run through bcmanager."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import assert_exactly_once, make_run
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "bc-pipelines"
+LEGACY_PORT = 40765  # the original engine is hard-wired to it
+
+
+def _port_free() -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{LEGACY_PORT}/", timeout=0.5)
+    except httpx.TransportError:
+        return True
+    return False
+
+
+def _standin_supervisor(tmp_path: Path) -> Path:
+    """The supervisor script the engine runs: INPUT OUTPUT MODEL, real pod5 in, FASTQ out."""
+    script = tmp_path / "supervisor.sh"
+    repo = Path(__file__).resolve().parents[2]
+    script.write_text(
+        f'#!/bin/sh\ncd "{repo}" && exec "{sys.executable}" -m tests.fakes.standin_supervisor "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.skipif(
+    not REFERENCE.is_dir(), reason="the BC-pipelines reference copy is not beside this checkout"
+)
+def test_the_original_engine_works_unmodified(run_dirs, start_manager, tmp_path) -> None:
+    assert _port_free(), f"port {LEGACY_PORT} is taken; the original engine can use no other"
+    inp, out = run_dirs
+    run = make_run(inp, 7)
+    config = {
+        "General": {"batch_size": "3"},
+        "Basecalling": {
+            "model": "dna_r10.4.1_e8.2_400bps_hac.cfg",
+            "input_dir": str(inp),
+            "output_dir": str(out),
+            "supervisor_script_path": str(_standin_supervisor(tmp_path)),
+        },
+        "Resources": {
+            "index_host": "0",
+            "nodes_list": ["legacy001", "legacy002"],
+            "nodes_ip": ["127.0.0.1", "127.0.0.1"],
+            "batch_size_list": ["4", "4"],
+        },
+    }
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    m = start_manager(
+        inp, out, "--legacy-config", str(config_path), "--lease", "4", port=LEGACY_PORT
+    )
+    engines = [
+        subprocess.Popen(
+            [sys.executable, "BCProcessors.py", str(config_path), str(node)],
+            cwd=REFERENCE / "BC_software",
+            stdout=open(tmp_path / f"engine{node}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while not m.status()["finished"]:
+            for node, engine in enumerate(engines):
+                assert engine.poll() is None, (tmp_path / f"engine{node}.log").read_text()
+            assert time.monotonic() < deadline, "the original engines did not finish the run"
+            time.sleep(0.2)
+    finally:
+        for engine in engines:  # each would otherwise sleep a minute before asking again
+            engine.kill()
+            engine.wait()
+    assert_exactly_once(run, out)
+    status = m.status()
+    assert status["jobs"]["done"] == 2 and status["jobs"]["failed"] == 0
+    assert {e["engine"] for e in status["engines"]} == {"legacy001", "legacy002"}
+    assert sorted(d for d in os.listdir(out) if d.startswith("LOGOUTPUT_"))

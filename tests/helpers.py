@@ -1,0 +1,123 @@
+"""Test helpers: real pod5 runs, a stand-in basecall, an independent exactly-once check."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+from bcmanager.pod5io import read_ids, write_pod5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_run(
+    input_dir: Path,
+    n_files: int,
+    reads: int = 3,
+    samples: int = 400,
+    prefix: str = "f",
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Write `n_files` real pod5 files; returns {relative path: read ids}."""
+    out = {}
+    for i in range(n_files):
+        rel = f"{prefix}{i:04d}.pod5"
+        out[rel] = write_pod5(input_dir / rel, reads, samples, seed=seed * 100_000 + i + 1)
+    return out
+
+
+def basecall_dir(job_input: Path, job_output: Path) -> int:
+    """Stand-in basecaller: one FASTQ record per read id of every pod5 in `job_input`."""
+    (job_output / "pass").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for entry in sorted(os.scandir(job_input), key=lambda e: e.name):
+        if not entry.name.endswith(".pod5"):
+            continue
+        stem = entry.name[: -len(".pod5")]
+        with open(job_output / "pass" / f"{stem}.fastq", "w") as fh:
+            for rid in read_ids(Path(entry.path)):
+                fh.write(f"@{rid}\nACGT\n+\n!!!!\n")
+                n += 1
+    return n
+
+
+def fastq_read_ids(output_dir: Path) -> Counter[str]:
+    """Read ids of every FASTQ record under OUTPUT/pass and OUTPUT/fail."""
+    ids: Counter[str] = Counter()
+    for sub in ("pass", "fail"):
+        folder = output_dir / sub
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            with open(entry.path) as fh:
+                for i, line in enumerate(fh):
+                    if i % 4 == 0:
+                        ids[line[1:].split()[0]] += 1
+    return ids
+
+
+def assert_exactly_once(
+    run: dict[str, list[str]], output_dir: Path, skip: set[str] = frozenset()
+) -> None:
+    """Every read id of `run` (but the files in `skip`) in exactly one FASTQ record."""
+    expected = Counter(rid for rel, ids in run.items() if rel not in skip for rid in ids)
+    got = fastq_read_ids(output_dir)
+    missing = set(expected) - set(got)
+    doubled = {rid for rid, n in got.items() if n > 1}
+    unexpected = set(got) - set(expected)
+    assert not missing, f"{len(missing)} read(s) missing"
+    assert not doubled, f"{len(doubled)} read(s) in more than one FASTQ record"
+    assert not unexpected, f"{len(unexpected)} unexpected read(s)"
+
+
+class LegacyDriver:
+    """A test engine speaking the legacy protocol: assign, basecall (stand-in), complete.
+
+    Unlike the original engine it survives the manager going away: it remembers an
+    unanswered completion and sends it again once the manager is back.
+    """
+
+    def __init__(self, url: str, input_dir: Path, output_dir: Path, engine: str = "drv") -> None:
+        self.url, self.input, self.output, self.engine = url, input_dir, output_dir, engine
+        self.unreported: list[tuple[str, str]] = []
+
+    def _get(self, path: str, **params: object) -> dict:
+        import httpx
+
+        r = httpx.get(f"{self.url}{path}", params=params, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def run(self, until_finished: bool = True, timeout: float = 60) -> str:
+        """Work until the run is finished ('finished') or the manager is gone ('down')."""
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        try:
+            while self.unreported:
+                self._get(
+                    "/completed", job_id=self.unreported[0][0], job_state=self.unreported[0][1]
+                )
+                self.unreported.pop(0)
+            while time.monotonic() < deadline:
+                job = self._get("/assignwork", engineid=self.engine, batchsize=2)
+                if job["batch_size"] == 0:
+                    if self._get("/v1/status")["finished"] or not until_finished:
+                        return "finished"
+                    time.sleep(0.1)
+                    continue
+                basecall_dir(self.input / job["job_input_dir"], self.output / job["job_output_dir"])
+                self.unreported.append((job["jobid"], "DONE"))
+                self._get("/completed", job_id=job["jobid"], job_state="DONE")
+                self.unreported.pop()
+        except httpx.TransportError:
+            return "down"
+        raise TimeoutError("the run did not finish in time")

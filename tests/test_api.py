@@ -1,0 +1,244 @@
+"""The HTTP API of a real manager process on a free port."""
+
+import json
+import os
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import basecall_dir, make_run
+
+LEGACY_KEYS = [
+    "report_back_period",
+    "jobid",
+    "job_input_dir",
+    "job_output_dir",
+    "bc_engine_id",
+    "batch_size",
+    "batch",
+    "report_back_interval",
+]
+
+
+def wait_for_files(m, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while m.status()["files_total"] < n:
+        assert time.monotonic() < deadline, "the scan did not find the files"
+        time.sleep(0.05)
+
+
+def test_legacy_routes_answer_as_the_original_manager(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 3)
+    m = start_manager(inp, out, "--lease", "30")
+    wait_for_files(m, 3)
+    r = m.get("/assignwork", engineid="dgx001", batchsize=2)
+    assert r.status_code == 200
+    body = r.json()
+    assert list(body) == LEGACY_KEYS
+    assert r.text == json.dumps(body)  # the original's json.dumps bytes
+    assert body["job_input_dir"] == f"ASSIGNED_{body['jobid']}_dgx001"
+    assert body["job_output_dir"] == f"TMPOUTPUT_{body['jobid']}_dgx001"
+    assert body["batch"] == ["f0000.pod5", "f0001.pod5"] and body["batch_size"] == 2
+    assert body["report_back_interval"] == 30
+    assert (
+        m.get("/keepalive", job_id=body["jobid"], job_state="PROCESSING").text == '{"late": false}'
+    )
+    basecall_dir(inp / body["job_input_dir"], out / body["job_output_dir"])
+    assert m.get("/completed", job_id=body["jobid"], job_state="DONE").text == '{"ok": true}'
+    assert m.get("/completed", job_id=body["jobid"], job_state="DONE").text == '{"ok": true}'
+    assert sorted(os.listdir(out / "pass")) == [
+        f"job_id_{body['jobid']}_f0000.fastq",
+        f"job_id_{body['jobid']}_f0001.fastq",
+    ]
+    assert (out / f"LOGOUTPUT_{body['jobid']}_dgx001").is_dir()
+    rest = m.get("/assignwork", engineid="dgx001", batchsize=0).json()  # 0 = default size
+    assert rest["batch"] == ["f0002.pod5"]
+    empty = m.get("/assignwork", engineid="dgx001", batchsize=5).json()
+    assert (empty["jobid"], empty["batch_size"], empty["batch"]) == ("-1", 0, [])
+    hb = m.get("/heartbeat").json()
+    assert hb["status"] == "false" and hb["inactivity_interval"] >= 0
+
+
+def test_failed_jobs_keep_the_original_folder_names(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    job = m.get("/assignwork", engineid="e1", batchsize=1).json()
+    assert m.get("/completed", job_id=job["jobid"], job_state="FAILED").json() == {"ok": True}
+    assert (inp / f"FAILED_{job['jobid']}_e1").is_dir()
+    assert (out / f"FAILEDOUTPUT_{job['jobid']}_e1").is_dir()
+    assert m.status()["files"]["queued"] == 1  # back in the queue, attempt 1
+
+
+BAD_REQUESTS = [
+    ("GET", "/assignwork", {"batchsize": "1"}, None),
+    ("GET", "/assignwork", {"engineid": "", "batchsize": "1"}, None),
+    ("GET", "/assignwork", {"engineid": "a/b", "batchsize": "1"}, None),
+    ("GET", "/assignwork", {"engineid": "../../etc", "batchsize": "1"}, None),
+    ("GET", "/assignwork", {"engineid": "x" * 65, "batchsize": "1"}, None),
+    ("GET", "/assignwork", {"engineid": "e1", "batchsize": "many"}, None),
+    ("GET", "/assignwork", {"engineid": "e1", "batchsize": "99999999999999999999"}, None),
+    ("GET", "/assignwork", {"engineid": "e1", "batchsize": "1000000"}, None),
+    ("GET", "/assignwork", {"engineid": "e1"}, None),
+    ("GET", "/keepalive", {"job_id": "abc", "job_state": "PROCESSING"}, None),
+    ("GET", "/keepalive", {"job_id": "-1", "job_state": "PROCESSING"}, None),
+    ("GET", "/keepalive", {"job_id": "424242", "job_state": "PROCESSING"}, None),
+    ("GET", "/keepalive", {"job_id": "1"}, None),
+    ("GET", "/completed", {"job_id": "424242", "job_state": "DONE"}, None),
+    ("GET", "/completed", {"job_id": "1", "job_state": "DO NE/.."}, None),
+    ("GET", "/completed", {"job_id": "9" * 40, "job_state": "DONE"}, None),
+    ("POST", "/v1/claim", None, {}),
+    ("POST", "/v1/claim", None, {"engine_id": "e1", "max_files": -1}),
+    ("POST", "/v1/claim", None, {"engine_id": "e1", "max_files": "x"}),
+    ("POST", "/v1/claim", None, {"engine_id": "e1", "max_files": 10**9}),
+    ("POST", "/v1/claim", None, {"engine_id": "e1", "wait_s": 1e9}),
+    ("POST", "/v1/claim", None, {"engine_id": "e/1"}),
+    ("POST", "/v1/claim", None, {"engine_id": "e1", "surprise": 1}),
+    ("POST", "/v1/claim", None, [1, 2]),
+    ("POST", "/v1/jobs/1/heartbeat", None, {}),
+    ("POST", "/v1/jobs/424242/heartbeat", None, {"token": "t"}),
+    ("POST", "/v1/jobs/0/heartbeat", None, {"token": "t"}),
+    ("POST", "/v1/jobs/abc/complete", None, {"token": "t", "outcome": "done"}),
+    ("POST", "/v1/jobs/1/complete", None, {"token": "t", "outcome": "maybe"}),
+    ("POST", "/v1/jobs/1/complete", None, {"token": "wrong", "outcome": "done"}),
+    ("GET", "/v1/jobs/99999999999999999999999", None, None),
+    ("GET", "/v1/jobs/424242", None, None),
+    ("GET", "/v1/events", {"limit": "0"}, None),
+    ("GET", "/nowhere", None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def busy_manager(tmp_path_factory):
+    """One manager with a job running, shared by the bad-input table."""
+    from tests.conftest import ManagerProcess
+    from tests.helpers import free_port
+
+    base = tmp_path_factory.mktemp("bad")
+    inp, out = base / "in", base / "out"
+    inp.mkdir()
+    make_run(inp, 4)
+    m = ManagerProcess(inp, out, free_port(), base / "log", ["--rescan", "0.2"], {}).wait_ready()
+    wait_for_files(m, 4)
+    job = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}).json()["job"]
+    assert job["job_id"] == 1
+    yield m
+    m.kill9()
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body"), BAD_REQUESTS)
+def test_bad_input_gets_a_4xx_json_message_and_changes_nothing(
+    busy_manager, method, path, params, body
+) -> None:
+    m = busy_manager
+    before = m.status()
+    r = httpx.request(method, m.url + path, params=params, json=body, timeout=10)
+    assert 400 <= r.status_code < 500, r.text
+    assert isinstance(r.json()["error"], str) and r.json()["error"]
+    after = m.status()
+    assert after["files"] == before["files"] and after["jobs"] == before["jobs"]
+
+
+def test_an_oversized_body_is_refused(busy_manager) -> None:
+    r = httpx.post(
+        busy_manager.url + "/v1/claim",
+        content=b"{" + b" " * 100_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413 and "error" in r.json()
+
+
+def test_v1_claim_heartbeat_complete_and_fencing(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = start_manager(inp, out, "--lease", "1")
+    wait_for_files(m, 2)
+    job = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}).json()["job"]
+    assert job["files"][0]["path"] == "f0000.pod5" and len(job["token"]) == 32
+    hb = m.post(f"/v1/jobs/{job['job_id']}/heartbeat", {"token": job["token"]})
+    assert hb.status_code == 200 and hb.json()["late"] is False
+    stale = m.post(f"/v1/jobs/{job['job_id']}/heartbeat", {"token": "f" * 32})
+    assert stale.status_code == 409
+    time.sleep(2.5)  # let the 1 s lease run out
+    late = m.post(f"/v1/jobs/{job['job_id']}/heartbeat", {"token": job["token"]})
+    assert late.status_code == 409 and late.json()["late"] is True
+    done = m.post(f"/v1/jobs/{job['job_id']}/complete", {"token": job["token"], "outcome": "done"})
+    assert done.status_code == 409 and done.json()["late"] is True
+    assert m.get(f"/v1/jobs/{job['job_id']}").json()["state"] == "late"
+    legacy_late = m.get("/keepalive", job_id=job["job_id"], job_state="PROCESSING")
+    assert legacy_late.status_code == 200 and legacy_late.json() == {"late": True}
+
+
+def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    m = start_manager(inp, out)
+    result = {}
+
+    def claim() -> None:
+        t0 = time.monotonic()
+        result["job"] = m.post("/v1/claim", {"engine_id": "waiter", "wait_s": 20}).json()["job"]
+        result["took"] = time.monotonic() - t0
+
+    waiter = threading.Thread(target=claim)
+    waiter.start()
+    time.sleep(0.5)
+    make_run(inp, 1)
+    waiter.join(timeout=25)
+    assert result["job"] is not None and result["job"]["files"][0]["path"] == "f0000.pod5"
+    assert result["took"] < 15  # answered when the file appeared, not when the wait ran out
+    nothing = m.post("/v1/claim", {"engine_id": "waiter", "wait_s": 0.2}).json()
+    assert nothing == {"job": None}
+
+
+def test_with_a_token_every_mutating_call_needs_it(run_dirs, start_manager, tmp_path) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    (tmp_path / "token").write_text("s3cret\n")
+    m = start_manager(inp, out, "--token-file", str(tmp_path / "token"), "--legacy-auth", "token")
+    wait_for_files(m, 2)
+    assert m.post("/v1/claim", {"engine_id": "e1"}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert m.post("/v1/claim", {"engine_id": "e1"}, headers=wrong).status_code == 401
+    assert m.get("/assignwork", engineid="e1", batchsize=1).status_code == 401
+    assert m.status()["files"]["queued"] == 2
+    ok = m.post("/v1/claim", {"engine_id": "e1"}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()["job"] is not None
+    assert (
+        m.get("/assignwork", engineid="e1", batchsize=1, token="s3cret").json()["batch_size"] == 0
+    )
+
+
+def test_startup_says_where_it_listens_and_sigterm_stops_cleanly(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    assert m.terminate() == 0
+    log = m.log.read_text()
+    assert f"listening on {m.url}" in log
+    assert str(out / ".bcmanager" / "ledger.sqlite3") in log
+
+
+def test_a_missing_input_directory_is_a_clear_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bcmanager.cli",
+            "manager",
+            "--input",
+            str(tmp_path / "nope"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,179 @@
+"""The manager service in-process, with a clock the test drives."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bcmanager.config import Settings, check_directories
+from bcmanager.errors import ConfigError, LeaseLost, NotFound
+from bcmanager.manager import Manager, Outcome
+from bcmanager.states import FileState, JobState
+from tests.helpers import assert_exactly_once, basecall_dir, make_run
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def open_manager(inp: Path, out: Path, clock: Clock, **kw: object) -> Manager:
+    settings = check_directories(Settings(input=inp, output=out, lease_s=30, batch_size=2, **kw))
+    m = Manager(settings, clock=clock)
+    m.open(scan_now=True)
+    return m
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def work(m: Manager, engine: str = "e1", outcome: Outcome = Outcome.DONE) -> int:
+    a = m.claim(engine, None, api="v1")
+    assert a is not None
+    basecall_dir(m.layout.assigned_dir(a.job.id, engine), m.layout.tmp_output_dir(a.job.id, engine))
+    m.complete(a.job.id, outcome, a.job.token)
+    return a.job.id
+
+
+def test_a_run_basecalled_through_the_manager_has_every_read_once(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 5)
+    m = open_manager(inp, out, clock)
+    while m.db.file_counts()[FileState.QUEUED]:
+        work(m)
+    assert_exactly_once(run, out)
+    status = m.status()
+    assert status["finished"] and status["files"]["done"] == 5
+    assert sorted(os.listdir(inp)) == sorted(run)  # no ASSIGNED_ folders left behind
+
+
+def test_a_repeated_completion_is_answered_the_same_and_changes_nothing(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    job_id = work(m)
+    events = len(m.db.events(0, 1000))
+    again = m.complete(job_id, Outcome.DONE, token=None)
+    assert again.repeated and again.job.state is JobState.DONE
+    assert len(m.db.events(0, 1000)) == events
+    with pytest.raises(NotFound):
+        m.complete(999, Outcome.DONE, token=None)
+
+
+def test_failures_retry_then_quarantine_and_the_run_still_finishes(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = open_manager(inp, out, clock, max_attempts=2)
+    first = work(m, outcome=Outcome.FAILED)
+    assert (inp / f"FAILED_{first}_e1").is_dir() and (out / f"FAILEDOUTPUT_{first}_e1").is_dir()
+    assert m.db.get_file("f0000.pod5").attempts == 1
+    work(m, outcome=Outcome.FAILED)
+    assert m.db.get_file("f0000.pod5").state is FileState.QUARANTINED
+    listed = (out / "QUARANTINE" / "quarantined.tsv").read_text()
+    assert listed.startswith("f0000.pod5\tfailed 2 attempts")
+    assert m.status()["finished"] is True
+    assert m.claim("e1", None, api="v1") is None
+
+
+def test_an_expired_lease_requeues_and_the_late_output_is_set_aside(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    slow = m.claim("slow", None, api="v1")
+    clock.t += 20
+    m.keepalive(slow.job.id, slow.job.token)
+    clock.t += 31
+    m.tick()
+    assert not m.layout.assigned_dir(slow.job.id, "slow").exists()
+    with pytest.raises(LeaseLost):
+        m.keepalive(slow.job.id, slow.job.token)
+    work(m, "fast")  # the requeued files are done by another engine
+    late_pass = m.layout.tmp_output_dir(slow.job.id, "slow") / "pass"
+    late_pass.mkdir()
+    with open(late_pass / "late.fastq", "w") as fh:  # the same reads, basecalled late
+        for f in slow.files:
+            fh.writelines(f"@{rid}\nA\n+\n!\n" for rid in run[f.path])
+    late = m.complete(slow.job.id, Outcome.DONE, slow.job.token)
+    assert late.late and late.job.state is JobState.LATE
+    assert (out / "QUARANTINE" / f"LATE_{slow.job.id}_slow" / "pass" / "late.fastq").exists()
+    assert_exactly_once(run, out)
+
+
+def test_a_merge_interrupted_by_a_crash_is_finished_at_the_next_start(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
+    # What complete() does up to the crash: journal the merge, write the manifest, move one file.
+    plan = m.layout.plan_merge(
+        a.job.id, "e1", [{"path": f.path, "size": f.size, "reads": None} for f in a.files]
+    )
+    from bcmanager import scheduler
+
+    scheduler.begin_merge(m.db, a.job, plan, clock())
+    m.layout.write_manifest(plan)
+    src, dst = plan["outputs"][0]
+    os.rename(m.layout.tmp_output_dir(a.job.id, "e1") / src, out / dst)
+    m.db.close()
+    restarted = open_manager(inp, out, clock)
+    assert restarted.db.get_job(a.job.id).state is JobState.DONE
+    assert_exactly_once(run, out)
+    assert restarted.complete(a.job.id, Outcome.DONE, a.job.token).repeated
+
+
+def test_a_lost_ledger_is_rebuilt_from_the_layout(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 7)
+    m = open_manager(inp, out, clock, max_attempts=1)
+    done_job = work(m)  # f0, f1 done
+    failed = m.claim("e1", None, api="v1")  # f2, f3: one failure each = quarantined (max 1)
+    m.complete(failed.job.id, Outcome.FAILED, failed.job.token)
+    running = m.claim("e2", None, api="v1")  # f4, f5 running on e2
+    m.close()
+    os.remove(m.settings.ledger_path)
+    clock.t += 5
+    rebuilt = open_manager(inp, out, clock, max_attempts=1)
+    db = rebuilt.db
+    assert db.get_file("f0000.pod5").state is FileState.DONE
+    assert db.get_job(done_job).state is JobState.DONE
+    assert {db.get_file(p).state for p in ("f0002.pod5", "f0003.pod5")} == {FileState.QUARANTINED}
+    assert db.get_job(running.job.id).state is JobState.ASSIGNED
+    assert [f.path for f in db.files_of_job(running.job.id)] == ["f0004.pod5", "f0005.pod5"]
+    nxt = rebuilt.claim("e3", None, api="v1")
+    assert nxt.job.id > running.job.id and [f.path for f in nxt.files] == ["f0006.pod5"]
+    # the engine that held the running job finishes it (legacy calls carry no token)
+    basecall_dir(inp / f"ASSIGNED_{running.job.id}_e2", out / f"TMPOUTPUT_{running.job.id}_e2")
+    rebuilt.complete(running.job.id, Outcome.DONE, token=None)
+    basecall_dir(inp / f"ASSIGNED_{nxt.job.id}_e3", out / f"TMPOUTPUT_{nxt.job.id}_e3")
+    rebuilt.complete(nxt.job.id, Outcome.DONE, nxt.job.token)
+    assert_exactly_once(run, out, skip={"f0002.pod5", "f0003.pod5"})
+
+
+def test_a_ledger_of_another_run_is_refused(run_dirs, clock, tmp_path) -> None:
+    inp, out = run_dirs
+    m = open_manager(inp, out, clock, db=tmp_path / "shared.sqlite3")
+    m.close()
+    other_in = tmp_path / "other"
+    other_in.mkdir()
+    with pytest.raises(ConfigError, match="belongs to input"):
+        open_manager(other_in, out, clock, db=tmp_path / "shared.sqlite3")
+
+
+def test_a_restart_gives_running_jobs_a_fresh_lease(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    m.close()
+    clock.t += 29  # the manager was down for most of the lease
+    restarted = open_manager(inp, out, clock)
+    clock.t += 20
+    restarted.tick()
+    assert restarted.db.get_job(a.job.id).state is JobState.ASSIGNED
+    assert restarted.keepalive(a.job.id, a.job.token).state is JobState.ASSIGNED

@@ -1,0 +1,63 @@
+import os
+import shutil
+import time
+from pathlib import Path
+
+from bcmanager.ledger import Ledger
+from bcmanager.pod5io import write_pod5
+from bcmanager.scanner import Discovery, run_of
+
+
+def _age(path: Path, seconds: float = 60) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_finds_complete_pod5_in_flat_and_minknow_layouts_and_skips_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    run = "exp/sample/20261128_0101_1A_FAX00001_abcd1234"
+    write_pod5(root / "flat.pod5", 1, 100, seed=1)
+    write_pod5(root / run / "pod5" / "FAX00001_0.pod5", 1, 100, seed=2)
+    write_pod5(root / run / "pod5_fail" / "FAX00001_1.pod5", 1, 100, seed=3)
+    write_pod5(root / ".hidden.pod5", 1, 100, seed=4)
+    write_pod5(root / "ASSIGNED_1_e" / "x.pod5", 1, 100, seed=5)
+    (root / "notes.txt").write_text("x")
+    os.symlink(root / "flat.pod5", root / "link.pod5")
+    os.symlink(tmp_path, root / "outside")
+    found = Discovery(root, lambda _: set()).scan()
+    assert sorted(f.path for f in found.new) == sorted(
+        ["flat.pod5", f"{run}/pod5/FAX00001_0.pod5", f"{run}/pod5_fail/FAX00001_1.pod5"]
+    )
+    assert {f.run for f in found.new} == {".", run}
+    assert run_of(f"{run}/pod5/x.pod5") == run
+
+
+def test_a_file_still_being_written_is_not_found_until_complete(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    write_pod5(tmp_path / "full.pod5", 3, 300, seed=1)
+    data = (tmp_path / "full.pod5").read_bytes()
+    (root / "growing.pod5").write_bytes(data[:1000])
+    discovery = Discovery(root, lambda _: set())
+    first = discovery.scan()
+    assert first.new == [] and first.incomplete == ["growing.pod5"]
+    shutil.copyfile(tmp_path / "full.pod5", root / "growing.pod5")
+    assert [f.path for f in discovery.scan().new] == ["growing.pod5"]
+
+
+def test_known_files_are_not_opened_and_settled_folders_not_relisted(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    for i in range(3):
+        write_pod5(root / "d" / f"f{i}.pod5", 1, 100, seed=i)
+    _age(root / "d")
+    _age(root)
+    discovery = Discovery(root, ledger.known_names_in)
+    first = discovery.scan()
+    ledger.add_files(first.new, 1.0)
+    assert len(first.new) == 3
+    second = discovery.scan()
+    assert second.new == [] and second.folders_listed == 0
+    write_pod5(root / "d" / "f9.pod5", 1, 100, seed=9)
+    third = discovery.scan()
+    assert [f.path for f in third.new] == ["d/f9.pod5"]

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from bcmanager import scheduler
+from bcmanager.errors import InvalidInput, LeaseLost
+from bcmanager.ledger import Ledger, NewFile
+from bcmanager.scheduler import Policy
+from bcmanager.states import FileState, JobState
+
+POLICY = Policy(lease_s=10.0, default_batch=2, max_batch=5, max_attempts=2)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile(f"f{i}.pod5", 10) for i in range(6)], now=0.0)
+    return db
+
+
+def test_claims_hand_out_the_oldest_files_and_never_one_file_twice(ledger: Ledger) -> None:
+    first = scheduler.claim(ledger, "e1", 0, 1.0, POLICY, "v1")
+    second = scheduler.claim(ledger, "e2", 3, 1.0, POLICY, "v1")
+    assert [f.path for f in first.files] == ["f0.pod5", "f1.pod5"]  # 0 means the default (2)
+    assert [f.path for f in second.files] == ["f2.pod5", "f3.pod5", "f4.pod5"]
+    third = scheduler.claim(ledger, "e3", -7, 1.0, POLICY, "legacy")
+    assert [f.path for f in third.files] == ["f5.pod5"]
+    assert scheduler.claim(ledger, "e1", 2, 1.0, POLICY, "v1") is None
+
+
+def test_a_batch_over_the_maximum_is_refused_and_changes_nothing(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInput):
+        scheduler.claim(ledger, "e1", 6, 1.0, POLICY, "v1")
+    assert ledger.file_counts()[FileState.QUEUED] == 6
+    assert ledger.job_counts()[JobState.ASSIGNED] == 0
+
+
+def test_an_overdue_lease_expires_and_its_files_go_back_with_an_attempt(ledger: Ledger) -> None:
+    a = scheduler.claim(ledger, "e1", 2, now=100.0, policy=POLICY, api="v1")
+    scheduler.renew(ledger, a.job, now=108.0)  # lease now runs to 118
+    assert scheduler.expire_overdue(ledger, now=117.0, policy=POLICY) == []
+    expired = scheduler.expire_overdue(ledger, now=118.5, policy=POLICY)
+    assert [job.id for job, _ in expired] == [a.job.id]
+    rows = ledger.files_by_paths(["f0.pod5", "f1.pod5"])
+    assert all(r.state is FileState.QUEUED and r.attempts == 1 for r in rows)
+    with pytest.raises(LeaseLost):
+        scheduler.renew(ledger, scheduler.get_job(ledger, a.job.id), now=119.0)
+    again = scheduler.claim(ledger, "e2", 2, now=120.0, policy=POLICY, api="v1")
+    assert [f.path for f in again.files] == ["f0.pod5", "f1.pod5"]
+    assert ledger.files_of_job(a.job.id) == []
+
+
+def test_a_file_failing_max_attempts_times_is_quarantined_with_the_reason(ledger: Ledger) -> None:
+    for attempt in range(POLICY.max_attempts):
+        a = scheduler.claim(ledger, "e1", 1, float(attempt), POLICY, "v1")
+        assert a.files[0].path == "f0.pod5"
+        poisoned = scheduler.fail(ledger, a.job, "exit code 1", float(attempt), POLICY)
+    assert [f.path for f in poisoned] == ["f0.pod5"]
+    row = ledger.get_file("f0.pod5")
+    assert row.state is FileState.QUARANTINED
+    assert "2 attempts" in row.reason and "exit code 1" in row.reason
+    nxt = scheduler.claim(ledger, "e1", 1, 5.0, POLICY, "v1")
+    assert nxt.files[0].path == "f1.pod5"
+
+
+def test_a_released_batch_costs_no_attempt(ledger: Ledger) -> None:
+    a = scheduler.claim(ledger, "e1", 2, 1.0, POLICY, "v1")
+    scheduler.release(ledger, a.job, 2.0)
+    assert all(
+        r.attempts == 0 and r.state is FileState.QUEUED
+        for r in ledger.files_by_paths(["f0.pod5", "f1.pod5"])
+    )
+    assert scheduler.get_job(ledger, a.job.id).state is JobState.RELEASED
+
+
+def test_a_stale_token_is_refused_but_legacy_calls_carry_none(ledger: Ledger) -> None:
+    a = scheduler.claim(ledger, "e1", 1, 1.0, POLICY, "v1")
+    scheduler.check_token(a.job, a.job.token)
+    scheduler.check_token(a.job, None)
+    with pytest.raises(LeaseLost):
+        scheduler.check_token(a.job, "0" * 32)
+
+
+def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
+    a = scheduler.claim(ledger, "e1", 2, 1.0, POLICY, "v1")
+    scheduler.begin_merge(ledger, a.job, {"outputs": []}, 2.0)
+    job = scheduler.get_job(ledger, a.job.id)
+    assert job.state is JobState.MERGING and job.merge_plan
+    assert scheduler.expire_overdue(ledger, 1000.0, POLICY) == []  # a merging job never expires
+    scheduler.finish_merge(ledger, job, 3.0)
+    assert ledger.file_counts()[FileState.DONE] == 2
