@@ -116,3 +116,33 @@ def start_manager(tmp_path: Path) -> Iterator:
     yield start
     for m in started:
         m.kill9()
+
+
+@pytest.fixture
+def start_engine(tmp_path: Path) -> Iterator:
+    """start_engine(manager_url, engine_id, *flags) -> a real `bcm engine` Popen (log in .log)."""
+    started: list[subprocess.Popen] = []
+
+    def start(url: str, engine_id: str, *args: str) -> subprocess.Popen:
+        log = tmp_path / f"engine-{engine_id}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "bcmanager.cli",
+            "engine",
+            "--manager",
+            url,
+            "--engine-id",
+            engine_id,
+            *args,
+        ]
+        proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        proc.log = log  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

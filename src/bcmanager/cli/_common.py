@@ -43,6 +43,8 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in ("httpx", "httpcore", "watchdog"):  # one line per request drowns ours
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def logging_options(func: F) -> F:

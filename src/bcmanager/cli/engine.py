@@ -1,0 +1,107 @@
+"""`bcm engine`: claim batches from a manager and keep one basecaller busy."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
+
+ENGINE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def default_engine_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "engine"
+    return f"{host}-{os.getpid()}"
+
+
+@click.command("engine")
+@click.option("--manager", "manager_url", required=True, help="e.g. http://127.0.0.1:40765")
+@click.option("--engine-id", default=None, help="a name [A-Za-z0-9._-]{1,64} [host-pid]")
+@click.option(
+    "--basecaller",
+    type=click.Choice(["dorado", "script", "command", "simulated"]),
+    default="simulated",
+    show_default=True,
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="files per batch [manager's]")
+@click.option("--until-empty", is_flag=True, help="exit 0 once a claim finds nothing queued")
+@click.option("--model", default="", help="basecalling model (dorado, script, command)")
+@click.option("--dorado", default="dorado", show_default=True, help="dorado executable")
+@click.option("--device", default="cuda:all", show_default=True, help="dorado --device")
+@click.option("--dorado-batchsize", type=click.IntRange(min=1), help="dorado --batchsize")
+@click.option("--script", type=click.Path(path_type=Path), help="SCRIPT INPUT OUTPUT MODEL")
+@click.option("--command", "command_template", help="e.g. 'mytool {input} {output} {model}'")
+@click.option(
+    "--samples-per-s",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="simulated speed (0: as fast as it reads)",
+)
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 60), default=30.0, show_default=True)
+@click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
+@logging_options
+@friendly_errors
+def command(
+    manager_url: str,
+    engine_id: str | None,
+    basecaller: str,
+    batch_size: int | None,
+    until_empty: bool,
+    model: str,
+    dorado: str,
+    device: str,
+    dorado_batchsize: int | None,
+    script: Path | None,
+    command_template: str | None,
+    samples_per_s: float,
+    wait_s: float,
+    token_file: Path | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Basecall batches from a manager until stopped (SIGTERM hands the batch back)."""
+    setup_logging(log_level, log_format)
+    from bcmanager.basecallers import make_basecaller
+    from bcmanager.engine import Engine, EngineConfig
+
+    engine_id = engine_id or default_engine_id()
+    if not ENGINE_ID.match(engine_id):
+        raise click.BadParameter(
+            "use letters, digits, '.', '_' or '-' (1-64)", param_hint="--engine-id"
+        )
+    backend = make_basecaller(
+        basecaller,
+        model=model,
+        dorado=dorado,
+        device=device,
+        batchsize=dorado_batchsize,
+        script=script,
+        command=command_template,
+        samples_per_s=samples_per_s,
+    )
+    config = EngineConfig(
+        manager_url=manager_url,
+        engine_id=engine_id,
+        batch_size=batch_size,
+        until_empty=until_empty,
+        wait_s=wait_s,
+        token=read_token(token_file),
+    )
+    engine = Engine(config, backend)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        engine.stop()
+        if engine.idle:  # blocked in a long-poll claim: leave it now
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sys.exit(engine.run())

@@ -1,0 +1,260 @@
+"""The engine: claims batches over the v1 API and keeps one basecaller busy.
+
+Loop: long-poll claim -> run the basecaller as a subprocess while a thread sends
+heartbeats -> report done/failed by exit code -> claim again at once. An idle
+engine is answered the moment work exists, so no GPU waits on a sleep.
+
+- Told it is late (409), it stops the basecaller and drops the batch (its output
+  is set aside by the manager, never merged).
+- The manager going away (restart, network) is survived: calls are retried with
+  backoff, and a finished batch is reported once the manager is back.
+- `stop()` (SIGTERM) stops the basecaller and hands the batch back at once, so no
+  lease has to run out before another engine gets the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bcmanager.basecallers.abc import Basecaller
+
+log = logging.getLogger("bcmanager.engine")
+
+MAX_BACKOFF_S = 10.0
+KILL_GRACE_S = 5.0
+
+
+class ManagerGone(Exception):
+    """The manager could not be reached, and the engine is stopping anyway."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    manager_url: str
+    engine_id: str
+    batch_size: int | None = None  # None: the manager's default
+    until_empty: bool = False
+    wait_s: float = 30.0  # long-poll of one claim
+    token: str | None = None
+
+
+@dataclass
+class JobResult:
+    job_id: int
+    outcome: str  # done | failed | released | dropped
+    seconds: float
+    files: int
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig, basecaller: Basecaller, client: httpx.Client | None = None
+    ) -> None:
+        self.config = config
+        self.basecaller = basecaller
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self.client = client or httpx.Client(
+            base_url=config.manager_url.rstrip("/"), headers=headers, timeout=10.0
+        )
+        self.stopping = threading.Event()
+        self.results: list[JobResult] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.idle = True  # waiting on a claim, no batch in hand
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped (or, with until_empty, until a claim finds nothing). Exit code."""
+        log.info(
+            "engine %s -> %s, basecaller %s",
+            self.config.engine_id,
+            self.config.manager_url,
+            self.basecaller.describe(),
+        )
+        try:
+            while not self.stopping.is_set():
+                self.idle = True
+                job = self.claim()
+                self.idle = job is None
+                if job is not None and self.stopping.is_set():
+                    self._report(job, "released", "engine stopping")
+                    break
+                if job is None:
+                    if self.config.until_empty:
+                        log.info("nothing queued; exiting (--until-empty)")
+                        return 0
+                    continue
+                self.results.append(self.run_job(job))
+        except ManagerGone:
+            pass
+        except ManagerRefused as exc:
+            log.error("the manager refused this engine: %s", exc)
+            return 2
+        log.info("engine %s stopped after %d job(s)", self.config.engine_id, len(self.results))
+        return 0
+
+    def stop(self) -> None:
+        """Stop soon: the running basecaller is stopped and its batch handed back."""
+        self.stopping.set()
+        self._terminate()
+
+    def claim(self) -> dict[str, Any] | None:
+        wait = 0.0 if self.config.until_empty else self.config.wait_s
+        body: dict[str, Any] = {"engine_id": self.config.engine_id, "wait_s": wait}
+        if self.config.batch_size:
+            body["max_files"] = self.config.batch_size
+        answer = self._call("POST", "/v1/claim", body, timeout=wait + 10)
+        return answer.json()["job"]
+
+    def run_job(self, job: dict[str, Any]) -> JobResult:
+        job_id = job["job_id"]
+        started = time.monotonic()
+        log.info("job %d: %d file(s)", job_id, len(job["files"]))
+        late, finished = threading.Event(), threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat_loop,
+            args=(job, late, finished),
+            name=f"heartbeat-{job_id}",
+            daemon=True,
+        )
+        beat.start()
+        try:
+            returncode = self._basecall(Path(job["input_dir"]), Path(job["output_dir"]), late)
+        finally:
+            finished.set()
+            beat.join()
+        if late.is_set():
+            outcome = "dropped"
+            log.warning("job %d: lease lost; basecaller stopped, batch dropped", job_id)
+            self._report(job, "failed", "lease lost")
+        elif self.stopping.is_set():
+            outcome = "released"
+            self._report(job, "released", "engine stopping")
+            log.info("job %d handed back (engine stopping)", job_id)
+        elif returncode == 0:
+            outcome = "done"
+            self._report(job, "done", None)
+        else:
+            outcome = "failed"
+            self._report(job, "failed", f"basecaller exit code {returncode}")
+        return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
+
+    # -- the basecaller subprocess ----------------------------------------------------
+
+    def _basecall(self, input_dir: Path, output_dir: Path, late: threading.Event) -> int:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        inv = self.basecaller.invocation(input_dir, output_dir)
+        log_path = output_dir / "basecaller.log"
+        with open(log_path, "ab") as log_file:
+            stdout = log_file
+            if inv.stdout_path is not None:
+                inv.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+                stdout = open(inv.stdout_path, "wb")  # noqa: SIM115 - closed once Popen has it
+            try:
+                self._proc = subprocess.Popen(
+                    inv.argv,
+                    stdout=stdout,
+                    stderr=log_file,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **inv.env},
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log.error("cannot start the basecaller %s: %s", inv.argv[0], exc)
+                log_file.write(f"cannot start {inv.argv}: {exc}\n".encode())
+                return 127
+            finally:
+                if stdout is not log_file:
+                    stdout.close()
+            proc = self._proc
+            while True:
+                try:
+                    return proc.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    if late.is_set() or self.stopping.is_set():
+                        self._terminate()
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+
+    # -- talking to the manager -------------------------------------------------------
+
+    def _heartbeat_loop(
+        self, job: dict[str, Any], late: threading.Event, finished: threading.Event
+    ) -> None:
+        job_id, interval = job["job_id"], max(0.05, float(job["heartbeat_s"]))
+        while not finished.wait(interval):
+            try:
+                r = self.client.post(f"/v1/jobs/{job_id}/heartbeat", json={"token": job["token"]})
+            except httpx.TransportError as exc:
+                log.warning("job %d: heartbeat failed (%s); will try again", job_id, exc)
+                continue
+            if r.status_code in (404, 409):
+                late.set()
+                self._terminate()
+                return
+
+    def _report(self, job: dict[str, Any], outcome: str, reason: str | None) -> None:
+        """Report a job's end; a late (409) or forgotten (404) job is not an engine error."""
+        body = {"token": job["token"], "outcome": outcome}
+        if reason:
+            body["reason"] = reason
+        path = f"/v1/jobs/{job['job_id']}/complete"
+        try:
+            r = self._call("POST", path, body, ok=(200, 404, 409), retry_while_stopping=True)
+            if r.status_code != 200:
+                log.warning("job %d: manager says %s", job["job_id"], r.json().get("error"))
+        except ManagerGone:
+            log.error("job %d: could not report %s; the lease will expire", job["job_id"], outcome)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        timeout: float = 10.0,
+        ok: tuple[int, ...] = (200,),
+        retry_while_stopping: bool = False,
+    ) -> httpx.Response:
+        """One request, retried with backoff while the manager is unreachable or failing."""
+        delay = 0.2
+        attempts = 0
+        while True:
+            try:
+                r = self.client.request(method, path, json=body, timeout=timeout)
+                if r.status_code in ok:
+                    return r
+                if 400 <= r.status_code < 500:
+                    raise ManagerRefused(f"{method} {path}: {r.status_code} {r.text}")
+                problem = f"HTTP {r.status_code}"
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+            attempts += 1
+            if self.stopping.is_set() and (not retry_while_stopping or attempts > 3):
+                raise ManagerGone(problem)
+            log.warning("manager unreachable (%s); retrying in %.1f s", problem, delay)
+            time.sleep(delay)
+            delay = min(MAX_BACKOFF_S, delay * 2)
+
+
+class ManagerRefused(Exception):
+    """The manager answered a 4xx: a configuration problem (token, engine id, batch size)."""

@@ -1,0 +1,102 @@
+"""Real engines (subprocesses) against a real manager: late leases, SIGTERM, manager restarts."""
+
+import signal
+import time
+
+from tests.helpers import assert_exactly_once, make_run
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def running_jobs(m) -> list[dict]:
+    return m.status()["running_jobs"]
+
+
+def test_engines_basecall_a_run_exactly_once_and_exit_when_empty(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 8, reads=4)
+    m = start_manager(inp, out, "--batch-size", "2")
+    wait_until(lambda: m.status()["files_total"] == 8, what="the scan")
+    engines = [start_engine(m.url, f"gpu{i}", "--until-empty") for i in (1, 2)]
+    for e in engines:
+        assert e.wait(timeout=60) == 0, e.log.read_text()
+    assert_exactly_once(run, out)
+    done_by = {e["engine"]: e["files_done"] for e in m.status()["engines"]}
+    assert sum(done_by.values()) == 8
+
+
+def test_a_basecaller_failure_is_reported_and_the_file_retried(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out, "--max-attempts", "2")
+    wait_until(lambda: m.status()["files_total"] == 1, what="the scan")
+    e = start_engine(
+        m.url, "bad", "--basecaller", "command", "--command", "false {input}", "--until-empty"
+    )
+    assert e.wait(timeout=60) == 0
+    status = m.status()
+    assert status["jobs"]["failed"] == 2 and status["files"]["quarantined"] == 1
+    assert "basecaller exit code 1" in status["quarantined"][0]["reason"]
+
+
+def test_sigterm_hands_the_batch_back_at_once(run_dirs, start_manager, start_engine) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = start_manager(inp, out, "--lease", "60")
+    wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
+    e = start_engine(m.url, "slow", "--basecaller", "command", "--command", "sleep 60")
+    wait_until(lambda: running_jobs(m), what="a running job")
+    t0 = time.monotonic()
+    e.send_signal(signal.SIGTERM)
+    assert e.wait(timeout=15) == 0
+    assert time.monotonic() - t0 < 10
+    status = m.status()
+    assert (
+        status["jobs"]["released"] == 1 and status["files"]["queued"] == 2
+    )  # no lease to wait out
+
+
+def test_an_engine_frozen_past_its_lease_drops_its_batch(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 2, reads=5)
+    m = start_manager(inp, out, "--lease", "1.5", "--batch-size", "2")
+    wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
+    frozen = start_engine(m.url, "frozen", "--samples-per-s", "400")  # ~ several seconds a batch
+    wait_until(lambda: running_jobs(m), what="a running job")
+    frozen.send_signal(signal.SIGSTOP)
+    wait_until(lambda: m.status()["jobs"]["expired"] == 1, what="the lease to expire")
+    rescuer = start_engine(m.url, "rescuer", "--until-empty")
+    assert rescuer.wait(timeout=60) == 0
+    frozen.send_signal(signal.SIGCONT)
+    wait_until(lambda: m.status()["jobs"]["late"] == 1, timeout=30, what="the late report")
+    assert "lease lost" in frozen.log.read_text()
+    assert_exactly_once(run, out)
+
+
+def test_an_engine_survives_a_manager_restart(run_dirs, start_manager, start_engine) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 6, reads=3)
+    m = start_manager(inp, out, "--batch-size", "1")
+    wait_until(lambda: m.status()["files_total"] == 6, what="the scan")
+    e = start_engine(m.url, "steady", "--samples-per-s", "3000")
+    wait_until(lambda: m.status()["files"]["done"] >= 1, what="a first batch")
+    m.kill9()
+    time.sleep(1.0)
+    restarted = start_manager(inp, out, "--batch-size", "1", port=m.port)
+    wait_until(
+        lambda: restarted.status()["files"]["done"] == 6, timeout=60, what="the run to finish"
+    )
+    assert e.poll() is None  # still working, as the original engine would not be
+    assert "retrying" in e.log.read_text()
+    assert_exactly_once(run, out)
