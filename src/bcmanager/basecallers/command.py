@@ -1,0 +1,84 @@
+"""Any tool, from a command template such as `mytool {input} {output} --model {model}`.
+
+The template is split like a shell would (`shlex`), then each placeholder is replaced
+inside its own word, so a value is never split again: paths with spaces stay one
+argument. No shell runs, so there is no quoting to get wrong and nothing to inject.
+Placeholders: `{input}`, `{output}`, `{pass}` (OUTPUT/pass), `{fail}` (OUTPUT/fail),
+`{model}`; `{{` and `}}` stand for literal braces.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import string
+from pathlib import Path
+
+from bcmanager.basecallers.abc import Basecaller, Invocation
+from bcmanager.basecallers.script import require_executable
+from bcmanager.errors import ConfigError
+
+log = logging.getLogger("bcmanager.basecallers.command")
+
+PLACEHOLDERS = ("input", "output", "pass", "fail", "model")
+
+
+class CommandBasecaller(Basecaller):
+    """The template is checked here: unknown placeholders and bad quoting are ConfigError."""
+
+    name = "command"
+
+    def __init__(self, template: str, model: str = "") -> None:
+        try:
+            words = shlex.split(template)
+        except ValueError as exc:
+            raise ConfigError(f"command template {template!r}: {exc}") from exc
+        if not words:
+            raise ConfigError("the command template is empty")
+        for word in words:
+            _check_word(word, template)
+        if "{" not in words[0]:  # the program itself must exist on this node
+            require_executable(words[0], "command-template program", hint="a full path")
+        self.template = template
+        self.words = words
+        self.model = model
+        if not any(f"{{{name}}}" in template for name in ("output", "pass", "fail")):
+            # Legal (a tool may find its output folder elsewhere), but almost always a mistake.
+            log.warning("command template %r names none of {output}, {pass}, {fail}", template)
+
+    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+        values = {
+            "input": str(input_dir),
+            "output": str(output_dir),
+            "pass": str(output_dir / "pass"),
+            "fail": str(output_dir / "fail"),
+            "model": self.model,
+        }
+        (output_dir / "pass").mkdir(parents=True, exist_ok=True)
+        return Invocation(argv=[word.format_map(values) for word in self.words])
+
+    def describe(self) -> str:
+        return f"command {self.template!r}"
+
+
+def _check_word(word: str, template: str) -> None:
+    try:
+        fields = list(string.Formatter().parse(word))
+    except ValueError as exc:
+        raise ConfigError(
+            f"command template {template!r}: {exc} (write {{{{ and }}}} for literal braces)"
+        ) from exc
+    for _literal, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS:
+            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            shown = "{" + field + "}"
+            raise ConfigError(
+                f"command template {template!r}: unknown placeholder {shown}; use {known}"
+            )
+        if spec or conversion:
+            raise ConfigError(
+                f"command template {template!r}: placeholder {{{field}}} takes no format"
+                " or conversion"
+            )

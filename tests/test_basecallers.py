@@ -1,0 +1,310 @@
+"""Basecaller backends: the commands they build, and those commands really run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bcmanager.basecallers import make_basecaller
+from bcmanager.basecallers.abc import Invocation
+from bcmanager.basecallers.command import CommandBasecaller
+from bcmanager.basecallers.dorado import DoradoBasecaller
+from bcmanager.basecallers.script import ScriptBasecaller
+from bcmanager.basecallers.simulated import SimulatedBasecaller
+from bcmanager.errors import ConfigError
+from bcmanager.layout import POD5_SIGNATURE, link_name
+from bcmanager.pod5io import count_reads, write_pod5
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A job as the manager prepares it: a folder of symlinks to pod5 files, an empty output."""
+    store = tmp_path / "run"
+    ids = write_pod5(store / "pod5" / "a_0.pod5", 30, samples=500, seed=1)
+    ids += write_pod5(store / "pod5" / "a_1.pod5", 20, samples=500, seed=2)
+    input_dir = tmp_path / "ASSIGNED_1_e1"
+    input_dir.mkdir()
+    for name in ("a_0.pod5", "a_1.pod5"):
+        os.symlink(store / "pod5" / name, input_dir / link_name(f"pod5/{name}"))
+    output_dir = tmp_path / "TMPOUTPUT_1_e1"
+    output_dir.mkdir()
+    return input_dir, output_dir, ids
+
+
+@pytest.fixture
+def fake_dorado(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stand-in dorado first on PATH, run by this interpreter (which has pod5)."""
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("BCM_PYTHON", sys.executable)
+    return FAKES / "dorado"
+
+
+def run(inv: Invocation, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run an invocation the way the engine does: argv, extra env, stdout to a file if asked."""
+    env = {**os.environ, **inv.env}
+    if inv.stdout_path is None:
+        return subprocess.run(inv.argv, env=env, capture_output=True, text=True, timeout=timeout)
+    with open(inv.stdout_path, "w") as out:
+        return subprocess.run(
+            inv.argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=timeout
+        )
+
+
+def fastq_records(folder: Path) -> list[tuple[str, str, str, str]]:
+    records = []
+    for path in sorted(folder.glob("*.fastq")):
+        lines = path.read_text().splitlines()
+        assert len(lines) % 4 == 0, path
+        for i in range(0, len(lines), 4):
+            records.append((lines[i], lines[i + 1], lines[i + 2], lines[i + 3]))
+    return records
+
+
+def read_id(header: str) -> str:
+    assert header.startswith("@")
+    return header[1:].split()[0]
+
+
+# -- simulated --------------------------------------------------------------------------
+
+
+def test_simulated_argv_runs_this_module_with_its_speed(tmp_path: Path) -> None:
+    inv = SimulatedBasecaller(2.5e6).invocation(tmp_path / "in", tmp_path / "out")
+    assert inv.argv[:3] == [sys.executable, "-m", "bcmanager.basecallers.simulated"]
+    assert inv.argv[3:5] == [str(tmp_path / "in"), str(tmp_path / "out")]
+    assert float(inv.argv[inv.argv.index("--samples-per-s") + 1]) == 2.5e6
+    assert inv.stdout_path is None
+
+
+def test_simulated_writes_one_record_per_read_per_pod5(job: tuple[Path, Path, list[str]]) -> None:
+    input_dir, output_dir, ids = job
+    result = run(SimulatedBasecaller(0).invocation(input_dir, output_dir))
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (output_dir / "pass").iterdir())
+    assert names == ["pod5__a_0.fastq", "pod5__a_1.fastq"]
+    assert [p.name for p in output_dir.iterdir()] == ["pass"]  # no temporary left behind
+    records = fastq_records(output_dir / "pass")
+    assert Counter(read_id(h) for h, *_ in records) == Counter(ids)
+    for header, seq, plus, qual in records:
+        assert plus == "+"
+        assert len(seq) == len(qual) >= 1
+        assert set(seq) <= set("ACGT")
+        assert all(34 <= ord(c) <= 73 for c in qual)  # phred 1..40
+        samples = int(header.split("ns:i:")[1].split()[0])
+        assert len(seq) == max(1, samples // 10)
+
+
+def test_simulated_output_is_deterministic(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, _ = job
+    again = tmp_path / "again"
+    again.mkdir()
+    basecaller = SimulatedBasecaller(0)
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+    assert run(basecaller.invocation(input_dir, again)).returncode == 0
+    for path in (output_dir / "pass").iterdir():
+        assert path.read_bytes() == (again / "pass" / path.name).read_bytes()
+
+
+def test_simulated_fails_on_an_unreadable_pod5(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, _ = job
+    bad = tmp_path / "bad.pod5"
+    bad.write_bytes(POD5_SIGNATURE + os.urandom(500) + POD5_SIGNATURE)
+    os.symlink(bad, input_dir / "zz_bad.pod5")
+    result = run(SimulatedBasecaller(0).invocation(input_dir, output_dir))
+    assert result.returncode != 0
+    assert "zz_bad.pod5" in result.stderr
+    pass_dir = output_dir / "pass"
+    assert not pass_dir.exists() or not list(pass_dir.iterdir())  # no FASTQ under a final name
+    assert not [p for p in output_dir.iterdir() if p.name != "pass"]  # temporaries removed
+
+
+def test_simulated_takes_at_least_samples_over_speed(job: tuple[Path, Path, list[str]]) -> None:
+    input_dir, output_dir, _ = job
+    samples = sum(count_reads(p)[1] for p in input_dir.iterdir())
+    wanted_s = 1.5
+    started = time.monotonic()
+    result = run(SimulatedBasecaller(samples / wanted_s).invocation(input_dir, output_dir))
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= wanted_s * 0.95
+
+
+# -- dorado -------------------------------------------------------------------------------
+
+
+def test_dorado_argv_and_stdout(fake_dorado: Path, tmp_path: Path) -> None:
+    basecaller = DoradoBasecaller(
+        "hac@v5.0.0", device="cuda:0,1", batchsize=512, extra_args=["--min-qscore", "9"]
+    )
+    inv = basecaller.invocation(tmp_path / "in", tmp_path / "out")
+    assert inv.argv == [
+        str(fake_dorado),
+        "basecaller",
+        "hac@v5.0.0",
+        str(tmp_path / "in"),
+        "--emit-fastq",
+        "--device",
+        "cuda:0,1",
+        "--batchsize",
+        "512",
+        "--min-qscore",
+        "9",
+    ]
+    assert inv.stdout_path == tmp_path / "out" / "pass" / "basecalls.fastq"
+    assert inv.stdout_path.parent.is_dir()  # the engine can open it
+    plain = DoradoBasecaller("sup").invocation(tmp_path / "in", tmp_path / "out").argv
+    assert plain[-3:] == ["--emit-fastq", "--device", "cuda:all"]  # no --batchsize by default
+
+
+def test_dorado_adapter_against_the_stand_in(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]]
+) -> None:
+    input_dir, output_dir, ids = job
+    inv = DoradoBasecaller("hac", batchsize=0).invocation(input_dir, output_dir)
+    result = run(inv)
+    assert result.returncode == 0, result.stderr
+    records = fastq_records(output_dir / "pass")
+    assert Counter(read_id(h) for h, *_ in records) == Counter(ids)
+
+
+def test_stand_in_dorado_rejects_what_dorado_would(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]]
+) -> None:
+    input_dir, output_dir, _ = job
+    bogus = DoradoBasecaller("hac", extra_args=["--no-such-flag"]).invocation(input_dir, output_dir)
+    assert run(bogus).returncode == 2
+    bam = subprocess.run(
+        [str(fake_dorado), "basecaller", "hac", str(input_dir)], capture_output=True, text=True
+    )
+    assert bam.returncode == 2  # without --emit-fastq real dorado writes BAM
+
+
+def test_dorado_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="dorado"):
+        DoradoBasecaller("hac")
+    with pytest.raises(ConfigError, match="not found"):
+        DoradoBasecaller("hac", dorado=str(tmp_path / "nowhere" / "dorado"))
+
+
+# -- script -------------------------------------------------------------------------------
+
+
+def test_script_gets_input_output_model(job: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    input_dir, output_dir, _ = job
+    script = tmp_path / "supervisor.sh"
+    script.write_text(
+        '#!/bin/sh\nmkdir -p "$2/pass"\nprintf "%s\\n" "$1" "$2" "$3" > "$2/pass/args"\n'
+    )
+    script.chmod(0o755)
+    inv = ScriptBasecaller(script, "dna_r10.4.1_e8.2_400bps_hac.cfg").invocation(
+        input_dir, output_dir
+    )
+    assert inv.argv == [
+        str(script),
+        str(input_dir),
+        str(output_dir),
+        "dna_r10.4.1_e8.2_400bps_hac.cfg",
+    ]
+    assert run(inv).returncode == 0
+    assert (output_dir / "pass" / "args").read_text().splitlines() == inv.argv[1:]
+
+
+def test_script_must_exist_and_be_executable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        ScriptBasecaller(tmp_path / "missing.sh", "m")
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    with pytest.raises(ConfigError, match="not executable"):
+        ScriptBasecaller(plain, "m")
+
+
+# -- command template -----------------------------------------------------------------------
+
+
+def test_command_template_substitutes_whole_words(tmp_path: Path) -> None:
+    input_dir = tmp_path / "my input"
+    output_dir = tmp_path / "out dir"
+    output_dir.mkdir()
+    template = f"{sys.executable} -c 'import sys; print(sys.argv[1:])' {{input}} --out={{output}} {{model}} {{pass}} '{{{{x}}}}'"
+    inv = CommandBasecaller(template, model="fast model").invocation(input_dir, output_dir)
+    assert inv.argv == [
+        sys.executable,
+        "-c",
+        "import sys; print(sys.argv[1:])",
+        str(input_dir),
+        f"--out={output_dir}",
+        "fast model",
+        str(output_dir / "pass"),
+        "{x}",
+    ]
+    result = run(inv)
+    assert result.returncode == 0
+    assert result.stdout.strip() == repr(inv.argv[3:])  # spaces survived as single arguments
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("tool {input} {outptu}", r"unknown placeholder \{outptu\}"),
+        ("tool {input} {}", r"unknown placeholder \{\}"),
+        ("tool {input} {output!r}", "no format"),
+        ("tool 'unclosed {input}", "quotation"),
+        ("tool {input", "brace"),
+        ("   ", "empty"),
+    ],
+)
+def test_command_template_errors(
+    template: str, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        CommandBasecaller(template)
+
+
+def test_command_program_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="not found"):
+        CommandBasecaller("mytool {input} {output}")
+
+
+# -- make_basecaller -------------------------------------------------------------------------
+
+
+def test_make_basecaller_picks_each_kind(fake_dorado: Path, tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert isinstance(make_basecaller("dorado", model="hac"), DoradoBasecaller)
+    assert isinstance(make_basecaller("script", script=script, model="m"), ScriptBasecaller)
+    assert isinstance(
+        make_basecaller("command", command=f"{sys.executable} {{input}} {{output}}"),
+        CommandBasecaller,
+    )
+    simulated = make_basecaller("simulated", samples_per_s=1e6)
+    assert isinstance(simulated, SimulatedBasecaller)
+    assert simulated.samples_per_s == 1e6
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [("dorado", "--model"), ("script", "--script"), ("command", "--command"), ("gpu", "unknown")],
+)
+def test_make_basecaller_names_the_missing_option(kind: str, option: str) -> None:
+    with pytest.raises(ConfigError, match=option):
+        make_basecaller(kind)
