@@ -46,8 +46,8 @@ def test_an_overdue_lease_expires_and_its_files_go_back_with_an_attempt(ledger: 
     with pytest.raises(LeaseLost):
         scheduler.renew(ledger, scheduler.get_job(ledger, a.job.id), now=119.0)
     again = scheduler.claim(ledger, "e2", 2, now=120.0, policy=POLICY, api="v1")
-    assert [f.path for f in again.files] == ["f0.pod5", "f1.pod5"]
-    assert ledger.files_of_job(a.job.id) == []
+    assert [f.path for f in again.files] == ["f0.pod5"]  # a retried file goes out alone
+    assert [f.state for f in ledger.files_of_job(a.job.id)] == [FileState.QUEUED]  # f1 waits
 
 
 def test_a_file_failing_max_attempts_times_is_quarantined_with_the_reason(ledger: Ledger) -> None:
@@ -89,3 +89,31 @@ def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
     assert scheduler.expire_overdue(ledger, 1000.0, POLICY) == []  # a merging job never expires
     scheduler.finish_merge(ledger, job, 3.0)
     assert ledger.file_counts()[FileState.DONE] == 2
+
+
+def test_batches_follow_the_engine_rate_and_shrink_at_the_tail() -> None:
+    policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
+    size = scheduler.adaptive_batch_size
+    assert size(None, None, queued=1000, engines=2, policy=policy) == 10  # no rate yet: default
+    assert size(None, 2.0, queued=1000, engines=2, policy=policy) == 120  # 60 s of work
+    assert size(40, 2.0, queued=1000, engines=2, policy=policy) == 40  # a request is a ceiling
+    assert size(None, 2.0, queued=90, engines=4, policy=policy) == 23  # an even share of the tail
+    assert size(None, 100.0, queued=10**6, engines=1, policy=policy) == 500  # never over max
+    assert size(0, None, queued=1, engines=8, policy=policy) == 1
+    with pytest.raises(InvalidInput):
+        size(501, None, queued=1000, engines=1, policy=policy)
+
+
+def test_a_poison_file_does_not_sink_its_batch_mates(ledger: Ledger) -> None:
+    both = scheduler.claim(ledger, "e1", 2, 1.0, POLICY, "v1")  # f0 (poison) and f1
+    assert scheduler.fail(ledger, both.job, "exit code 1", 2.0, POLICY) == []
+    for _ in range(POLICY.max_attempts):
+        solo = scheduler.claim(ledger, "e1", 5, 3.0, POLICY, "v1")
+        assert len(solo.files) == 1  # a retried file goes out alone
+        if solo.files[0].path == "f0.pod5":
+            scheduler.fail(ledger, solo.job, "exit code 1", 4.0, POLICY)
+        else:
+            scheduler.begin_merge(ledger, solo.job, {}, 4.0)
+            scheduler.finish_merge(ledger, scheduler.get_job(ledger, solo.job.id), 4.0)
+    assert ledger.get_file("f0.pod5").state is FileState.QUARANTINED
+    assert ledger.get_file("f1.pod5").state is FileState.DONE

@@ -28,6 +28,9 @@ class Settings:
     max_batch: int = 10_000
     max_attempts: int = 3
     rescan_s: float = 10.0
+    settle_s: float = 1.0  # a file unchanged this long (or closed by its writer) is complete
+    watch: bool = True  # inotify via watchdog, beside the periodic rescan
+    target_batch_s: float = 60.0  # adaptive batches aim at this much work per claim
     idle_shutdown_s: float = 100.0
     max_wait_s: float = 60.0
     token: str | None = None
@@ -40,6 +43,8 @@ class Settings:
             (0 < self.batch_size <= self.max_batch, "batch size must be within max_batch"),
             (self.max_attempts >= 1, "max_attempts must be at least 1"),
             (self.rescan_s > 0, "rescan interval must be positive"),
+            (self.settle_s >= 0, "settle time must not be negative"),
+            (self.target_batch_s > 0, "target batch time must be positive"),
             (0 < self.port < 65536, "port must be within 1-65535"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
         ]

@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     merge_plan TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, lease_expires);
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    ended REAL,
+    summary TEXT
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -239,8 +245,9 @@ class Ledger:
 
     def add_files(self, files: Iterable[NewFile], now: float) -> int:
         """Insert newly discovered files as queued; already known paths are ignored."""
+        files = list(files)
         rows = [
-            (f.path, f.size, FileState.QUEUED.value, f.reads, f.samples, f.run, f.mtime, now)
+            (f.path, f.size, FileState.QUEUED.value, f.reads, f.samples, f.run or ".", f.mtime, now)
             for f in files
         ]
         if not rows:
@@ -253,6 +260,10 @@ class Ledger:
                 rows,
             )
             added = self._db.total_changes - before
+            self._db.executemany(
+                "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)",
+                [(run, now) for run in {f.run or "." for f in files}],
+            )
             if added:
                 self._counts[FileState.QUEUED] += added
                 self._event(now, "files", None, None, FileState.QUEUED, added, "discovered")
@@ -336,6 +347,43 @@ class Ledger:
             self._counts[from_state] -= len(file_ids)
             self._counts[to_state] += len(file_ids)
             self._event(now, "files", job_id, from_state, to_state, len(file_ids), reason)
+
+    # -- runs (flow cells) -------------------------------------------------------------
+
+    def end_run(self, name: str, summary: str, now: float) -> bool:
+        """Record a run's end (its final summary appeared); False if already recorded."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)", (name, now)
+            )
+            cur = self._db.execute(
+                "UPDATE runs SET ended = ?, summary = ? WHERE name = ? AND ended IS NULL",
+                (now, summary, name),
+            )
+            if cur.rowcount:
+                self._event(now, "run", None, None, "ended", 1, name)
+        return bool(cur.rowcount)
+
+    def runs(self) -> list[dict[str, object]]:
+        """Each run with its end and its files by state."""
+        out: dict[str, dict[str, object]] = {}
+        for name, first_seen, ended, summary in self._db.execute(
+            "SELECT name, first_seen, ended, summary FROM runs ORDER BY first_seen, name"
+        ):
+            files = {s.value: 0 for s in FileState}
+            out[name] = {
+                "run": name,
+                "first_seen": first_seen,
+                "ended": ended,
+                "summary": summary,
+                "files": files,
+            }
+        for run, state, n in self._db.execute(
+            "SELECT run, state, count(*) FROM files GROUP BY run, state"
+        ):
+            if run in out:
+                out[run]["files"][state] = n  # type: ignore[index]
+        return list(out.values())
 
     # -- jobs -------------------------------------------------------------------------
 

@@ -16,19 +16,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger
-from bcmanager.scanner import Discovery
+from bcmanager.pod5io import count_reads
+from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
 from bcmanager.states import FileState, JobState
 
 log = logging.getLogger("bcmanager.manager")
 
 SCAN_CHUNK = 2000
+PENDING_CHECK_S = 0.25
+RUNS_CACHE_S = 5.0
 
 
 class Outcome(StrEnum):
@@ -44,6 +48,21 @@ class Completion:
     repeated: bool = False
 
 
+@dataclass(frozen=True)
+class Happening:
+    """A moment the metrics count; the ledger keeps the durable story, this feeds rates."""
+
+    kind: str  # done | merged | failed | expired | late
+    at: float
+    engine: str
+    files: int = 0
+    bytes: int = 0
+    reads: int | None = None  # None: not known for every file of the batch
+    samples: int | None = None
+    seconds: float = 0.0  # done: claim to report; merged: how long the merge took
+    quarantined: int = 0
+
+
 @dataclass
 class EngineSeen:
     engine: str
@@ -51,6 +70,12 @@ class EngineSeen:
     job_id: int | None = None
     jobs_done: int = 0
     files_done: int = 0
+    rate_files_per_s: float | None = None  # smoothed, from finished batches
+
+    def record_batch(self, files: int, seconds: float) -> None:
+        rate = files / max(seconds, 1e-3)
+        old = self.rate_files_per_s
+        self.rate_files_per_s = rate if old is None else 0.5 * old + 0.5 * rate
 
 
 @dataclass
@@ -72,6 +97,7 @@ class Manager:
             default_batch=settings.batch_size,
             max_batch=settings.max_batch,
             max_attempts=settings.max_attempts,
+            target_batch_s=settings.target_batch_s,
         )
         self.lock = threading.RLock()
         self.ledger: Ledger | None = None
@@ -84,6 +110,11 @@ class Manager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._discovery: Discovery | None = None
+        self._hearers: list[Callable[[Happening], None]] = []
+        self._runs_cache: tuple[float, list[dict[str, object]]] | None = None
+        self._scan_wake = threading.Event()
+        self._pending_wake = threading.Event()
+        self._observer: Any = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -96,7 +127,13 @@ class Manager:
         """Open (or rebuild) the ledger and mend whatever a crash left half done."""
         self.layout.ensure_output_dirs()
         self.ledger = Ledger(self.settings.ledger_path)
-        self._discovery = Discovery(self.layout.input, self._known_in)
+        self._discovery = Discovery(
+            self.layout.input,
+            self._known_in,
+            settle_s=self.settings.settle_s,
+            count_reads=count_reads,
+            clock=self.clock,
+        )
         now = self.clock()
         with self.lock:
             self._check_ledger_owner()
@@ -114,19 +151,41 @@ class Manager:
         """Start the scanning and lease-expiry threads."""
         self._threads = [
             threading.Thread(target=self._scan_loop, name="bcm-scan", daemon=True),
+            threading.Thread(target=self._pending_loop, name="bcm-pending", daemon=True),
             threading.Thread(target=self._tick_loop, name="bcm-tick", daemon=True),
         ]
         for t in self._threads:
             t.start()
+        if self.settings.watch:
+            from bcmanager.watch import start_watching
+
+            self._observer = start_watching(self)
 
     def close(self) -> None:
         self._stop.set()
+        self._scan_wake.set()
+        self._pending_wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
         for t in self._threads:
             t.join(timeout=10)
         with self.lock:
             if self.ledger is not None:
                 self.ledger.close()
                 self.ledger = None
+
+    def add_hearer(self, callback: Callable[[Happening], None]) -> None:
+        """`callback` hears of finished batches, merges, failures and expiries (for metrics)."""
+        self._hearers.append(callback)
+
+    def _tell(self, happening: Happening) -> None:
+        for callback in self._hearers:
+            try:
+                callback(happening)
+            except Exception:
+                log.exception("a metrics hearer failed; ignored")
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """`callback` runs (in any thread) whenever files become claimable."""
@@ -147,10 +206,7 @@ class Manager:
         assert self._discovery is not None
         started = time.monotonic()
         result = self._discovery.scan()
-        added = 0
-        for i in range(0, len(result.new), SCAN_CHUNK):
-            with self.lock:
-                added += self.db.add_files(result.new[i : i + SCAN_CHUNK], self.clock())
+        added = self._take(result)
         self.last_scan = {
             "at": self.clock(),
             "seconds": round(time.monotonic() - started, 3),
@@ -158,10 +214,40 @@ class Manager:
             "incomplete": len(result.incomplete),
             "folders_listed": result.folders_listed,
         }
-        if added:
-            log.info("scan: %d new file(s) queued", added)
-            self._notify()
         self.scan_done.set()
+        return added
+
+    def check_pending(self) -> int:
+        """Look only at files still being written and at inotify hints (cheap, frequent)."""
+        assert self._discovery is not None
+        return self._take(self._discovery.check_pending())
+
+    def hint(self, rel: str, closed: bool = False) -> None:
+        """An inotify event named `rel` (a pod5 path relative to INPUT)."""
+        assert self._discovery is not None
+        self._discovery.hint(rel, closed)
+        self._pending_wake.set()
+
+    def rescan_soon(self, rel_dir: str | None = None) -> None:
+        """A folder appeared or a run summary was written: scan again now."""
+        assert self._discovery is not None
+        if rel_dir is not None:
+            self._discovery.forget(rel_dir)
+        self._scan_wake.set()
+
+    def _take(self, result: ScanResult) -> int:
+        """Queue what a scan found and record runs that ended."""
+        added = 0
+        for i in range(0, len(result.new), SCAN_CHUNK):
+            with self.lock:
+                added += self.db.add_files(result.new[i : i + SCAN_CHUNK], self.clock())
+        for run, summary in result.ended_runs:
+            with self.lock:
+                if self.db.end_run(run, summary, self.clock()):
+                    log.info("run %s ended (%s)", run, summary)
+        if added:
+            log.info("%d new file(s) queued", added)
+            self._notify()
         return added
 
     def _scan_loop(self) -> None:
@@ -170,7 +256,18 @@ class Manager:
                 self.scan()
             except Exception:
                 log.exception("scan failed; will try again")
-            self._stop.wait(self.settings.rescan_s)
+            self._scan_wake.wait(self.settings.rescan_s)
+            self._scan_wake.clear()
+
+    def _pending_loop(self) -> None:
+        while not self._stop.is_set():
+            self._pending_wake.wait(PENDING_CHECK_S)
+            self._pending_wake.clear()
+            try:
+                if self._discovery is not None and self._discovery.pending_count:
+                    self.check_pending()
+            except Exception:
+                log.exception("pending check failed; will try again")
 
     def _tick_loop(self) -> None:
         interval = max(0.05, min(1.0, self.settings.lease_s / 4))
@@ -186,7 +283,16 @@ class Manager:
         with self.lock:
             now = self.clock()
             self._seen(engine, now)
-            assignment = scheduler.claim(self.db, engine, requested, now, self.policy, api)
+            assignment = scheduler.claim(
+                self.db,
+                engine,
+                requested,
+                now,
+                self.policy,
+                api,
+                rate_files_per_s=self.engines[engine].rate_files_per_s,
+                engines=self._active_engines(now),
+            )
             if assignment is None:
                 return None
             job = assignment.job
@@ -224,6 +330,7 @@ class Manager:
             if job.state is JobState.EXPIRED:
                 where = self.layout.set_aside_late_output(job.id, job.engine)
                 scheduler.mark_late(self.db, job, now)
+                self._tell(Happening("late", now, job.engine))
                 log.warning(
                     "job %d: late report from %s; output kept in %s", job.id, job.engine, where
                 )
@@ -242,12 +349,15 @@ class Manager:
             scheduler.begin_merge(self.db, job, plan, now)
             failpoints.hit("complete.after-journal")
             self._merge(scheduler.get_job(self.db, job.id), now)
+            self._tell(batch_done(job, files, now))
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
+                engine.record_batch(len(files), now - job.created)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
             poisoned = scheduler.fail(self.db, job, why, now, self.policy)
+            self._tell(Happening("failed", now, job.engine, job.n_files, quarantined=len(poisoned)))
             self.layout.set_aside_failed(job.id, job.engine)
             self._record_quarantine(poisoned)
             log.warning("job %d failed on %s: %s", job.id, job.engine, why)
@@ -261,6 +371,7 @@ class Manager:
     def _merge(self, job: JobRow, now: float) -> bool:
         """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later."""
         plan = json.loads(job.merge_plan or "{}")
+        started = time.monotonic()
         try:
             self.layout.write_manifest(plan)
             self.layout.apply_merge(plan)
@@ -270,6 +381,7 @@ class Manager:
             self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
             return False
         scheduler.finish_merge(self.db, job, now)
+        self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self._unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
         return True
@@ -280,6 +392,9 @@ class Manager:
             now = self.clock()
             expired = scheduler.expire_overdue(self.db, now, self.policy)
             for job, poisoned in expired:
+                self._tell(
+                    Happening("expired", now, job.engine, job.n_files, quarantined=len(poisoned))
+                )
                 self.layout.drop_assignment(job.id, job.engine)
                 self._record_quarantine(poisoned)
                 log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
@@ -298,6 +413,10 @@ class Manager:
             why = fresh.reason if fresh and fresh.reason else "quarantined"
             self.layout.record_quarantine(f.path, why)
             log.error("quarantined %s: %s", f.path, why)
+
+    def _active_engines(self, now: float) -> int:
+        horizon = max(60.0, 2 * self.settings.lease_s)
+        return sum(1 for e in self.engines.values() if now - e.last_seen <= horizon)
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)
@@ -404,6 +523,25 @@ class Manager:
 
     # -- views ------------------------------------------------------------------------
 
+    def _runs_cached(self, now: float) -> list[dict[str, object]]:
+        """Per-run counts group a million rows: computed at most every few seconds."""
+        if self._runs_cache is None or now - self._runs_cache[0] >= RUNS_CACHE_S:
+            self._runs_cache = (now, self.db.runs())
+        return self._runs_cache[1]
+
+    def run_state(self) -> str:
+        """'done' once every run has ended and every file is basecalled or quarantined."""
+        with self.lock:
+            counts = self.db.file_counts()
+            busy = counts[FileState.QUEUED] or counts[FileState.ASSIGNED] or self._unmerged
+            runs = self.db.runs()
+        pending = self._discovery.pending_count if self._discovery else 0
+        if busy or pending:
+            return "basecalling" if busy else "waiting"
+        if runs and all(r["ended"] for r in runs):
+            return "done"
+        return "waiting"
+
     def heartbeat_view(self) -> dict[str, object]:
         idle = self.clock() - self.last_activity
         return {
@@ -419,8 +557,12 @@ class Manager:
             running = self.db.jobs_in([JobState.ASSIGNED, JobState.MERGING])
             quarantined = self.db.files_in_state(FileState.QUARANTINED, 100)
             events = [e.as_dict() for e in self.db.last_events(20)]
+            runs = self._runs_cached(now)
         total = sum(files.values())
         return {
+            "state": self.run_state(),
+            "pending": self._discovery.pending_count if self._discovery else 0,
+            "runs": runs,
             "input": str(self.layout.input),
             "output": str(self.layout.output),
             "ledger": str(self.db.path),
@@ -456,6 +598,21 @@ class Manager:
         return view
 
 
+def batch_done(job: JobRow, files: list[FileRow], now: float) -> Happening:
+    """A merged batch as the metrics see it; reads/samples None unless known for every file."""
+    known = all(f.reads is not None for f in files)
+    return Happening(
+        "done",
+        now,
+        job.engine,
+        len(files),
+        sum(f.size for f in files),
+        sum(f.reads or 0 for f in files) if known else None,
+        sum(f.samples or 0 for f in files) if all(f.samples is not None for f in files) else None,
+        now - job.created,
+    )
+
+
 def plan_paths(plan: dict) -> list[str]:
     return [item["path"] for item in plan["inputs"]]
 
@@ -475,4 +632,4 @@ def job_view(job: JobRow) -> dict[str, object]:
     }
 
 
-__all__ = ["Completion", "LeaseLost", "Manager", "Outcome"]
+__all__ = ["Completion", "Happening", "LeaseLost", "Manager", "Outcome"]

@@ -12,7 +12,9 @@ opened; only new names get a look (stat and the pod5 signature at both ends).
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +25,12 @@ from bcmanager.ledger import NewFile
 
 # A folder changed this recently may still gain entries within the same mtime tick.
 _SETTLE_NS = 2_000_000_000
+# Files last written longer ago than this when first seen are a backlog, not live output:
+# they are queued on the signature check alone (no pod5 open), so a restart over a
+# million-file backlog stays fast.
+BACKLOG_AGE_S = 60.0
+
+log = logging.getLogger("bcmanager.scanner")
 
 
 @dataclass
@@ -30,6 +38,7 @@ class ScanResult:
     new: list[NewFile] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     folders_listed: int = 0
+    ended_runs: list[tuple[str, str]] = field(default_factory=list)  # (run, final summary)
 
 
 def run_of(relpath: str) -> str:
@@ -48,10 +57,11 @@ def _join(rel_dir: str, name: str) -> str:
     return f"{rel_dir}/{name}" if rel_dir else name
 
 
-def list_folder(root: Path, rel_dir: str) -> tuple[list[str], list[str]]:
-    """The pod5 names and the subfolders to visit in one folder."""
+def list_folder(root: Path, rel_dir: str) -> tuple[list[str], list[str], list[str]]:
+    """The pod5 names, the subfolders to visit and the run-end summaries in one folder."""
     names: list[str] = []
     subdirs: list[str] = []
+    summaries: list[str] = []
     try:
         with os.scandir(root / rel_dir if rel_dir else root) as entries:
             for entry in entries:
@@ -66,11 +76,18 @@ def list_folder(root: Path, rel_dir: str) -> tuple[list[str], list[str]]:
                             subdirs.append(name)
                     elif is_pod5_name(name):
                         names.append(name)
+                    elif is_final_summary(name):
+                        summaries.append(name)
                 except OSError:
                     continue
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         pass
-    return names, subdirs
+    return names, subdirs, summaries
+
+
+def is_final_summary(name: str) -> bool:
+    """MinKNOW writes `final_summary_<flowcell>_<id>.txt` into a run's folder when it ends."""
+    return name.startswith("final_summary_") and name.endswith(".txt")
 
 
 def walk_pod5(root: Path) -> Iterator[str]:
@@ -78,57 +95,94 @@ def walk_pod5(root: Path) -> Iterator[str]:
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        names, subdirs = list_folder(root, rel_dir)
+        names, subdirs, _ = list_folder(root, rel_dir)
         for name in names:
             yield _join(rel_dir, name)
         stack.extend(_join(rel_dir, d) for d in subdirs)
 
 
-def check_candidate(root: Path, rel: str) -> NewFile | None:
-    """A NewFile when the file is a complete pod5, else None."""
-    try:
-        st = os.stat(root / rel, follow_symlinks=False)
-    except OSError:
-        return None
-    if not is_complete_pod5(root / rel, st.st_size):
-        return None
-    return NewFile(rel, st.st_size, st.st_mtime, run_of(rel))
+@dataclass
+class _Pending:
+    size: int
+    mtime_ns: int
+    since: float  # when this size and mtime were first seen
+    closed: bool = False  # the writer closed it (inotify IN_CLOSE_WRITE)
 
 
 class Discovery:
-    """Repeated scans of one INPUT tree, remembering what need not be looked at again.
+    """Finds complete pod5 files under one INPUT tree, scan after scan.
+
+    A file is complete when it has the pod5 signature at both ends and either its
+    writer closed it (an inotify hint) or its size and mtime have not changed for
+    `settle_s`. Files still settling are kept in a small pending set that
+    `check_pending` re-examines often, so a closed file is queued within a second
+    without rescanning the tree. Files that were settled long before they were
+    first seen (a backlog) are queued on the signature check alone; files seen live
+    are also opened once with the pod5 library to count their reads.
 
     `known_in(rel_dir)` answers the names the ledger already has in a folder.
+    Thread-safe: the scan loop, the pending loop and the inotify thread share it.
     """
 
-    def __init__(self, root: Path, known_in: Callable[[str], set[str]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        known_in: Callable[[str], set[str]],
+        settle_s: float = 1.0,
+        count_reads: Callable[[Path], tuple[int, int]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root
+        self.settle_s = settle_s
         self._known_in = known_in
+        self._count_reads = count_reads
+        self._clock = clock
         self._folders: dict[str, tuple[int, list[str]]] = {}
-        self._incomplete: set[str] = set()
+        self._pending: dict[str, _Pending] = {}
+        self._hints: dict[str, bool] = {}
+        self._ended_runs: set[str] = set()
+        self._lock = threading.Lock()
+        self._hint_lock = threading.Lock()
 
-    def scan(self, now_ns: int | None = None) -> ScanResult:
-        result = ScanResult()
-        now_ns = now_ns if now_ns is not None else time.time_ns()
-        stack = [""]
-        while stack:
-            rel_dir = stack.pop()
-            subdirs = self._visit(rel_dir, now_ns, result)
-            stack.extend(_join(rel_dir, d) for d in subdirs)
-        for rel in sorted(self._incomplete):
-            found = check_candidate(self.root, rel)
-            if found is not None:
-                self._incomplete.discard(rel)
-                result.new.append(found)
-        result.incomplete = sorted(self._incomplete)
-        result.new.sort(key=lambda f: (f.mtime, f.path))
-        return result
+    # -- hints from inotify (any thread) ---------------------------------------------
+
+    def hint(self, rel: str, closed: bool = False) -> None:
+        """A watcher saw `rel` change (or close); look at it in the next `check_pending`."""
+        with self._hint_lock:
+            self._hints[rel] = self._hints.get(rel, False) or closed
 
     def forget(self, rel_dir: str) -> None:
         """Make the next scan list a folder again (e.g. an inotify event named it)."""
-        self._folders.pop(rel_dir, None)
+        with self._hint_lock:
+            self._folders.pop(rel_dir, None)
 
-    def _visit(self, rel_dir: str, now_ns: int, result: ScanResult) -> list[str]:
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending) + len(self._hints)
+
+    # -- scanning ---------------------------------------------------------------------
+
+    def scan(self) -> ScanResult:
+        """Walk the whole tree (skipping settled folders), then check what is pending."""
+        with self._lock:
+            result = ScanResult()
+            now = self._clock()
+            stack = [""]
+            while stack:
+                rel_dir = stack.pop()
+                subdirs = self._visit(rel_dir, now, result)
+                stack.extend(_join(rel_dir, d) for d in subdirs)
+            self._check_pending(now, result)
+            return result
+
+    def check_pending(self) -> ScanResult:
+        """Look again at the files still settling and at the watcher's hints only."""
+        with self._lock:
+            result = ScanResult()
+            self._check_pending(self._clock(), result)
+            return result
+
+    def _visit(self, rel_dir: str, now: float, result: ScanResult) -> list[str]:
         try:
             mtime_ns = os.stat(self.root / rel_dir if rel_dir else self.root).st_mtime_ns
         except OSError:
@@ -137,21 +191,66 @@ class Discovery:
         cached = self._folders.get(rel_dir)
         if cached is not None and cached[0] == mtime_ns:
             return cached[1]
-        names, subdirs = list_folder(self.root, rel_dir)
+        names, subdirs, summaries = list_folder(self.root, rel_dir)
         result.folders_listed += 1
-        if now_ns - mtime_ns > _SETTLE_NS:
+        if now * 1e9 - mtime_ns > _SETTLE_NS:
             self._folders[rel_dir] = (mtime_ns, subdirs)
         else:
             self._folders.pop(rel_dir, None)
+        run = rel_dir or "."
+        if summaries and run not in self._ended_runs:
+            self._ended_runs.add(run)
+            result.ended_runs.append((run, _join(rel_dir, summaries[0])))
         if names:
             known = self._known_in(rel_dir)
             for name in names:
                 rel = _join(rel_dir, name)
-                if name in known or rel in self._incomplete:
-                    continue
-                found = check_candidate(self.root, rel)
-                if found is None:
-                    self._incomplete.add(rel)
-                else:
-                    result.new.append(found)
+                if name not in known and rel not in self._pending:
+                    self._consider(rel, now, closed=False, result=result)
         return subdirs
+
+    def _check_pending(self, now: float, result: ScanResult) -> None:
+        with self._hint_lock:
+            hints, self._hints = self._hints, {}
+        for rel, closed in hints.items():
+            if rel in self._pending:
+                self._pending[rel].closed |= closed
+            elif self._is_new(rel):
+                self._consider(rel, now, closed, result)
+        for rel in sorted(self._pending):
+            self._consider(rel, now, closed=False, result=result)
+        result.incomplete = sorted(self._pending)
+        result.new.sort(key=lambda f: (f.mtime, f.path))
+
+    def _is_new(self, rel: str) -> bool:
+        folder, _, name = rel.rpartition("/")
+        return name not in self._known_in(folder)
+
+    def _consider(self, rel: str, now: float, closed: bool, result: ScanResult) -> None:
+        """Queue `rel` if complete and settled, keep it pending if not, drop it if gone."""
+        path = self.root / rel
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            self._pending.pop(rel, None)
+            return
+        seen = self._pending.get(rel)
+        if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            seen = _Pending(
+                st.st_size, st.st_mtime_ns, now, closed or (seen.closed if seen else False)
+            )
+            self._pending[rel] = seen
+        else:
+            seen.closed |= closed
+        age = now - st.st_mtime_ns / 1e9
+        settled = seen.closed or now - seen.since >= self.settle_s or age >= self.settle_s
+        if not settled or not is_complete_pod5(path, st.st_size):
+            return
+        del self._pending[rel]
+        reads = samples = None
+        if self._count_reads is not None and age < BACKLOG_AGE_S:
+            try:
+                reads, samples = self._count_reads(path)
+            except Exception as exc:  # a file pod5 cannot read still goes out: it will fail
+                log.warning("%s: complete on disk but unreadable (%s)", rel, exc)
+        result.new.append(NewFile(rel, st.st_size, st.st_mtime, run_of(rel), reads, samples))

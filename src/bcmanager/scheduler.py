@@ -22,6 +22,7 @@ class Policy:
     default_batch: int = 10
     max_batch: int = 10_000
     max_attempts: int = 3
+    target_batch_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,48 @@ def batch_size(requested: int | None, policy: Policy) -> int:
     return requested
 
 
+def adaptive_batch_size(
+    requested: int | None,
+    rate_files_per_s: float | None,
+    queued: int,
+    engines: int,
+    policy: Policy,
+) -> int:
+    """How many files one claim gets.
+
+    An engine with a measured rate gets about `target_batch_s` of work; one without
+    gets the default. An engine's own request is a ceiling (legacy engines always ask
+    for a fixed size). Near the end of the queue a batch is at most an even share of
+    what is left, so every engine stays busy instead of one finishing a large tail.
+    """
+    ceiling = batch_size(requested, policy) if requested and requested > 0 else None
+    if rate_files_per_s is not None and rate_files_per_s > 0:
+        size = max(1, round(rate_files_per_s * policy.target_batch_s))
+    else:
+        size = ceiling or policy.default_batch
+    if ceiling is not None:
+        size = min(size, ceiling)
+    fair_share = -(-queued // max(1, engines))
+    return max(1, min(size, fair_share, policy.max_batch))
+
+
 def claim(
-    ledger: Ledger, engine: str, requested: int | None, now: float, policy: Policy, api: str
+    ledger: Ledger,
+    engine: str,
+    requested: int | None,
+    now: float,
+    policy: Policy,
+    api: str,
+    rate_files_per_s: float | None = None,
+    engines: int = 1,
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued."""
-    size = batch_size(requested, policy)
+    queued = ledger.file_counts()[FileState.QUEUED]
+    size = adaptive_batch_size(requested, rate_files_per_s, queued, engines, policy)
+    if queued == 0:
+        return None
     with ledger.transaction():
-        files = ledger.queued_files(size)
+        files = isolate_retries(ledger.queued_files(size))
         if not files:
             return None
         job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, len(files), now)
@@ -59,6 +95,14 @@ def claim(
         job = ledger.get_job(job_id)
     assert job is not None
     return Assignment(job, ledger.files_of_job(job_id))
+
+
+def isolate_retries(files: list[FileRow]) -> list[FileRow]:
+    """A file that failed before goes out alone, so a poison file cannot sink its batch-mates
+    and its own failures are its own."""
+    if files and files[0].attempts > 0:
+        return files[:1]
+    return [f for f in files if f.attempts == 0]
 
 
 def get_job(ledger: Ledger, job_id: int) -> JobRow:
@@ -161,9 +205,10 @@ def _return_files(
     files = [f for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
     poisoned: list[FileRow] = []
     retry: list[FileRow] = []
+    alone = len(files) == 1  # only a failure on its own proves it is the file's fault
     for f in files:
         out_of_attempts = policy is not None and f.attempts + 1 >= policy.max_attempts
-        (poisoned if count_attempt and out_of_attempts else retry).append(f)
+        (poisoned if count_attempt and alone and out_of_attempts else retry).append(f)
     ledger.set_file_state(
         [f.id for f in retry],
         FileState.ASSIGNED,

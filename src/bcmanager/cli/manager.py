@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -14,6 +16,7 @@ from bcmanager.cli._common import friendly_errors, logging_options, read_token, 
 from bcmanager.config import DEFAULT_PORT, build_settings
 
 log = logging.getLogger("bcmanager.cli.manager")
+DONE_POLL_S = 0.5
 
 
 @click.command("manager")
@@ -27,6 +30,12 @@ log = logging.getLogger("bcmanager.cli.manager")
 @click.option("--max-batch", type=int, help="largest batch an engine may ask for [10000]")
 @click.option("--max-attempts", type=int, help="failures before a file is quarantined [3]")
 @click.option("--rescan", "rescan_s", type=float, help="seconds between input rescans [10]")
+@click.option("--settle", "settle_s", type=float, help="seconds a file must stay unchanged [1]")
+@click.option("--watch/--no-watch", default=None, help="inotify beside the rescans [watch]")
+@click.option("--target-batch", "target_batch_s", type=float, help="seconds of work per batch [60]")
+@click.option(
+    "--exit-when-done", is_flag=True, help="exit 0 once every run ended and is basecalled"
+)
 @click.option("--idle-shutdown", "idle_shutdown_s", type=float, help="/heartbeat idle after [100]")
 @click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
 @click.option("--legacy-auth", type=click.Choice(["open", "token", "off"]), help="legacy routes")
@@ -42,6 +51,7 @@ def command(
     legacy_config: Path | None,
     node_index: int,
     token_file: Path | None,
+    exit_when_done: bool,
     log_level: str,
     log_format: str,
     **flags: object,
@@ -74,16 +84,31 @@ def command(
     # handler found at start: make that one a clean exit, since the stop *was* clean.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    uvicorn.run(
-        create_app(manager),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(manager),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
     )
+    if exit_when_done:
+        threading.Thread(target=_stop_when_done, args=(manager, server), daemon=True).start()
+    server.run()
+    if not server.started:
+        raise click.ClickException(f"could not listen on {url} (is the port in use?)")
+
+
+def _stop_when_done(manager: object, server: uvicorn.Server) -> None:
+    while not server.should_exit:
+        time.sleep(DONE_POLL_S)
+        if server.started and manager.run_state() == "done":  # type: ignore[attr-defined]
+            log.info("every run has ended and every file is basecalled or quarantined: exiting")
+            server.should_exit = True
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

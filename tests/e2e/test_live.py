@@ -1,0 +1,47 @@
+"""A live run: a simulated sequencer writes growing pod5 files while engines basecall them."""
+
+import threading
+import time
+
+from bcmanager.simulate import simulate_run
+from bcmanager.verify import verify_run
+
+
+def test_a_live_minknow_run_is_basecalled_as_written_and_the_manager_exits_when_done(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    m = start_manager(inp, out, "--exit-when-done", "--max-attempts", "2", "--batch-size", "2")
+    engines = [start_engine(m.url, f"gpu{i}", "--samples-per-s", "200000") for i in (1, 2)]
+    result = {}
+    writer = threading.Thread(
+        target=lambda: result.update(
+            run=simulate_run(
+                inp,
+                files=5,
+                reads=6,
+                samples=800,
+                interval=0.4,
+                flowcells=2,
+                layout="minknow",
+                corrupt=1,
+                seed=7,
+            )
+        )
+    )
+    writer.start()
+    seen_while_writing = set()
+    while writer.is_alive():
+        seen_while_writing.update(j["job_id"] for j in m.status()["running_jobs"])
+        time.sleep(0.1)
+    writer.join()
+    assert seen_while_writing, "nothing was basecalled while the sequencer was still writing"
+    assert m.proc.wait(timeout=60) == 0  # --exit-when-done: every run ended, all basecalled
+    for e in engines:
+        e.kill()
+    report = verify_run(inp, out)
+    assert report.ok, report.to_dict()
+    corrupt = [str(f.path.relative_to(inp)) for f in result["run"].files if f.corrupt]
+    assert sorted(report.quarantined) == sorted(corrupt)
+    log = m.log.read_text()
+    assert log.count("ended (") == 2  # both flow cells' final summaries were seen
