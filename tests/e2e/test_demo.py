@@ -1,0 +1,42 @@
+"""`bcm demo`, the README's first command, end to end (shortened)."""
+
+import subprocess
+import sys
+
+
+def test_the_demo_basecalls_every_read_exactly_once(tmp_path) -> None:
+    workdir = tmp_path / "demo"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bcmanager.cli",
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--files",
+            "4",
+            "--interval",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "every read basecalled exactly once" in r.stdout
+    assert "quarantined" in r.stdout and "failed 2 attempts" in r.stdout
+    assert any((workdir / "output" / "pass").iterdir())
+    listed = (workdir / "output" / "QUARANTINE" / "quarantined.tsv").read_text().splitlines()
+    assert len(listed) == 1  # the one corrupt file, nothing else
+
+
+def test_the_demo_refuses_a_used_workdir(tmp_path) -> None:
+    (tmp_path / "x").write_text("mine")
+    r = subprocess.run(
+        [sys.executable, "-m", "bcmanager.cli", "demo", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and "not empty" in r.stderr
