@@ -141,6 +141,7 @@ class Discovery:
         self._pending: dict[str, _Pending] = {}
         self._hints: dict[str, bool] = {}
         self._ended_runs: set[str] = set()
+        self._known: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._hint_lock = threading.Lock()
 
@@ -202,7 +203,7 @@ class Discovery:
             self._ended_runs.add(run)
             result.ended_runs.append((run, _join(rel_dir, summaries[0])))
         if names:
-            known = self._known_in(rel_dir)
+            known = self._known_names(rel_dir)
             for name in names:
                 rel = _join(rel_dir, name)
                 if name not in known and rel not in self._pending:
@@ -222,9 +223,17 @@ class Discovery:
         result.incomplete = sorted(self._pending)
         result.new.sort(key=lambda f: (f.mtime, f.path))
 
+    def _known_names(self, folder: str) -> set[str]:
+        """Known names in a folder, asked of the ledger once, then kept up to date here:
+        a flat folder of a million files is not re-read from SQLite at every change."""
+        known = self._known.get(folder)
+        if known is None:
+            known = self._known[folder] = self._known_in(folder)
+        return known
+
     def _is_new(self, rel: str) -> bool:
         folder, _, name = rel.rpartition("/")
-        return name not in self._known_in(folder)
+        return name not in self._known_names(folder)
 
     def _consider(self, rel: str, now: float, closed: bool, result: ScanResult) -> None:
         """Queue `rel` if complete and settled, keep it pending if not, drop it if gone."""
@@ -247,6 +256,8 @@ class Discovery:
         if not settled or not is_complete_pod5(path, st.st_size):
             return
         del self._pending[rel]
+        folder, _, name = rel.rpartition("/")
+        self._known_names(folder).add(name)
         reads = samples = None
         if self._count_reads is not None and age < BACKLOG_AGE_S:
             try:
