@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from bcmanager import failpoints, scheduler
@@ -23,7 +24,6 @@ from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger
-from bcmanager.pod5io import count_reads
 from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
 from bcmanager.states import FileState, JobState
@@ -131,7 +131,7 @@ class Manager:
             self.layout.input,
             self._known_in,
             settle_s=self.settings.settle_s,
-            count_reads=count_reads,
+            count_reads=_count_reads,
             clock=self.clock,
         )
         now = self.clock()
@@ -611,6 +611,13 @@ def batch_done(job: JobRow, files: list[FileRow], now: float) -> Happening:
         sum(f.samples or 0 for f in files) if all(f.samples is not None for f in files) else None,
         now - job.created,
     )
+
+
+def _count_reads(path: Path) -> tuple[int, int]:
+    """Imported on first use: pod5 (and pyarrow) add a third of a second to every start."""
+    from bcmanager.pod5io import count_reads
+
+    return count_reads(path)
 
 
 def plan_paths(plan: dict) -> list[str]:
