@@ -117,3 +117,9 @@ def test_a_poison_file_does_not_sink_its_batch_mates(ledger: Ledger) -> None:
             scheduler.finish_merge(ledger, scheduler.get_job(ledger, solo.job.id), 4.0)
     assert ledger.get_file("f0.pod5").state is FileState.QUARANTINED
     assert ledger.get_file("f1.pod5").state is FileState.DONE
+
+
+def test_a_non_ascii_token_is_a_lost_lease_not_a_crash(ledger: Ledger) -> None:
+    job = scheduler.claim(ledger, "e1", None, 0.0, POLICY, "v1").job
+    with pytest.raises(LeaseLost):
+        scheduler.check_token(job, "tökén")  # compare_digest on such a str raises TypeError

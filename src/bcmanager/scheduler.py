@@ -114,7 +114,8 @@ def get_job(ledger: Ledger, job_id: int) -> JobRow:
 
 def check_token(job: JobRow, token: str | None) -> None:
     """Legacy calls carry no token (None); v1 calls must carry the job's own."""
-    if token is not None and not secrets.compare_digest(token, job.token):
+    # bytes: compare_digest raises TypeError on a str with non-ASCII characters
+    if token is not None and not secrets.compare_digest(token.encode(), job.token.encode()):
         raise LeaseLost(f"job {job.id}: the lease token does not match")
 
 
