@@ -1,0 +1,314 @@
+"""The Slurm side without Slurm: the controller's decisions with a driven clock, the script."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bcmanager.cli import main
+from bcmanager.cluster import (
+    JobsFile,
+    JobSpec,
+    Memory,
+    Policy,
+    Slurm,
+    SlurmError,
+    SlurmJob,
+    decide,
+    engines_to_submit,
+    parse_squeue,
+    per_engine_rate,
+    render_script,
+)
+from bcmanager.errors import ConfigError
+from tests.helpers import free_port
+
+ENGINE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def status(
+    queued: int = 0,
+    assigned: int = 0,
+    done: int = 0,
+    running: tuple[str, ...] = (),
+    engines: dict[str, int] | None = None,
+    last_seen_s: float = 1.0,
+) -> dict:
+    """A /v1/status as the manager answers it; `engines` maps engine -> jobs_done."""
+    return {
+        "files": {"queued": queued, "assigned": assigned, "done": done, "quarantined": 0},
+        "running_jobs": [{"job_id": i + 1, "engine": e} for i, e in enumerate(running)],
+        "engines": [
+            {"engine": e, "last_seen_s": last_seen_s, "job_id": None, "jobs_done": n}
+            for e, n in (engines or {}).items()
+        ],
+    }
+
+
+def running(*ids: str) -> list[SlurmJob]:
+    return [SlurmJob(i, "RUNNING") for i in ids]
+
+
+class Looks:
+    """Drives `decide` look after look, carrying its memory as the controller does."""
+
+    def __init__(self, policy: Policy, recorded: tuple[str, ...] = ("11", "12")) -> None:
+        self.policy, self.recorded, self.memory = policy, list(recorded), Memory()
+
+    def at(self, now: float, st: dict, queue: list[SlurmJob] | None = None):
+        queue = running(*self.recorded) if queue is None else queue
+        decision, self.memory = decide(now, st, queue, self.recorded, self.memory, self.policy)
+        return decision
+
+
+IDLE = Policy(idle_after_s=300)
+TWO = {"slurm-11-node1": 0, "slurm-12-node2": 0}
+
+
+# -- cancelling -------------------------------------------------------------------------
+
+
+def test_idle_engines_are_cancelled_only_after_the_threshold_with_an_empty_queue() -> None:
+    looks = Looks(IDLE)
+    assert looks.at(0, status(done=5, engines=TWO)).cancel == []
+    assert looks.at(299, status(done=5, engines=TWO)).cancel == []
+    decision = looks.at(300, status(done=5, engines=TWO))
+    assert decision.cancel == ["11", "12"]
+    assert "no batch for 300 s" in decision.reasons[0]
+
+
+def test_an_engine_in_the_middle_of_a_batch_is_never_cancelled() -> None:
+    looks = Looks(Policy(idle_after_s=0))
+    st = status(assigned=2, done=5, running=("slurm-11-node1",), engines=TWO)
+    assert looks.at(0, st).cancel == ["12"]
+    assert looks.at(10_000, st).cancel == ["12"]
+
+
+def test_nothing_is_cancelled_while_files_are_queued() -> None:
+    looks = Looks(IDLE)
+    looks.at(0, status(queued=3, engines=TWO))
+    assert looks.at(10_000, status(queued=3, engines=TWO)).cancel == []
+
+
+def test_a_batch_restarts_the_idle_clock() -> None:
+    looks = Looks(IDLE)
+    looks.at(0, status(engines=TWO))
+    looks.at(100, status(assigned=1, running=("slurm-11-node1",), engines=TWO))
+    assert looks.at(300, status(engines=TWO)).cancel == ["12"]
+    assert looks.at(399, status(engines=TWO)).cancel == ["12"]
+    assert looks.at(400, status(engines=TWO)).cancel == ["11", "12"]
+
+
+def test_a_batch_done_between_two_looks_counts_as_work() -> None:
+    looks = Looks(IDLE)
+    looks.at(0, status(engines=TWO))
+    busy_between = {"slurm-11-node1": 1, "slurm-12-node2": 0}  # jobs_done went up
+    assert looks.at(250, status(engines=busy_between)).cancel == []
+    assert looks.at(300, status(engines=busy_between)).cancel == ["12"]
+    assert looks.at(550, status(engines=busy_between)).cancel == ["11", "12"]
+
+
+def test_a_job_whose_engine_never_showed_up_is_idle_from_the_first_look() -> None:
+    looks = Looks(IDLE)
+    pending = [SlurmJob("11", "PENDING"), SlurmJob("12", "RUNNING")]
+    looks.at(0, status(), pending)
+    assert looks.at(300, status(), pending).cancel == ["11", "12"]
+
+
+def test_only_recorded_live_jobs_are_considered() -> None:
+    looks = Looks(Policy(idle_after_s=0), recorded=("11",))
+    queue = [SlurmJob("11", "COMPLETING"), SlurmJob("99", "RUNNING")]
+    st = status(engines={"slurm-11-n": 0, "slurm-99-n": 0})
+    assert looks.at(0, st, queue).cancel == []
+    assert looks.at(0, st, [SlurmJob("11", "RUNNING"), *queue[1:]]).cancel == ["11"]
+
+
+def test_an_engine_id_prefix_is_not_confused_with_a_longer_job_id() -> None:
+    looks = Looks(Policy(idle_after_s=0), recorded=("1", "12"))
+    st = status(assigned=1, running=("slurm-12-node",), engines={"slurm-12-node": 0})
+    assert looks.at(0, st).cancel == ["1"]
+
+
+# -- submitting -------------------------------------------------------------------------
+
+GROW = Policy(max_engines=6, target_drain_s=1800)
+
+
+def test_with_nothing_measured_one_engine_is_started_only_if_there_is_none() -> None:
+    assert engines_to_submit(status(queued=50), 0, 0, None, GROW) == (1, None)
+    assert engines_to_submit(status(queued=50), 1, 0, None, GROW) == (0, None)
+    assert engines_to_submit(status(queued=50), 0, 1, None, GROW) == (0, None)
+
+
+def test_more_engines_are_submitted_while_the_backlog_drains_too_slowly() -> None:
+    looks = Looks(GROW)
+    two_busy = ("slurm-11-node1", "slurm-12-node2")
+    first = looks.at(0, status(queued=7000, assigned=200, done=0, running=two_busy, engines=TWO))
+    assert first.submit == 0  # one look: no rate yet, and engines exist
+    # 120 files in 60 s by 2 busy engines: 1 file/s each; 7200 left would take 3600 s
+    second = looks.at(60, status(queued=7000, assigned=200, done=120, running=two_busy))
+    assert second.rate_per_engine == pytest.approx(1.0)
+    assert second.drain_s == pytest.approx(3600)
+    assert second.submit == 2  # 7200 / (1 file/s * 1800 s) = 4 engines in all
+    assert "2 more engine(s)" in second.reasons[-1]
+
+
+def test_submissions_stop_at_the_maximum_and_when_the_drain_is_short() -> None:
+    assert engines_to_submit(status(queued=100_000), 2, 0, 1.0, GROW)[0] == 4
+    assert engines_to_submit(status(queued=100_000), 6, 0, 1.0, GROW)[0] == 0
+    assert engines_to_submit(status(queued=1000), 2, 0, 1.0, GROW) == (0, 500)
+    assert engines_to_submit(status(queued=100_000), 0, 0, 1.0, Policy())[0] == 0  # max 0
+
+
+def test_engines_outside_slurm_count_towards_the_drain() -> None:
+    assert engines_to_submit(status(queued=7200), 0, 2, 1.0, GROW)[0] == 2
+    st = status(queued=10, engines={"laptop": 0, "slurm-11-n": 0, "old": 0})
+    st["engines"][2]["last_seen_s"] = 10_000
+    looks = Looks(Policy(max_engines=4), recorded=("11",))
+    assert looks.at(0, st).submit == 0  # laptop and 11 exist; nothing measured yet
+
+
+def test_no_submission_when_nothing_is_queued_even_with_files_in_flight() -> None:
+    assert engines_to_submit(status(assigned=500), 0, 0, 0.01, GROW) == (0, None)
+
+
+def test_the_rate_window_forgets_old_looks_and_a_new_run() -> None:
+    looks = Looks(Policy(rate_window_s=100), recorded=())
+    looks.at(0, status(done=0))
+    looks.at(50, status(done=100))
+    looks.at(120, status(done=240))
+    assert [s[0] for s in looks.memory.samples] == [50, 120]
+    assert per_engine_rate(looks.memory.samples) == pytest.approx(2.0)
+    looks.at(130, status(done=3))  # a restarted manager on another run
+    assert looks.memory.samples == [[130, 3, 0]]
+    assert per_engine_rate(looks.memory.samples) is None
+
+
+# -- the sbatch script ------------------------------------------------------------------
+
+
+def _script(tmp_path: Path, **spec: object) -> str:
+    args = ["--basecaller", "command", "--command", "my tool {input} {output} 'q\"x' $HOME"]
+    return render_script(
+        "http://10.0.0.1:40765", args, JobSpec(log_dir=tmp_path, **spec), python="/bin/true"
+    )
+
+
+def test_the_script_is_valid_bash_with_its_directives(tmp_path: Path) -> None:
+    script = _script(tmp_path, partition="gpu", gres="gpu:1", time="3-00:00:00", account="lab")
+    path = tmp_path / "engine.sbatch"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    assert script.startswith("#!/bin/bash\n")
+    for line in ("--partition=gpu", "--gres=gpu:1", "--time=3-00:00:00", "--account=lab"):
+        assert f"#SBATCH {line}\n" in script
+    assert f"#SBATCH --output={tmp_path}/%x-%j.log" in script
+    assert "exec /bin/true -m bcmanager.cli engine --manager http://10.0.0.1:40765" in script
+
+
+def test_the_script_runs_the_engine_with_its_arguments_intact(tmp_path: Path) -> None:
+    show = tmp_path / "show-args"
+    show.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    show.chmod(0o755)
+    script = render_script(
+        "http://m:1", ["--command", "my tool {input} 'q\"x' $HOME"], JobSpec(), python=str(show)
+    )
+    env = {**os.environ, "SLURM_JOB_ID": "4242"}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    argv = out.stdout.splitlines()[1:]  # after the script's own "bcm engine ..." line
+    assert argv[:6] == ["-m", "bcmanager.cli", "engine", "--manager", "http://m:1", "--command"]
+    assert argv[6] == "my tool {input} 'q\"x' $HOME"
+    engine_id = argv[argv.index("--engine-id") + 1]
+    assert engine_id.startswith("slurm-4242-") and ENGINE_ID.match(engine_id)
+
+
+def test_the_script_uses_this_python_unresolved_so_a_venv_still_imports_bcmanager() -> None:
+    script = render_script("http://m:1", [], JobSpec())
+    import sys
+
+    assert f"exec {os.path.abspath(sys.executable)} -m bcmanager.cli engine" in script
+
+
+def test_directive_values_with_spaces_are_refused() -> None:
+    with pytest.raises(ConfigError, match="no spaces"):
+        render_script("http://m:1", [], JobSpec(partition="gpu a100"))
+    with pytest.raises(ConfigError):
+        render_script("http://m:1", [], JobSpec(extra=("constraint=a100",)))
+
+
+# -- Slurm's commands, the jobs file, the CLI -------------------------------------------
+
+
+def test_squeue_lines_are_parsed() -> None:
+    jobs = parse_squeue("12|RUNNING|bcm-engine|node1\n13|PENDING|bcm-engine|\n\n")
+    assert jobs == [
+        SlurmJob("12", "RUNNING", "bcm-engine", "node1"),
+        SlurmJob("13", "PENDING", "bcm-engine", ""),
+    ]
+    assert jobs[1].active and not SlurmJob("14", "COMPLETING").active
+
+
+def test_a_missing_slurm_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SlurmError, match="sbatch not found: is Slurm installed"):
+        Slurm().submit("#!/bin/bash\n")
+    with pytest.raises(SlurmError, match="squeue not found"):
+        Slurm().queue()
+
+
+def test_the_jobs_file_keeps_records_across_writers(tmp_path: Path) -> None:
+    jobs = JobsFile(tmp_path / "sub" / "jobs.json")
+    with jobs.locked() as data:
+        data["jobs"]["7"] = {"state": "submitted"}
+    with jobs.locked() as data:
+        data["jobs"]["8"] = {"state": "cancelled"}
+        data["jobs"]["9"] = {"state": "submitted"}
+    assert jobs.active_ids() == ["7", "9"]
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        JobsFile(tmp_path / "bad.json").read()
+
+
+def test_dry_run_prints_a_valid_script_and_submits_nothing(tmp_path: Path) -> None:
+    jobs_file = tmp_path / "jobs.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "slurm",
+            "submit-engines",
+            "--manager",
+            "http://10.0.0.1:40765",
+            "--partition",
+            "gpu",
+            "--gres",
+            "gpu:1",
+            "--samples-per-s",
+            "20000",
+            "--batch-size",
+            "4",
+            "--jobs-file",
+            str(jobs_file),
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --gres=gpu:1" in result.output
+    assert "--samples-per-s 20000.0 " in result.output and "--batch-size 4 " in result.output
+    subprocess.run(["bash", "-n"], input=result.output, text=True, check=True)
+    assert not jobs_file.exists()
+
+
+def test_the_controller_says_when_the_manager_is_unreachable(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(
+        main,
+        ["slurm", "controller", "--manager", url, "--once", "--jobs-file", str(tmp_path / "j")],
+    )
+    assert result.exit_code != 0
+    assert f"cannot read {url}/v1/status" in result.output
