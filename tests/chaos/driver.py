@@ -1,0 +1,563 @@
+"""A seeded chaos run: a real manager, real engines, real pod5, and faults at random instants.
+
+`run_chaos(seed, workdir)` writes ~150 real pod5 files (in waves, as a sequencer
+does), starts a `bcm manager` and three `bcm engine --basecaller simulated`
+subprocesses, and works through a fault plan drawn from the seed:
+
+- manager-kill       SIGKILL the manager at a random instant, restart it on the same port
+- failpoint          restart the manager with BCM_FAILPOINT=<point> for one life: it kills
+                     itself (SIGKILL) at that exact instant (mid-assign, mid-merge)
+- engine-kill        SIGKILL an engine mid-batch, with its basecaller (a lost node), and
+                     start a replacement under a new engine id
+- engine-freeze      SIGSTOP an engine mid-batch until its lease has expired, then SIGCONT:
+                     its late report must be fenced (job `late`, output set aside, not merged)
+- ledger-loss        once per run: the manager is killed (plainly or at a failpoint) and
+                     ledger.sqlite3, -wal and -shm are deleted before the restart
+
+Then it waits for the run to finish and checks, independently of the manager, that
+every read id written is in exactly one FASTQ record (its own read-id bookkeeping
+against the FASTQ headers, and `bcmanager.verify.verify_run`). The plan depends on
+the seed alone, so a failing seed replays the same faults (process timing varies).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bcmanager.pod5io import write_pod5
+from tests.conftest import ManagerProcess
+from tests.helpers import fastq_read_ids, free_port
+
+FAILPOINTS = (
+    "claim.after-commit",
+    "complete.after-journal",
+    "merge.after-move",
+    "merge.after-rename",
+)
+KINDS = ("manager-kill", "failpoint", "engine-kill", "engine-freeze", "ledger-loss")
+LEDGER_FILES = ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm")
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    files: int = 150
+    first_wave: int = 90  # written before the start; the rest in waves between faults
+    wave: int = 12
+    reads: int = 3
+    samples: int = 300
+    engines: int = 3
+    batch: int = 4
+    lease_s: float = 2.5
+    samples_per_s: float = 5000.0
+    faults: int = 8  # ledger-loss included
+    finish_timeout_s: float = 150.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    delay_s: float  # pause before it, while the run goes on
+    failpoint: str = ""  # failpoint: the point; ledger-loss: "" = plain kill, else a point
+    pick: float = 0.0  # which engine (fraction of the sorted candidates)
+    down_s: float = 0.0  # manager-kill / ledger-loss: how long the manager stays down
+
+    def describe(self) -> str:
+        extra = f" at {self.failpoint}" if self.failpoint else ""
+        return f"{self.kind}{extra} after {self.delay_s:.2f} s"
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    workdir: Path
+    plan: list[Fault]
+    seconds: float = 0.0
+    faults: Counter[str] = field(default_factory=Counter)  # what was injected, by kind
+    actions: list[str] = field(default_factory=list)  # timeline, for the failure message
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        lines = [f"chaos seed {self.seed}: {'ok' if self.ok else 'FAILED'} in {self.seconds:.1f} s"]
+        lines += [f"  plan: {f.describe()}" for f in self.plan]
+        lines += [f"  {a}" for a in self.actions]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        lines.append(f"  logs in {self.workdir}")
+        return "\n".join(lines)
+
+
+def plan_faults(seed: int, config: ChaosConfig) -> list[Fault]:
+    """The fault plan of a seed: one of each kind (two failpoints), the rest drawn at random."""
+    rng = random.Random(seed)
+    kinds = ["manager-kill", "failpoint", "failpoint", "engine-kill", "engine-freeze"]
+    extra = max(0, config.faults - len(kinds) - 1)
+    kinds += rng.choices(["manager-kill", "failpoint", "engine-kill", "engine-freeze"], k=extra)
+    rng.shuffle(kinds)
+    # the ledger is lost once, when there is something on disk to rebuild from
+    kinds.insert(rng.randint(2, len(kinds)), "ledger-loss")
+    first_point = FAILPOINTS[seed % len(FAILPOINTS)]
+    plan = []
+    for kind in kinds:
+        point = ""
+        if kind == "failpoint":
+            point, first_point = first_point or rng.choice(FAILPOINTS), ""
+        elif kind == "ledger-loss" and rng.random() < 0.5:
+            point = rng.choice(FAILPOINTS)
+        plan.append(
+            Fault(kind, rng.uniform(0.3, 2.5), point, rng.random(), rng.choice([0.0, 0.3, 1.0]))
+        )
+    return plan
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a basecaller's process group (it runs in its own session)."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class EngineProcess:
+    """A real `bcm engine` subprocess with the simulated basecaller."""
+
+    def __init__(self, engine_id: str, url: str, workdir: Path, config: ChaosConfig) -> None:
+        import subprocess
+
+        self.id = engine_id
+        self.log = workdir / f"engine-{engine_id}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "bcmanager.cli",
+            "engine",
+            "--manager",
+            url,
+            "--engine-id",
+            engine_id,
+            "--basecaller",
+            "simulated",
+            "--samples-per-s",
+            str(config.samples_per_s),
+            "--batch-size",
+            str(config.batch),
+            "--wait",
+            "5",
+        ]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        with suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+
+    def kill_node(self) -> None:
+        """SIGKILL the engine and its basecaller, as a lost node would be."""
+        self.signal(signal.SIGSTOP)  # no new child between the listing and the kill
+        kids = _children(self.proc.pid) if self.alive() else []
+        self.signal(signal.SIGKILL)
+        for kid in kids:
+            _kill_group(kid)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM (hands a batch back), SIGKILL if it does not go within 20 s."""
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:
+                self.kill_node()
+        for kid in _children(self.proc.pid):
+            _kill_group(kid)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class ChaosRun:
+    def __init__(self, seed: int, workdir: Path, config: ChaosConfig) -> None:
+        self.seed, self.config = seed, config
+        self.workdir = workdir
+        self.input, self.output = workdir / "input", workdir / "output"
+        self.input.mkdir(parents=True)
+        self.port = free_port()
+        self.result = ChaosResult(seed, workdir, plan_faults(seed, config))
+        self.expected: dict[str, list[str]] = {}  # pod5 path -> read ids, as written
+        self.manager: ManagerProcess | None = None
+        self.armed = ""  # the failpoint of the current manager life
+        self.engines: list[EngineProcess] = []
+        self.next_engine = 1
+        self.started = time.monotonic()
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        self.result.actions.append(f"{time.monotonic() - self.started:6.1f} s  {text}")
+
+    def problem(self, text: str) -> None:
+        self.note(f"PROBLEM: {text}")
+        self.result.problems.append(text)
+
+    # -- input ----------------------------------------------------------------------
+
+    def write_files(self, n: int) -> None:
+        """Write the next `n` pod5 files (a sequencer's output arriving)."""
+        start = len(self.expected)
+        for i in range(start, min(self.config.files, start + n)):
+            rel = f"chaos_{i:04d}.pod5"
+            self.expected[rel] = write_pod5(
+                self.input / rel,
+                self.config.reads,
+                self.config.samples,
+                seed=self.seed * 100_000 + i + 1,
+            )
+
+    # -- the manager ----------------------------------------------------------------
+
+    def start_manager(self, failpoint: str = "", restart_if_dead: bool = True) -> None:
+        args = ["--rescan", "0.2", "--lease", str(self.config.lease_s)]
+        args += ["--batch-size", str(self.config.batch), "--max-attempts", "100"]
+        env = {"BCM_FAILPOINT": failpoint} if failpoint else {"BCM_FAILPOINT": ""}
+        log = self.workdir / "manager.log"
+        with open(log, "a") as fh:
+            fh.write(f"\n===== chaos: manager start (failpoint {failpoint or 'none'}) =====\n")
+        self.manager = ManagerProcess(self.input, self.output, self.port, log, args, env)
+        self.armed = failpoint
+        if not self._wait_manager_ready() and restart_if_dead:
+            self._manager_died("while starting")
+
+    def _wait_manager_ready(self, timeout: float = 30.0) -> bool:
+        """True once it answers; False if it died first (a failpoint hit during recovery)."""
+        assert self.manager is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.manager.proc.poll() is not None:
+                return False
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{self.manager.url}/healthz", timeout=1).status_code == 200:
+                    return True
+            time.sleep(POLL_S)
+        self.problem("the manager did not answer within 30 s of its start")
+        return True
+
+    def _manager_died(self, when: str) -> None:
+        """The manager exited on its own: a failpoint hit, or a crash (a problem)."""
+        assert self.manager is not None
+        code = self.manager.proc.wait()
+        if code == -signal.SIGKILL and self.armed:
+            self.result.faults[f"failpoint {self.armed} hit"] += 1
+            self.note(f"manager killed itself at {self.armed} {when}")
+        else:
+            self.problem(f"manager exited with {code} {when} (failpoint {self.armed or 'none'})")
+        self.start_manager()
+
+    def kill_manager(self) -> None:
+        assert self.manager is not None
+        self.manager.kill9()
+
+    def status(self) -> dict[str, Any] | None:
+        if self.manager is None:
+            return None
+        try:
+            r = httpx.get(f"{self.manager.url}/v1/status", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    def job_state(self, job_id: int) -> str | None:
+        assert self.manager is not None
+        try:
+            r = httpx.get(f"{self.manager.url}/v1/jobs/{job_id}", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r.json().get("state") if r.status_code == 200 else "unknown"
+
+    # -- supervision ----------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Restart a manager that died at its failpoint; replace an engine that exited."""
+        if self.manager is not None and self.manager.proc.poll() is not None:
+            self._manager_died("during the run")
+        for engine in list(self.engines):
+            if not engine.alive():
+                self.problem(f"engine {engine.id} exited by itself ({engine.proc.returncode})")
+                self.engines.remove(engine)
+                self.start_engine()
+
+    def pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.supervise()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(POLL_S, left))
+
+    def wait_for(self, check: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.supervise()
+            if check():
+                return True
+            time.sleep(POLL_S)
+        return False
+
+    # -- engines --------------------------------------------------------------------
+
+    def start_engine(self) -> EngineProcess:
+        assert self.manager is not None
+        engine = EngineProcess(f"e{self.next_engine}", self.manager.url, self.workdir, self.config)
+        self.next_engine += 1
+        self.engines.append(engine)
+        return engine
+
+    def busy_engine(self, pick: float, timeout: float = 10.0) -> tuple[EngineProcess, int] | None:
+        """An engine with a running (assigned) job, chosen by `pick`, and that job's id."""
+        found: list[tuple[EngineProcess, int]] = []
+
+        def look() -> bool:
+            status = self.status() or {}
+            by_id = {e.id: e for e in self.engines}
+            found[:] = [
+                (by_id[j["engine"]], j["job_id"])
+                for j in status.get("running_jobs", [])
+                if j["state"] == "assigned" and j["engine"] in by_id
+            ]
+            return bool(found)
+
+        if not self.wait_for(look, timeout):
+            return None
+        found.sort(key=lambda item: item[0].id)
+        return found[int(pick * len(found)) % len(found)]
+
+    # -- faults ---------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        handler = {
+            "manager-kill": self.fault_manager_kill,
+            "failpoint": self.fault_failpoint,
+            "engine-kill": self.fault_engine_kill,
+            "engine-freeze": self.fault_engine_freeze,
+            "ledger-loss": self.fault_ledger_loss,
+        }[fault.kind]
+        handler(fault)
+
+    def fault_manager_kill(self, fault: Fault) -> None:
+        self.kill_manager()
+        self.note(f"manager SIGKILL (armed: {self.armed or 'none'}), down {fault.down_s} s")
+        self.result.faults["manager-kill"] += 1
+        time.sleep(fault.down_s)
+        self.start_manager()
+
+    def fault_failpoint(self, fault: Fault) -> None:
+        self.kill_manager()
+        self.note(f"manager restarted with BCM_FAILPOINT={fault.failpoint}")
+        self.result.faults[f"failpoint {fault.failpoint} armed"] += 1
+        self.start_manager(fault.failpoint)
+
+    def fault_engine_kill(self, fault: Fault) -> None:
+        busy = self.busy_engine(fault.pick)
+        if busy is None:
+            self.note("engine-kill skipped: no engine had a running job")
+            self.result.faults["engine-kill skipped"] += 1
+            return
+        engine, job_id = busy
+        engine.kill_node()
+        self.engines.remove(engine)
+        replacement = self.start_engine()
+        self.note(f"engine {engine.id} SIGKILLed mid-job {job_id}; {replacement.id} started")
+        self.result.faults["engine-kill"] += 1
+
+    def fault_engine_freeze(self, fault: Fault) -> None:
+        busy = self.busy_engine(fault.pick)
+        if busy is None:
+            self.note("engine-freeze skipped: no engine had a running job")
+            self.result.faults["engine-freeze skipped"] += 1
+            return
+        engine, job_id = busy
+        engine.signal(signal.SIGSTOP)
+        self.note(f"engine {engine.id} SIGSTOPped mid-job {job_id}")
+        ended = ("expired", "done", "merging", "failed", "released", "late", "unknown")
+        lease = self.config.lease_s
+        self.wait_for(lambda: self.job_state(job_id) in ended, timeout=lease * 4 + 10)
+        state = self.job_state(job_id)
+        self.pump(fault.down_s)
+        engine.signal(signal.SIGCONT)
+        if state != "expired":
+            self.note(f"engine {engine.id} SIGCONT; job {job_id} was {state}, not expired")
+            self.result.faults["engine-freeze missed"] += 1
+            return
+        self.result.faults["engine-freeze"] += 1
+        fenced = self.wait_for(lambda: self.job_state(job_id) in ("late", "unknown"), 30)
+        self.note(
+            f"engine {engine.id} SIGCONT after its lease; job {job_id} {self.job_state(job_id)}"
+        )
+        if not fenced:
+            self.problem(f"job {job_id}: the late engine {engine.id} was not fenced within 30 s")
+        self.check_fenced(job_id, engine.id)
+
+    def check_fenced(self, job_id: int, engine_id: str) -> None:
+        """A late job's output is set aside, never merged."""
+        merged = [
+            name
+            for sub in ("pass", "fail")
+            if (self.output / sub).is_dir()
+            for name in os.listdir(self.output / sub)
+            if name.startswith(f"job_id_{job_id}_")
+        ]
+        if merged:
+            self.problem(f"late job {job_id} had output merged: {merged[:3]}")
+        if (self.output / f"TMPOUTPUT_{job_id}_{engine_id}").exists():
+            self.problem(f"late job {job_id}: its TMPOUTPUT folder was not set aside")
+
+    def fault_ledger_loss(self, fault: Fault) -> None:
+        self.kill_manager()
+        if fault.failpoint:  # the ledger is lost after a crash at a failpoint
+            self.start_manager(fault.failpoint, restart_if_dead=False)
+            died = self._wait_death(timeout=15)
+            self.note(f"manager {'died at' if died else 'never reached'} {fault.failpoint}")
+            if died:
+                self.result.faults[f"failpoint {fault.failpoint} hit"] += 1
+            else:
+                self.kill_manager()
+        for name in LEDGER_FILES:
+            (self.output / ".bcmanager" / name).unlink(missing_ok=True)
+        self.note("ledger.sqlite3 (+ -wal, -shm) deleted while the manager was down")
+        self.result.faults["ledger-loss"] += 1
+        time.sleep(fault.down_s)
+        self.start_manager()
+
+    def _wait_death(self, timeout: float) -> bool:
+        """Wait for the armed manager to kill itself (not restarting it, unlike `supervise`)."""
+        assert self.manager is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.manager.proc.poll() is not None:
+                return True
+            time.sleep(POLL_S)
+        return False
+
+    # -- the whole run --------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        try:
+            self.write_files(self.config.first_wave)
+            self.start_manager()
+            for _ in range(self.config.engines):
+                self.start_engine()
+            self.note(f"manager on port {self.port}, {len(self.engines)} engines")
+            for fault in self.result.plan:
+                self.pump(fault.delay_s)
+                self.write_files(self.config.wave)
+                self.inject(fault)
+            self.write_files(self.config.files)
+            self.finish()
+        except Exception as exc:  # reported with the seed rather than lost in a traceback
+            self.problem(f"driver error: {type(exc).__name__}: {exc}")
+        finally:
+            self.shut_down()
+        if not self.result.problems:
+            self.check_output()
+        self.result.seconds = time.monotonic() - self.started
+        return self.result
+
+    def finish(self) -> None:
+        """Disarm a failpoint still waiting, then wait for every file to be done."""
+        if self.armed and not self.wait_for(lambda: not self.armed, timeout=10):
+            self.note(f"failpoint {self.armed} not reached; manager restarted clean")
+            self.kill_manager()
+            self.start_manager()
+        total = len(self.expected)
+
+        def done() -> bool:
+            s = self.status()
+            return bool(s and s["files"]["done"] + s["files"]["quarantined"] == total)
+
+        if not self.wait_for(done, self.config.finish_timeout_s):
+            self.problem(f"the run did not finish: {self.status()}")
+            return
+        status = self.status() or {}
+        self.note(f"finished: {status.get('files')}, jobs {status.get('jobs')}")
+        if status.get("files", {}).get("quarantined"):
+            self.problem(f"files quarantined: {status.get('quarantined')}")
+
+    def shut_down(self) -> None:
+        for engine in self.engines:
+            engine.stop()
+        if self.manager is not None:
+            self.manager.kill9()
+
+    # -- the independent check ------------------------------------------------------
+
+    def check_output(self) -> None:
+        expected = Counter(rid for ids in self.expected.values() for rid in ids)
+        got = fastq_read_ids(self.output)
+        missing = set(expected) - set(got)
+        doubled = sorted(rid for rid, n in got.items() if n > 1)
+        unexpected = set(got) - set(expected)
+        if missing or doubled or unexpected:
+            self.problem(
+                f"{len(expected)} reads written: {len(missing)} missing, {len(doubled)} in more"
+                f" than one FASTQ record (e.g. {doubled[:2]}), {len(unexpected)} unexpected"
+            )
+        from bcmanager.verify import verify_run
+
+        report = verify_run(self.input, self.output, workers=1)
+        if not report.ok or report.input_reads != len(expected):
+            self.problem(
+                f"bcm verify: ok={report.ok}, {report.input_reads} input reads,"
+                f" {report.missing} missing, {report.duplicated} duplicated"
+            )
+        left = [d for d in os.listdir(self.input) if d.startswith("ASSIGNED_")]
+        if left:
+            self.problem(f"job folders left in INPUT: {left[:5]}")
+
+
+def run_chaos(seed: int, workdir: Path, config: ChaosConfig | None = None) -> ChaosResult:
+    """One seeded chaos run in `workdir` (created; must not exist or be empty)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ChaosRun(seed, workdir, config or ChaosConfig()).run()
+
+
+def remove_workdir(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
