@@ -47,6 +47,10 @@ class Settings:
             (self.target_batch_s > 0, "target batch time must be positive"),
             (0 < self.port < 65536, "port must be within 1-65535"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
+            (
+                self.legacy_auth != "token" or self.token is not None,
+                "legacy_auth token needs a token (--token-file or BCM_TOKEN)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
