@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bcmanager import __version__
@@ -27,7 +27,9 @@ from bcmanager.layout import link_name
 from bcmanager.manager import Manager, Outcome
 from bcmanager.scheduler import Assignment
 
-ENGINE_ID = r"^[A-Za-z0-9._-]{1,64}$"
+# A name [A-Za-z0-9._-]{1,64} (design 2.7) with no "..": it becomes part of folder names.
+ENGINE_ID = r"^[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
+ENGINE_ID_LENGTH = {"min_length": 1, "max_length": 64}
 JOB_ID = r"^[0-9]{1,18}$"
 JOB_STATE = r"^[A-Za-z_]{1,32}$"
 MAX_BODY_BYTES = 64 * 1024
@@ -59,13 +61,26 @@ class WorkSignal:
 # -- v1 request bodies ------------------------------------------------------------------
 
 
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema has it: 3 and 3.0, but not `true` or "3"."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return value
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `false` is no number and "3" no integer, as the schema says
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ClaimRequest(_Body):
-    engine_id: Annotated[str, Field(pattern=ENGINE_ID, description="engine name")]
-    max_files: Annotated[int | None, Field(ge=0, description="0 or absent: the default")] = None
+    engine_id: Annotated[
+        str, Field(pattern=ENGINE_ID, **ENGINE_ID_LENGTH, description="engine name")
+    ]
+    max_files: Annotated[
+        Annotated[int, Field(ge=0), Strict(False), BeforeValidator(_json_integer)] | None,
+        Field(description="0 or absent: the default"),
+    ] = None
     wait_s: Annotated[float, Field(ge=0, le=60, description="long-poll up to this long")] = 0.0
 
 
@@ -79,6 +94,71 @@ class CompleteRequest(TokenRequest):
 
 
 JobIdPath = Annotated[int, PathParam(ge=1, le=10**18)]
+
+
+# -- answers, as the OpenAPI schema declares them ---------------------------------------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(_Answer):
+    where: str
+    problem: str
+
+
+class ErrorAnswer(_Answer):
+    """Every 4xx (and the 500 that should never happen): a message naming the problem."""
+
+    error: str
+    problems: list[Problem] | None = None  # 422: each invalid value
+    late: bool | None = None  # 409 LeaseLost: the engine must drop the batch
+
+
+class LegacyAssignment(_Answer):
+    report_back_period: int
+    jobid: str
+    job_input_dir: str
+    job_output_dir: str
+    bc_engine_id: str
+    batch_size: int
+    batch: list[str]
+    report_back_interval: int
+
+
+class LegacyLate(_Answer):
+    late: bool
+
+
+class LegacyOk(_Answer):
+    ok: bool
+
+
+class LegacyHeartbeat(_Answer):
+    status: Literal["true", "false"]
+    inactivity_interval: float
+
+
+_ERROR_TEXT = {
+    400: "a body that is not JSON, or a value out of bounds",
+    401: "the token is missing or wrong (or the legacy routes are off)",
+    404: "unknown job",
+    409: "the lease is lost or the token does not match: drop the batch",
+    411: "a request body without Content-Length",
+    413: "request body too large",
+    422: "a malformed or out-of-range value",
+}
+
+
+def _answers(ok: type[BaseModel] | None = None, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: its 200 model (legacy routes) and its error codes."""
+    out: dict[int | str, dict[str, Any]] = {}
+    if ok is not None:
+        out[200] = {"model": ok, "description": "the original manager's exact JSON"}
+    for code in (*errors, 411, 413):
+        out[code] = {"model": ErrorAnswer, "description": _ERROR_TEXT[code]}
+    return out
 
 
 def _legacy_bytes(payload: dict[str, Any]) -> Response:
@@ -145,6 +225,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        if "transfer-encoding" in request.headers:  # a body of unknown length: not read at all
+            return _error(411, "a request body needs a Content-Length")
         return await call_next(request)
 
     # -- auth -----------------------------------------------------------------------
@@ -167,15 +249,25 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
 
     # -- legacy routes ----------------------------------------------------------------
 
-    @app.get("/assignwork", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    @app.get(
+        "/assignwork",
+        tags=["legacy"],
+        dependencies=[Depends(legacy_gate)],
+        responses=_answers(LegacyAssignment, 400, 401, 422),
+    )
     async def assignwork(
-        engineid: Annotated[str, Query(pattern=ENGINE_ID)],
+        engineid: Annotated[str, Query(pattern=ENGINE_ID, **ENGINE_ID_LENGTH)],
         batchsize: Annotated[int, Query(ge=-(2**31), le=2**31)],
     ) -> Response:
         assignment = manager.claim(engineid, batchsize, api="legacy")
         return _legacy_bytes(_legacy_batch(assignment, engineid, settings.lease_s))
 
-    @app.get("/keepalive", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    @app.get(
+        "/keepalive",
+        tags=["legacy"],
+        dependencies=[Depends(legacy_gate)],
+        responses=_answers(LegacyLate, 401, 404, 422),
+    )
     async def keepalive(
         job_id: Annotated[str, Query(pattern=JOB_ID)],
         job_state: Annotated[str, Query(pattern=JOB_STATE)],
@@ -186,7 +278,12 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
             return _legacy_bytes({"late": True})
         return _legacy_bytes({"late": False})
 
-    @app.get("/completed", tags=["legacy"], dependencies=[Depends(legacy_gate)])
+    @app.get(
+        "/completed",
+        tags=["legacy"],
+        dependencies=[Depends(legacy_gate)],
+        responses=_answers(LegacyOk, 401, 404, 409, 422),
+    )
     async def completed(
         job_id: Annotated[str, Query(pattern=JOB_ID)],
         job_state: Annotated[str, Query(pattern=JOB_STATE)],
@@ -198,13 +295,18 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         manager.complete(int(job_id), outcome, token=None, reason=reason)
         return _legacy_bytes({"ok": True})
 
-    @app.get("/heartbeat", tags=["legacy"])
+    @app.get("/heartbeat", tags=["legacy"], responses=_answers(LegacyHeartbeat))
     async def heartbeat() -> Response:
         return _legacy_bytes(manager.heartbeat_view())
 
     # -- v1 ---------------------------------------------------------------------------
 
-    @app.post("/v1/claim", tags=["v1"], dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/claim",
+        tags=["v1"],
+        dependencies=[Depends(require_token)],
+        responses=_answers(None, 400, 401, 422),
+    )
     async def claim(body: ClaimRequest) -> dict[str, Any]:
         """Claim a batch; with `wait_s` the call waits until work exists (long-poll)."""
         loop = asyncio.get_running_loop()
@@ -219,27 +321,37 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
                 await asyncio.wait_for(wake.wait(), timeout=remaining)
         return {"job": None if assignment is None else _v1_job(manager, assignment)}
 
-    @app.post("/v1/jobs/{job_id}/heartbeat", tags=["v1"], dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/jobs/{job_id}/heartbeat",
+        tags=["v1"],
+        dependencies=[Depends(require_token)],
+        responses=_answers(None, 400, 401, 404, 409, 422),
+    )
     async def v1_heartbeat(job_id: JobIdPath, body: TokenRequest) -> dict[str, Any]:
         job = manager.keepalive(job_id, token=body.token)
         return {"late": False, "lease_expires": job.lease_expires, "lease_s": job.lease_s}
 
-    @app.post("/v1/jobs/{job_id}/complete", tags=["v1"], dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/jobs/{job_id}/complete",
+        tags=["v1"],
+        dependencies=[Depends(require_token)],
+        responses=_answers(None, 400, 401, 404, 409, 422),
+    )
     async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
         result = manager.complete(job_id, Outcome(body.outcome), body.token, body.reason)
         if result.late:
             raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")
         return {"ok": True, "state": result.job.state.value, "repeated": result.repeated}
 
-    @app.get("/v1/jobs/{job_id}", tags=["v1"])
+    @app.get("/v1/jobs/{job_id}", tags=["v1"], responses=_answers(None, 404, 422))
     async def v1_job(job_id: JobIdPath) -> dict[str, Any]:
         return manager.job_detail(job_id)
 
-    @app.get("/v1/status", tags=["v1"])
+    @app.get("/v1/status", tags=["v1"], responses=_answers())
     async def v1_status() -> dict[str, Any]:
         return manager.status()
 
-    @app.get("/v1/events", tags=["v1"])
+    @app.get("/v1/events", tags=["v1"], responses=_answers(None, 422))
     async def v1_events(
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -248,11 +360,32 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
             events = manager.db.events(after, limit)
         return {"events": [e.as_dict() for e in events]}
 
-    @app.get("/healthz", tags=["v1"])
+    @app.get("/healthz", tags=["v1"], responses=_answers())
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "version": __version__}
 
+    _declare_max_batch(app, settings.max_batch)
     return app
+
+
+def _declare_max_batch(app: FastAPI, max_batch: int) -> None:
+    """Write this manager's largest batch (a setting) into the schema it serves."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for param in schema["paths"]["/assignwork"]["get"]["parameters"]:
+            if param["name"] == "batchsize":
+                param["schema"]["maximum"] = max_batch
+        max_files = schema["components"]["schemas"]["ClaimRequest"]["properties"]["max_files"]
+        for option in max_files.get("anyOf", [max_files]):
+            if option.get("type") == "integer":
+                option["maximum"] = max_batch
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _legacy_batch(assignment: Assignment | None, engine: str, lease_s: float) -> dict[str, Any]:

@@ -73,9 +73,9 @@ def command(
     from bcmanager.engine import Engine, EngineConfig
 
     engine_id = engine_id or default_engine_id()
-    if not ENGINE_ID.match(engine_id):
+    if not ENGINE_ID.match(engine_id) or ".." in engine_id:
         raise click.BadParameter(
-            "use letters, digits, '.', '_' or '-' (1-64)", param_hint="--engine-id"
+            "use letters, digits, '.', '_' or '-' (1-64, no '..')", param_hint="--engine-id"
         )
     backend = make_basecaller(
         basecaller,
