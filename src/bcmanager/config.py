@@ -6,6 +6,7 @@ Later sources win: defaults < legacy JSON < TOML < command-line flags.
 from __future__ import annotations
 
 import json
+import tempfile
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -140,4 +141,8 @@ def check_directories(settings: Settings) -> Settings:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {settings.output}: {exc}") from exc
+    try:  # a read-only or full OUTPUT fails here with one line, not in the middle of startup
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise ConfigError(f"output directory {settings.output} is not writable: {exc}") from exc
     return replace(settings, input=inp, output=out)
