@@ -13,7 +13,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,12 +199,21 @@ class Ledger:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
-                self._db.execute("ROLLBACK")
-                self._counts = self._saved_counts
+                self._roll_back()
             raise
         self._depth -= 1
         if self._depth == 0:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # e.g. SQLITE_FULL: nothing was written, counts included
+                self._roll_back()
+                raise
+
+    def _roll_back(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL, I/O errors): then ROLLBACK fails
+        with suppress(sqlite3.OperationalError):
+            self._db.execute("ROLLBACK")
+        self._counts = self._saved_counts
 
     # -- meta -------------------------------------------------------------------------
 
