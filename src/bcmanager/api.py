@@ -22,9 +22,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bcmanager import __version__
+from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
 from bcmanager.layout import link_name
 from bcmanager.manager import Manager, Outcome
+from bcmanager.metrics import Metrics, RequestTimer
+from bcmanager.progress import Progress
 from bcmanager.scheduler import Assignment
 
 # A name [A-Za-z0-9._-]{1,64} (design 2.7) with no "..": it becomes part of folder names.
@@ -175,6 +178,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     signal = WorkSignal()
     manager.add_listener(signal.wake)
     settings = manager.settings
+    progress = Progress(manager)
+    metrics = Metrics(manager, progress)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -228,6 +233,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         if "transfer-encoding" in request.headers:  # a body of unknown length: not read at all
             return _error(411, "a request body needs a Content-Length")
         return await call_next(request)
+
+    app.add_middleware(RequestTimer, metrics=metrics)
 
     # -- auth -----------------------------------------------------------------------
 
@@ -348,8 +355,9 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         return manager.job_detail(job_id)
 
     @app.get("/v1/status", tags=["v1"], responses=_answers())
-    async def v1_status() -> dict[str, Any]:
-        return manager.status()
+    def v1_status() -> dict[str, Any]:
+        """Files, jobs, engines, runs, progress, throughput and ETA (see docs/observability.md)."""
+        return progress.status()  # sync: runs in the thread pool, off the event loop
 
     @app.get("/v1/events", tags=["v1"], responses=_answers(None, 422))
     async def v1_events(
@@ -364,6 +372,13 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "version": __version__}
 
+    @app.get("/metrics", tags=["v1"], responses=_answers())
+    def prometheus_metrics() -> Response:
+        """Prometheus text exposition (docs/observability.md lists the metrics)."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.include_router(dashboard_router(progress), responses=_answers())
     _declare_max_batch(app, settings.max_batch)
     return app
 

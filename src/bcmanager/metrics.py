@@ -1,0 +1,268 @@
+"""Prometheus metrics of one manager: `GET /metrics` in the text exposition format.
+
+Each app has its own registry. Most values are read at scrape time from the same data
+as `/v1/status` (`bcmanager.progress`), so the two always agree; request latency and
+merge time are histograms observed as they happen. Names follow the Prometheus
+conventions: `bcmanager_` prefix, base units in the name (`_seconds`, `_bytes`),
+`_total` on counters. docs/observability.md lists them all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bcmanager import __version__
+from bcmanager.manager import Happening, Manager
+from bcmanager.progress import Progress
+from bcmanager.states import FileState, JobState
+
+# Requests include long-poll claims that wait up to a minute on purpose.
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MERGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+RUN_STATES = ("basecalling", "caught up", "ended, basecalling", "finished")
+
+
+class Metrics:
+    """The registry of one app: a collector over `Progress` plus two live histograms."""
+
+    def __init__(self, manager: Manager, progress: Progress) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "bcmanager_http_request_duration_seconds",
+            "HTTP requests by method, route template and status code (claims long-poll).",
+            ["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.merges = Histogram(
+            "bcmanager_merge_duration_seconds",
+            "Time to merge a finished job's output into OUTPUT/{pass,fail}.",
+            buckets=MERGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(RunCollector(progress))
+        manager.add_hearer(self._hear)
+
+    def _hear(self, h: Happening) -> None:
+        if h.kind == "merged":
+            self.merges.observe(h.seconds)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestTimer:
+    """ASGI middleware: time every HTTP request, labelled by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The router puts the matched route in the scope; unmatched paths share one
+            # label so that random URLs cannot blow up the label set.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(scope["method"], route, status, elapsed)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+class RunCollector(Collector):
+    """Turns one `Progress.status()` into metric families at each scrape."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.progress.status()
+        yield from _files_and_jobs(status)
+        yield from _basecalled(status)
+        yield from _engines(status)
+        yield from _counters(status)
+        yield from _runs(status)
+        yield from _service(status)
+
+
+def _files_and_jobs(status: dict[str, Any]) -> Iterator[Metric]:
+    files = _gauge("bcmanager_files", "Input pod5 files by state.", ["state"])
+    for state in FileState:
+        files.add_metric([state.value], status["files"].get(state.value, 0))
+    yield files
+    jobs = _gauge("bcmanager_jobs", "Jobs (batches) by state.", ["state"])
+    for state in JobState:
+        jobs.add_metric([state.value], status["jobs"].get(state.value, 0))
+    yield jobs
+    written = status["progress"]["written"]
+    yield GaugeMetricFamily(
+        "bcmanager_input_bytes", "Bytes of pod5 found under INPUT.", value=written["bytes"]
+    )
+    remaining = status["progress"]["remaining"]
+    yield GaugeMetricFamily(
+        "bcmanager_remaining_bytes",
+        "Bytes of pod5 queued or assigned (not yet basecalled).",
+        value=remaining["bytes"],
+    )
+
+
+def _basecalled(status: dict[str, Any]) -> Iterator[Metric]:
+    done = status["progress"]["done"]
+    for name, key, doc in (
+        ("bcmanager_basecalled_files", "files", "Files basecalled and merged."),
+        ("bcmanager_basecalled_bytes", "bytes", "Bytes of pod5 basecalled."),
+        ("bcmanager_basecalled_reads", "reads", "Reads basecalled (files with known counts)."),
+        ("bcmanager_basecalled_samples", "samples", "Signal samples basecalled (known counts)."),
+    ):
+        family = _counter(name, doc)
+        family.add_metric([], done[key])
+        yield family
+    yield GaugeMetricFamily(
+        "bcmanager_basecalled_counts_known",
+        "1 when reads/samples are known for every basecalled file; 0: those totals undercount.",
+        value=int(done["counts_known"]),
+    )
+    rates = status["throughput"]
+    for key, name, doc in (
+        ("samples_per_s", "samples", "Signal samples basecalled per second"),
+        ("bytes_per_s", "bytes", "pod5 bytes basecalled per second"),
+    ):
+        if rates[key] is not None:
+            yield GaugeMetricFamily(
+                f"bcmanager_throughput_{name}_per_second",
+                f"{doc}, over the last {int(rates['window_s'])} s of finished batches.",
+                value=rates[key],
+            )
+    yield GaugeMetricFamily(
+        "bcmanager_throughput_files_per_second",
+        "Files basecalled per second over the recent window.",
+        value=rates["files_per_min"] / 60,
+    )
+    if status["eta_s"] is not None:
+        yield GaugeMetricFamily(
+            "bcmanager_eta_seconds",
+            "Time to basecall what has been written so far at the current rate.",
+            value=status["eta_s"],
+        )
+    last = done.get("last_done_at")
+    if last is not None:
+        yield GaugeMetricFamily(
+            "bcmanager_last_basecalled_timestamp_seconds",
+            "When a file was last basecalled (alert on time() minus this while files are queued).",
+            value=last,
+        )
+
+
+def _engines(status: dict[str, Any]) -> Iterator[Metric]:
+    samples = _gauge(
+        "bcmanager_engine_throughput_samples_per_second",
+        "Samples per second of each engine over the recent window (known counts only).",
+        ["engine"],
+    )
+    by_bytes = _gauge(
+        "bcmanager_engine_throughput_bytes_per_second",
+        "pod5 bytes per second of each engine over the recent window.",
+        ["engine"],
+    )
+    age = _gauge(
+        "bcmanager_engine_last_seen_age_seconds",
+        "Seconds since each engine last called the manager.",
+        ["engine"],
+    )
+    busy = _gauge("bcmanager_engine_busy", "1 while the engine holds a job.", ["engine"])
+    files = _counter(
+        "bcmanager_engine_basecalled_files",
+        "Files each engine basecalled (ledger; all engines of the run).",
+        ["engine"],
+    )
+    for e in status["engines"]:
+        name = [e["engine"]]
+        rates = e["throughput"]
+        if rates["samples_per_s"] is not None:
+            samples.add_metric(name, rates["samples_per_s"])
+        by_bytes.add_metric(name, rates["bytes_per_s"])
+        age.add_metric(name, e["last_seen_s"])
+        busy.add_metric(name, int(e["job_id"] is not None))
+        files.add_metric(name, e["basecalled"]["files"])
+    yield from (samples, by_bytes, age, busy, files)
+
+
+def _counters(status: dict[str, Any]) -> Iterator[Metric]:
+    counts = status["counters"]
+    for key, doc in (
+        ("lease_expiries", "Jobs whose lease expired (since the manager started)."),
+        ("retries", "Files put back in the queue after a failure or an expired lease."),
+        ("quarantines", "Files quarantined after max_attempts failures (since start)."),
+        ("late_reports", "Reports from engines whose lease had already expired."),
+    ):
+        family = _counter(f"bcmanager_{key}", doc)
+        family.add_metric([], counts[key])
+        yield family
+
+
+def _runs(status: dict[str, Any]) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "bcmanager_run_finished",
+        "1 when every file found is basecalled or quarantined.",
+        value=int(bool(status["finished"])),
+    )
+    state = _gauge(
+        "bcmanager_run_state", "Each run (flow cell): 1 for its current state.", ["run", "state"]
+    )
+    files = _gauge("bcmanager_run_files", "Files of each run by state.", ["run", "state"])
+    for run in status["runs"]:
+        for name in RUN_STATES:
+            state.add_metric([run["run"], name], int(run["state"] == name))
+        for file_state, n in run["files"].items():
+            files.add_metric([run["run"], file_state], n)
+    yield state
+    yield files
+
+
+def _service(status: dict[str, Any]) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "bcmanager_ledger_size_bytes",
+        "Size of the ledger (SQLite file and write-ahead log).",
+        value=status["ledger_bytes"],
+    )
+    scan = status.get("scan") or {}
+    if "seconds" in scan:
+        yield GaugeMetricFamily(
+            "bcmanager_scan_duration_seconds",
+            "How long the last full rescan of INPUT took.",
+            value=scan["seconds"],
+        )
+    info = _gauge("bcmanager_build_info", "The bcmanager version (always 1).", ["version"])
+    info.add_metric([__version__], 1)
+    yield info

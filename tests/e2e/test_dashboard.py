@@ -1,0 +1,112 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright for Python)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import LegacyDriver, basecall_dir, make_run
+
+CHROMIUM = os.environ.get("BCM_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    """Chromium from the system (Playwright's own browser download cannot work here)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: pip install -e '.[test]'")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/system-deps.sh (as root)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_for_files(m, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while m.status()["files_total"] < n:
+        assert time.monotonic() < deadline, "the scan did not find the files"
+        time.sleep(0.05)
+
+
+def test_dashboard_shows_live_numbers(run_dirs, start_manager, browser, tmp_path) -> None:
+    inp, out = run_dirs
+    make_run(inp, 6, reads=3)
+    m = start_manager(inp, out, "--max-attempts", "1")
+    wait_for_files(m, 6)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
+    external: list[str] = []
+    page.on(
+        "request",
+        lambda req: None if req.url.startswith((m.url, "data:")) else external.append(req.url),
+    )
+
+    page.goto(m.url + "/")
+    expect_text(page, "#files-total", "6")
+    expect_text(page, "#files-done", "0")
+    assert page.text_content("#state") == "basecalling"
+    page.screenshot(path=str(tmp_path / "dashboard-start.png"), full_page=True)
+
+    # One poison file (quarantined with its reason), one batch basecalled by hand.
+    bad = m.get("/assignwork", engineid="gpu-bad", batchsize=1).json()
+    m.get("/completed", job_id=bad["jobid"], job_state="FAILED")
+    job = m.get("/assignwork", engineid="gpu-a", batchsize=2).json()
+    expect_text(page, "#engines", "gpu-a")
+    expect_text(page, "#jobs", "gpu-a")
+    basecall_dir(inp / job["job_input_dir"], out / job["job_output_dir"])
+    m.get("/completed", job_id=job["jobid"], job_state="DONE")
+    expect_text(page, "#files-done", "2")
+    expect_text(page, "#quarantined-count", "1")
+    expect_text(page, "#quarantine", bad["batch"][0])
+    expect_text(page, "#quarantine", "engine reported FAILED")
+
+    assert LegacyDriver(m.url, inp, out).run(timeout=30) == "finished"
+    expect_text(page, "#files-done", "5")
+    expect_text(page, "#state", "caught up")
+    expect_text(page, "#reads-done", "15")
+    expect_text(page, "#eta", "done")
+    expect_text(page, "#engines", "drv")
+    expect_text(page, "#events", "merging")
+    expect_text(page, "#runs", "5 / 6")
+    page.wait_for_selector("#chart-line", state="attached", timeout=15_000)
+    assert page.get_attribute("#bar-done", "style").count("width") == 1
+
+    shot = tmp_path / "dashboard-end.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert not problems, problems
+    assert not external, f"the page loaded from elsewhere: {external}"
+
+
+def expect_text(page, selector: str, text: str, timeout_s: float = 15) -> None:
+    """Wait until the element's text contains `text` (the page polls every 2 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = page.text_content(selector) or ""
+        if text in got:
+            return
+        assert time.monotonic() < deadline, f"{selector}: {got[:300]!r} never showed {text!r}"
+        page.wait_for_timeout(100)

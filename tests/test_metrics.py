@@ -1,0 +1,110 @@
+"""`/metrics` of a real manager: Prometheus text that parses, and values that move with work."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import LegacyDriver, basecall_dir, make_run
+
+NAME = re.compile(r"^bcmanager_[a-z0-9_]+$")
+
+
+def scrape(m) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}} of one scrape."""
+    r = m.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(r.text):
+        assert NAME.match(family.name), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    return metrics[name][tuple(sorted(labels.items()))]
+
+
+def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_metrics_parse_and_move_after_work(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 5, reads=4)
+    m = start_manager(inp, out, "--lease", "1", "--max-attempts", "2", "--batch-size", "1")
+    wait_until(lambda: m.status()["files_total"] == 5, what="the scan")
+
+    before = scrape(m)
+    assert value(before, "bcmanager_files", state="queued") == 5
+    assert value(before, "bcmanager_files", state="done") == 0
+    assert value(before, "bcmanager_basecalled_files_total") == 0
+    assert value(before, "bcmanager_lease_expiries_total") == 0
+    assert value(before, "bcmanager_run_finished") == 0
+    assert value(before, "bcmanager_ledger_size_bytes") > 0
+    assert value(before, "bcmanager_input_bytes") > 0
+    assert value(before, "bcmanager_build_info", version=__import__("bcmanager").__version__) == 1
+
+    # One file fails twice (retried, then quarantined); a silent engine loses its lease.
+    for _ in range(2):
+        job = m.get("/assignwork", engineid="bad", batchsize=1).json()
+        assert m.get("/completed", job_id=job["jobid"], job_state="FAILED").status_code == 200
+    silent = m.get("/assignwork", engineid="silent", batchsize=1).json()
+    wait_until(lambda: m.status()["jobs"]["expired"] == 1, what="the lease to expire")
+    job = m.get("/assignwork", engineid="drv", batchsize=1).json()
+    basecall_dir(inp / job["job_input_dir"], out / job["job_output_dir"])
+    m.get("/completed", job_id=job["jobid"], job_state="DONE")
+    assert LegacyDriver(m.url, inp, out).run(timeout=30) == "finished"
+    assert silent["batch_size"] == 1
+
+    after = scrape(m)
+    assert value(after, "bcmanager_files", state="done") == 4
+    assert value(after, "bcmanager_files", state="quarantined") == 1
+    assert value(after, "bcmanager_files", state="queued") == 0
+    assert value(after, "bcmanager_basecalled_files_total") == 4
+    assert value(after, "bcmanager_basecalled_reads_total") == 16
+    assert value(after, "bcmanager_basecalled_samples_total") > 0
+    assert value(after, "bcmanager_basecalled_bytes_total") > 0
+    assert value(after, "bcmanager_jobs", state="failed") == 2
+    assert value(after, "bcmanager_jobs", state="expired") == 1
+    assert value(after, "bcmanager_lease_expiries_total") == 1
+    assert value(after, "bcmanager_retries_total") == 2  # one after the failure, one expiry
+    assert value(after, "bcmanager_quarantines_total") == 1
+    assert value(after, "bcmanager_run_finished") == 1
+    assert value(after, "bcmanager_remaining_bytes") == 0
+    assert value(after, "bcmanager_eta_seconds") == 0
+    assert value(after, "bcmanager_run_files", run=".", state="done") == 4
+    assert value(after, "bcmanager_throughput_files_per_second") > 0
+
+    done_jobs = m.status()["jobs"]["done"]
+    assert value(after, "bcmanager_merge_duration_seconds_count") == done_jobs
+    assert value(after, "bcmanager_merge_duration_seconds_sum") > 0
+
+    assert value(after, "bcmanager_engine_basecalled_files_total", engine="drv") == 4
+    assert value(after, "bcmanager_engine_busy", engine="drv") == 0
+    assert value(after, "bcmanager_engine_busy", engine="silent") == 0  # its job expired
+    assert 0 <= value(after, "bcmanager_engine_last_seen_age_seconds", engine="drv") < 30
+    assert value(after, "bcmanager_engine_throughput_samples_per_second", engine="drv") > 0
+
+    latency = after["bcmanager_http_request_duration_seconds_count"]
+    assign = value(
+        after,
+        "bcmanager_http_request_duration_seconds_count",
+        method="GET",
+        route="/assignwork",
+        status="200",
+    )
+    assert assign >= 4
+    assert (("method", "GET"), ("route", "/v1/status"), ("status", "200")) in latency
+    m.get("/no/such/route")
+    unmatched = scrape(m)["bcmanager_http_request_duration_seconds_count"]
+    assert unmatched[(("method", "GET"), ("route", "unmatched"), ("status", "404"))] == 1

@@ -1,0 +1,97 @@
+"""`bcm report` on a finished run, written after the manager stopped."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bcmanager.report import gather
+from bcmanager.verify import verify_run
+from tests.helpers import make_run
+
+PLOTS = ("throughput", "engines", "reads", "latency")
+
+
+def fastq_lengths(output: Path) -> list[int]:
+    lengths = []
+    for fastq in sorted((output / "pass").glob("*.fastq")):
+        lines = fastq.read_text().splitlines()
+        lengths += [len(seq) for seq in lines[1::4]]
+    return lengths
+
+
+def section(page: str, plot: str) -> str:
+    match = re.search(rf'<figure id="plot-{plot}">(.*?)</figure>', page, re.S)
+    assert match, f"no figure for {plot}"
+    return match.group(1)
+
+
+def test_report_of_a_finished_run(run_dirs, start_manager, start_engine, tmp_path) -> None:
+    inp, out = run_dirs
+    make_run(inp, 6, reads=5, samples=2000)
+    m = start_manager(inp, out, "--batch-size", "2")
+    deadline = time.monotonic() + 20
+    while m.status()["files_total"] < 6:
+        assert time.monotonic() < deadline, "the scan did not find the files"
+        time.sleep(0.05)
+    engines = [start_engine(m.url, name, "--until-empty") for name in ("gpu1", "gpu2")]
+    for e in engines:
+        assert e.wait(timeout=60) == 0, e.log.read_text()
+    assert m.terminate() == 0  # the report reads what a stopped manager left
+
+    html_path = tmp_path / "report.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bcmanager.cli",
+            "report",
+            "--output",
+            str(out),
+            "-o",
+            str(html_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    page = html_path.read_text()
+    assert "PASS" in result.stdout
+
+    for plot in PLOTS:
+        svg = section(page, plot)
+        assert svg.lstrip().startswith("<svg") and "<path" in svg, plot
+    assert "gpu1" in section(page, "engines") and "gpu2" in section(page, "engines")
+    assert "http://" not in page.replace("http://www.w3.org", "")  # nothing to fetch
+
+    verified = verify_run(inp, out, workers=0)
+    assert verified.ok
+    lengths = fastq_lengths(out)
+    assert f"{verified.fastq_records:,} FASTQ records" in page
+    assert f"all {verified.input_reads:,} reads of {verified.pod5_files:,} pod5 files" in page
+    assert f"<td>bases</td><td>{sum(lengths):,}</td>" in page
+    assert "6 basecalled of 6 written; 0 quarantined" in page
+
+    data = gather(out, workers=0)
+    summary = data.summary()
+    db = sqlite3.connect(out / ".bcmanager" / "ledger.sqlite3")
+    reads, samples, files = db.execute(
+        "SELECT sum(reads), sum(samples), count(*) FROM files WHERE state = 'done'"
+    ).fetchone()
+    jobs = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    db.close()
+    assert summary["exactly_once"] is True
+    assert summary["files_done"] == files == 6
+    assert summary["reads_ledger"] == reads == verified.input_reads == 30
+    assert summary["samples_ledger"] == samples
+    assert summary["fastq_records"] == verified.fastq_records == 30
+    assert summary["bases"] == sum(lengths)
+    assert summary["jobs"] == jobs
+    assert summary["basecalling_s"] > 0 and summary["samples_per_s"] > 0
+    assert summary["latency_p50_s"] is not None and summary["latency_p50_s"] >= 0
+    assert sorted(data.fastq.lengths) == sorted(lengths)  # a small run is not sampled
