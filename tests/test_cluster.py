@@ -173,6 +173,14 @@ def test_engines_outside_slurm_count_towards_the_drain() -> None:
     assert looks.at(0, st).submit == 0  # laptop and 11 exist; nothing measured yet
 
 
+def test_engines_of_cancelled_jobs_count_for_nobody() -> None:
+    st = status(queued=10, done=10, engines={"slurm-11-n": 3})  # 11 was just cancelled
+    decision, _ = decide(0, st, [], [], Memory(), Policy(max_engines=2), ended=["11"])
+    assert decision.submit == 1
+    decision, _ = decide(0, st, [], [], Memory(), Policy(max_engines=2))
+    assert decision.submit == 0  # an unknown engine seen lately counts as working
+
+
 def test_no_submission_when_nothing_is_queued_even_with_files_in_flight() -> None:
     assert engines_to_submit(status(assigned=500), 0, 0, 0.01, GROW) == (0, None)
 

@@ -377,15 +377,20 @@ def decide(
     recorded: Sequence[str],
     memory: Memory,
     policy: Policy,
+    ended: Sequence[str] = (),
 ) -> tuple[Decision, Memory]:
-    """The controller's whole policy: what to cancel and how many to submit, given a look."""
+    """The controller's whole policy: what to cancel and how many to submit, given a look.
+
+    `recorded`: our live job ids; `ended`: ours that were cancelled or have gone (their
+    engines may linger in the manager's list a while, and count for nobody).
+    """
     ours = [j.job_id for j in queue if j.active and j.job_id in set(recorded)]
     idle_since, jobs_done = track_idle(now, status, ours, memory)
     cancel = idle_jobs(now, status, ours, idle_since, policy)
     busy = len(busy_engines(status))
     samples = add_sample(now, status, memory.samples, busy, policy.rate_window_s)
     rate = per_engine_rate(samples)
-    others = other_engines(status, ours, policy)
+    others = other_engines(status, [*ours, *ended], policy)
     submit, drain = engines_to_submit(status, len(ours) - len(cancel), others, rate, policy)
     reasons = [
         f"job {j}: no batch for {now - idle_since[j]:.0f} s and nothing queued" for j in cancel
@@ -522,7 +527,15 @@ class Controller:
             listed = {j.job_id for j in queue if j.active}
             mark(data, [j for j in active_ids(data) if j not in listed], "gone", now)
             memory = Memory.from_dict(data["controller"])
-            decision, memory = decide(now, status, queue, active_ids(data), memory, self.policy)
+            live = active_ids(data)
+            ended = [j for j in data["jobs"] if j not in set(live)]
+            decision, memory = decide(now, status, queue, live, memory, self.policy, ended)
+            log.debug(
+                "%d queued, %d engine job(s), rate %s files/s per engine",
+                _count(status, "queued"),
+                len(live),
+                decision.rate_per_engine,
+            )
             data["controller"] = asdict(memory)
             self._apply(decision, data)
         return decision
