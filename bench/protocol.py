@@ -1,0 +1,500 @@
+"""Legacy-protocol throughput: bcmanager against the original BC-pipelines manager.
+
+Closed-loop load: each client loops
+
+    GET /assignwork?engineid=cN&batchsize=1
+    GET /keepalive?job_id=J&job_state=PROCESSING
+    GET /completed?job_id=J&job_state=DONE
+
+at 1, 8 and 32 concurrent clients, for a fixed time per point, first against
+bcmanager and then against the original Flask manager, each on port 40765 in turn
+and each point over a fresh server and a fresh input folder of N hard links of one
+small real pod5 file (the original lists its input only when it starts).
+
+Measured per point: requests per second, p50/p99 latency per route, and the
+server's CPU time per request (utime + stime of the server process over the
+measured window, from /proc/PID/stat, divided by the requests answered in it).
+The load generator is Python on the same (small) machine, so it caps req/s; the
+server CPU per request is the fair number.
+
+The load generator speaks HTTP/1.1 over raw asyncio streams (on uvloop), keeping
+connections alive where the server allows it and reconnecting where it answers
+`Connection: close` (the original's Werkzeug server does, on every request).
+`--client httpx` uses httpx.AsyncClient with a pool instead; on the 2-core
+development machine httpx spent 10 to 50 times the client CPU per request of the
+raw streams (1.2-3.5 ms against 0.06-0.2 ms) and so capped req/s much lower, which
+is why raw is the default.
+
+    python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import (
+    HOST,
+    PORT,
+    REPO,
+    Server,
+    fmt,
+    free_disk_gib,
+    http_get_json,
+    make_farm,
+    markdown_table,
+    print_table,
+    ratio,
+    remove_tree,
+    run_async,
+    section_header,
+    start_bcmanager,
+    start_original,
+    start_when_port_free,
+    stop_on_sigterm,
+    update_doc,
+    use_code_at,
+    wait_port_free,
+    wait_until,
+    write_source_pod5,
+)
+
+ROUTES = ("assignwork", "keepalive", "completed")
+SERVERS = ("bcmanager", "original")
+TARGETS = {"cpu": 1 / 3, "rps": 2.0, "p99": 1 / 2}
+
+Getter = Callable[[str], Awaitable[tuple[int, bytes]]]
+
+
+# -- HTTP clients -----------------------------------------------------------------------
+
+
+class RawConnection:
+    """One HTTP/1.1 connection over asyncio streams; reconnects after `Connection: close`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.connects = 0
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.connects += 1
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status, headers, keep = _parse_head(head)
+        length = headers.get("content-length")
+        if length is not None:
+            body = await self.reader.readexactly(int(length))
+        else:
+            body, keep = await self.reader.read(), False
+        if not keep:
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            self.reader = None
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    version, status = lines[0].split(" ", 2)[:2]
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip().lower()
+    connection = headers.get("connection", "")
+    keep = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+    return int(status), headers, keep
+
+
+class HttpxClient:
+    """The same calls through httpx.AsyncClient (one shared pool)."""
+
+    def __init__(self, host: str, port: int, clients: int) -> None:
+        import httpx
+
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        self.client = httpx.AsyncClient(base_url=f"http://{host}:{port}", limits=limits)
+        self.connects = 0
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        resp = await self.client.get(path)
+        return resp.status_code, resp.content
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+# -- one measured point -----------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    start: float = float("inf")
+    end: float = float("inf")
+    stop: bool = False
+
+    def inside(self, t: float) -> bool:
+        return self.start <= t <= self.end
+
+
+@dataclass
+class PointResult:
+    server: str
+    clients: int
+    seconds: float
+    requests: int = 0
+    errors: int = 0
+    dry: int = 0
+    connects: int = 0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in ROUTES})
+    scan_s: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms_per_req(self) -> float:
+        return 1000 * self.server_cpu_s / self.requests if self.requests else float("nan")
+
+    @property
+    def client_ms_per_req(self) -> float:
+        return 1000 * self.client_cpu_s / self.requests if self.requests else float("nan")
+
+    def pct(self, route: str, q: float) -> float:
+        """The q-quantile latency of a route in milliseconds."""
+        values = sorted(self.latencies[route])
+        if not values:
+            return float("nan")
+        return 1000 * values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def _timed(get: Getter, path: str, route: str, win: Window, res: PointResult) -> bytes | None:
+    t0 = time.perf_counter()
+    try:
+        status, body = await get(path)
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        status, body = 599, b""
+    t1 = time.perf_counter()
+    if win.inside(t1):
+        res.requests += 1
+        res.latencies[route].append(t1 - t0)
+        if status != 200:
+            res.errors += 1
+    return body if status == 200 else None
+
+
+async def client_loop(n: int, get: Getter, win: Window, res: PointResult) -> None:
+    """One engine-like client: claim one file, report PROCESSING, report DONE; repeat."""
+    engine = f"c{n}"
+    while not win.stop:
+        body = await _timed(
+            get, f"/assignwork?engineid={engine}&batchsize=1", "assignwork", win, res
+        )
+        if body is None:
+            await asyncio.sleep(0.01)
+            continue
+        job = json.loads(body)["jobid"]
+        if job == "-1":
+            res.dry += 1
+            await asyncio.sleep(0.01)
+            continue
+        await _timed(get, f"/keepalive?job_id={job}&job_state=PROCESSING", "keepalive", win, res)
+        await _timed(get, f"/completed?job_id={job}&job_state=DONE", "completed", win, res)
+
+
+async def measure(
+    server: Server, clients: int, seconds: float, warmup: float, kind: str
+) -> PointResult:
+    """Run `clients` loops against the server; measure `seconds` after `warmup`."""
+    from _common import cpu_seconds
+
+    res = PointResult(server.name, clients, seconds)
+    win = Window()
+    if kind == "httpx":
+        shared = HttpxClient(HOST, PORT, clients)
+        conns: list = [shared]
+        getters = [shared.get] * clients
+    else:
+        conns = [RawConnection(HOST, PORT) for _ in range(clients)]
+        getters = [c.get for c in conns]
+    tasks = [asyncio.create_task(client_loop(i, g, win, res)) for i, g in enumerate(getters)]
+    await asyncio.sleep(warmup)
+    cpu0, own0 = cpu_seconds(server.pid), _own_cpu()
+    win.start = time.perf_counter()
+    await asyncio.sleep(seconds)
+    win.end = time.perf_counter()
+    cpu1, own1 = cpu_seconds(server.pid), _own_cpu()
+    win.stop = True
+    res.seconds = win.end - win.start
+    res.server_cpu_s, res.client_cpu_s = cpu1 - cpu0, own1 - own0
+    _, pending = await asyncio.wait(tasks, timeout=30)
+    for t in pending:
+        t.cancel()
+    res.connects = sum(getattr(c, "connects", 0) for c in conns)
+    for c in conns:
+        await c.close()
+    return res
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+def start_server(name: str, input_dir: Path, output_dir: Path, log: Path, n_files: int) -> Server:
+    """Start one manager over a fresh folder and wait until all its files are claimable."""
+    if name == "bcmanager":
+
+        def start() -> Server:
+            return start_bcmanager(input_dir, output_dir, log, lease_s=600, batch_size=1)
+
+        def ready(server: Server) -> float:
+            def scanned() -> bool:
+                status = http_get_json("/v1/status")
+                return bool(status) and status.get("files_total") == n_files
+
+            return wait_until(scanned, server, timeout=900, interval=0.5, what="done scanning")
+
+    else:
+
+        def start() -> Server:
+            return start_original(input_dir, output_dir, log)
+
+        def ready(server: Server) -> float:
+            return wait_until(lambda: http_get_json("/heartbeat") is not None, server, 900)
+
+    server, _ = start_when_port_free(start, ready)
+    return server
+
+
+def run_point(
+    name: str, clients: int, args: argparse.Namespace, source: Path, work: Path
+) -> PointResult:
+    folder = work / f"{name}-{clients}"
+    remove_tree(folder)
+    input_dir, output_dir = folder / "input", folder / "output"
+    make_farm(input_dir, args.files, source)
+    output_dir.mkdir(parents=True)
+    server = start_server(name, input_dir, output_dir, folder / "server.log", args.files)
+    try:
+        res = run_async(measure(server, clients, args.seconds, args.warmup, args.client))
+        if name == "bcmanager":
+            status = http_get_json("/v1/status") or {}
+            res.scan_s = (status.get("scan") or {}).get("seconds")
+    finally:
+        server.kill()
+        wait_port_free(PORT, timeout=30)
+        if not args.keep:
+            remove_tree(folder)
+    return res
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def absolute_rows(results: list[PointResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        lat = [f"{fmt(r.pct(route, 0.5), 2)} / {fmt(r.pct(route, 0.99), 2)}" for route in ROUTES]
+        rows.append(
+            [
+                r.server,
+                str(r.clients),
+                fmt(r.rps, 0),
+                fmt(r.cpu_ms_per_req, 3),
+                *lat,
+                fmt(r.client_ms_per_req, 3),
+                f"{r.connects:,}",
+                f"{r.errors} / {r.dry}",
+            ]
+        )
+    return rows
+
+
+ABS_HEADERS = [
+    "server",
+    "clients",
+    "req/s",
+    "server CPU ms/req",
+    *[f"{r} p50 / p99 ms" for r in ROUTES],
+    "load-gen CPU ms/req",
+    "connections",
+    "errors / dry",
+]
+
+
+def ratio_rows(pairs: list[tuple[PointResult, PointResult]]) -> list[list[str]]:
+    rows = []
+    for ours, orig in pairs:
+        lat = [
+            f"{fmt(ratio(ours.pct(r, 0.5), orig.pct(r, 0.5)), 2)}"
+            f" / {fmt(ratio(ours.pct(r, 0.99), orig.pct(r, 0.99)), 2)}"
+            for r in ROUTES
+        ]
+        rows.append(
+            [
+                str(ours.clients),
+                fmt(ratio(ours.rps, orig.rps), 2),
+                fmt(ratio(ours.cpu_ms_per_req, orig.cpu_ms_per_req), 2),
+                *lat,
+            ]
+        )
+    return rows
+
+
+RATIO_HEADERS = [
+    "clients",
+    "req/s",
+    "server CPU/req",
+    *[f"{r} p50 / p99" for r in ROUTES],
+]
+
+
+def target_rows(ours: PointResult, orig: PointResult) -> list[list[str]]:
+    cpu = ratio(ours.cpu_ms_per_req, orig.cpu_ms_per_req)
+    rps = ratio(ours.rps, orig.rps)
+    rows = [
+        _target("server CPU per request", cpu, f"<= {TARGETS['cpu']:.2f}", cpu <= TARGETS["cpu"]),
+        _target("req/s", rps, f">= {TARGETS['rps']:.1f}", rps >= TARGETS["rps"]),
+    ]
+    for route in ROUTES:
+        p99 = ratio(ours.pct(route, 0.99), orig.pct(route, 0.99))
+        rows.append(_target(f"p99 {route}", p99, f"<= {TARGETS['p99']:.2f}", p99 <= TARGETS["p99"]))
+    return rows
+
+
+def _target(what: str, value: float, wanted: str, met: bool) -> list[str]:
+    return [what, fmt(value, 2), wanted, "met" if met else "NOT met"]
+
+
+TARGET_HEADERS = ["target at 32 clients", "bcmanager / original", "wanted", "result"]
+
+
+def report(results: list[PointResult], args: argparse.Namespace) -> str:
+    by = {(r.server, r.clients): r for r in results}
+    pairs = [
+        (by[("bcmanager", c)], by[("original", c)])
+        for c in args.clients
+        if ("bcmanager", c) in by and ("original", c) in by
+    ]
+    abs_rows, rat_rows = absolute_rows(results), ratio_rows(pairs)
+    print_table("legacy protocol, absolute", ABS_HEADERS, abs_rows)
+    print_table("bcmanager / original", RATIO_HEADERS, rat_rows)
+    parts = [
+        section_header("Legacy protocol under load (`bench/protocol.py`)"),
+        f"- setup: {args.files:,} hard links of one 2-read pod5 per point, a fresh server and"
+        f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured;"
+        f" bcmanager with `--lease 600 --batch-size 1`, the original with the config"
+        f" template; load generator `{args.client}` (HTTP/1.1 keep-alive where the server"
+        " allows it: the original answers `Connection: close`, so its clients reconnect per"
+        " request, as the original engine's `requests.get` calls do).",
+        "- connections: TCP connections the load generator opened (warm-up included)."
+        " errors / dry: non-200 answers / `jobid -1` answers (none expected).",
+        "- server CPU ms/req: utime + stime of the server process (all threads) over the"
+        " measured window, from /proc/PID/stat, per answered request. Latencies in ms,"
+        " as seen by the client, including its own queueing.",
+        "",
+        markdown_table(ABS_HEADERS, abs_rows),
+        "",
+        "Ratios bcmanager / original (below 1 is better for CPU and latency, above 1 for req/s):",
+        "",
+        markdown_table(RATIO_HEADERS, rat_rows),
+    ]
+    top = max(args.clients)
+    if ("bcmanager", top) in by and ("original", top) in by:
+        t_rows = target_rows(by[("bcmanager", top)], by[("original", top)])
+        print_table(f"targets at {top} clients", TARGET_HEADERS, t_rows)
+        parts += ["", markdown_table(TARGET_HEADERS, t_rows)]
+    scans = [r.scan_s for r in results if r.scan_s is not None]
+    if scans:
+        parts += [
+            "",
+            "bcmanager's periodic input rescan (every 10 s; the input folder's mtime changes"
+            " with every job folder, so it is listed again) took"
+            f" {', '.join(fmt(s, 2) for s in scans)} s in the last scan before each point"
+            " ended; that CPU is part of its figures above.",
+        ]
+    return "\n".join(parts)
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
+    p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    p.add_argument("--files", type=int, default=200_000, help="pod5 files in each input folder")
+    p.add_argument("--servers", default=",".join(SERVERS), help="bcmanager,original")
+    p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator")
+    p.add_argument("--workdir", type=Path, default=REPO / "bench" / "_work", help="scratch")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    p.add_argument(
+        "--code-at", metavar="REV", help="run bcmanager from this commit, not the working tree"
+    )
+    p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    args = p.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",") if c]
+    args.servers = [s for s in args.servers.split(",") if s]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        p.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_sigterm()
+    work = args.workdir / "protocol"
+    work.mkdir(parents=True, exist_ok=True)
+    if free_disk_gib(work) < 2:
+        sys.exit(f"less than 2 GiB free under {work}")
+    use_code_at(args.code_at, work)
+    source = write_source_pod5(work / "source.pod5")
+    results = []
+    try:
+        for name in args.servers:
+            for clients in args.clients:
+                print(f"{name}: {clients} client(s) ...", flush=True)
+                res = run_point(name, clients, args, source, work)
+                print(
+                    f"  {res.rps:,.0f} req/s, {res.cpu_ms_per_req:.3f} server CPU ms/req,"
+                    f" {res.errors} errors",
+                    flush=True,
+                )
+                results.append(res)
+    finally:
+        if not args.keep:
+            remove_tree(work)
+    body = report(results, args)
+    if not args.no_doc:
+        update_doc("protocol", body)
+        print("updated docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
