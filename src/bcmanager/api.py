@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bcmanager import __version__
 from bcmanager.dashboard import router as dashboard_router
@@ -164,6 +164,29 @@ def _answers(ok: type[BaseModel] | None = None, *errors: int) -> dict[int | str,
     return out
 
 
+class BodyLimit:
+    """Refuses bodies over MAX_BODY_BYTES, and bodies of unknown length, before any is read.
+
+    Plain ASGI: Starlette's BaseHTTPMiddleware would add a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            problem = None
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                problem = (413, f"request body over {MAX_BODY_BYTES} bytes")
+            elif b"transfer-encoding" in headers:
+                problem = (411, "a request body needs a Content-Length")
+            if problem is not None:
+                await _error(*problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _legacy_bytes(payload: dict[str, Any]) -> Response:
     """The original manager answered `json.dumps(...)`; keep those exact bytes."""
     return Response(json.dumps(payload), media_type="application/json")
@@ -223,29 +246,19 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    @app.middleware("http")
-    async def bound_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        if "transfer-encoding" in request.headers:  # a body of unknown length: not read at all
-            return _error(411, "a request body needs a Content-Length")
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit)
     app.add_middleware(RequestTimer, metrics=metrics)
 
     # -- auth -----------------------------------------------------------------------
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:
         if settings.token is None:
             return
         given = request.headers.get("authorization", "")
         if not secrets.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
             raise Unauthorized("missing or wrong token (Authorization: Bearer ...)")
 
-    def legacy_gate(token: Annotated[str | None, Query(max_length=256)] = None) -> None:
+    async def legacy_gate(token: Annotated[str | None, Query(max_length=256)] = None) -> None:
         if settings.legacy_auth == "off":
             raise Unauthorized("the legacy routes are switched off on this manager")
         expected = settings.token if settings.legacy_auth == "token" else None

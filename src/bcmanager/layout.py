@@ -196,8 +196,6 @@ class Layout:
         clean = reason.replace("\t", " ").replace("\n", " ")
         with open(self.quarantine_dir() / QUARANTINE_LIST, "a", encoding="utf-8") as fh:
             fh.write(f"{relpath}\t{clean}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def job_dirs_on_input(self) -> list[tuple[str, int, str, Path]]:
         return _job_dirs(self.input)
@@ -266,9 +264,7 @@ def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
 def _write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
+        fh.write(json.dumps(data))  # no indent: the C encoder, on every merge
     os.replace(tmp, path)
 
 
@@ -278,4 +274,13 @@ def _rename_if_present(src: Path, dst: Path) -> None:
 
 
 def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a job folder: a few symlinks, unlinked directly (shutil.rmtree's fd-safe
+    walk costs several times more per merge); anything else falls back to rmtree."""
+    try:
+        for name in os.listdir(path):
+            os.unlink(path / name)
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 It records every input file (path relative to INPUT, size, state, attempts, job),
 every job (engine, state, lease, fencing token, merge plan) and an append-only
-event log. Two functions change states, `set_file_state` and `set_job_state`;
+event log. Running leases' deadlines are kept in memory (see `renew_lease`). Two functions change states, `set_file_state` and `set_job_state`;
 each checks the transition against `bcmanager.states` and writes an event in the
 same transaction. Time is always passed in (`now`), never read here.
 """
@@ -14,7 +14,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bcmanager.errors import CorruptState
@@ -153,8 +153,10 @@ def _file_row(row: Sequence) -> FileRow:
     return FileRow(row[0], row[1], row[2], FileState(row[3]), *row[4:])
 
 
-def _job_row(row: Sequence) -> JobRow:
-    return JobRow(row[0], row[1], JobState(row[2]), *row[3:])
+def _job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None) -> JobRow:
+    job = JobRow(row[0], row[1], JobState(row[2]), *row[3:])
+    lease = leases.get(job.id) if leases else None
+    return job if lease is None else replace(job, lease_expires=lease[0])
 
 
 class Ledger:
@@ -172,6 +174,8 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self._counts: Counter[FileState] = Counter()
+        self._leases: dict[int, tuple[float, float]] = {}  # job -> (expires, lease_s)
+        self._undo: list[tuple[int, tuple[float, float] | None]] = []
         with self.transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -181,6 +185,7 @@ class Ledger:
                 (str(SCHEMA_VERSION),),
             )
         self._counts = self._count_files()
+        self._leases = self._load_leases()
 
     def close(self) -> None:
         self._db.close()
@@ -193,6 +198,7 @@ class Ledger:
         if self._depth == 0:
             self._db.execute("BEGIN IMMEDIATE")
             self._saved_counts = Counter(self._counts)
+            self._undo = []
         self._depth += 1
         try:
             yield
@@ -214,6 +220,12 @@ class Ledger:
         with suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
         self._counts = self._saved_counts
+        for job_id, lease in reversed(self._undo):
+            if lease is None:
+                self._leases.pop(job_id, None)
+            else:
+                self._leases[job_id] = lease
+        self._undo = []
 
     # -- meta -------------------------------------------------------------------------
 
@@ -425,6 +437,8 @@ class Ledger:
                 ),
             )
             new_id = int(cur.lastrowid or 0)
+            if state is JobState.ASSIGNED:
+                self._set_lease(new_id, (now + lease_s, lease_s))
             self._event(now, "job", new_id, None, state, 1, engine)
         return new_id
 
@@ -441,7 +455,7 @@ class Ledger:
 
     def get_job(self, job_id: int) -> JobRow | None:
         row = self._db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job_row(row) if row else None
+        return _job_row(row, self._leases) if row else None
 
     def jobs_in(self, states: Iterable[JobState]) -> list[JobRow]:
         values = [s.value for s in states]
@@ -449,15 +463,15 @@ class Ledger:
         rows = self._db.execute(
             f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY id", values
         )
-        return [_job_row(r) for r in rows]
+        return [_job_row(r, self._leases) for r in rows]
 
     def recent_jobs(self, limit: int = 100) -> list[JobRow]:
         rows = self._db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        return [_job_row(r) for r in rows]
+        return [_job_row(r, self._leases) for r in rows]
 
     def all_jobs(self) -> Iterator[JobRow]:
         for row in self._db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id"):
-            yield _job_row(row)
+            yield _job_row(row, self._leases)
 
     def job_counts(self) -> dict[JobState, int]:
         counts = {s: 0 for s in JobState}
@@ -466,23 +480,36 @@ class Ledger:
         return counts
 
     def overdue_jobs(self, now: float) -> list[JobRow]:
-        rows = self._db.execute(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE state = ? AND lease_expires < ? ORDER BY id",
-            (JobState.ASSIGNED.value, now),
-        )
-        return [_job_row(r) for r in rows]
+        overdue = sorted(j for j, (expires, _) in self._leases.items() if expires < now)
+        return [job for job in map(self.get_job, overdue) if job is not None]
 
     def renew_lease(self, job_id: int, now: float) -> float:
-        """Extend an assigned job's lease from `now`; returns the new expiry."""
-        with self.transaction():
-            row = self._db.execute(
-                "UPDATE jobs SET lease_expires = ? + lease_s, updated = ? WHERE id = ? AND state = ?"
-                " RETURNING lease_expires",
-                (now, now, job_id, JobState.ASSIGNED.value),
-            ).fetchone()
-        if row is None:
+        """Extend an assigned job's lease from `now`; returns the new expiry.
+
+        Lease deadlines live in memory: a restart renews every running lease anyway
+        (engines could not report while the manager was down), so a heartbeat costs no
+        disk write. The jobs table keeps the deadline given at assignment."""
+        lease = self._leases.get(job_id)
+        if lease is None:
             raise CorruptState(f"job {job_id} has no running lease to renew")
-        return float(row[0])
+        self._set_lease(job_id, (now + lease[1], lease[1]))
+        return now + lease[1]
+
+    def _set_lease(self, job_id: int, lease: tuple[float, float] | None) -> None:
+        """Change the in-memory lease table, undone with the transaction if it rolls back."""
+        if self._depth:
+            self._undo.append((job_id, self._leases.get(job_id)))
+        if lease is None:
+            self._leases.pop(job_id, None)
+        else:
+            self._leases[job_id] = lease
+
+    def _load_leases(self) -> dict[int, tuple[float, float]]:
+        rows = self._db.execute(
+            "SELECT id, lease_expires, lease_s FROM jobs WHERE state = ?",
+            (JobState.ASSIGNED.value,),
+        )
+        return {job_id: (expires, lease_s) for job_id, expires, lease_s in rows}
 
     def set_job_state(
         self,
@@ -508,6 +535,8 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 raise CorruptState(f"job {job_id} was not {from_state} for the move to {to_state}")
+            if from_state is JobState.ASSIGNED:
+                self._set_lease(job_id, None)
             self._event(now, "job", job_id, from_state, to_state, 1, reason)
 
     # -- events -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -311,8 +311,8 @@ class Manager:
             scheduler.check_token(job, token)
             self._seen(job.engine, now)
             self.last_activity = now
-            scheduler.renew(self.db, job, now)
-            return scheduler.get_job(self.db, job_id)
+            expires = scheduler.renew(self.db, job, now)
+            return replace(job, lease_expires=expires)
 
     def complete(
         self, job_id: int, outcome: Outcome, token: str | None, reason: str | None = None
@@ -338,10 +338,15 @@ class Manager:
             late = job.state is JobState.LATE
             return Completion(job, late=late, repeated=True)
 
-    def _finish(self, job: JobRow, outcome: Outcome, reason: str | None, now: float) -> None:
+    def _forget_job(self, job: JobRow) -> EngineSeen | None:
+        """The engine no longer holds `job` (it ended or its lease expired)."""
         engine = self.engines.get(job.engine)
         if engine is not None and engine.job_id == job.id:
             engine.job_id = None
+        return engine
+
+    def _finish(self, job: JobRow, outcome: Outcome, reason: str | None, now: float) -> None:
+        engine = self._forget_job(job)
         if outcome is Outcome.DONE:
             files = self.db.files_of_job(job.id)
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
@@ -396,6 +401,7 @@ class Manager:
                     Happening("expired", now, job.engine, job.n_files, quarantined=len(poisoned))
                 )
                 self.layout.drop_assignment(job.id, job.engine)
+                self._forget_job(job)
                 self._record_quarantine(poisoned)
                 log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
             for job_id in sorted(self._unmerged):

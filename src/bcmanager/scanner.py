@@ -116,9 +116,10 @@ class Discovery:
     writer closed it (an inotify hint) or its size and mtime have not changed for
     `settle_s`. Files still settling are kept in a small pending set that
     `check_pending` re-examines often, so a closed file is queued within a second
-    without rescanning the tree. Files that were settled long before they were
-    first seen (a backlog) are queued on the signature check alone; files seen live
-    are also opened once with the pod5 library to count their reads.
+    without rescanning the tree. Files already complete and settled when first
+    seen (a backlog, a copied run) are queued on the signature check alone; files
+    watched while being written are also opened once with the pod5 library to count
+    their reads (a burst of 100,000 copied files must not cost 100,000 pod5 opens).
 
     `known_in(rel_dir)` answers the names the ledger already has in a folder.
     Thread-safe: the scan loop, the pending loop and the inotify thread share it.
@@ -244,6 +245,7 @@ class Discovery:
             self._pending.pop(rel, None)
             return
         seen = self._pending.get(rel)
+        live = seen is not None or closed  # watched while being written
         if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
             seen = _Pending(
                 st.st_size, st.st_mtime_ns, now, closed or (seen.closed if seen else False)
@@ -259,7 +261,7 @@ class Discovery:
         folder, _, name = rel.rpartition("/")
         self._known_names(folder).add(name)
         reads = samples = None
-        if self._count_reads is not None and age < BACKLOG_AGE_S:
+        if self._count_reads is not None and live and age < BACKLOG_AGE_S:
             try:
                 reads, samples = self._count_reads(path)
             except Exception as exc:  # a file pod5 cannot read still goes out: it will fail

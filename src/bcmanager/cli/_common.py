@@ -61,7 +61,7 @@ def logging_options(func: F) -> F:
 
 
 def friendly_errors(func: F) -> F:
-    """Our own errors become a one-line message and exit status 2, not a traceback."""
+    """Our own errors become a one-line message and exit status 1, not a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
