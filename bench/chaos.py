@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -81,6 +82,8 @@ def tally_markdown(results: list[ChaosResult], seconds: float, config: ChaosConf
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the running seed stops its manager and engines
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     results: list[ChaosResult] = []
     started = time.monotonic()

@@ -141,7 +141,7 @@ def check_directories(settings: Settings) -> Settings:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {settings.output}: {exc}") from exc
-    try:  # a read-only or full OUTPUT fails here with one line, not in the middle of startup
+    try:  # a read-only OUTPUT fails here with one line, not in the middle of startup
         tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
         raise ConfigError(f"output directory {settings.output} is not writable: {exc}") from exc

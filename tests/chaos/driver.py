@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -50,6 +51,7 @@ FAILPOINTS = (
 KINDS = ("manager-kill", "failpoint", "engine-kill", "engine-freeze", "ledger-loss")
 LEDGER_FILES = ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm")
 POLL_S = 0.05
+JOB_STARTED = re.compile(r"INFO bcmanager\.engine: job (\d+): \d+ file")
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,16 @@ class EngineProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def was_told_off(self, job_id: int) -> bool:
+        """The engine heard that job `job_id` is no longer its own (late, or unknown)."""
+        text = self.log.read_text(errors="replace")
+        return f"job {job_id}: lease lost" in text or f"job {job_id}: manager says" in text
+
+    def current_job(self) -> int | None:
+        """The job this engine last started, from its own log (not the manager's view)."""
+        started = JOB_STARTED.findall(self.log.read_text(errors="replace"))
+        return int(started[-1]) if started else None
 
     def signal(self, sig: int) -> None:
         with suppress(ProcessLookupError):
@@ -361,7 +373,10 @@ class ChaosRun:
             found[:] = [
                 (by_id[j["engine"]], j["job_id"])
                 for j in status.get("running_jobs", [])
-                if j["state"] == "assigned" and j["engine"] in by_id
+                if j["state"] == "assigned"
+                and j["engine"] in by_id
+                # not a job the engine never heard of (its claim's answer was lost)
+                and by_id[j["engine"]].current_job() == j["job_id"]
             ]
             return bool(found)
 
@@ -382,7 +397,14 @@ class ChaosRun:
         }[fault.kind]
         handler(fault)
 
+    def let_failpoint_fire(self, timeout: float = 10.0) -> None:
+        """Before the next manager fault, give an armed life the time to die at its point."""
+        if self.armed and not self.wait_for(lambda: not self.armed, timeout):
+            self.note(f"failpoint {self.armed} not reached within {timeout:g} s")
+            self.result.faults[f"failpoint {self.armed} not reached"] += 1
+
     def fault_manager_kill(self, fault: Fault) -> None:
+        self.let_failpoint_fire()
         self.kill_manager()
         self.note(f"manager SIGKILL (armed: {self.armed or 'none'}), down {fault.down_s} s")
         self.result.faults["manager-kill"] += 1
@@ -390,6 +412,7 @@ class ChaosRun:
         self.start_manager()
 
     def fault_failpoint(self, fault: Fault) -> None:
+        self.let_failpoint_fire()
         self.kill_manager()
         self.note(f"manager restarted with BCM_FAILPOINT={fault.failpoint}")
         self.result.faults[f"failpoint {fault.failpoint} armed"] += 1
@@ -428,16 +451,21 @@ class ChaosRun:
             self.result.faults["engine-freeze missed"] += 1
             return
         self.result.faults["engine-freeze"] += 1
-        fenced = self.wait_for(lambda: self.job_state(job_id) in ("late", "unknown"), 30)
-        self.note(
-            f"engine {engine.id} SIGCONT after its lease; job {job_id} {self.job_state(job_id)}"
-        )
-        if not fenced:
-            self.problem(f"job {job_id}: the late engine {engine.id} was not fenced within 30 s")
-        self.check_fenced(job_id, engine.id)
+        told = self.wait_for(lambda: engine.was_told_off(job_id), 30)
+        state = self.job_state(job_id)
+        self.note(f"engine {engine.id} SIGCONT after its lease; job {job_id} {state}")
+        if not told:
+            self.problem(f"job {job_id}: the late engine {engine.id} was not told within 30 s")
+        self.check_fenced(job_id, engine.id, state)
 
-    def check_fenced(self, job_id: int, engine_id: str) -> None:
-        """A late job's output is set aside, never merged."""
+    def check_fenced(self, job_id: int, engine_id: str, state: str | None) -> None:
+        """A late job's output is never merged; reported late, it is set aside.
+
+        A job rebuilt after a ledger loss has a new token: its old engine's report is
+        refused (409) before the job is marked late, and its output stays unmerged in place.
+        """
+        if state not in ("late", "expired", "unknown"):
+            self.problem(f"late job {job_id} ended {state}")
         merged = [
             name
             for sub in ("pass", "fail")
@@ -447,18 +475,20 @@ class ChaosRun:
         ]
         if merged:
             self.problem(f"late job {job_id} had output merged: {merged[:3]}")
-        if (self.output / f"TMPOUTPUT_{job_id}_{engine_id}").exists():
+        if state == "late" and (self.output / f"TMPOUTPUT_{job_id}_{engine_id}").exists():
             self.problem(f"late job {job_id}: its TMPOUTPUT folder was not set aside")
 
     def fault_ledger_loss(self, fault: Fault) -> None:
+        self.let_failpoint_fire()
         self.kill_manager()
         if fault.failpoint:  # the ledger is lost after a crash at a failpoint
             self.start_manager(fault.failpoint, restart_if_dead=False)
+            self.result.faults[f"failpoint {fault.failpoint} armed"] += 1
             died = self._wait_death(timeout=15)
             self.note(f"manager {'died at' if died else 'never reached'} {fault.failpoint}")
-            if died:
-                self.result.faults[f"failpoint {fault.failpoint} hit"] += 1
-            else:
+            outcome = "hit" if died else "not reached"
+            self.result.faults[f"failpoint {fault.failpoint} {outcome}"] += 1
+            if not died:
                 self.kill_manager()
         for name in LEDGER_FILES:
             (self.output / ".bcmanager" / name).unlink(missing_ok=True)
@@ -503,8 +533,8 @@ class ChaosRun:
 
     def finish(self) -> None:
         """Disarm a failpoint still waiting, then wait for every file to be done."""
-        if self.armed and not self.wait_for(lambda: not self.armed, timeout=10):
-            self.note(f"failpoint {self.armed} not reached; manager restarted clean")
+        self.let_failpoint_fire()
+        if self.armed:
             self.kill_manager()
             self.start_manager()
         total = len(self.expected)
