@@ -249,15 +249,16 @@ class Layout:
 
 
 def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
+    """Job folders directly under `root`; streamed, since a flat INPUT may hold a million files."""
     out = []
     try:
-        entries = list(os.scandir(root))
+        with os.scandir(root) as entries:
+            for entry in entries:
+                match = _JOB_DIR.match(entry.name)
+                if match and entry.is_dir(follow_symlinks=False):
+                    out.append((match[1], int(match[2]), match[3], Path(entry.path)))
     except FileNotFoundError:
-        return out
-    for entry in entries:
-        match = _JOB_DIR.match(entry.name)
-        if match and entry.is_dir(follow_symlinks=False):
-            out.append((match[1], int(match[2]), match[3], Path(entry.path)))
+        pass
     return out
 
 

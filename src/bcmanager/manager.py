@@ -23,7 +23,7 @@ from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
-from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.ledger import FileRow, JobRow, Ledger, LedgerReader
 from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
 from bcmanager.states import FileState, JobState
@@ -110,6 +110,7 @@ class Manager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._discovery: Discovery | None = None
+        self._reader: LedgerReader | None = None
         self._hearers: list[Callable[[Happening], None]] = []
         self._runs_cache: tuple[float, list[dict[str, object]]] | None = None
         self._scan_wake = threading.Event()
@@ -172,6 +173,9 @@ class Manager:
         for t in self._threads:
             t.join(timeout=10)
         with self.lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             if self.ledger is not None:
                 self.ledger.close()
                 self.ledger = None
@@ -198,8 +202,9 @@ class Manager:
     # -- discovery --------------------------------------------------------------------
 
     def _known_in(self, folder: str) -> set[str]:
-        with self.lock:
-            return self.db.known_names_in(folder)
+        if self._reader is None:
+            self._reader = self.db.reader()
+        return self._reader.known_names_in(folder)  # no manager lock: its own connection
 
     def scan(self) -> int:
         """Look for new complete pod5 files once; returns how many were added."""
