@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
+import sqlite3
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any, Literal
 
@@ -29,6 +31,8 @@ from bcmanager.manager import Manager, Outcome
 from bcmanager.metrics import Metrics, RequestTimer
 from bcmanager.progress import Progress
 from bcmanager.scheduler import Assignment
+
+log = logging.getLogger("bcmanager.api")
 
 # A name [A-Za-z0-9._-]{1,64} (design 2.7) with no "..": it becomes part of folder names.
 ENGINE_ID = r"^[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
@@ -151,6 +155,7 @@ _ERROR_TEXT = {
     411: "a request body without Content-Length",
     413: "request body too large",
     422: "a malformed or out-of-range value",
+    503: "the ledger cannot be written (e.g. its disk is full): nothing changed, retry",
 }
 
 
@@ -159,7 +164,7 @@ def _answers(ok: type[BaseModel] | None = None, *errors: int) -> dict[int | str,
     out: dict[int | str, dict[str, Any]] = {}
     if ok is not None:
         out[200] = {"model": ok, "description": "the original manager's exact JSON"}
-    for code in (*errors, 411, 413):
+    for code in (*errors, 411, 413, 503):
         out[code] = {"model": ErrorAnswer, "description": _ERROR_TEXT[code]}
     return out
 
@@ -241,6 +246,11 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def on_ledger_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.error("the ledger cannot be written (%s): the call changed nothing", exc)
+        return _error(503, f"the ledger cannot be written: {exc}")
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
