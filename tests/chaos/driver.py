@@ -27,6 +27,7 @@ import random
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ from typing import Any
 import httpx
 
 from bcmanager.pod5io import write_pod5
+from bcmanager.verify import verify_run
 from tests.conftest import ManagerProcess
 from tests.helpers import fastq_read_ids, free_port
 
@@ -159,8 +161,6 @@ class EngineProcess:
     """A real `bcm engine` subprocess with the simulated basecaller."""
 
     def __init__(self, engine_id: str, url: str, workdir: Path, config: ChaosConfig) -> None:
-        import subprocess
-
         self.id = engine_id
         self.log = workdir / f"engine-{engine_id}.log"
         cmd = [
@@ -217,7 +217,7 @@ class EngineProcess:
             self.signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.kill_node()
         for kid in _children(self.proc.pid):
             _kill_group(kid)
@@ -526,8 +526,7 @@ class ChaosRun:
             self.problem(f"driver error: {type(exc).__name__}: {exc}")
         finally:
             self.shut_down()
-        if not self.result.problems:
-            self.check_output()
+        self.check_output()
         self.result.seconds = time.monotonic() - self.started
         return self.result
 
@@ -570,8 +569,6 @@ class ChaosRun:
                 f"{len(expected)} reads written: {len(missing)} missing, {len(doubled)} in more"
                 f" than one FASTQ record (e.g. {doubled[:2]}), {len(unexpected)} unexpected"
             )
-        from bcmanager.verify import verify_run
-
         report = verify_run(self.input, self.output, workers=1)
         if not report.ok or report.input_reads != len(expected):
             self.problem(
