@@ -402,6 +402,13 @@ class Ledger:
                 self._event(now, "run", None, None, "ended", 1, name)
         return bool(cur.rowcount)
 
+    def runs_open(self) -> tuple[int, int]:
+        """(runs known, runs not yet ended): cheap, unlike `runs()`."""
+        total, open_ = self._db.execute(
+            "SELECT count(*), count(*) - count(ended) FROM runs"
+        ).fetchone()
+        return int(total), int(open_)
+
     def runs(self) -> list[dict[str, object]]:
         """Each run with its end and its files by state."""
         out: dict[str, dict[str, object]] = {}

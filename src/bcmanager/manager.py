@@ -545,13 +545,11 @@ class Manager:
         with self.lock:
             counts = self.db.file_counts()
             busy = counts[FileState.QUEUED] or counts[FileState.ASSIGNED] or self._unmerged
-            runs = self.db.runs()
+            runs, still_open = self.db.runs_open()
         pending = self._discovery.pending_count if self._discovery else 0
         if busy or pending:
             return "basecalling" if busy else "waiting"
-        if runs and all(r["ended"] for r in runs):
-            return "done"
-        return "waiting"
+        return "done" if runs and not still_open else "waiting"
 
     def heartbeat_view(self) -> dict[str, object]:
         idle = self.clock() - self.last_activity

@@ -82,7 +82,11 @@ def claim(
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued."""
     queued = ledger.file_counts()[FileState.QUEUED]
-    size = adaptive_batch_size(requested, rate_files_per_s, queued, engines, policy)
+    if api == "legacy":
+        # Original engines sleep a minute between batches: they get what they ask for.
+        size = batch_size(requested, policy)
+    else:
+        size = adaptive_batch_size(requested, rate_files_per_s, queued, engines, policy)
     if queued == 0:
         return None
     with ledger.transaction():
