@@ -1,0 +1,45 @@
+"""A whole run: three engines, one killed with SIGKILL mid-batch, a corrupt file quarantined."""
+
+import signal
+import time
+
+from bcmanager.verify import verify_run
+from tests.helpers import make_run
+
+
+def test_three_engines_one_killed_mid_batch_and_a_poison_file(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    make_run(inp, 24, reads=8, samples=2000)
+    (inp / "corrupt.pod5").write_bytes(b"\x8bPOD\r\n\x1a\n" + b"\x00" * 4096 + b"\x8bPOD\r\n\x1a\n")
+    m = start_manager(inp, out, "--lease", "3", "--max-attempts", "2", "--batch-size", "3")
+    deadline = time.monotonic() + 20
+    while m.status()["files_total"] < 25:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    victim = start_engine(m.url, "victim", "--samples-per-s", "5000")  # ~3 s a batch
+    others = [start_engine(m.url, f"gpu{i}", "--samples-per-s", "200000") for i in (1, 2)]
+    while not any(j["engine"] == "victim" for j in m.status()["running_jobs"]):
+        assert time.monotonic() < deadline + 20, "the victim never got a batch"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)  # mid-batch: its lease must run out, its files go back
+    deadline = time.monotonic() + 90
+    while (
+        m.status()["state"] != "waiting"
+        or m.status()["files"]["done"] + m.status()["files"]["quarantined"] < 25
+    ):
+        assert time.monotonic() < deadline, m.status()["files"]
+        time.sleep(0.2)
+    status = m.status()
+    assert status["files"] == {"queued": 0, "assigned": 0, "done": 24, "quarantined": 1}
+    assert status["jobs"]["expired"] >= 1  # the victim's batch
+    assert [q["path"] for q in status["quarantined"]] == ["corrupt.pod5"]
+    for e in others:
+        e.send_signal(signal.SIGTERM)
+        assert e.wait(timeout=20) == 0
+    report = verify_run(inp, out)
+    assert report.ok, report.to_dict()
+    assert report.quarantined == {"corrupt.pod5": status["quarantined"][0]["reason"]}
+    assert report.input_reads == 24 * 8 == report.fastq_records
+
