@@ -4,6 +4,7 @@ import pytest
 
 from bcmanager.errors import CorruptState
 from bcmanager.ledger import Ledger, NewFile
+from bcmanager.runstats import LedgerReader
 from bcmanager.states import FileState, JobState
 
 
@@ -29,7 +30,7 @@ def test_known_paths_are_added_once_and_counted(tmp_path: Path, ledger: Ledger) 
 
 def test_known_names_in_a_folder(ledger: Ledger) -> None:
     ledger.add_files(_files("top.pod5", "r1/pod5/x.pod5", "r1/pod5/y.pod5", "r1/pod5x/z.pod5"), 1.0)
-    reader = ledger.reader()
+    reader = LedgerReader(ledger.path)
     assert reader.known_names_in("") == {"top.pod5"}
     assert reader.known_names_in("r1/pod5") == {"x.pod5", "y.pod5"}
 

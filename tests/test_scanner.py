@@ -5,6 +5,7 @@ from pathlib import Path
 
 from bcmanager.ledger import Ledger
 from bcmanager.pod5io import count_reads, write_pod5
+from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, run_of
 
 
@@ -98,7 +99,7 @@ def test_known_files_are_not_opened_and_settled_folders_not_relisted(tmp_path: P
     _age(root)
     clock = Clock()
     clock.t += 5
-    discovery = Discovery(root, ledger.reader().known_names_in, clock=clock)
+    discovery = Discovery(root, LedgerReader(ledger.path).known_names_in, clock=clock)
     first = discovery.scan()
     ledger.add_files(first.new, 1.0)
     assert len(first.new) == 3

@@ -159,31 +159,6 @@ def _job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None
     return job if lease is None else replace(job, lease_expires=lease[0])
 
 
-class LedgerReader:
-    """Read-only queries on a connection of their own: WAL readers never block the writer,
-    so a scan loading a million names does not hold up the manager's requests.
-    Not thread-safe: one user (the discovery, which serialises its own callers)."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA query_only=1")
-
-    def known_names_in(self, folder: str) -> set[str]:
-        """Names of the known files directly inside `folder` (relative to INPUT, "" = top)."""
-        if not folder:
-            rows = self._db.execute("SELECT path FROM files")
-            return {p for (p,) in rows if "/" not in p}
-        prefix = folder + "/"
-        rows = self._db.execute(
-            "SELECT path FROM files WHERE path >= ? AND path < ?", (prefix, folder + "0")
-        )
-        cut = len(prefix)
-        return {p[cut:] for (p,) in rows if "/" not in p[cut:]}
-
-    def close(self) -> None:
-        self._db.close()
-
-
 class Ledger:
     """One SQLite ledger file. Not thread-safe: the manager serialises access."""
 
@@ -276,10 +251,6 @@ class Ledger:
 
     def known_paths(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT path FROM files")}
-
-    def reader(self) -> LedgerReader:
-        """A second, read-only connection for a scanning thread (see LedgerReader)."""
-        return LedgerReader(self.path)
 
     def add_files(self, files: Iterable[NewFile], now: float) -> int:
         """Insert newly discovered files as queued; already known paths are ignored."""

@@ -23,7 +23,8 @@ from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
-from bcmanager.ledger import FileRow, JobRow, Ledger, LedgerReader
+from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
 from bcmanager.states import FileState, JobState
@@ -203,7 +204,7 @@ class Manager:
 
     def _known_in(self, folder: str) -> set[str]:
         if self._reader is None:
-            self._reader = self.db.reader()
+            self._reader = LedgerReader(self.db.path)
         return self._reader.known_names_in(folder)  # no manager lock: its own connection
 
     def scan(self) -> int:

@@ -155,6 +155,23 @@ class LedgerReader:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def known_names_in(self, folder: str) -> set[str]:
+        """Names of the known files directly inside `folder` (relative to INPUT, "" = top).
+
+        Streamed into the set: a flat folder may hold a million names."""
+        if folder:
+            prefix = folder + "/"
+            sql, args = (
+                "SELECT path FROM files WHERE path >= ? AND path < ?",
+                (prefix, folder + "0"),
+            )
+        else:
+            prefix, sql, args = "", "SELECT path FROM files", ()
+        cut = len(prefix)
+        with self._lock:
+            rows = self._db.execute(sql, args)
+            return {p[cut:] for (p,) in rows if "/" not in p[cut:]}
+
     def size_bytes(self) -> int:
         """The ledger on disk: the database file and its write-ahead log."""
         total = 0
