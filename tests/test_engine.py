@@ -89,7 +89,7 @@ def test_an_engine_survives_a_manager_restart(run_dirs, start_manager, start_eng
     run = make_run(inp, 6, reads=3)
     m = start_manager(inp, out, "--batch-size", "1")
     wait_until(lambda: m.status()["files_total"] == 6, what="the scan")
-    e = start_engine(m.url, "steady", "--samples-per-s", "3000")
+    e = start_engine(m.url, "steady", "--samples-per-s", "3000", "--batch-size", "1")
     wait_until(lambda: m.status()["files"]["done"] >= 1, what="a first batch")
     m.kill9()
     time.sleep(1.0)
