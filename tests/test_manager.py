@@ -183,3 +183,10 @@ def test_a_restart_gives_running_jobs_a_fresh_lease(run_dirs, clock) -> None:
     restarted.tick()
     assert restarted.db.get_job(a.job.id).state is JobState.ASSIGNED
     assert restarted.keepalive(a.job.id, a.job.token).state is JobState.ASSIGNED
+
+
+def test_rescans_back_off_when_a_scan_itself_is_slow() -> None:
+    from bcmanager.manager import rescan_pause
+
+    assert rescan_pause(10.0, 0.01) == 10.0
+    assert rescan_pause(10.0, 2.0) == 60.0  # a 2 s scan of a huge folder: at most ~3% of the time

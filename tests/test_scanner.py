@@ -109,3 +109,22 @@ def test_known_files_are_not_opened_and_settled_folders_not_relisted(tmp_path: P
     clock.t += 5
     third = discovery.scan()
     assert [f.path for f in third.new] == ["d/f9.pod5"]
+
+
+def test_a_large_walk_hands_files_over_as_it_goes(tmp_path: Path, monkeypatch) -> None:
+    import bcmanager.scanner as scanner
+
+    monkeypatch.setattr(scanner, "FLUSH_EVERY", 2)
+    root = tmp_path / "in"
+    for i in range(5):
+        write_pod5(root / f"f{i}.pod5", 1, 100, seed=i)
+    clock = Clock()
+    clock.t += 5
+    handed: list[list[str]] = []
+    result = Discovery(root, lambda _: set(), clock=clock).scan(
+        sink=lambda files: handed.append([f.path for f in files])
+    )
+    assert [len(batch) for batch in handed] == [2, 2]
+    assert sorted(sum(handed, []) + [f.path for f in result.new]) == [
+        f"f{i}.pod5" for i in range(5)
+    ]

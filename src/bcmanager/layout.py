@@ -20,6 +20,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,13 +120,14 @@ class Layout:
 
     def prepare_job(self, job_id: int, engine: str, relpaths: Iterable[str]) -> None:
         """Create the job's input folder of symlinks and its empty output folder."""
-        job_dir = self.assigned_dir(job_id, engine)
-        job_dir.mkdir(exist_ok=True)
+        job_dir = os.fspath(self.assigned_dir(job_id, engine))
+        with suppress(FileExistsError):
+            os.mkdir(job_dir)
         for rel in relpaths:
-            link = job_dir / link_name(rel)
-            if not link.is_symlink():
-                os.symlink(self.input / rel, link)
-        self.tmp_output_dir(job_id, engine).mkdir(exist_ok=True)
+            with suppress(FileExistsError):  # again after a crash: already linked
+                os.symlink(f"{self.input}/{rel}", f"{job_dir}/{link_name(rel)}")
+        with suppress(FileExistsError):
+            os.mkdir(self.tmp_output_dir(job_id, engine))
 
     def plan_merge(self, job_id: int, engine: str, inputs: list[dict]) -> dict:
         """List what the basecaller wrote; the plan is journaled before anything moves."""

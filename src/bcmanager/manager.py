@@ -23,7 +23,7 @@ from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
 from bcmanager.errors import ConfigError, LeaseLost
 from bcmanager.layout import Layout
-from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
@@ -34,6 +34,7 @@ log = logging.getLogger("bcmanager.manager")
 SCAN_CHUNK = 2000
 PENDING_CHECK_S = 0.25
 RUNS_CACHE_S = 5.0
+RESCAN_COST_FACTOR = 30
 
 
 class Outcome(StrEnum):
@@ -159,9 +160,18 @@ class Manager:
         for t in self._threads:
             t.start()
         if self.settings.watch:
-            from bcmanager.watch import start_watching
+            # Watching a tree walks all of it (a million-file folder takes seconds): not on
+            # the way to serving the first request.
+            threading.Thread(target=self._start_watching, name="bcm-watch", daemon=True).start()
 
-            self._observer = start_watching(self)
+    def _start_watching(self) -> None:
+        from bcmanager.watch import start_watching
+
+        observer = start_watching(self)
+        if self._stop.is_set() and observer is not None:
+            observer.stop()
+        else:
+            self._observer = observer
 
     def close(self) -> None:
         self._stop.set()
@@ -211,8 +221,13 @@ class Manager:
         """Look for new complete pod5 files once; returns how many were added."""
         assert self._discovery is not None
         started = time.monotonic()
-        result = self._discovery.scan()
-        added = self._take(result)
+        early = [0]
+
+        def queue_now(files: list[NewFile]) -> None:
+            early[0] += self._queue(files)
+
+        result = self._discovery.scan(sink=queue_now)
+        added = self._take(result) + early[0]
         self.last_scan = {
             "at": self.clock(),
             "seconds": round(time.monotonic() - started, 3),
@@ -243,14 +258,19 @@ class Manager:
 
     def _take(self, result: ScanResult) -> int:
         """Queue what a scan found and record runs that ended."""
-        added = 0
-        for i in range(0, len(result.new), SCAN_CHUNK):
-            with self.lock:
-                added += self.db.add_files(result.new[i : i + SCAN_CHUNK], self.clock())
+        added = self._queue(result.new)
         for run, summary in result.ended_runs:
             with self.lock:
                 if self.db.end_run(run, summary, self.clock()):
                     log.info("run %s ended (%s)", run, summary)
+        return added
+
+    def _queue(self, files: list[NewFile]) -> int:
+        """Add found files to the ledger, a chunk per lock hold, and wake waiting engines."""
+        added = 0
+        for i in range(0, len(files), SCAN_CHUNK):
+            with self.lock:
+                added += self.db.add_files(files[i : i + SCAN_CHUNK], self.clock())
         if added:
             log.info("%d new file(s) queued", added)
             self._notify()
@@ -258,11 +278,12 @@ class Manager:
 
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.scan()
             except Exception:
                 log.exception("scan failed; will try again")
-            self._scan_wake.wait(self.settings.rescan_s)
+            self._scan_wake.wait(rescan_pause(self.settings.rescan_s, time.monotonic() - started))
             self._scan_wake.clear()
 
     def _pending_loop(self) -> None:
@@ -306,7 +327,7 @@ class Manager:
             self.layout.prepare_job(job.id, engine, [f.path for f in assignment.files])
             self.last_activity = now
             self.engines[engine].job_id = job.id
-        log.info("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
+        log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 
     def keepalive(self, job_id: int, token: str | None) -> JobRow:
@@ -621,6 +642,13 @@ def batch_done(job: JobRow, files: list[FileRow], now: float) -> Happening:
         sum(f.samples or 0 for f in files) if all(f.samples is not None for f in files) else None,
         now - job.created,
     )
+
+
+def rescan_pause(rescan_s: float, last_scan_s: float) -> float:
+    """Seconds until the next full rescan: the configured interval, or longer when a scan
+    itself is slow (a flat folder of a million files), so rescans never take more than a
+    few percent of the manager's time. inotify hints and new folders still wake it early."""
+    return max(rescan_s, RESCAN_COST_FACTOR * last_scan_s)
 
 
 def _count_reads(path: Path) -> tuple[int, int]:

@@ -29,6 +29,7 @@ _SETTLE_NS = 2_000_000_000
 # they are queued on the signature check alone (no pod5 open), so a restart over a
 # million-file backlog stays fast.
 BACKLOG_AGE_S = 60.0
+FLUSH_EVERY = 5000
 
 log = logging.getLogger("bcmanager.scanner")
 
@@ -143,6 +144,7 @@ class Discovery:
         self._hints: dict[str, bool] = {}
         self._ended_runs: set[str] = set()
         self._known: dict[str, set[str]] = {}
+        self._sink: Callable[[list[NewFile]], object] | None = None
         self._lock = threading.Lock()
         self._hint_lock = threading.Lock()
 
@@ -164,9 +166,14 @@ class Discovery:
 
     # -- scanning ---------------------------------------------------------------------
 
-    def scan(self) -> ScanResult:
-        """Walk the whole tree (skipping settled folders), then check what is pending."""
+    def scan(self, sink: Callable[[list[NewFile]], object] | None = None) -> ScanResult:
+        """Walk the whole tree (skipping settled folders), then check what is pending.
+
+        With a `sink`, found files are handed over every FLUSH_EVERY files during the
+        walk (a first start over a million-file backlog hands out work after seconds,
+        not after the whole walk); what is left stays in the result."""
         with self._lock:
+            self._sink = sink
             result = ScanResult()
             now = self._clock()
             stack = [""]
@@ -209,6 +216,9 @@ class Discovery:
                 rel = _join(rel_dir, name)
                 if name not in known and rel not in self._pending:
                     self._consider(rel, now, closed=False, result=result)
+                    if self._sink is not None and len(result.new) >= FLUSH_EVERY:
+                        self._sink(result.new)
+                        result.new = []
         return subdirs
 
     def _check_pending(self, now: float, result: ScanResult) -> None:

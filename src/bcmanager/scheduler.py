@@ -7,7 +7,7 @@ ledger, and performs its changes in one ledger transaction.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
 from bcmanager.ledger import FileRow, JobRow, Ledger
@@ -98,7 +98,8 @@ def claim(
         ledger.set_file_state(ids, FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id)
         job = ledger.get_job(job_id)
     assert job is not None
-    return Assignment(job, ledger.files_of_job(job_id))
+    assigned = [replace(f, state=FileState.ASSIGNED, job_id=job_id) for f in files]
+    return Assignment(job, assigned)
 
 
 def isolate_retries(files: list[FileRow]) -> list[FileRow]:
