@@ -42,4 +42,3 @@ def test_three_engines_one_killed_mid_batch_and_a_poison_file(
     assert report.ok, report.to_dict()
     assert report.quarantined == {"corrupt.pod5": status["quarantined"][0]["reason"]}
     assert report.input_reads == 24 * 8 == report.fastq_records
-
