@@ -125,6 +125,6 @@ def test_a_large_walk_hands_files_over_as_it_goes(tmp_path: Path, monkeypatch) -
         sink=lambda files: handed.append([f.path for f in files])
     )
     assert [len(batch) for batch in handed] == [2, 2]
-    assert sorted(sum(handed, []) + [f.path for f in result.new]) == [
+    assert sorted([p for batch in handed for p in batch] + [f.path for f in result.new]) == [
         f"f{i}.pod5" for i in range(5)
     ]
