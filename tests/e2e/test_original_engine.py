@@ -62,6 +62,11 @@ def test_the_original_engine_works_unmodified(run_dirs, start_manager, tmp_path)
     m = start_manager(
         inp, out, "--legacy-config", str(config_path), "--lease", "4", port=LEGACY_PORT
     )
+    # the original engine quits at its first empty answer: let the scan queue the run first
+    deadline = time.monotonic() + 20
+    while m.status()["files"]["queued"] < 7:
+        assert time.monotonic() < deadline, "the scan did not queue the run"
+        time.sleep(0.05)
     engines = [
         subprocess.Popen(
             [sys.executable, "BCProcessors.py", str(config_path), str(node)],
