@@ -190,3 +190,33 @@ def test_rescans_back_off_when_a_scan_itself_is_slow() -> None:
 
     assert rescan_pause(10.0, 0.01) == 10.0
     assert rescan_pause(10.0, 2.0) == 60.0  # a 2 s scan of a huge folder: at most ~3% of the time
+
+
+def test_a_ledger_that_lags_the_disk_after_a_power_loss_adopts_the_merges(run_dirs, clock) -> None:
+    import shutil
+
+    inp, out = run_dirs
+    run = make_run(inp, 3)
+    m = open_manager(inp, out, clock)
+    first = m.claim("e1", 2, api="v1")
+    basecall_dir(
+        m.layout.assigned_dir(first.job.id, "e1"), m.layout.tmp_output_dir(first.job.id, "e1")
+    )
+    m.close()
+    ledger = m.settings.ledger_path
+    shutil.copy(ledger, ledger.with_suffix(".before"))  # what survives the power cut
+    m = open_manager(inp, out, clock)
+    m.complete(first.job.id, Outcome.DONE, first.job.token)
+    b = m.claim("e2", 1, api="v1")  # a job the old ledger never heard of
+    basecall_dir(m.layout.assigned_dir(b.job.id, "e2"), m.layout.tmp_output_dir(b.job.id, "e2"))
+    m.complete(b.job.id, Outcome.DONE, b.job.token)
+    second = b.job.id
+    m.close()
+    shutil.copy(ledger.with_suffix(".before"), ledger)
+    restarted = open_manager(inp, out, clock)
+    assert restarted.db.get_job(first.job.id).state is JobState.DONE
+    assert restarted.db.get_job(second).state is JobState.DONE
+    assert restarted.db.file_counts()[FileState.DONE] == 3
+    assert restarted.claim("e3", None, api="v1") is None  # nothing is basecalled twice
+    assert restarted.db.max_job_id() == second  # the next job id is above all on disk
+    assert_exactly_once(run, out)

@@ -29,7 +29,7 @@ from bcmanager.basecallers.abc import Basecaller
 
 log = logging.getLogger("bcmanager.engine")
 
-MAX_BACKOFF_S = 10.0
+MAX_BACKOFF_S = 2.0  # a GPU waits at most this long once the manager is back
 KILL_GRACE_S = 5.0
 
 

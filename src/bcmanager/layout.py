@@ -147,6 +147,8 @@ class Layout:
         folder = self.tmp_output_dir(job_id, engine)
         if not folder.is_dir():
             folder = self.log_output_dir(job_id, engine)
+            if (folder / MANIFEST_NAME).is_file():
+                return  # merged already: its manifest went along
         folder.mkdir(exist_ok=True)
         _write_json_atomically(folder / MANIFEST_NAME, plan)
 
@@ -202,6 +204,17 @@ class Layout:
     def job_dirs_on_input(self) -> list[tuple[str, int, str, Path]]:
         return _job_dirs(self.input)
 
+    def job_dirs(self) -> list[tuple[str, int, str, Path]]:
+        """Every job folder, on INPUT and on OUTPUT (kind, job id, engine, path)."""
+        return _job_dirs(self.output) + _job_dirs(self.input)
+
+    def read_manifest(self, job_dir: Path) -> dict | None:
+        """The merge manifest in a TMPOUTPUT_/LOGOUTPUT_ folder, or None (none or unreadable)."""
+        try:
+            return json.loads((job_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
     # -- reading the layout back ------------------------------------------------------
 
     def read_snapshot(self) -> Snapshot:
@@ -210,9 +223,8 @@ class Layout:
         manifests = {}
         for kind, job_id, engine, path in _job_dirs(self.output):
             snap.max_job_id = max(snap.max_job_id, job_id)
-            manifest = path / MANIFEST_NAME
-            if kind in ("LOGOUTPUT", "TMPOUTPUT") and manifest.is_file():
-                plan = json.loads(manifest.read_text(encoding="utf-8"))
+            plan = self.read_manifest(path) if kind in ("LOGOUTPUT", "TMPOUTPUT") else None
+            if plan is not None:
                 manifests[job_id] = (kind, engine, plan)
         for kind, _engine, plan in manifests.values():
             (snap.merging if kind == "TMPOUTPUT" else snap.finished).append(plan)

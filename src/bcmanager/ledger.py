@@ -448,6 +448,10 @@ class Ledger:
             elif row[0] < above:
                 self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'jobs'", (above,))
 
+    def max_job_id(self) -> int:
+        row = self._db.execute("SELECT max(id) FROM jobs").fetchone()
+        return int(row[0] or 0)
+
     def get_job(self, job_id: int) -> JobRow | None:
         row = self._db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job_row(row, self._leases) if row else None

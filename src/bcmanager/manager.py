@@ -483,14 +483,8 @@ class Manager:
         assert self._discovery is not None
         found = self._discovery.scan()
         self.db.add_files(found.new, now)
-        for plans, finished in ((snap.finished, True), (snap.merging, False)):
-            for plan in plans:
-                job = self._recreate_job(plan["job_id"], plan["engine"], plan_paths(plan), now)
-                if job is None:
-                    continue
-                scheduler.begin_merge(self.db, job, plan, now)
-                if finished:
-                    scheduler.finish_merge(self.db, scheduler.get_job(self.db, job.id), now)
+        for plan in snap.finished + snap.merging:
+            self._adopt_merge(plan, now)
         for job_id, engine, paths in snap.running:
             self._recreate_job(job_id, engine, paths, now)
         for path, failures in snap.failures.items():
@@ -506,6 +500,32 @@ class Manager:
         self.db.record_event(now, "manager", "ledger rebuilt from the layout")
         self.scan_done.set()
         return True
+
+    def _adopt_merge(self, plan: dict, now: float) -> None:
+        """Take into the ledger a merge the disk shows (its manifest), finishing it if needed."""
+        job = self.db.get_job(plan["job_id"])
+        if job is None:
+            job = self._recreate_job(plan["job_id"], plan["engine"], plan_paths(plan), now)
+        if job is not None and job.state is JobState.ASSIGNED:
+            scheduler.begin_merge(self.db, job, plan, now)
+            self._merge(scheduler.get_job(self.db, job.id), now)
+
+    def _adopt_merges_the_ledger_lacks(self, live: set[int], now: float) -> None:
+        """After a power loss the ledger (synchronous=NORMAL) may lag the disk by its last
+        commits: merges finished or journaled on disk whose job the ledger still calls
+        running, or does not know, are taken from their manifests so no file is
+        basecalled twice. The ledger is a prefix of history, so only running jobs and
+        ids above the largest known can be at risk; new ids start above all on disk."""
+        newest = self.db.max_job_id()
+        seen = newest
+        for kind, job_id, _engine, path in self.layout.job_dirs():
+            seen = max(seen, job_id)
+            if kind in ("LOGOUTPUT", "TMPOUTPUT") and (job_id in live or job_id > newest):
+                plan = self.layout.read_manifest(path)
+                if plan is not None:
+                    log.warning("job %d: merged on disk but not in the ledger; adopting", job_id)
+                    self._adopt_merge(plan, now)
+        self.db.reserve_job_ids(seen)
 
     def _recreate_job(
         self, job_id: int, engine: str, paths: list[str], now: float
@@ -529,6 +549,9 @@ class Manager:
 
     def _reconcile(self, now: float) -> None:
         """Bring the disk in line with the ledger after a crash at any instant."""
+        self._adopt_merges_the_ledger_lacks(
+            {j.id for j in self.db.jobs_in([JobState.ASSIGNED])}, now
+        )
         for job in self.db.jobs_in([JobState.MERGING]):
             self._merge(job, now)
         live = {job.id: job for job in self.db.jobs_in([JobState.ASSIGNED])}

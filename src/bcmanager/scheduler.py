@@ -190,15 +190,6 @@ def mark_late(ledger: Ledger, job: JobRow, now: float) -> None:
     ledger.set_job_state(job.id, JobState.EXPIRED, JobState.LATE, now, reason="late report")
 
 
-def requeue_quarantined(ledger: Ledger, paths: list[str], now: float) -> int:
-    """An operator's explicit retry of quarantined files; attempts start over."""
-    rows = [f for f in ledger.files_by_paths(paths) if f.state is FileState.QUARANTINED]
-    ledger.set_file_state(
-        [f.id for f in rows], FileState.QUARANTINED, FileState.QUEUED, now, reason="retry"
-    )
-    return len(rows)
-
-
 def _return_files(
     ledger: Ledger,
     job: JobRow,
