@@ -744,6 +744,7 @@ class JobTimes:
     start: float  # the engine starts the basecaller (its `job N` log line)
     done: float  # the manager takes the DONE report (`assigned -> merging`)
     basecaller_end: float | None = None  # mtime of the job's basecaller.log
+    created: float | None = None  # the manager answers the claim (creates the job)
 
 
 def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTimes]:
@@ -752,6 +753,7 @@ def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTi
     for log in logs:
         starts.update(engine_job_starts(log))
     engines, done = events.job_engines(), events.job_times("merging")
+    created = events.job_times("assigned")
     sizes = {
         e["job_id"]: e["count"]
         for e in events.events
@@ -762,7 +764,9 @@ def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTi
         engine = engines[job_id]
         blog = output / f"LOGOUTPUT_{job_id}_{engine}" / "basecaller.log"
         end = blog.stat().st_mtime if blog.exists() else None
-        jobs.append(JobTimes(job_id, engine, sizes[job_id], starts[job_id], reported, end))
+        jobs.append(
+            JobTimes(job_id, engine, sizes[job_id], starts[job_id], reported, end, created[job_id])
+        )
     return jobs
 
 
@@ -844,11 +848,3 @@ def run_backlog(
         for s in reversed(started):
             kill_tree(s)
     return BacklogRun(finished - t0, total, jobs, t0)
-
-
-def load_line(before: float) -> str:
-    """The 1-minute load average when the runs started and now (other sessions' work)."""
-    return (
-        f"- load average (1 min) of the machine: {before:.1f} when the runs started,"
-        f" {os.getloadavg()[0]:.1f} when they ended ({os.cpu_count()} cores)."
-    )
