@@ -35,6 +35,7 @@ SCAN_CHUNK = 2000
 PENDING_CHECK_S = 0.25
 RUNS_CACHE_S = 5.0
 RESCAN_COST_FACTOR = 30
+MERGE_RETRY_S = 5.0
 
 
 class Outcome(StrEnum):
@@ -109,6 +110,7 @@ class Manager:
         self.last_scan: dict[str, float | int] = {}
         self._listeners: list[Callable[[], None]] = []
         self._unmerged: set[int] = set()
+        self._merge_retry_at = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._discovery: Discovery | None = None
@@ -431,7 +433,10 @@ class Manager:
                 self._forget_job(job)
                 self._record_quarantine(poisoned)
                 log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
-            for job_id in sorted(self._unmerged):
+            retry_merges = self._unmerged and now >= self._merge_retry_at
+            if retry_merges:  # a full disk is retried every few seconds, not every tick
+                self._merge_retry_at = now + MERGE_RETRY_S
+            for job_id in sorted(self._unmerged) if retry_merges else ():
                 job = self.db.get_job(job_id)
                 if job is not None and job.state is JobState.MERGING:
                     self._merge(job, now)
