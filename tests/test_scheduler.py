@@ -94,14 +94,15 @@ def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
 def test_batches_follow_the_engine_rate_and_shrink_at_the_tail() -> None:
     policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
     size = scheduler.adaptive_batch_size
-    assert size(None, None, queued=1000, engines=2, policy=policy) == 10  # no rate yet: default
-    assert size(None, 2.0, queued=1000, engines=2, policy=policy) == 120  # 60 s of work
-    assert size(40, 2.0, queued=1000, engines=2, policy=policy) == 40  # a request is a ceiling
-    assert size(None, 2.0, queued=90, engines=4, policy=policy) == 23  # an even share of the tail
-    assert size(None, 100.0, queued=10**6, engines=1, policy=policy) == 500  # never over max
-    assert size(0, None, queued=1, engines=8, policy=policy) == 1
+    assert size(None, None, queued=1000, share=0.5, policy=policy) == 10  # no rate yet: default
+    assert size(None, 2.0, queued=1000, share=0.5, policy=policy) == 120  # 60 s of work
+    assert size(40, 2.0, queued=1000, share=0.5, policy=policy) == 40  # a request is a ceiling
+    assert size(None, 2.0, queued=90, share=0.25, policy=policy) == 23  # an even share of the tail
+    assert size(None, 2.0, queued=90, share=0.1, policy=policy) == 9  # a slow engine takes less
+    assert size(None, 100.0, queued=10**6, share=1.0, policy=policy) == 500  # never over max
+    assert size(0, None, queued=1, share=0.125, policy=policy) == 1
     with pytest.raises(InvalidInput):
-        size(501, None, queued=1000, engines=1, policy=policy)
+        size(501, None, queued=1000, share=1.0, policy=policy)
 
 
 def test_a_poison_file_does_not_sink_its_batch_mates(ledger: Ledger) -> None:

@@ -320,7 +320,7 @@ class Manager:
                 self.policy,
                 api,
                 rate_files_per_s=self.engines[engine].rate_files_per_s,
-                engines=self._active_engines(now),
+                share=self._fleet_share(engine, now),
             )
             if assignment is None:
                 return None
@@ -452,9 +452,16 @@ class Manager:
             self.layout.record_quarantine(f.path, why)
             log.error("quarantined %s: %s", f.path, why)
 
-    def _active_engines(self, now: float) -> int:
+    def _fleet_share(self, engine: str, now: float) -> float:
+        """`engine`'s part of the active engines' speed (1/engines while speeds are unknown)."""
         horizon = max(60.0, 2 * self.settings.lease_s)
-        return sum(1 for e in self.engines.values() if now - e.last_seen <= horizon)
+        active = [e for e in self.engines.values() if now - e.last_seen <= horizon]
+        rates = [e.rate_files_per_s for e in active if e.rate_files_per_s]
+        mine = self.engines[engine].rate_files_per_s
+        if not rates or not mine:
+            return 1.0 / max(1, len(active))
+        mean = sum(rates) / len(rates)
+        return mine / sum(e.rate_files_per_s or mean for e in active)
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)

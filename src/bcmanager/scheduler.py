@@ -6,6 +6,7 @@ ledger, and performs its changes in one ledger transaction.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, replace
 
@@ -49,15 +50,16 @@ def adaptive_batch_size(
     requested: int | None,
     rate_files_per_s: float | None,
     queued: int,
-    engines: int,
+    share: float,
     policy: Policy,
 ) -> int:
     """How many files one claim gets.
 
     An engine with a measured rate gets about `target_batch_s` of work; one without
     gets the default. An engine's own request is a ceiling (legacy engines always ask
-    for a fixed size). Near the end of the queue a batch is at most an even share of
-    what is left, so every engine stays busy instead of one finishing a large tail.
+    for a fixed size). Near the end of the queue a batch is at most the engine's
+    `share` of what is left (its part of the fleet's speed, or 1/engines while speeds
+    are unknown), so all engines finish together instead of one ending a large tail.
     """
     ceiling = batch_size(requested, policy) if requested and requested > 0 else None
     if rate_files_per_s is not None and rate_files_per_s > 0:
@@ -66,7 +68,7 @@ def adaptive_batch_size(
         size = ceiling or policy.default_batch
     if ceiling is not None:
         size = min(size, ceiling)
-    fair_share = -(-queued // max(1, engines))
+    fair_share = math.ceil(queued * min(1.0, max(share, 0.0)))
     return max(1, min(size, fair_share, policy.max_batch))
 
 
@@ -78,7 +80,7 @@ def claim(
     policy: Policy,
     api: str,
     rate_files_per_s: float | None = None,
-    engines: int = 1,
+    share: float = 1.0,
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued."""
     queued = ledger.file_counts()[FileState.QUEUED]
@@ -86,7 +88,7 @@ def claim(
         # Original engines sleep a minute between batches: they get what they ask for.
         size = batch_size(requested, policy)
     else:
-        size = adaptive_batch_size(requested, rate_files_per_s, queued, engines, policy)
+        size = adaptive_batch_size(requested, rate_files_per_s, queued, share, policy)
     if queued == 0:
         return None
     with ledger.transaction():
