@@ -192,34 +192,58 @@ class Discovery:
             return result
 
     def _visit(self, rel_dir: str, now: float, result: ScanResult) -> list[str]:
+        folder = self.root / rel_dir if rel_dir else self.root
         try:
-            mtime_ns = os.stat(self.root / rel_dir if rel_dir else self.root).st_mtime_ns
+            mtime_ns = os.stat(folder).st_mtime_ns
         except OSError:
             self._folders.pop(rel_dir, None)
             return []
         cached = self._folders.get(rel_dir)
         if cached is not None and cached[0] == mtime_ns:
             return cached[1]
-        names, subdirs, summaries = list_folder(self.root, rel_dir)
         result.folders_listed += 1
+        subdirs = self._list_and_consider(folder, rel_dir, now, result)
         if now * 1e9 - mtime_ns > _SETTLE_NS:
             self._folders[rel_dir] = (mtime_ns, subdirs)
         else:
             self._folders.pop(rel_dir, None)
-        run = rel_dir or "."
-        if summaries and run not in self._ended_runs:
-            self._ended_runs.add(run)
-            result.ended_runs.append((run, _join(rel_dir, summaries[0])))
-        if names:
-            known = self._known_names(rel_dir)
-            for name in names:
-                rel = _join(rel_dir, name)
-                if name not in known and rel not in self._pending:
-                    self._consider(rel, now, closed=False, result=result)
-                    if self._sink is not None and len(result.new) >= FLUSH_EVERY:
-                        self._sink(result.new)
-                        result.new = []
         return subdirs
+
+    def _list_and_consider(
+        self, folder: Path, rel_dir: str, now: float, result: ScanResult
+    ) -> list[str]:
+        """One pass over a folder's entries, streamed: a flat folder of a million files is
+        never held as a list (only the known names are, once)."""
+        subdirs: list[str] = []
+        known: set[str] | None = None
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith(".") or entry.is_symlink():
+                        continue
+                    if entry.is_dir():
+                        if not name.startswith(INPUT_JOB_PREFIXES):
+                            subdirs.append(name)
+                    elif is_pod5_name(name):
+                        known = self._known_names(rel_dir) if known is None else known
+                        rel = _join(rel_dir, name)
+                        if name not in known and rel not in self._pending:
+                            self._consider(rel, now, closed=False, result=result)
+                            if self._sink is not None and len(result.new) >= FLUSH_EVERY:
+                                self._sink(result.new)
+                                result.new = []
+                    elif is_final_summary(name):
+                        self._run_ended(rel_dir, name, result)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            pass
+        return subdirs
+
+    def _run_ended(self, rel_dir: str, summary: str, result: ScanResult) -> None:
+        run = rel_dir or "."
+        if run not in self._ended_runs:
+            self._ended_runs.add(run)
+            result.ended_runs.append((run, _join(rel_dir, summary)))
 
     def _check_pending(self, now: float, result: ScanResult) -> None:
         with self._hint_lock:
