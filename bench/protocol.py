@@ -26,6 +26,11 @@ raw streams (1.2-3.5 ms against 0.06-0.2 ms) and so capped req/s much lower, whi
 is why raw is the default.
 
     python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000]
+
+`--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager`, e.g.
+`--manager-arg=--no-watch` (inotify off, rescans only); such a run is labelled with
+its arguments and written to its own section of docs/benchmarks.md
+(`protocol-no-watch`), right after the default one, which it leaves alone.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    DOC,
     HOST,
     PORT,
     REPO,
@@ -165,7 +172,9 @@ class PointResult:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     latencies: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in ROUTES})
-    scan_s: float | None = None
+    scan_s: float | None = None  # bcmanager's last finished input scan: its duration
+    scan_overlap_s: float | None = None  # and how much of it fell in the measured window
+    wall_window: tuple[float, float] = (0.0, 0.0)  # the measured window, time.time()
 
     @property
     def rps(self) -> float:
@@ -239,9 +248,10 @@ async def measure(
     tasks = [asyncio.create_task(client_loop(i, g, win, res)) for i, g in enumerate(getters)]
     await asyncio.sleep(warmup)
     cpu0, own0 = cpu_seconds(server.pid), _own_cpu()
-    win.start = time.perf_counter()
+    win.start, wall_start = time.perf_counter(), time.time()
     await asyncio.sleep(seconds)
-    win.end = time.perf_counter()
+    win.end, wall_end = time.perf_counter(), time.time()
+    res.wall_window = (wall_start, wall_end)
     cpu1, own1 = cpu_seconds(server.pid), _own_cpu()
     win.stop = True
     res.seconds = win.end - win.start
@@ -263,12 +273,21 @@ def _own_cpu() -> float:
 # -- servers ----------------------------------------------------------------------------
 
 
-def start_server(name: str, input_dir: Path, output_dir: Path, log: Path, n_files: int) -> Server:
+def start_server(
+    name: str,
+    input_dir: Path,
+    output_dir: Path,
+    log: Path,
+    n_files: int,
+    manager_args: Sequence[str] = (),
+) -> Server:
     """Start one manager over a fresh folder and wait until all its files are claimable."""
     if name == "bcmanager":
 
         def start() -> Server:
-            return start_bcmanager(input_dir, output_dir, log, lease_s=600, batch_size=1)
+            return start_bcmanager(
+                input_dir, output_dir, log, lease_s=600, batch_size=1, extra=manager_args
+            )
 
         def ready(server: Server) -> float:
             def scanned() -> bool:
@@ -297,12 +316,20 @@ def run_point(
     input_dir, output_dir = folder / "input", folder / "output"
     make_farm(input_dir, args.files, source)
     output_dir.mkdir(parents=True)
-    server = start_server(name, input_dir, output_dir, folder / "server.log", args.files)
+    server = start_server(
+        name, input_dir, output_dir, folder / "server.log", args.files, args.manager_arg
+    )
     try:
         res = run_async(measure(server, clients, args.seconds, args.warmup, args.client))
         if name == "bcmanager":
             status = http_get_json("/v1/status") or {}
-            res.scan_s = (status.get("scan") or {}).get("seconds")
+            scan = status.get("scan") or {}
+            if "seconds" in scan and "at" in scan:
+                res.scan_s = scan["seconds"]
+                start, end = res.wall_window
+                res.scan_overlap_s = max(
+                    0.0, min(scan["at"], end) - max(scan["at"] - res.scan_s, start)
+                )
     finally:
         server.kill()
         wait_port_free(PORT, timeout=30)
@@ -314,13 +341,26 @@ def run_point(
 # -- report -----------------------------------------------------------------------------
 
 
-def absolute_rows(results: list[PointResult]) -> list[list[str]]:
+def manager_label(args: argparse.Namespace) -> str:
+    """`bcmanager`, or `bcmanager --no-watch` when extra manager arguments were given."""
+    return " ".join(["bcmanager", *args.manager_arg])
+
+
+def section_name(args: argparse.Namespace) -> str:
+    """`protocol`, or `protocol-no-watch` (a slug of the extra manager arguments)."""
+    if not args.manager_arg:
+        return "protocol"
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(args.manager_arg).lower()).strip("-")
+    return f"protocol-{slug}"
+
+
+def absolute_rows(results: list[PointResult], label: str = "bcmanager") -> list[list[str]]:
     rows = []
     for r in results:
         lat = [f"{fmt(r.pct(route, 0.5), 2)} / {fmt(r.pct(route, 0.99), 2)}" for route in ROUTES]
         rows.append(
             [
-                r.server,
+                label if r.server == "bcmanager" else r.server,
                 str(r.clients),
                 fmt(r.rps, 0),
                 fmt(r.cpu_ms_per_req, 3),
@@ -399,14 +439,22 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
         for c in args.clients
         if ("bcmanager", c) in by and ("original", c) in by
     ]
-    abs_rows, rat_rows = absolute_rows(results), ratio_rows(pairs)
+    label = manager_label(args)
+    abs_rows, rat_rows = absolute_rows(results, label), ratio_rows(pairs)
     print_table("legacy protocol, absolute", ABS_HEADERS, abs_rows)
-    print_table("bcmanager / original", RATIO_HEADERS, rat_rows)
+    print_table(f"{label} / original", RATIO_HEADERS, rat_rows)
+    title = "Legacy protocol under load (`bench/protocol.py`)"
+    if args.manager_arg:
+        started = " ".join(f"`{a}`" for a in args.manager_arg)
+        title = (
+            f"Legacy protocol under load, bcmanager started with {started} (`bench/protocol.py`)"
+        )
     parts = [
-        section_header("Legacy protocol under load (`bench/protocol.py`)"),
+        section_header(title),
         f"- setup: {args.files:,} hard links of one 2-read pod5 per point, a fresh server and"
         f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured;"
-        f" bcmanager with `--lease 600 --batch-size 1`, the original with the config"
+        f" bcmanager with `{' '.join(['--lease 600 --batch-size 1', *args.manager_arg])}`,"
+        " the original with the config"
         f" template; load generator `{args.client}` (HTTP/1.1 keep-alive where the server"
         " allows it: the original answers `Connection: close`, so its clients reconnect per"
         " request, as the original engine's `requests.get` calls do).",
@@ -418,23 +466,27 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
         "",
         markdown_table(ABS_HEADERS, abs_rows),
         "",
-        "Ratios bcmanager / original (below 1 is better for CPU and latency, above 1 for req/s):",
+        f"Ratios {label} / original (below 1 is better for CPU and latency, above 1 for req/s):",
         "",
         markdown_table(RATIO_HEADERS, rat_rows),
     ]
     top = max(args.clients)
     if ("bcmanager", top) in by and ("original", top) in by:
         t_rows = target_rows(by[("bcmanager", top)], by[("original", top)])
-        print_table(f"targets at {top} clients", TARGET_HEADERS, t_rows)
-        parts += ["", markdown_table(TARGET_HEADERS, t_rows)]
-    scans = [r.scan_s for r in results if r.scan_s is not None]
-    if scans:
+        headers = [f"target at {top} clients", f"{label} / original", *TARGET_HEADERS[2:]]
+        print_table(f"targets at {top} clients", headers, t_rows)
+        parts += ["", markdown_table(headers, t_rows)]
+    scanned = [r for r in results if r.scan_s is not None and r.scan_overlap_s is not None]
+    if scanned:
+        took = ", ".join(fmt(r.scan_s or 0.0, 2) for r in scanned)
+        overlap = ", ".join(fmt(r.scan_overlap_s or 0.0, 2) for r in scanned)
         parts += [
             "",
-            "bcmanager's periodic input rescan (every 10 s; the input folder's mtime changes"
-            " with every job folder, so it is listed again) took"
-            f" {', '.join(fmt(s, 2) for s in scans)} s in the last scan before each point"
-            " ended; that CPU is part of its figures above.",
+            f"{label}'s last finished input scan before each point ended (`scan` in"
+            " `/v1/status`; rescans start 10 s after the last one ended, or 30 times its"
+            " duration when that is longer; the input folder's mtime changes with every job"
+            f" folder, so a rescan lists it again) took {took} s and overlapped the measured"
+            f" window by {overlap} s; the CPU of any overlap is part of the figures above.",
         ]
     return "\n".join(parts)
 
@@ -456,6 +508,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--code-at", metavar="REV", help="run bcmanager from this commit, not the working tree"
     )
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument(
+        "--manager-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `bcm manager`, repeatable; give it as --manager-arg=ARG"
+        " (e.g. --manager-arg=--no-watch); written to its own docs section",
+    )
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c]
     args.servers = [s for s in args.servers.split(",") if s]
@@ -463,6 +523,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown server(s): {', '.join(sorted(unknown))}")
     return args
+
+
+def _place_section_after(anchor: str, name: str) -> None:
+    """Give section `name` empty markers right after section `anchor` if it has none yet
+    (update_doc would append it at the end of the file)."""
+    if not DOC.exists():
+        return
+    text = DOC.read_text(encoding="utf-8")
+    end = f"<!-- /bench:{anchor} -->"
+    if f"<!-- bench:{name} -->" in text or end not in text:
+        return
+    text = text.replace(end, f"{end}\n\n<!-- bench:{name} -->\n<!-- /bench:{name} -->", 1)
+    DOC.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,8 +564,11 @@ def main(argv: list[str] | None = None) -> int:
             remove_tree(work)
     body = report(results, args)
     if not args.no_doc:
-        update_doc("protocol", body)
-        print("updated docs/benchmarks.md")
+        name = section_name(args)
+        if name != "protocol":
+            _place_section_after("protocol", name)
+        update_doc(name, body)
+        print(f"updated docs/benchmarks.md (section {name})")
     return 0
 
 
