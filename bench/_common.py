@@ -31,7 +31,9 @@ from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
-REFERENCE = Path(os.environ.get("BCM_REFERENCE", "/work/shared/reference/bc-pipelines"))
+REFERENCE = Path(
+    os.environ.get("BCM_REFERENCE") or REPO.parent / "shared" / "reference" / "bc-pipelines"
+)
 ORIGINAL_SOFTWARE = REFERENCE / "BC_software"
 ORIGINAL_TEMPLATE = REFERENCE / "configurations" / "config_template.json"
 PORT = 40765
