@@ -45,3 +45,24 @@ def test_a_live_minknow_run_is_basecalled_as_written_and_the_manager_exits_when_
     assert sorted(report.quarantined) == sorted(corrupt)
     log = m.log.read_text()
     assert log.count("ended (") == 2  # both flow cells' final summaries were seen
+
+
+def test_inotify_sees_files_deep_in_existing_and_new_folders_without_rescans(
+    run_dirs, start_manager
+) -> None:
+    from bcmanager.pod5io import write_pod5
+
+    inp, out = run_dirs
+    deep = inp / "exp" / "sample" / "20261128_0101_1A_FAX1_abcd" / "pod5"
+    deep.mkdir(parents=True)
+    m = start_manager(inp, out, "--rescan", "3600")  # one scan at start, then inotify only
+    time.sleep(1.0)  # the watches are set up in the background
+
+    def claimed_within(seconds: float) -> list[str]:
+        job = m.post("/v1/claim", {"engine_id": "e1", "wait_s": seconds}).json()["job"]
+        return [f["path"] for f in job["files"]] if job else []
+
+    write_pod5(deep / "late.pod5", 2, 200, seed=1)  # deep in a folder that existed at start
+    assert claimed_within(10) == ["exp/sample/20261128_0101_1A_FAX1_abcd/pod5/late.pod5"]
+    write_pod5(inp / "exp2" / "s" / "run" / "pod5" / "new.pod5", 2, 200, seed=2)  # all new
+    assert claimed_within(10) == ["exp2/s/run/pod5/new.pod5"]
