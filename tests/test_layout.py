@@ -85,3 +85,11 @@ def test_a_pod5_is_complete_only_with_its_signature_at_both_ends(tmp_path: Path)
     (tmp_path / "empty.pod5").write_bytes(b"")
     assert not is_complete_pod5(tmp_path / "empty.pod5")
     assert not is_complete_pod5(tmp_path / "missing.pod5")
+
+
+def test_engine_ids_are_names_safe_inside_folder_names() -> None:
+    from bcmanager.layout import is_engine_id
+
+    assert all(map(is_engine_id, ["gpu1", "slurm-123-node7", "a.b", "x" * 64]))
+    bad = ["", "..", "a..b", "a/b", "x" * 65, "gpu1\n", "é", "a b"]
+    assert not any(map(is_engine_id, bad))

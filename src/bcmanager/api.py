@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bcmanager import __version__
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
-from bcmanager.layout import link_name
+from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN, link_name
 from bcmanager.manager import Manager, Outcome
 from bcmanager.metrics import Metrics, RequestTimer
 from bcmanager.progress import Progress
@@ -34,9 +34,8 @@ from bcmanager.scheduler import Assignment
 
 log = logging.getLogger("bcmanager.api")
 
-# A name [A-Za-z0-9._-]{1,64} (design 2.7) with no "..": it becomes part of folder names.
-ENGINE_ID = r"^[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
-ENGINE_ID_LENGTH = {"min_length": 1, "max_length": 64}
+ENGINE_ID = ENGINE_ID_PATTERN
+ENGINE_ID_LENGTH = {"min_length": 1, "max_length": ENGINE_ID_MAX}
 JOB_ID = r"^[0-9]{1,18}$"
 JOB_STATE = r"^[A-Za-z_]{1,32}$"
 MAX_BODY_BYTES = 64 * 1024

@@ -35,6 +35,10 @@ STATE_DIR = ".bcmanager"
 MERGED_SUBDIRS = ("pass", "fail")
 INPUT_JOB_PREFIXES = ("ASSIGNED_", "FAILED_", "UNKNOWN_")
 
+# An engine id becomes part of folder names: [A-Za-z0-9._-]{1,64} (design 2.7), no "..".
+ENGINE_ID_PATTERN = r"^[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
+ENGINE_ID_MAX = 64
+
 _JOB_DIR = re.compile(r"^(ASSIGNED|TMPOUTPUT|LOGOUTPUT|FAILED|FAILEDOUTPUT)_(\d+)_(.+)$")
 
 
@@ -52,6 +56,11 @@ def is_complete_pod5(path: str | os.PathLike[str], size: int | None = None) -> b
             return fh.read(8) == POD5_SIGNATURE
     except OSError:
         return False
+
+
+def is_engine_id(name: str) -> bool:
+    """Whether `name` is safe to use as an engine id (and so inside folder names)."""
+    return 0 < len(name) <= ENGINE_ID_MAX and re.fullmatch(ENGINE_ID_PATTERN, name) is not None
 
 
 def link_name(relpath: str) -> str:

@@ -12,8 +12,7 @@ from pathlib import Path
 import click
 
 from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
-
-ENGINE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+from bcmanager.layout import is_engine_id
 
 
 def default_engine_id() -> str:
@@ -73,7 +72,7 @@ def command(
     from bcmanager.engine import Engine, EngineConfig
 
     engine_id = engine_id or default_engine_id()
-    if not ENGINE_ID.match(engine_id) or ".." in engine_id:
+    if not is_engine_id(engine_id):
         raise click.BadParameter(
             "use letters, digits, '.', '_' or '-' (1-64, no '..')", param_hint="--engine-id"
         )
