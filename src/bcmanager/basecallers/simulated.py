@@ -18,13 +18,18 @@ The record-formatting helpers are shared with the stand-in `dorado` used in test
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import math
 import os
+import shlex
 import sys
 import time
+import uuid
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -33,6 +38,8 @@ from bcmanager.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+    import pod5
+    import pysam
 
 _IMPORTED_AT = time.monotonic()  # the process start, where /proc cannot tell it
 
@@ -47,14 +54,47 @@ class Pod5ReadError(Exception):
 
 
 class SimulatedBasecaller(Basecaller):
-    """Runs this module as the basecaller, throttled to `samples_per_s` (<= 0 or inf: no wait)."""
+    """Runs this module as the basecaller, throttled to `samples_per_s` (<= 0 or inf: no wait).
+
+    `style="legacy"` (the default) keeps the original output: one FASTQ record per read
+    in `OUTPUT/pass/<stem>.fastq`. `style="dorado"` writes what Dorado would (BAM, or
+    FASTQ with `emit_fastq`) into `OUTPUT/basecalls/<stem>.bam`, honouring the Dorado
+    flags `model`, `kit_name`, `min_qscore`, `modified_bases` and `models_directory`.
+    """
 
     name = "simulated"
 
-    def __init__(self, samples_per_s: float) -> None:
+    def __init__(
+        self,
+        samples_per_s: float,
+        *,
+        style: str = "legacy",
+        model: str = "hac",
+        emit_fastq: bool = False,
+        kit_name: str | None = None,
+        min_qscore: float | None = None,
+        modified_bases: Sequence[str] = (),
+        models_directory: str | os.PathLike[str] | None = None,
+    ) -> None:
         if math.isnan(samples_per_s):
             raise ConfigError("--samples-per-s must be a number")
+        if style not in STYLES:
+            raise ConfigError(f"unknown output style {style!r}; choose one of {', '.join(STYLES)}")
         self.samples_per_s = float(samples_per_s)
+        self.style = style
+        self.options = DoradoOptions(
+            model=model,
+            kit_name=kit_name or None,
+            min_qscore=min_qscore,
+            modified_bases=tuple(modified_bases),
+            emit_fastq=emit_fastq,
+        )
+        self.models_directory = models_directory
+        if style == "dorado":
+            try:
+                check_options(self.options)
+            except StandInError as exc:
+                raise ConfigError(str(exc)) from exc
 
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
         argv = [
@@ -66,12 +106,33 @@ class SimulatedBasecaller(Basecaller):
             "--samples-per-s",
             repr(self.samples_per_s),
         ]
+        if self.style != "legacy":
+            argv += dorado_flags(self.style, self.options, self.models_directory)
         return Invocation(argv=argv, env=_pythonpath_env())
 
     def describe(self) -> str:
+        output = "" if self.style == "legacy" else f", Dorado-like {self.options.basecall_model()}"
         if _throttled(self.samples_per_s):
-            return f"simulated basecaller at {self.samples_per_s:g} samples/s"
-        return "simulated basecaller (no throttling)"
+            return f"simulated basecaller at {self.samples_per_s:g} samples/s{output}"
+        return f"simulated basecaller (no throttling){output}"
+
+
+def dorado_flags(
+    style: str, options: DoradoOptions, models_directory: str | os.PathLike[str] | None
+) -> list[str]:
+    """The module's command-line flags for a style and Dorado options."""
+    flags = ["--style", style, "--model", options.model]
+    if options.emit_fastq:
+        flags.append("--emit-fastq")
+    if options.kit_name:
+        flags += ["--kit-name", options.kit_name]
+    if options.min_qscore is not None:
+        flags += ["--min-qscore", repr(options.min_qscore)]
+    if options.modified_bases:
+        flags += ["--modified-bases", *options.modified_bases]
+    if models_directory is not None:
+        flags += ["--models-directory", os.fspath(models_directory)]
+    return flags
 
 
 # -- FASTQ from signal (shared with the stand-in dorado) ---------------------------------
@@ -137,6 +198,407 @@ def list_pod5(input_dir: Path, recursive: bool = False) -> list[Path]:
     return found
 
 
+# -- Dorado-like output (shared with the stand-in dorado) -----------------------------------
+#
+# Mirrors Dorado 1.4.0 (`dorado basecaller`; SAM/BAM tags as in Dorado's SAM
+# specification, dorado-docs `basecaller/sam_spec.md`, and as its 1.4 regression BAMs
+# carry them): unaligned BAM by default, `--emit-fastq` for FASTQ whose header has the
+# tags as tab-separated `key:type:value`; header `@HD`, `@PG ID:basecaller PN:dorado`,
+# one `@RG` per run (ID `<runid>_<model>`, with `_<kit>_<barcodeNN>` and SM/al/bk per
+# barcode when barcoding); per read `qs du ns ts mx ch st rn fn sm sd sv dx RG po er me`,
+# `pi`/`sp` on split reads, `BC` on classified reads, `MN`/`MM`/`ML` with modified
+# bases. Which reads split, their qscores and barcodes follow from a hash of the read
+# id, so the same pod5 always gives the same output. The stand-in FASTQ header carries
+# every scalar tag (real Dorado writes only RG st DS qs ch PU DT SM al there).
+
+DORADO_VERSION = "1.4.0"
+STANDIN_VERSION = f"{DORADO_VERSION}+bcmanager-standin"
+MODEL_STRIDE = 6
+PA_SCALING = (94.0, 24.0)  # Dorado's `sm`/`sd` for "pa"-scaled (v5) models
+KIT_BARCODES = 4  # barcode01..barcode04, plus some unclassified reads
+_SPEEDS = ("fast", "hac", "sup")
+_MODEL_VERSION = "v5.2.0"
+_SPLIT_NAMESPACE = uuid.UUID("3f0c2a52-6d7e-4f43-9a52-2b0b1c7c5a11")
+MODIFICATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "5mC_5hmC": (("C", "h"), ("C", "m")),
+    "5mCG_5hmCG": (("C", "h"), ("C", "m")),
+    "5mCG": (("C", "m"),),
+    "5mC": (("C", "m"),),
+    "4mC_5mC": (("C", "21839"), ("C", "m")),
+    "6mA": (("A", "a"),),
+    "m6A": (("A", "a"),),
+    "m6A_DRACH": (("A", "a"),),
+    "pseU": (("T", "17802"),),
+}
+STYLES = ("legacy", "dorado")
+RAW_DIR = "basecalls"  # where the dorado style writes, beside today's pass/
+
+
+class StandInError(Exception):
+    """A request the stand-in refuses as Dorado would (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class DoradoOptions:
+    """The Dorado flags the stand-ins honour (names as on Dorado's command line)."""
+
+    model: str = "hac"
+    kit_name: str | None = None  # --kit-name: classify barcodes
+    min_qscore: float | None = None  # --min-qscore: drop reads below (no --output-dir)
+    modified_bases: tuple[str, ...] = ()  # --modified-bases
+    emit_fastq: bool = False  # --emit-fastq
+
+    def basecall_model(self) -> str:
+        return resolve_model(self.model)[0]
+
+    def modification_codes(self) -> tuple[str, ...]:
+        return (*resolve_model(self.model)[1], *self.modified_bases)
+
+
+def resolve_model(model: str) -> tuple[str, tuple[str, ...]]:
+    """(model name, modifications) of a Dorado model complex (`hac`, `sup@v5.0.0,6mA`).
+
+    A speed resolves to the DNA R10.4.1 model of that speed; a name or path is kept
+    (its last path component).
+    """
+    first, *mods = model.split(",")
+    speed, _, version = first.partition("@")
+    if speed in _SPEEDS:
+        name = f"dna_r10.4.1_e8.2_400bps_{speed}@{version or _MODEL_VERSION}"
+    else:
+        name = first.rstrip("/").rsplit("/", 1)[-1]
+    return name, tuple(mods)
+
+
+def check_options(options: DoradoOptions) -> None:
+    """StandInError for what Dorado refuses: unknown modifications, modbases in FASTQ."""
+    for code in options.modification_codes():
+        if code not in MODIFICATIONS:
+            raise StandInError(
+                f"'{code}' is not a supported modification please select from "
+                + ", ".join(MODIFICATIONS)
+            )
+    if options.emit_fastq and options.modification_codes():
+        raise StandInError(
+            "--emit-fastq cannot be used with modbase models as FASTQ cannot store modbase results."
+        )
+
+
+def modbase_model_names(options: DoradoOptions) -> list[str]:
+    model = options.basecall_model()
+    return [f"{model}_{code}@v2" for code in options.modification_codes()]
+
+
+def download_model(models_directory: Path, model: str) -> Path:
+    """What `dorado download --model M --models-directory D` leaves: `D/<model name>/`."""
+    folder = models_directory / resolve_model(model)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.toml").write_text(f'[model]\nname = "{folder.name}"\n')
+    return folder
+
+
+def require_model(models_directory: Path, model: str) -> None:
+    """StandInError unless the model was downloaded: compute nodes have no internet."""
+    name = resolve_model(model)[0]
+    if not (models_directory / name / "config.toml").is_file():
+        raise StandInError(
+            f"model {name} not found in {models_directory} and it cannot be downloaded"
+            " here (no internet); run `dorado download --models-directory` first"
+        )
+
+
+@dataclass
+class SimRead:
+    """One basecalled read of the stand-ins, with its tags in Dorado's order."""
+
+    read_id: str
+    sequence: str
+    quality: str
+    tags: dict[str, tuple[object, str]]  # tag -> (value, SAM type)
+
+
+def _digest(read_id: str) -> bytes:
+    return hashlib.sha256(read_id.encode("ascii")).digest()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def read_group_id(
+    run_id: str, model: str, kit: str | None = None, barcode: str | None = None
+) -> str:
+    """Dorado's read group: `<runid>_<model>`, with `_<kit>_<barcode>` when classified."""
+    base = f"{run_id}_{model}"
+    return f"{base}_{kit}_{barcode}" if kit and barcode else base
+
+
+def barcode_for(read_id: str, kit: str | None) -> str | None:
+    """barcode01..04 for most reads, None (unclassified) for about one in five."""
+    if not kit:
+        return None
+    pick = _digest(read_id)[2] % (KIT_BARCODES + 1)
+    return f"barcode{pick + 1:02d}" if pick < KIT_BARCODES else None
+
+
+def split_points(read_id: str, num_samples: int) -> list[tuple[int, int]]:
+    """Signal intervals of the reads a read becomes: one in eight long reads splits in two."""
+    if num_samples >= 400 and _digest(read_id)[0] % 8 == 0:
+        middle = num_samples // 2
+        return [(0, middle), (middle, num_samples)]
+    return [(0, num_samples)]
+
+
+def child_read_id(parent: str, index: int) -> str:
+    """A split read's id: a UUID derived from its parent's (Dorado draws a new one)."""
+    return str(uuid.uuid5(_SPLIT_NAMESPACE, f"{parent}/{index}"))
+
+
+def _qualities(read_id: str, picked: np.ndarray) -> str:
+    """Phred qualities around a per-read target of 4..24, so some reads fall under 8-10."""
+    import numpy as np
+
+    target = 4 + round(_digest(read_id)[1] / 255 * 20)
+    quals = np.clip(target + np.mod(picked // 4, 7) - 3, 1, 50) + 33
+    return quals.astype(np.uint8).tobytes().decode("ascii")
+
+
+def _scaling(model: str, signal_pa: np.ndarray) -> tuple[float, float, str]:
+    """(sm, sd, sv): fixed "pa" standardisation for v5 models, signal quantiles before."""
+    import numpy as np
+
+    if "@v4" in model or "@v3" in model:
+        median = float(np.median(signal_pa)) if len(signal_pa) else 0.0
+        mad = float(np.median(np.abs(signal_pa - median))) * 1.4826 if len(signal_pa) else 0.0
+        return median, mad, "quantile"
+    return PA_SCALING[0], PA_SCALING[1], "pa"
+
+
+def _modified_base_tags(
+    read_id: str, sequence: str, codes: Sequence[str]
+) -> dict[str, tuple[object, str]]:
+    """MN/MM/ML for every base a modification applies to (each such base called)."""
+    mm: list[str] = []
+    ml: list[int] = []
+    salt = _digest(read_id)
+    for code in codes:
+        for base, mod in MODIFICATIONS[code]:
+            count = sequence.count(base)
+            mm.append(f"{base}+{mod}?" + ",0" * count + ";")
+            ml.extend((salt[(len(ml) + i) % 32] * (i + 7)) % 256 for i in range(count))
+    return {"MN": (len(sequence), "i"), "MM": ("".join(mm), "Z"), "ML": (array("B", ml), "B")}
+
+
+def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOptions) -> list[SimRead]:
+    """The reads Dorado-like basecalling makes of one pod5 read (two if it splits)."""
+    import numpy as np
+
+    parent = str(record.read_id)
+    info = record.run_info
+    rate = float(info.sample_rate) or 5000.0
+    signal = record.signal
+    model = options.basecall_model()
+    codes = options.modification_codes()
+    started = info.acquisition_start_time
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    intervals = split_points(parent, len(signal))
+    reads = []
+    for index, (begin, end) in enumerate(intervals):
+        read_id = parent if len(intervals) == 1 else child_read_id(parent, index)
+        segment = signal[begin:end]
+        trimmed = min(len(segment) // 4, (_digest(read_id)[4] % 50) * 4)
+        body = np.asarray(segment[trimmed:], dtype=np.int64)
+        sequence, _ = sequence_and_quality(body)
+        picked = body[::10][: len(sequence)] if len(body) else np.zeros(1, dtype=np.int64)
+        quality = _qualities(read_id, picked)
+        qscore = _mean_qscore(quality)
+        if options.min_qscore is not None and qscore < options.min_qscore:
+            continue
+        pa = (body + record.calibration.offset) * record.calibration.scale
+        sm, sd, sv = _scaling(model, pa)
+        barcode = barcode_for(read_id, options.kit_name)
+        tags: dict[str, tuple[object, str]] = {
+            "qs": (qscore, "f"),
+            "du": (len(segment) / rate, "f"),
+            "ns": (len(segment), "i"),
+            "ts": (trimmed, "i"),
+            "mx": (record.pore.well, "i"),
+            "ch": (record.pore.channel, "i"),
+            "st": (_iso(started + timedelta(seconds=(record.start_sample + begin) / rate)), "Z"),
+            "rn": (record.read_number, "i"),
+            "fn": (pod5_name, "Z"),
+            "sm": (sm, "f"),
+            "sd": (sd, "f"),
+            "sv": (sv, "Z"),
+            "dx": (0, "i"),
+            "RG": (read_group_id(info.acquisition_id, model, options.kit_name, barcode), "Z"),
+            "po": (record.pore.pore_type or "not_set", "Z"),
+            "er": (record.end_reason.reason.name.lower(), "Z"),
+            "me": (int(record.num_minknow_events), "I"),
+        }
+        if len(intervals) > 1:
+            tags["pi"] = (parent, "Z")
+            tags["sp"] = (begin, "i")
+        if barcode:
+            tags["BC"] = (f"{options.kit_name}_{barcode}", "Z")
+        if codes:
+            tags.update(_modified_base_tags(read_id, sequence, codes))
+        reads.append(SimRead(read_id, sequence, quality, tags))
+    return reads
+
+
+def _mean_qscore(quality: str) -> float:
+    from bcmanager.output.records import mean_qscore
+
+    return round(mean_qscore(quality), 4)
+
+
+def iter_sim_reads(pod5_path: Path, options: DoradoOptions) -> Iterator[SimRead]:
+    """Dorado-like reads of every read of a pod5; Pod5ReadError if it cannot be read."""
+    import pod5
+
+    try:
+        with pod5.Reader(pod5_path) as reader:
+            for record in reader.reads():
+                yield from simulate_read(record, pod5_path.name, options)
+    except Pod5ReadError:
+        raise
+    except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
+        raise Pod5ReadError(f"cannot read {pod5_path}: {exc}") from exc
+
+
+def run_infos(paths: Sequence[Path]) -> list[dict]:
+    """The distinct runs (pod5 run info rows, by acquisition id) of some pod5 files."""
+    import pod5
+
+    runs: dict[str, dict] = {}
+    for path in paths:
+        try:
+            with pod5.Reader(path) as reader:
+                rows = reader.run_info_table.read_all().to_pylist()
+        except Exception as exc:
+            raise Pod5ReadError(f"cannot read {path}: {exc}") from exc
+        for row in rows:
+            runs.setdefault(row["acquisition_id"], row)
+    return list(runs.values())
+
+
+def bam_header(runs: Sequence[dict], options: DoradoOptions, command_line: str) -> dict:
+    """Dorado's header: @HD, @PG of the basecaller, @RG per run (and per barcode of a kit)."""
+    model = options.basecall_model()
+    groups = []
+    for run in runs:
+        ds = [f"runid={run['acquisition_id']}", f"basecall_model={model}"]
+        if options.modification_codes():
+            ds.append("modbase_models=" + ",".join(modbase_model_names(options)))
+        ds += [
+            f"experiment_id={run['experiment_name'] or 'unknown'}",
+            f"acquisition_start_time={_iso(_utc(run['acquisition_start_time']))}",
+            f"model_stride={MODEL_STRIDE}",
+        ]
+        base = {
+            "ID": read_group_id(run["acquisition_id"], model),
+            "PU": run["flow_cell_id"],
+            "PM": run["sequencer_position"],
+            "DT": _iso(_utc(run["protocol_start_time"])),
+            "PL": "ONT",
+            "DS": " ".join(ds),
+            "LB": run["sample_id"],
+        }
+        groups.append(base)
+        for index in range(KIT_BARCODES if options.kit_name else 0):
+            barcode = f"barcode{index + 1:02d}"
+            groups.append(
+                {
+                    **base,
+                    "ID": read_group_id(run["acquisition_id"], model, options.kit_name, barcode),
+                    "SM": barcode,
+                    "al": barcode,
+                    "bk": options.kit_name,
+                }
+            )
+    return {
+        "HD": {"VN": "1.6", "SO": "unknown"},
+        "PG": [{"ID": "basecaller", "PN": "dorado", "VN": STANDIN_VERSION, "CL": command_line}],
+        "RG": groups,
+    }
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def to_segment(read: SimRead, header: pysam.AlignmentHeader) -> pysam.AlignedSegment:
+    """An unmapped BAM record of a read, tags in Dorado's order."""
+    import pysam
+
+    segment = pysam.AlignedSegment(header)
+    segment.query_name = read.read_id
+    segment.flag = 4
+    segment.reference_id = -1
+    segment.reference_start = -1
+    segment.mapping_quality = 0
+    segment.next_reference_id = -1
+    segment.next_reference_start = -1
+    segment.query_sequence = read.sequence
+    segment.query_qualities = pysam.qualitystring_to_array(read.quality)
+    # arrays (ML) take their element type from the array itself
+    segment.set_tags(
+        [(tag, value, None if kind == "B" else kind) for tag, (value, kind) in read.tags.items()]
+    )
+    return segment
+
+
+def fastq_text(read: SimRead, header_tags: dict[str, str]) -> str:
+    """A Dorado-like FASTQ record: tab-separated `key:type:value` tags after the id."""
+    from bcmanager.output.records import Record
+    from bcmanager.output.records import fastq_text as record_text
+
+    tags: dict[str, object] = {k: v for k, (v, kind) in read.tags.items() if kind != "B"}
+    tags.update(header_tags)
+    return record_text(Record(read.read_id, read.sequence, read.quality, tags))
+
+
+def fastq_header_tags(header: dict, read: SimRead) -> dict[str, str]:
+    """The read group's DS, PU and DT, which Dorado repeats in each FASTQ header."""
+    group = next((g for g in header["RG"] if g["ID"] == read.tags["RG"][0]), None)
+    if group is None:
+        return {}
+    return {"DS": group["DS"], "PU": group["PU"], "DT": group["DT"]}
+
+
+def write_dorado_output(
+    paths: Sequence[Path], out: str | Path, options: DoradoOptions, command_line: str
+) -> tuple[int, int]:
+    """Basecall pod5 files into one BAM (or FASTQ) at `out` ("-": stdout); (reads, samples)."""
+    import pysam
+
+    header_dict = bam_header(run_infos(paths), options, command_line)
+    reads = samples = 0
+    if options.emit_fastq:
+        target = sys.stdout if str(out) == "-" else open(out, "w", encoding="ascii")  # noqa: SIM115
+        try:
+            for path in paths:
+                for read in iter_sim_reads(path, options):
+                    target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
+                    reads += 1
+                    samples += int(read.tags["ns"][0])  # type: ignore[call-overload]
+        finally:
+            target.flush()
+            if target is not sys.stdout:
+                target.close()
+        return reads, samples
+    sys.stdout.flush()
+    with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
+        for path in paths:
+            for read in iter_sim_reads(path, options):
+                bam.write(to_segment(read, bam.header))
+                reads += 1
+                samples += int(read.tags["ns"][0])  # type: ignore[call-overload]
+    return reads, samples
+
+
 # -- the basecaller process ----------------------------------------------------------------
 
 
@@ -172,9 +634,9 @@ def basecall_folder(input_dir: Path, output_dir: Path) -> tuple[BasecallResult, 
     return result, partials
 
 
-def publish(partials: list[Path], output_dir: Path) -> None:
-    """Rename finished FASTQ files into `output_dir/pass/` under their final names."""
-    pass_dir = output_dir / "pass"
+def publish(partials: list[Path], output_dir: Path, folder: str = "pass") -> None:
+    """Rename finished files into `output_dir/<folder>/` under their final names."""
+    pass_dir = output_dir / folder
     pass_dir.mkdir(parents=True, exist_ok=True)
     for partial in partials:
         with open(partial, "rb") as fh:
@@ -211,11 +673,51 @@ def _pythonpath_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([src, *parts])}
 
 
+def basecall_dorado_style(
+    input_dir: Path, output_dir: Path, options: DoradoOptions, command_line: str
+) -> tuple[BasecallResult, list[Path]]:
+    """Write each pod5's Dorado-like BAM (or FASTQ) under a temporary name in `output_dir`.
+
+    Returns the result and the temporary files; `publish_to(..., RAW_DIR)` renames them.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = BasecallResult(0, 0, 0)
+    partials: list[Path] = []
+    suffix = ".fastq" if options.emit_fastq else ".bam"
+    try:
+        for pod5_path in list_pod5(input_dir):
+            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}{suffix}"
+            partials.append(partial)
+            reads, samples = write_dorado_output([pod5_path], partial, options, command_line)
+            result.files += 1
+            result.reads += reads
+            result.samples += samples
+    except BaseException:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        raise
+    return result, partials
+
+
+def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dorado's own flags, as `dorado basecaller` names them."""
+    parser.add_argument("--emit-fastq", action="store_true", help="FASTQ instead of BAM")
+    parser.add_argument("--kit-name", default="", help="classify barcodes of this kit")
+    parser.add_argument(
+        "--min-qscore", type=float, default=None, help="discard reads with a lower mean qscore"
+    )
+    parser.add_argument(
+        "--modified-bases", nargs="+", default=[], help="modified base codes, e.g. 5mCG_5hmCG"
+    )
+    parser.add_argument("--models-directory", type=Path, default=None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic() - seconds_since_process_start()
     parser = argparse.ArgumentParser(
         prog="python -m bcmanager.basecallers.simulated",
-        description="Write one FASTQ record per read of every pod5 in INPUT into OUTPUT/pass/.",
+        description="Write one FASTQ record per read of every pod5 in INPUT into OUTPUT/pass/"
+        " (--style legacy), or Dorado-like BAM/FASTQ into OUTPUT/basecalls/ (--style dorado).",
     )
     parser.add_argument("input_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
@@ -225,21 +727,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="simulated GPU speed; <= 0 or inf: as fast as the files can be read",
     )
+    parser.add_argument("--style", choices=STYLES, default="legacy")
+    parser.add_argument("--model", default="hac", help="Dorado model (dorado style)")
+    add_dorado_arguments(parser)
     args = parser.parse_args(argv)
+    dorado_only = args.emit_fastq or args.kit_name or args.modified_bases
+    if args.style == "legacy" and (dorado_only or args.min_qscore is not None):
+        parser.error("Dorado flags need --style dorado")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.input_dir.is_dir():
         print(f"simulated basecaller: input folder {args.input_dir} not found", file=sys.stderr)
         return 1
+    options = DoradoOptions(
+        model=args.model,
+        kit_name=args.kit_name or None,
+        min_qscore=args.min_qscore,
+        modified_bases=tuple(args.modified_bases),
+        emit_fastq=args.emit_fastq,
+    )
     try:
-        result, partials = basecall_folder(args.input_dir, args.output_dir)
-    except Pod5ReadError as exc:
+        if args.style == "dorado":
+            check_options(options)
+            if args.models_directory is not None:
+                require_model(args.models_directory, args.model)
+            given = list(sys.argv[1:] if argv is None else argv)
+            command_line = f"{parser.prog} {shlex.join(given)}"
+            result, partials = basecall_dorado_style(
+                args.input_dir, args.output_dir, options, command_line
+            )
+        else:
+            result, partials = basecall_folder(args.input_dir, args.output_dir)
+    except (Pod5ReadError, StandInError) as exc:
         print(f"simulated basecaller: {exc}", file=sys.stderr)
         return 1
     if _throttled(args.samples_per_s):
         remaining = started + result.samples / args.samples_per_s - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
-    publish(partials, args.output_dir)
+    publish(partials, args.output_dir, "pass" if args.style == "legacy" else RAW_DIR)
     log.info(
         "basecalled %d file(s), %d read(s), %d sample(s) in %.2f s",
         result.files,

@@ -1,0 +1,121 @@
+"""MinKNOW's output names, from ONT's output specification (ont-output-specifications,
+MinKNOW "Output Structure" and the BAM/FASTQ read formats).
+
+A MinKNOW run folder holds::
+
+    <run folder>/bam_pass/<barcode>/<flowcell>_pass_<barcode>_<prot8>_<run8>_<n>.bam
+    <run folder>/fastq_fail/<flowcell>_fail_<prot8>_<run8>_<n>.fastq.gz   (no barcoding)
+    <run folder>/sequencing_summary_<flowcell>_<prot8>_<run8>.txt
+
+where `prot8`/`run8` are the first 8 characters of the protocol run id and of the run
+(acquisition) id, and the barcode level (folder and name part) only exists when
+barcoding is on, exactly as MinKNOW and `dorado basecaller --output-dir` do.
+
+bcmanager's `<n>` (MinKNOW's batch number) is the job id: a job writes at most one file
+per (run, pass/fail, barcode), so `<n>` = job id is unique, keeps MinKNOW's integer
+shape, and a merge repeated after a crash lands on the same names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Format = Literal["bam", "fastq"]
+
+SHORT_ID_LEN = 8  # MinKNOW's short protocol run id / run id
+UNCLASSIFIED = "unclassified"
+UNKNOWN_FLOWCELL = "UNKNOWN"  # MinKNOW's placeholder for a missing flow cell id
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_POD5_FOLDER = re.compile(r"^pod5(_pass|_fail|_skip)?$")
+_BARCODE_FOLDER = re.compile(r"^(barcode\d+|unclassified|mixed)$")
+EXTENSIONS: dict[Format, str] = {"bam": ".bam", "fastq": ".fastq.gz"}
+
+
+@dataclass(frozen=True)
+class RunIds:
+    """The ids that MinKNOW names a run's files with."""
+
+    flow_cell_id: str
+    protocol_run_id: str
+    run_id: str  # the acquisition id; Dorado's `runid`
+
+
+def safe(value: str, placeholder: str = "unknown") -> str:
+    """A value from a pod5 made safe as one path component (no '/', no '..')."""
+    cleaned = _UNSAFE.sub("-", value).strip(".-")
+    return cleaned or placeholder
+
+
+def short_id(value: str) -> str:
+    """MinKNOW's short id: the first 8 characters."""
+    return safe(value)[:SHORT_ID_LEN]
+
+
+def fallback_run_folder(ids: RunIds) -> str:
+    """The run folder for a pod5 outside any MinKNOW run folder: `<flowcell>_<run8>`."""
+    return f"{safe(ids.flow_cell_id, UNKNOWN_FLOWCELL)}_{short_id(ids.run_id)}"
+
+
+def run_folder(relpath: str, ids: RunIds) -> str:
+    """The OUTPUT-relative run folder of the pod5 at INPUT-relative `relpath`.
+
+    MinKNOW writes pod5 into `<run folder>/pod5/` (or `pod5_pass`, `pod5_fail`,
+    `pod5_skip`, optionally with a barcode folder below), so the run folder is the one
+    above it, as `bcmanager.scanner.run_of` says ("." when INPUT itself is the run
+    folder). Any other pod5 gets a folder of its own run beside it.
+    """
+    folders = [p for p in relpath.split("/")[:-1] if p not in ("", ".")]
+    if len(folders) >= 2 and _BARCODE_FOLDER.match(folders[-1]) and _POD5_FOLDER.match(folders[-2]):
+        return "/".join(folders[:-2]) or "."
+    if folders and _POD5_FOLDER.match(folders[-1]):
+        return "/".join(folders[:-1]) or "."
+    return "/".join([*folders, fallback_run_folder(ids)])
+
+
+def status(passed: bool) -> str:
+    return "pass" if passed else "fail"
+
+
+def reads_dir(fmt: Format, passed: bool, barcode: str | None) -> str:
+    """`bam_pass/barcode01`, `fastq_fail/unclassified`, or `bam_pass` without barcoding."""
+    top = f"{fmt}_{status(passed)}"
+    return f"{top}/{safe(barcode)}" if barcode else top
+
+
+def reads_file_name(
+    ids: RunIds, fmt: Format, passed: bool, barcode: str | None, job_id: int
+) -> str:
+    """`<flowcell>_<pass|fail>_[<barcode>_]<prot8>_<run8>_<job>.bam` (or `.fastq.gz`)."""
+    parts = [safe(ids.flow_cell_id, UNKNOWN_FLOWCELL), status(passed)]
+    if barcode:
+        parts.append(safe(barcode))
+    parts += [short_id(ids.protocol_run_id), short_id(ids.run_id), str(int(job_id))]
+    return "_".join(parts) + EXTENSIONS[fmt]
+
+
+def reads_path(
+    folder: str, ids: RunIds, fmt: Format, passed: bool, barcode: str | None, job_id: int
+) -> str:
+    """OUTPUT-relative path of a job's reads of one run, status and barcode."""
+    name = reads_file_name(ids, fmt, passed, barcode, job_id)
+    return join(folder, reads_dir(fmt, passed, barcode), name)
+
+
+def summary_name(ids: RunIds) -> str:
+    """`sequencing_summary_<flowcell>_<prot8>_<run8>.txt`: one per run, in its run folder."""
+    flowcell = safe(ids.flow_cell_id, UNKNOWN_FLOWCELL)
+    return (
+        f"sequencing_summary_{flowcell}_{short_id(ids.protocol_run_id)}_{short_id(ids.run_id)}.txt"
+    )
+
+
+def summary_fragment_name(ids: RunIds, job_id: int) -> str:
+    """A job's rows of a run's summary: the summary's name with `_<job>` before `.txt`."""
+    return summary_name(ids).removesuffix(".txt") + f"_{int(job_id)}.txt"
+
+
+def join(*parts: str) -> str:
+    """Join OUTPUT-relative path parts, dropping "." (the OUTPUT root itself)."""
+    return "/".join(p for p in parts if p and p != ".")

@@ -1,0 +1,335 @@
+"""A job's basecaller output split into the MinKNOW tree, with its summary rows.
+
+The engine runs this on its GPU node before it reports DONE, so the manager's merge
+stays a handful of renames. Every read of every BAM/FASTQ file under the basecaller's
+output folder goes to exactly one file::
+
+    <dest>/<run folder>/bam_pass/<barcode>/<flowcell>_pass_<barcode>_<prot8>_<run8>_<job>.bam
+    <dest>/<run folder>/sequencing_summary_<flowcell>_<prot8>_<run8>_<job>.txt
+
+BAM stays BAM with every tag, under the basecaller's header with only that run's read
+groups; FASTQ becomes gzipped FASTQ with its header tags. Pass/fail is the read's mean
+qscore (`qs`) against `min_qscore`. Files are written under temporary names and renamed
+when all are complete, so a repeated split overwrites the same names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pysam
+
+from bcmanager.output import naming
+from bcmanager.output.naming import UNCLASSIFIED, Format, RunIds
+from bcmanager.output.origin import Pod5Origin, by_run_id
+from bcmanager.output.records import (
+    Record,
+    barcode_of,
+    detect_format,
+    fastq_text,
+    iter_alignment_records,
+    iter_fastq_records,
+    open_alignments,
+    qscore_of,
+    read_files,
+)
+from bcmanager.output.summary import SummaryRow, summary_row, write_summary
+
+log = logging.getLogger("bcmanager.output.split")
+
+MIN_QSCORE_BY_SPEED = {"fast": 8, "hac": 9, "sup": 10}  # MinKNOW's defaults per model
+_SPEED = re.compile(r"(?:^|[_,/@])(fast|hac|sup)(?:$|[_,@/])")
+_DS_FIELD = re.compile(r"(\w+)=(\S*)")
+_PARTIAL_PREFIX = ".partial-"
+
+
+class SplitError(Exception):
+    """The basecaller output cannot be split (a read of an unknown pod5 or run, a bad file)."""
+
+
+def default_min_qscore(model: str) -> int:
+    """MinKNOW's pass threshold for a model: fast 8, hac 9, sup 10.
+
+    `model` is a Dorado model: a speed (`hac`), a complex (`sup@v5.0.0,6mA`), a model
+    name (`dna_r10.4.1_e8.2_400bps_hac@v5.2.0`) or a path to one. ValueError if the
+    model's name tells no speed (then give `--min-qscore`).
+    """
+    name = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    found = _SPEED.search(name)
+    if not found:
+        raise ValueError(f"cannot tell fast, hac or sup from model {model!r}: give --min-qscore")
+    return MIN_QSCORE_BY_SPEED[found.group(1)]
+
+
+@dataclass(frozen=True)
+class OutputKey:
+    """Which file of the job a read goes to."""
+
+    run_folder: str
+    ids: RunIds
+    fmt: Format
+    passed: bool
+    barcode: str | None
+
+
+@dataclass
+class SplitResult:
+    """What a split wrote: DEST-relative paths and their read (or row) counts."""
+
+    files: dict[str, int] = field(default_factory=dict)
+    summaries: dict[str, int] = field(default_factory=dict)
+    rows: list[SummaryRow] = field(default_factory=list)
+
+    @property
+    def reads(self) -> int:
+        return sum(self.files.values())
+
+
+def output_path(key: OutputKey, job_id: int) -> str:
+    """DEST-relative path of the file for `key` (the final OUTPUT-relative path too)."""
+    return naming.reads_path(key.run_folder, key.ids, key.fmt, key.passed, key.barcode, job_id)
+
+
+def summary_path(origin: Pod5Origin, job_id: int) -> str:
+    """DEST-relative path of a job's summary rows of one run."""
+    return naming.join(origin.run_folder, naming.summary_fragment_name(origin.ids, job_id))
+
+
+class _Origins:
+    """Finds a record's pod5 by its `fn` tag, else by its run id (Dorado's FASTQ has no `fn`)."""
+
+    def __init__(self, origins: Mapping[str, Pod5Origin]) -> None:
+        self.by_name = dict(origins)
+        self.by_run = by_run_id(self.by_name)
+
+    def of(self, record: Record) -> Pod5Origin:
+        name = record.tags.get("fn")
+        if isinstance(name, str) and name in self.by_name:
+            return self.by_name[name]
+        run_id = _run_id_of(record)
+        if run_id in self.by_run:
+            return self.by_run[run_id]
+        if len(self.by_run) == 1 and not isinstance(name, str):
+            return next(iter(self.by_run.values()))
+        raise SplitError(
+            f"read {record.read_id}: pod5 {name!r} / run {run_id!r} is not in this job"
+        )
+
+
+def _run_id_of(record: Record) -> str:
+    """The run id from the FASTQ `DS` tag (`runid=...`) or the read group (`<runid>_<model>`)."""
+    ds = record.tags.get("DS")
+    if isinstance(ds, str):
+        fields = dict(_DS_FIELD.findall(ds))
+        if fields.get("runid"):
+            return fields["runid"]
+    rg = record.tags.get("RG")
+    return rg.split("_", 1)[0] if isinstance(rg, str) else ""
+
+
+def _read_group_strides(header: Mapping) -> dict[str, int]:
+    strides = {}
+    for rg in header.get("RG", []):
+        fields = dict(_DS_FIELD.findall(str(rg.get("DS", ""))))
+        if fields.get("model_stride", "").isdigit():
+            strides[rg["ID"]] = int(fields["model_stride"])
+    return strides
+
+
+def _model_stride(record: Record, strides: Mapping[str, int]) -> int:
+    ds = record.tags.get("DS")
+    if isinstance(ds, str):
+        value = dict(_DS_FIELD.findall(ds)).get("model_stride", "")
+        if value.isdigit():
+            return int(value)
+    return strides.get(str(record.tags.get("RG", "")), 0)
+
+
+def merged_header(paths: list[Path]) -> dict:
+    """One header for all BAM/SAM sources: the first's @HD, every distinct @PG and @RG."""
+    merged: dict = {}
+    for path in paths:
+        with open_alignments(path) as handle:
+            header = handle.header.to_dict()
+        merged.setdefault("HD", header.get("HD", {"VN": "1.6", "SO": "unknown"}))
+        for kind in ("PG", "RG"):
+            known = {line.get("ID") for line in merged.get(kind, [])}
+            for line in header.get(kind, []):
+                if line.get("ID") not in known:
+                    merged.setdefault(kind, []).append(line)
+                    known.add(line.get("ID"))
+        for comment in header.get("CO", []):
+            if comment not in merged.setdefault("CO", []):
+                merged["CO"].append(comment)
+    return merged
+
+
+def header_for_run(header: Mapping, run_id: str) -> dict:
+    """`header` with only the read groups of one run (all of them if none matches)."""
+    groups = header.get("RG", [])
+    mine = [
+        rg
+        for rg in groups
+        if str(rg.get("ID", "")).startswith(f"{run_id}_")
+        or dict(_DS_FIELD.findall(str(rg.get("DS", "")))).get("runid") == run_id
+    ]
+    restricted = {k: v for k, v in header.items() if k != "RG"}
+    if mine or groups:
+        restricted["RG"] = mine or list(groups)
+    return restricted
+
+
+class _Writers:
+    """One open output file per key, under temporary names until `publish`."""
+
+    def __init__(self, dest: Path, job_id: int, header: Mapping) -> None:
+        self.dest = dest
+        self.job_id = job_id
+        self.header = header
+        self.open: dict[OutputKey, pysam.AlignmentFile | IO[bytes]] = {}
+        self.partials: dict[str, Path] = {}
+        self.counts: dict[str, int] = {}
+
+    def write(self, key: OutputKey, record: Record) -> str:
+        rel = output_path(key, self.job_id)
+        handle = self.open.get(key)
+        if handle is None:
+            handle = self._open(key, rel)
+        if key.fmt == "bam":
+            assert isinstance(handle, pysam.AlignmentFile) and record.segment is not None
+            handle.write(record.segment)
+        else:
+            assert not isinstance(handle, pysam.AlignmentFile)
+            handle.write(fastq_text(record).encode("ascii"))
+        self.counts[rel] = self.counts.get(rel, 0) + 1
+        return rel
+
+    def _open(self, key: OutputKey, rel: str) -> pysam.AlignmentFile | IO[bytes]:
+        final = self.dest / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(_PARTIAL_PREFIX + final.name)
+        self.partials[rel] = partial
+        handle: pysam.AlignmentFile | IO[bytes]
+        if key.fmt == "bam":
+            header = pysam.AlignmentHeader.from_dict(header_for_run(self.header, key.ids.run_id))
+            handle = pysam.AlignmentFile(str(partial), "wb", header=header)
+        else:
+            # mtime 0 and no name: the same reads give the same bytes, whenever written.
+            # The raw file is closed in close(), after the gzip stream.
+            raw = open(partial, "wb")  # noqa: SIM115
+            handle = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        self.open[key] = handle
+        return handle
+
+    def close(self) -> None:
+        for handle in self.open.values():
+            handle.close()
+            if isinstance(handle, gzip.GzipFile) and handle.fileobj is not None:
+                handle.fileobj.close()
+        self.open.clear()
+
+    def publish(self) -> None:
+        for rel, partial in self.partials.items():
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(partial, self.dest / rel)
+
+    def discard(self) -> None:
+        self.close()
+        for partial in self.partials.values():
+            partial.unlink(missing_ok=True)
+
+
+def iter_source(paths: list[Path]) -> Iterator[tuple[Format, Record, dict[str, int]]]:
+    """(format, record, read group strides) for every record of the source files."""
+    for path in paths:
+        kind = detect_format(path)
+        if kind in ("bam", "sam"):
+            with open_alignments(path) as handle:
+                strides = _read_group_strides(handle.header.to_dict())
+                for record in iter_alignment_records(handle):
+                    yield "bam", record, strides
+        elif kind == "fastq":
+            for record in iter_fastq_records(path):
+                yield "fastq", record, {}
+        else:
+            raise SplitError(f"{path}: neither BAM, SAM nor FASTQ")
+
+
+def classify(
+    record: Record, origin: Pod5Origin, fmt: Format, min_qscore: float, barcoding: bool
+) -> OutputKey:
+    """The output file a read belongs in."""
+    barcode = (barcode_of(record) or UNCLASSIFIED) if barcoding else None
+    passed = qscore_of(record) >= min_qscore
+    return OutputKey(origin.run_folder, origin.ids, fmt, passed, barcode)
+
+
+def split_output(
+    source: Path,
+    dest: Path,
+    origins: Mapping[str, Pod5Origin],
+    *,
+    job_id: int,
+    min_qscore: float,
+    barcoding: bool,
+) -> SplitResult:
+    """Split every read file under `source` into `dest` (see the module docstring).
+
+    `origins` maps the pod5 names that reads carry in `fn` to their runs
+    (`origin.job_origins`). `barcoding`: whether the basecaller classified barcodes
+    (`--kit-name`); without it there is no barcode level. `dest` may be `source`
+    itself: new files are only MinKNOW-named ones. SplitError on a read of an unknown
+    pod5 or an unreadable file; then nothing is left under a final name.
+    """
+    paths = [p for p in read_files(source) if not _is_split_output(p, source)]
+    alignment_paths = [p for p in paths if detect_format(p) in ("bam", "sam")]
+    writers = _Writers(dest, job_id, merged_header(alignment_paths))
+    finder = _Origins(origins)
+    rows_by_summary: dict[str, list[SummaryRow]] = {}
+    try:
+        for fmt, record, strides in iter_source(paths):
+            origin = finder.of(record)
+            key = classify(record, origin, fmt, min_qscore, barcoding)
+            rel = writers.write(key, record)
+            row = summary_row(
+                record,
+                origin=origin,
+                filename=rel.rsplit("/", 1)[-1],
+                fmt=fmt,
+                passed=key.passed,
+                barcode=key.barcode,
+                model_stride=_model_stride(record, strides),
+            )
+            rows_by_summary.setdefault(summary_path(origin, job_id), []).append(row)
+        writers.close()
+    except BaseException:
+        writers.discard()
+        raise
+    result = SplitResult(files=dict(writers.counts))
+    for rel, rows in sorted(rows_by_summary.items()):
+        result.summaries[rel] = write_summary(dest / rel, rows)
+        result.rows.extend(rows)
+    writers.publish()
+    log.info(
+        "split %d read(s) into %d file(s) and %d summary fragment(s)",
+        result.reads,
+        len(result.files),
+        len(result.summaries),
+    )
+    return result
+
+
+_OUTPUT_DIR = re.compile(r"^(bam|fastq)_(pass|fail)$")
+
+
+def _is_split_output(path: Path, source: Path) -> bool:
+    """Whether a file is one this module wrote (so `dest` may lie inside `source`)."""
+    return any(_OUTPUT_DIR.match(part) for part in path.relative_to(source).parts[:-1])
