@@ -301,6 +301,18 @@ def make_farm(folder: Path, n: int, source: Path, start: int = 0) -> list[str]:
     return names
 
 
+def farm_inodes(source: Path) -> list[Path]:
+    """`source` and the copies `make_farm` made of it: every inode a farm's links share."""
+    copies = sorted(source.parent.glob(f"{source.stem}.copy*{source.suffix}"))
+    return [source, *copies]
+
+
+def set_farm_mtime(source: Path, when: float) -> None:
+    """Set the mtime of every file of a farm at once (one `os.utime` per shared inode)."""
+    for path in farm_inodes(source):
+        os.utime(path, (when, when))
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

@@ -14,6 +14,16 @@
    not basecalling (a Python basecaller process per batch would need more CPU than
    two cores have at this pace, and engines would no longer be waiting).
 
+   Beside the simulator's files written in place, `--rename-cells K` more writers
+   (12 by default; 0 for none) deliver files the way rsync or a copy script does: each
+   writes a complete pod5 under a hidden temporary name in the target folder
+   (`.<name>.tmp`), then `os.rename`s it to its final `<name>.pod5`, one file every
+   `--interval` seconds per writer, staggered, in the same run. Their "close" is the
+   moment the rename returned. With `--rename-age S` the temporary file's mtime is set
+   S seconds back before the rename (as `rsync -t` keeps the source's mtime); by default
+   it is left as written (less than a second old at the rename). Rows are split by
+   arrival (in place / rename), so both are measured under the same load.
+
 2. Tail of a run. The same backlog (hard links of real pod5 files renamed into
    INPUT at t0) through 4 simulated engines of different speeds (S, S, S/2, S/4),
    with batches fixed at 20 (engines ask `--batch-size 20`, the manager's rate-based
@@ -24,27 +34,46 @@
    sum of the engines' speeds.
 
     python bench/live.py [--interval 4] [--files 15] [--rescan 1] [--code-at HEAD]
+
+Pickup only, in place and by rename side by side (issue 10; the before run of the
+code at 25c2065, then the after run of the working tree):
+
+    python bench/live.py --tail '' --code-at 25c2065 --no-doc \
+        --json-out /tmp/bench-before-live.json > /tmp/bench-before-live.txt
+    python bench/live.py --code-at HEAD --before-json /tmp/bench-before-live.json
+
+The second writes the whole `live` section of docs/benchmarks.md (pickup and tail; with
+`--tail ''` the section would lose its tail table) with a before / after table of close
+-> engine has it, row by row (layout, discovery, arrival).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import (
+    CODE,
+    LOAD_AT_START,
     REPO,
     EventLog,
     Server,
+    command_line,
     engine_job_starts,
     fmt,
     free_port,
     http_get_json,
     kill_tree,
+    load_average,
     markdown_table,
     percentile,
     print_table,
@@ -56,6 +85,7 @@ from _common import (
     stop_on_sigterm,
     update_doc,
     use_code_at,
+    utc_now,
     wait_bcm_ready,
     wait_engines_seen,
     wait_files_done,
@@ -72,10 +102,14 @@ SPEEDS = (1.0, 1.0, 0.5, 0.25)
 # -- pickup latency ---------------------------------------------------------------------
 
 
+IN_PLACE, RENAME = "in place", "rename"
+
+
 @dataclass
 class Pickup:
     layout: str
     mode: str  # "inotify" or "rescan R s"
+    arrival: str  # IN_PLACE (written growing under its final name) or RENAME
     files: int
     seconds: float  # the writer's run
     to_queue: list[float] = field(default_factory=list)  # close -> queued (discovered_at)
@@ -105,36 +139,104 @@ def discovered_at(ledger: Path) -> dict[str, float]:
         db.close()
 
 
+def rename_folder(input_dir: Path, layout: str, cell: int) -> Path:
+    """Where a rename writer delivers: INPUT itself (flat), or a MinKNOW-like run folder."""
+    if layout == "flat":
+        return input_dir
+    run = f"20250101_0000_R{cell:02d}_RSYNC{cell:02d}_0000abcd"
+    return input_dir / "rsync_experiment" / "sample" / run / "pod5"
+
+
+def write_by_rename(
+    input_dir: Path,
+    args: argparse.Namespace,
+    layout: str,
+    t0: float,
+    record: Callable[[str, str], None],
+    stop: threading.Event,
+) -> None:
+    """`--rename-cells` writers: each file is written complete under `.<name>.tmp`, then
+    renamed to `<name>.pod5` at the end of its interval (staggered between the writers)."""
+    from bcmanager.pod5io import write_pod5
+
+    cells = args.rename_cells
+
+    def run_cell(k: int) -> None:
+        folder = rename_folder(input_dir, layout, k)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(args.files):
+            slot = t0 + (k + 0.5) * args.interval / cells + (i + 1) * args.interval
+            if stop.wait(max(0.0, slot - time.time())):
+                return
+            name = f"RSYNC{k:02d}_{i:04d}.pod5"
+            tmp = folder / f".{name}.tmp"
+            write_pod5(tmp, n_reads=args.reads, samples=args.samples, seed=10_000 * k + i)
+            if args.rename_age:
+                then = time.time() - args.rename_age
+                os.utime(tmp, (then, then))
+            os.rename(tmp, folder / name)
+            record((folder / name).relative_to(input_dir).as_posix(), RENAME)
+
+    with ThreadPoolExecutor(max_workers=cells, thread_name_prefix="rename") as pool:
+        for future in [pool.submit(run_cell, k) for k in range(cells)]:
+            future.result()
+
+
 def write_live(
     input_dir: Path, args: argparse.Namespace, layout: str
-) -> tuple[dict[str, float], float]:
-    """Run the simulated sequencer; returns each file's close time (relative path) and
-    how long the run took."""
+) -> tuple[dict[str, tuple[float, str]], float]:
+    """Run the simulated sequencer (and the rename writers beside it); returns each file's
+    close (or rename) time and arrival (by relative path) and how long the run took."""
     from bcmanager.simulate import WrittenFile, simulate_run
 
-    closed: dict[str, float] = {}
+    closed: dict[str, tuple[float, str]] = {}
     lock = threading.Lock()
 
-    def on_file(f: WrittenFile) -> None:
+    def record(rel: str, arrival: str) -> None:
         at = time.time()
         with lock:
-            closed[f.path.relative_to(input_dir).as_posix()] = at
+            closed[rel] = (at, arrival)
 
-    result = simulate_run(
-        input_dir,
-        files=args.files,
-        reads=args.reads,
-        samples=args.samples,
-        interval=args.interval,
-        flowcells=FLOWCELLS,
-        layout=layout,
-        seed=7,
-        on_file=on_file,
-    )
-    return closed, result.elapsed_s
+    def on_file(f: WrittenFile) -> None:
+        record(f.path.relative_to(input_dir).as_posix(), IN_PLACE)
+
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def renames() -> None:
+        try:
+            write_by_rename(input_dir, args, layout, t0, record, stop)
+        except BaseException as exc:  # reported after the run
+            failed.append(exc)
+
+    t0 = time.time()
+    writer = threading.Thread(target=renames, name="renames", daemon=True)
+    if args.rename_cells:
+        writer.start()
+    try:
+        result = simulate_run(
+            input_dir,
+            files=args.files,
+            reads=args.reads,
+            samples=args.samples,
+            interval=args.interval,
+            flowcells=FLOWCELLS,
+            layout=layout,
+            seed=7,
+            on_file=on_file,
+        )
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if args.rename_cells:
+            writer.join()
+    if failed:
+        raise RuntimeError("a rename writer failed") from failed[0]
+    return closed, max(result.elapsed_s, time.time() - t0)
 
 
-def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -> Pickup:
+def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -> list[Pickup]:
     mode = "inotify" if watch else f"rescan {args.rescan:g} s"
     remove_tree(work)
     (work / "input").mkdir(parents=True)
@@ -170,16 +272,27 @@ def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -
     for log in logs:
         engine_has.update(engine_job_starts(log))
     queued = discovered_at(work / "output" / ".bcmanager" / "ledger.sqlite3")
-    result = Pickup(layout, mode, len(closed), seconds, jobs=len(created))
+    arrivals = [a for a in (IN_PLACE, RENAME) if any(k == a for _, k in closed.values())]
+    results = {
+        a: Pickup(layout, mode, a, sum(k == a for _, k in closed.values()), seconds)
+        for a in arrivals
+    }
+    job_ids: dict[str, set[int]] = {a: set() for a in arrivals}
     for job_id, paths in files.items():
         for path in paths:
+            at, arrival = closed[path]
+            result = results[arrival]
+            job_ids[arrival].add(job_id)
             if path in queued:
-                result.to_queue.append(queued[path] - closed[path])
-            result.to_claim.append(created[job_id] - closed[path])
-            result.to_engine.append(engine_has[job_id] - closed[path])
-    if len(result.to_claim) != len(closed):
-        raise RuntimeError(f"{len(result.to_claim)} claims for {len(closed)} files")
-    return result
+                result.to_queue.append(queued[path] - at)
+            result.to_claim.append(created[job_id] - at)
+            result.to_engine.append(engine_has[job_id] - at)
+    for arrival, result in results.items():
+        result.jobs = len(job_ids[arrival])
+    claims = sum(len(r.to_claim) for r in results.values())
+    if claims != len(closed):
+        raise RuntimeError(f"{claims} claims for {len(closed)} files")
+    return list(results.values())
 
 
 # -- tail of a run ------------------------------------------------------------------------
@@ -234,8 +347,9 @@ def run_tail(
 PICKUP_HEADERS = [
     "layout",
     "discovery",
+    "arrival",
     "files",
-    "jobs",
+    "jobs (with such files)",
     "close -> queued p50 / p99 / max s",
     "close -> claim p50 / p99 / max s",
     "close -> engine has it p50 / p99 / max s",
@@ -255,6 +369,7 @@ def pickup_rows(results: list[Pickup]) -> list[list[str]]:
         [
             r.layout,
             r.mode,
+            r.arrival,
             str(r.files),
             str(r.jobs),
             lat_cell(r.to_queue),
@@ -290,7 +405,7 @@ def target_rows(results: list[Pickup]) -> list[list[str]]:
         p99 = percentile(r.to_engine, 0.99)
         out.append(
             [
-                f"close -> engine has it p99, {r.layout}, inotify",
+                f"close -> engine has it p99, {r.layout}, inotify, {r.arrival}",
                 f"{p99:.3f} s",
                 f"<= {TARGET_P99_S:g} s",
                 "met" if p99 <= TARGET_P99_S else "NOT met",
@@ -299,8 +414,78 @@ def target_rows(results: list[Pickup]) -> list[list[str]]:
     return out
 
 
+def rename_note(args: argparse.Namespace) -> str:
+    if not args.rename_cells:
+        return "- rename arrivals: none (`--rename-cells 0`)."
+    age = (
+        f"its mtime set {args.rename_age:g} s back just before the rename (as `rsync -t`"
+        " keeps the source's)"
+        if args.rename_age
+        else "its mtime left as written (less than a second old at the rename)"
+    )
+    return (
+        f"- rename arrivals, in the same runs: {args.rename_cells} more writers, each"
+        f" delivering a file every {args.interval:g} s (staggered; {args.files} files each,"
+        f" {args.reads} reads x ~{args.samples} samples): a complete pod5 written under a"
+        " hidden temporary name in the target folder (`.<name>.tmp`, as rsync does), then"
+        f" `os.rename`d to `<name>.pod5`; {age}. Flat layout: into INPUT beside the"
+        " simulator's files; MinKNOW layout: into their own run folders"
+        " (`rsync_experiment/sample/<run>/pod5/`). close: the moment the rename returned."
+    )
+
+
+def pickup_json(pickups: list[Pickup]) -> dict:
+    """The pickup results with every latency, and what produced them (for --before-json)."""
+    return {
+        "code": CODE.describe,
+        "date": utc_now(),
+        "command": command_line(),
+        "load": [LOAD_AT_START, load_average()],
+        "pickups": [asdict(p) for p in pickups],
+    }
+
+
+SIDE_HEADERS = [
+    "layout",
+    "discovery",
+    "arrival",
+    "close -> engine has it p50 s: before / after",
+    "ratio",
+    "p99 s: before / after",
+    "ratio",
+    "max s: before / after",
+]
+
+
+def side_rows(before: list[Pickup], after: list[Pickup]) -> list[list[str]]:
+    keyed = {(p.layout, p.mode, p.arrival): p for p in before}
+    out = []
+    for a in after:
+        b = keyed.get((a.layout, a.mode, a.arrival))
+        b_values = b.to_engine if b is not None else []
+        cells = []
+        for q in (0.5, 0.99):
+            vb, va = percentile(b_values, q), percentile(a.to_engine, q)
+            cells += [f"{fmt(vb, 3)} / {fmt(va, 3)}", fmt(va / vb if vb else float("nan"), 3)]
+        top_b = max(b_values) if b_values else float("nan")
+        out.append(
+            [
+                a.layout,
+                a.mode,
+                a.arrival,
+                *cells,
+                f"{fmt(top_b, 3)} / {fmt(max(a.to_engine, default=float('nan')), 3)}",
+            ]
+        )
+    return out
+
+
 def report(
-    pickups: list[Pickup], tails: list[Tail], args: argparse.Namespace, per_file: float
+    pickups: list[Pickup],
+    tails: list[Tail],
+    args: argparse.Namespace,
+    per_file: float,
+    before: dict | None = None,
 ) -> str:
     title = "Live runs: pickup latency and the tail of a run (`bench/live.py`)"
     parts = [section_header(title)]
@@ -319,12 +504,27 @@ def report(
             " close: the simulator's `on_file` callback, right after the writer closed the"
             " file; claim: the job's `created` time in the manager; engine has it: the"
             " engine's `job N` log line (ms), written when the claim answer arrives.",
+            rename_note(args),
             "",
             markdown_table(PICKUP_HEADERS, p_rows),
         ]
         if t_rows:
             print_table("targets", t_headers, t_rows)
             parts += ["", markdown_table(t_headers, t_rows)]
+        if before is not None:
+            earlier = [Pickup(**p) for p in before.get("pickups", [])]
+            s_rows = side_rows(earlier, pickups)
+            print_table("close -> engine has it: before / after", SIDE_HEADERS, s_rows)
+            parts += [
+                "",
+                f"Before / after: before is {before.get('code')}, {before.get('date')},"
+                f" `{before.get('command')}` (load {before['load'][0]:.1f} ->"
+                f" {before['load'][1]:.1f}); after is the run above"
+                f" ({CODE.describe or 'working tree'}). ratio: after / before (below 1 is"
+                " better).",
+                "",
+                markdown_table(SIDE_HEADERS, s_rows),
+            ]
     if tails:
         rows = tail_rows(tails)
         print_table("tail of a run", TAIL_HEADERS, rows)
@@ -356,6 +556,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=2000, help="samples per read (about)")
     p.add_argument("--engines", type=int, default=4, help="engines in the pickup runs")
     p.add_argument("--rescan", type=float, default=1.0, help="rescan interval without inotify")
+    p.add_argument(
+        "--rename-cells", type=int, default=12, help="writers delivering by rename (0: none)"
+    )
+    p.add_argument(
+        "--rename-age", type=float, default=0.0, help="mtime of renamed files, s back (0: new)"
+    )
     p.add_argument("--layouts", default="flat,minknow", help="pickup layouts")
     p.add_argument("--modes", default="inotify,rescan", help="pickup discovery modes")
     p.add_argument("--tail-files", type=int, default=120, help="files in the tail runs")
@@ -369,6 +575,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--code-at", metavar="REV", help="run bcmanager from this commit")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
+    p.add_argument("--json-out", type=Path, help="write the pickup latencies here (JSON)")
+    p.add_argument("--before-json", type=Path, help="pickup latencies to compare against")
     args = p.parse_args(argv)
     args.layouts = [x for x in args.layouts.split(",") if x]
     args.modes = [x for x in args.modes.split(",") if x]
@@ -397,14 +605,17 @@ def main(argv: list[str] | None = None) -> int:
         for layout in args.layouts:
             for mode in args.modes:
                 print(f"pickup: {layout} layout, {mode} ...", flush=True)
-                r = run_pickup(work / f"pickup-{layout}-{mode}", args, layout, mode == "inotify")
-                print(
-                    f"  {r.files} files in {r.seconds:.0f} s; close -> engine p50"
-                    f" {percentile(r.to_engine, 0.5):.3f} s, p99"
-                    f" {percentile(r.to_engine, 0.99):.3f} s",
-                    flush=True,
+                found = run_pickup(
+                    work / f"pickup-{layout}-{mode}", args, layout, mode == "inotify"
                 )
-                pickups.append(r)
+                for r in found:
+                    print(
+                        f"  {r.arrival}: {r.files} files in {r.seconds:.0f} s; close ->"
+                        f" engine p50 {percentile(r.to_engine, 0.5):.3f} s, p99"
+                        f" {percentile(r.to_engine, 0.99):.3f} s",
+                        flush=True,
+                    )
+                pickups += found
         if args.tail:
             sources = write_pod5_sources(work / "sources", 8, args.reads_tail, args.samples_tail)
             per_file = sum(s for _, s in sources) / len(sources)
@@ -416,7 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             remove_tree(work)
-    body = report(pickups, tails, args, per_file)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(pickup_json(pickups), indent=1) + "\n")
+        print(f"wrote {args.json_out}")
+    before = json.loads(args.before_json.read_text()) if args.before_json else None
+    body = report(pickups, tails, args, per_file, before)
     if not args.no_doc:
         update_doc("live", body)
         print("updated docs/benchmarks.md")

@@ -19,24 +19,64 @@ pod5 against a list of FASTQ names, quadratic in N); bcmanager is measured at th
 sizes too, for the ratios.
 
     python bench/startup.py [--sizes 10000,100000,1000000] [--original-sizes 10000,30000]
+
+Bursts (`--burst N,M,...`; only these run then). A farm of N hard links of one small
+real pod5 (they share one inode per 60,000 links, so one `os.utime` per inode sets the
+age of all of them) arrives while a `bcm manager` (defaults, `--lease 3600`) watches an
+empty INPUT: the farm's folder is renamed into INPUT at t0 (`--burst-arrival rename`,
+the default), or it is in INPUT before the manager is spawned at t0 (`start`; fresh
+files then get an mtime of t0 plus the manager's start-up time over an empty INPUT, so
+they are less than a second old when its first scan sees them). Ages: `fresh` (mtime
+just before t0: less than a second old when first seen) and `old` (an hour back).
+Measured from t0: seconds to the first non-empty `GET /assignwork?batchsize=1` answer
+(polled every 25 ms), seconds until all N files are in the ledger (polled every
+0.25 s with `SELECT max(id) FROM files` on a read-only connection, so the manager does
+no work for it), the manager's CPU (utime + stime from /proc/PID/stat, minus its CPU at
+t0) per file at that moment, and how the queue grew (when 1, 10, 50, 90 and 100 % of
+the files had been queued, from the ledger's `discovered_at`, and in how many distinct
+insert moments). A case that has not queued everything after `--burst-timeout` seconds
+is reported as "> cap" with the number queued by then.
+
+    # before (issue 10): the code of a commit, raw results kept as JSON, docs untouched
+    python bench/startup.py --burst-cases 30000:fresh,30000:old,1000000:old,1000000:fresh \
+        --burst-timeout 600 --code-at 25c2065 --json-out /tmp/bench-before-startup.json \
+        --no-doc
+    # after: a later commit (or the working tree without --code-at), side by side with
+    # the before figures; writes the `startup-burst` section of docs/benchmarks.md
+    python bench/startup.py --burst-cases 30000:fresh,30000:old,1000000:old,1000000:fresh \
+        --burst-timeout 600 --code-at HEAD --before-json /tmp/bench-before-startup.json \
+        --json-out /tmp/bench-after-startup.json
+
+`--burst-ages fresh,old` picks the ages; `--burst-cases 30000:fresh,1000000:old` picks
+single cases instead (in that order).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import (
+    BACKLOG_AGE_S,
+    CODE,
+    LOAD_AT_START,
     REPO,
     Server,
+    command_line,
+    cpu_seconds,
     fmt,
     free_disk_gib,
+    free_port,
     http_get_json,
+    load_average,
+    machine,
     make_farm,
     markdown_table,
     peak_rss_mib,
@@ -44,12 +84,15 @@ from _common import (
     ratio,
     remove_tree,
     section_header,
+    set_farm_mtime,
     start_bcmanager,
     start_original,
     start_when_port_free,
     stop_on_sigterm,
     update_doc,
     use_code_at,
+    utc_now,
+    wait_bcm_ready,
     wait_until,
     write_source_pod5,
 )
@@ -343,6 +386,398 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(parts)
 
 
+# -- bursts -------------------------------------------------------------------------------
+
+BURST_AGES = {"fresh": 0.0, "old": BACKLOG_AGE_S}
+BURST_POLL_LEDGER_S = 0.25
+QUEUE_MARKS = (0.01, 0.10, 0.50, 0.90, 1.00)
+
+
+@dataclass
+class Burst:
+    files: int
+    age: str  # "fresh" or "old"
+    arrival: str  # "rename" or "start"
+    cap_s: float
+    first_s: float = float("nan")  # t0 -> first non-empty /assignwork answer
+    all_s: float = float("nan")  # t0 -> all files in the ledger (NaN: not within the cap)
+    queued_at_end: int = 0  # files in the ledger when all were queued, or at the cap
+    cpu_s: float = float("nan")  # manager CPU from t0 to all queued (or to the cap)
+    marks: dict[str, float] = field(default_factory=dict)  # "10%" -> s after t0
+    insert_moments: int = 0  # distinct discovered_at values (batches of inserts)
+    peak_rss_mib: float = float("nan")
+    pending_at_end: int | None = None  # /v1/status `pending` when measuring stopped
+    lead_s: float = 0.0  # start arrival: mtime offset from spawn for fresh files
+
+    @property
+    def capped(self) -> bool:
+        return self.all_s != self.all_s  # NaN
+
+    @property
+    def cpu_ms_per_file(self) -> float:
+        return self.cpu_s * 1000 / self.files
+
+
+def has_work_on(port: int) -> bool:
+    """One legacy /assignwork call for one file; true when it handed one out."""
+    answer = http_get_json("/assignwork?engineid=bench&batchsize=1", port)
+    return bool(answer) and answer.get("jobid") not in (None, "-1")
+
+
+class LedgerCount:
+    """Files in the manager's ledger: `max(id)` on a read-only connection (no manager work)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+
+    def __call__(self) -> int:
+        try:
+            if self.db is None:
+                if not self.path.exists():
+                    return 0
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            return int(self.db.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    def discovered(self) -> list[float]:
+        """Every file's `discovered_at`, in order (read once measuring is over)."""
+        if self.db is None:
+            return []
+        rows = self.db.execute("SELECT discovered_at FROM files ORDER BY discovered_at")
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def start_lead(work: Path) -> float:
+    """Seconds from spawning the manager over an empty INPUT to its answering (the least
+    of two tries): about when its first scan starts, as that runs as the server starts."""
+    leads = []
+    for k in range(2):
+        folder = work / f"lead-{k}"
+        remove_tree(folder)
+        (folder / "input").mkdir(parents=True)
+        port = free_port()
+        server = start_bcmanager(
+            folder / "input", folder / "output", folder / "manager.log", port=port
+        )
+        try:
+            leads.append(wait_bcm_ready(server, timeout=120))
+        finally:
+            server.kill()
+            remove_tree(folder)
+    return min(leads)
+
+
+def run_burst(
+    n: int, age: str, farm: Path, source: Path, work: Path, args: argparse.Namespace
+) -> Burst:
+    """One burst case over the farm folder `farm` (its files are moved, then moved back)."""
+    res = Burst(n, age, args.burst_arrival, args.burst_timeout)
+    case = work / f"case-{n}-{age}"
+    remove_tree(case)
+    input_dir, output_dir = case / "input", case / "output"
+    input_dir.mkdir(parents=True)
+    arrived = input_dir / farm.name
+    port = free_port()
+    count = LedgerCount(output_dir / ".bcmanager" / "ledger.sqlite3")
+
+    def spawn() -> Server:
+        return start_bcmanager(input_dir, output_dir, case / "manager.log", port=port, lease_s=3600)
+
+    server: Server | None = None
+    try:
+        if args.burst_arrival == "start":
+            os.rename(farm, arrived)
+            res.lead_s = args.lead_s if age == "fresh" else 0.0
+            set_farm_mtime(source, time.time() + res.lead_s - BURST_AGES[age])
+            server = spawn()
+            t0, t0_wall, cpu0 = server.started, time.time(), 0.0
+        else:
+            server = spawn()
+            wait_bcm_ready(server, timeout=120)
+            wait_until(lambda: count() == 0 and count.db is not None, server, 60)
+            time.sleep(1.0)  # the first (empty) scan and the inotify watch are in place
+            set_farm_mtime(source, time.time() - BURST_AGES[age])
+            cpu0 = cpu_seconds(server.pid)
+            t0, t0_wall = time.monotonic(), time.time()
+            os.rename(farm, arrived)
+        next_count = 0.0
+        while True:
+            now = time.monotonic() - t0
+            if not server.alive():
+                raise RuntimeError(f"manager exited:\n{server.log_tail()}")
+            if res.first_s != res.first_s and has_work_on(port):
+                res.first_s = time.monotonic() - t0
+            if now >= next_count:
+                next_count = now + BURST_POLL_LEDGER_S
+                queued = count()
+                if queued >= n:
+                    res.all_s = time.monotonic() - t0
+                    res.cpu_s = cpu_seconds(server.pid) - cpu0
+                    res.queued_at_end = queued
+                    break
+                if now > args.burst_timeout:
+                    res.cpu_s = cpu_seconds(server.pid) - cpu0
+                    res.queued_at_end = queued
+                    break
+            time.sleep(POLL_S)
+        if res.first_s != res.first_s and res.queued_at_end and has_work_on(port):
+            res.first_s = time.monotonic() - t0
+        res.peak_rss_mib = peak_rss_mib(server.pid)
+        status = http_get_json("/v1/status", port, timeout=60) or {}
+        res.pending_at_end = status.get("pending")
+        server.kill()
+        times = count.discovered()
+        res.insert_moments = len(set(times))
+        for mark in QUEUE_MARKS:
+            k = max(1, round(mark * n))
+            if len(times) >= k:
+                res.marks[f"{mark * 100:g}%"] = times[k - 1] - t0_wall
+    finally:
+        count.close()
+        if server is not None:
+            server.kill()
+        if arrived.exists():
+            os.rename(arrived, farm)
+        if not args.keep:
+            remove_tree(case)
+    return res
+
+
+def burst_cases(args: argparse.Namespace) -> list[tuple[int, str]]:
+    if args.burst_cases:
+        out = []
+        for item in args.burst_cases.split(","):
+            n, _, age = item.partition(":")
+            out.append((sizes(n)[0], age))
+        return out
+    return [(n, age) for n in args.burst for age in args.burst_ages]
+
+
+def run_bursts(args: argparse.Namespace, work: Path, source: Path) -> list[Burst]:
+    cases = burst_cases(args)
+    for _, age in cases:
+        if age not in BURST_AGES:
+            sys.exit(f"unknown burst age {age!r} (fresh or old)")
+    if args.burst_arrival == "start" and any(a == "fresh" for _, a in cases):
+        args.lead_s = start_lead(work)
+        print(f"manager start-up over an empty INPUT: {args.lead_s:.2f} s", flush=True)
+    results: list[Burst] = []
+    farms: dict[int, Path] = {}
+    try:
+        for n, age in cases:
+            if n not in farms:
+                for old in farms.values():
+                    remove_tree(old.parent)
+                farms.clear()
+                farm = work / f"farm-{n}" / "burst"
+                remove_tree(farm.parent)
+                t = _timed(lambda f=farm, k=n: make_farm(f, k, source))
+                print(f"farm of {n:,} hard links made in {t:.1f} s", flush=True)
+                farms[n] = farm
+            print(f"burst: {n:,} {age} files ({args.burst_arrival}) ...", flush=True)
+            r = run_burst(n, age, farms[n], source, work, args)
+            results.append(r)
+            print(f"  {burst_line(r)}", flush=True)
+    finally:
+        for farm in farms.values():
+            remove_tree(farm.parent)
+    return results
+
+
+def burst_line(r: Burst) -> str:
+    marks = ", ".join(f"{k} at {v:.2f} s" for k, v in r.marks.items())
+    done = (
+        f"all queued {r.all_s:.2f} s"
+        if not r.capped
+        else f"> {r.cap_s:g} s: {r.queued_at_end:,} queued at the cap"
+    )
+    return (
+        f"first assignment {fmt(r.first_s, 2)} s, {done}, CPU {r.cpu_ms_per_file:.3f} ms/file,"
+        f" {r.insert_moments} insert moments, pending at end {r.pending_at_end}; {marks}"
+    )
+
+
+# -- burst report -----------------------------------------------------------------------
+
+
+def burst_json(results: list[Burst], args: argparse.Namespace) -> dict:
+    m = machine()
+    return {
+        "code": CODE.describe,
+        "date": utc_now(),
+        "command": command_line(),
+        "machine": m.markdown().removeprefix("- machine: "),
+        "load": [LOAD_AT_START, load_average()],
+        "arrival": args.burst_arrival,
+        "cases": [asdict(r) for r in results],
+    }
+
+
+def burst_from_json(data: dict) -> list[Burst]:
+    return [Burst(**case) for case in data.get("cases", [])]
+
+
+def first_cell(r: Burst | None) -> str:
+    if r is None:
+        return "-"
+    if r.first_s != r.first_s:
+        return f"> {r.cap_s:g}"
+    return fmt(r.first_s, 2)
+
+
+def all_cell(r: Burst | None) -> str:
+    if r is None:
+        return "-"
+    if r.capped:
+        return f"> {r.cap_s:g} ({r.queued_at_end:,} queued)"
+    return fmt(r.all_s, 2)
+
+
+def cpu_cell(r: Burst | None) -> str:
+    if r is None:
+        return "-"
+    return ("> " if r.capped else "") + fmt(r.cpu_ms_per_file, 3)
+
+
+def marks_cell(r: Burst | None) -> str:
+    if r is None:
+        return "-"
+    marks = [fmt(r.marks[k], 1) if k in r.marks else "-" for k in ("10%", "50%", "90%", "100%")]
+    return " / ".join(marks) + f" ({r.insert_moments:,} inserts)"
+
+
+def ratio_cell(after: float, before: float, before_is_bound: bool, after_capped: bool) -> str:
+    """after / before; `< x` when `before` is only a lower bound (the before run hit the cap)."""
+    if before != before or after != after or after_capped:
+        return "-"
+    return ("< " if before_is_bound else "") + fmt(ratio(after, before), 3)
+
+
+BURST_HEADERS = [
+    "files",
+    "age",
+    "first assignment s",
+    "all queued s",
+    "CPU ms per file",
+    "queued 10 / 50 / 90 / 100 % at s",
+    "peak RSS MB",
+]
+SIDE_HEADERS = [
+    "files",
+    "age",
+    "first assignment s: before / after",
+    "ratio",
+    "all queued s: before / after",
+    "ratio",
+    "CPU ms per file: before / after",
+    "ratio",
+    "queued 10 / 50 / 90 / 100 % at s: before",
+    "after",
+]
+
+
+def burst_rows(results: list[Burst]) -> list[list[str]]:
+    return [
+        [
+            f"{r.files:,}",
+            r.age,
+            first_cell(r),
+            all_cell(r),
+            cpu_cell(r),
+            marks_cell(r),
+            fmt(r.peak_rss_mib * MIB_TO_MB, 0),
+        ]
+        for r in results
+    ]
+
+
+def side_rows(before: list[Burst], after: list[Burst]) -> list[list[str]]:
+    keyed = {(r.files, r.age): r for r in before}
+    rows_out = []
+    for a in after:
+        b = keyed.get((a.files, a.age))
+        # a capped "before" is a lower bound: the ratio after / before is then an upper one
+        nan = float("nan")
+        cap_b = b is not None and b.capped
+        first_bound = b is not None and b.first_s != b.first_s
+        b_first = (b.cap_s if first_bound else b.first_s) if b is not None else nan
+        b_all = (b.cap_s if cap_b else b.all_s) if b is not None else nan
+        b_cpu = b.cpu_ms_per_file if b is not None else nan
+        rows_out.append(
+            [
+                f"{a.files:,}",
+                a.age,
+                f"{first_cell(b)} / {first_cell(a)}",
+                ratio_cell(a.first_s, b_first, first_bound, a.first_s != a.first_s),
+                f"{all_cell(b)} / {all_cell(a)}",
+                ratio_cell(a.all_s, b_all, cap_b, a.capped),
+                f"{cpu_cell(b)} / {cpu_cell(a)}",
+                "-" if cap_b or a.capped else fmt(ratio(a.cpu_ms_per_file, b_cpu), 3),
+                marks_cell(b),
+                marks_cell(a),
+            ]
+        )
+    return rows_out
+
+
+def burst_report(results: list[Burst], args: argparse.Namespace, before: dict | None) -> str:
+    arrival = (
+        "the farm's folder renamed into INPUT at t0 while the manager (started over an empty"
+        " INPUT, its first scan done and its inotify watch in place) waits"
+        if args.burst_arrival == "rename"
+        else "the farm in INPUT when the manager is spawned at t0 (fresh files: mtime t0 plus"
+        " the manager's start-up time over an empty INPUT, so less than a second old when its"
+        " first scan starts)"
+    )
+    parts = [
+        section_header("Bursts: a folder of files arriving at once (`bench/startup.py --burst`)"),
+        "- input: N hard links (one folder, INPUT/burst/) of one 2-read pod5 file (a copy"
+        " every 60,000 links); `fresh`: every inode's mtime set just before t0, so the files"
+        f" are less than a second old when first seen; `old`: mtime {BACKLOG_AGE_S:g} s back."
+        f" Arrival: {arrival}.",
+        "- manager: `bcm manager --lease 3600`, defaults otherwise (inotify watch, `--settle"
+        " 1`, rescan every 10 s). first assignment: t0 to the first `GET /assignwork"
+        f"?batchsize=1` answer with a file (polled every {POLL_S * 1000:g} ms, which costs the"
+        " manager a little CPU while nothing is queued). all queued: t0 to `max(id)` of the"
+        f" ledger's files table reaching N (read-only connection, every {BURST_POLL_LEDGER_S:g}"
+        " s). CPU: the manager's utime + stime (/proc/PID/stat) from t0 to that moment, per"
+        " file. queued at: when 10 / 50 / 90 / 100 % of the files had been queued (the"
+        " ledger's `discovered_at`), and the number of distinct insert moments. A case still"
+        f" short of N after the cap ({args.burst_timeout:g} s) shows `> cap` and the files"
+        " queued by then; its CPU is then a lower bound.",
+    ]
+    if before is not None and before.get("arrival") != args.burst_arrival:
+        print(
+            f"warning: the before run used --burst-arrival {before.get('arrival')},"
+            f" this one {args.burst_arrival}: not comparable",
+            flush=True,
+        )
+    if before is not None:
+        previous = burst_from_json(before)
+        parts += [
+            f"- before: {before.get('code')}, {before.get('date')},"
+            f" `{before.get('command')}` (machine: {before.get('machine')}; load"
+            f" {before['load'][0]:.1f} -> {before['load'][1]:.1f}). after: this run,"
+            f" {CODE.describe or 'working tree'}. ratio: after / before (below 1 is better;"
+            " `< x` where the before run hit the cap, so the true ratio is lower still).",
+            "",
+            markdown_table(SIDE_HEADERS, side_rows(previous, results)),
+            "",
+            "After, with peak RSS (VmHWM, MB, 10^6 bytes):",
+        ]
+        print_table("bursts: before / after", SIDE_HEADERS, side_rows(previous, results))
+    parts += ["", markdown_table(BURST_HEADERS, burst_rows(results))]
+    print_table(f"bursts ({CODE.describe})", BURST_HEADERS, burst_rows(results))
+    return "\n".join(parts)
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -360,7 +795,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--code-at", metavar="REV", help="run bcmanager from this commit, not the working tree"
     )
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--burst", type=sizes, default=[], help="burst sizes (only bursts run then), e.g. 30000"
+    )
+    p.add_argument("--burst-ages", default="fresh,old", help="fresh, old or both")
+    p.add_argument("--burst-cases", help="instead: N:age,... e.g. 30000:fresh,1000000:old")
+    p.add_argument(
+        "--burst-arrival", choices=("rename", "start"), default="rename", help="what t0 is"
+    )
+    p.add_argument("--burst-timeout", type=float, default=600.0, help="cap per case, s")
+    p.add_argument("--json-out", type=Path, help="write the burst results here (JSON)")
+    p.add_argument("--before-json", type=Path, help="burst results to compare against")
+    args = p.parse_args(argv)
+    args.burst_ages = [a for a in args.burst_ages.split(",") if a]
+    args.lead_s = 0.0
+    return args
 
 
 def check_room(work: Path, largest: int) -> None:
@@ -373,6 +822,8 @@ def check_room(work: Path, largest: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_on_sigterm()
+    if args.burst or args.burst_cases:
+        return main_bursts(args)
     work = args.workdir / "startup"
     work.mkdir(parents=True, exist_ok=True)
     ours = sorted(set(args.sizes) | set(args.original_sizes))
@@ -395,6 +846,28 @@ def main(argv: list[str] | None = None) -> int:
     body = report(results, args)
     if not args.no_doc:
         update_doc("startup", body)
+        print("updated docs/benchmarks.md")
+    return 0
+
+
+def main_bursts(args: argparse.Namespace) -> int:
+    before = json.loads(args.before_json.read_text()) if args.before_json else None
+    work = args.workdir / "startup-burst"
+    work.mkdir(parents=True, exist_ok=True)
+    check_room(work, max(n for n, _ in burst_cases(args)))
+    use_code_at(args.code_at, work)
+    source = write_source_pod5(work / "source.pod5")
+    try:
+        results = run_bursts(args, work, source)
+    finally:
+        if not args.keep:
+            remove_tree(work)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(burst_json(results, args), indent=1) + "\n")
+        print(f"wrote {args.json_out}")
+    body = burst_report(results, args, before)
+    if not args.no_doc:
+        update_doc("startup-burst", body)
         print("updated docs/benchmarks.md")
     return 0
 
