@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pysam
 import pytest
 
 from bcmanager.basecallers import make_basecaller
@@ -16,9 +17,10 @@ from bcmanager.basecallers.abc import Invocation
 from bcmanager.basecallers.command import CommandBasecaller
 from bcmanager.basecallers.dorado import DoradoBasecaller
 from bcmanager.basecallers.script import ScriptBasecaller
-from bcmanager.basecallers.simulated import SimulatedBasecaller
+from bcmanager.basecallers.simulated import SimulatedBasecaller, download_model
 from bcmanager.errors import ConfigError
 from bcmanager.layout import POD5_SIGNATURE, link_name
+from bcmanager.output.records import detect_format, parse_tags
 from bcmanager.pod5io import count_reads, write_pod5
 
 FAKES = Path(__file__).parent / "fakes"
@@ -308,3 +310,221 @@ def test_make_basecaller_picks_each_kind(fake_dorado: Path, tmp_path: Path) -> N
 def test_make_basecaller_names_the_missing_option(kind: str, option: str) -> None:
     with pytest.raises(ConfigError, match=option):
         make_basecaller(kind)
+
+
+# -- Dorado-like output of the stand-ins (style "dorado") ------------------------------------
+
+
+def bam_reads(path: Path) -> tuple[dict, list[pysam.AlignedSegment]]:
+    with pysam.AlignmentFile(str(path), check_sq=False) as bam:
+        return bam.header.to_dict(), list(bam)
+
+
+def parents_of(reads: list[pysam.AlignedSegment]) -> Counter[str]:
+    return Counter(r.get_tag("pi") if r.has_tag("pi") else r.query_name for r in reads)
+
+
+def test_simulated_dorado_style_writes_bam_with_dorados_tags(
+    job: tuple[Path, Path, list[str]],
+) -> None:
+    input_dir, output_dir, ids = job
+    basecaller = SimulatedBasecaller(0, style="dorado", model="hac", kit_name="SQK-NBD114-24")
+    result = run(basecaller.invocation(input_dir, output_dir))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (output_dir / "basecalls").iterdir()) == [
+        "pod5__a_0.bam",
+        "pod5__a_1.bam",
+    ]
+    reads = []
+    for path in sorted((output_dir / "basecalls").iterdir()):
+        header, file_reads = bam_reads(path)
+        assert header["HD"]["VN"] == "1.6"
+        assert header["PG"][0]["ID"] == "basecaller" and header["PG"][0]["PN"] == "dorado"
+        plain = [rg for rg in header["RG"] if "SM" not in rg]
+        assert len(plain) == 1  # one run per pod5 here
+        rg = plain[0]
+        assert rg["ID"] == "run1_dna_r10.4.1_e8.2_400bps_hac@v5.2.0" or rg["ID"].startswith("run2_")
+        assert "basecall_model=dna_r10.4.1_e8.2_400bps_hac@v5.2.0" in rg["DS"]
+        assert f"runid={rg['ID'].split('_')[0]}" in rg["DS"]
+        assert rg["PL"] == "ONT" and rg["PU"].startswith("FA") and rg["LB"] == "sim"
+        for read in file_reads:
+            assert read.is_unmapped
+            for tag in (
+                "qs",
+                "ch",
+                "st",
+                "du",
+                "ns",
+                "ts",
+                "mx",
+                "rn",
+                "fn",
+                "sm",
+                "sd",
+                "sv",
+                "RG",
+            ):
+                assert read.has_tag(tag), tag
+            assert read.get_tag("fn") == path.stem + ".pod5"
+            assert read.get_tag("sv") in ("pa", "quantile")
+            assert read.get_tag("RG") in {g["ID"] for g in header["RG"]}
+            assert 0 <= read.get_tag("ts") < read.get_tag("ns")
+        reads += file_reads
+    parents = parents_of(reads)
+    assert set(parents) == set(ids)
+    split = [r for r in reads if r.has_tag("pi")]
+    assert split and all(parents[r.get_tag("pi")] == 2 for r in split)
+    assert len({r.query_name for r in reads}) == len(reads)
+    qscores = [r.get_tag("qs") for r in reads]
+    assert min(qscores) < 9 < max(qscores)
+    barcodes = Counter(r.get_tag("BC") if r.has_tag("BC") else None for r in reads)
+    assert {"SQK-NBD114-24_barcode01", "SQK-NBD114-24_barcode02", None} <= set(barcodes)
+
+
+def test_simulated_dorado_style_is_deterministic(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, _ = job
+    again = tmp_path / "again"
+    basecaller = SimulatedBasecaller(0, style="dorado", kit_name="SQK-NBD114-24")
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+    assert run(basecaller.invocation(input_dir, again)).returncode == 0
+    for path in (output_dir / "basecalls").iterdir():
+        first_header, first = bam_reads(path)
+        second_header, second = bam_reads(again / "basecalls" / path.name)
+        assert first_header["RG"] == second_header["RG"]  # (@PG's CL names the folders)
+        assert [r.to_string() for r in first] == [r.to_string() for r in second]
+
+
+def test_simulated_modified_bases_give_mm_ml(job: tuple[Path, Path, list[str]]) -> None:
+    input_dir, output_dir, _ = job
+    basecaller = SimulatedBasecaller(0, style="dorado", modified_bases=["5mCG_5hmCG"])
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+    header, reads = bam_reads(output_dir / "basecalls" / "pod5__a_0.bam")
+    assert (
+        "modbase_models=dna_r10.4.1_e8.2_400bps_hac@v5.2.0_5mCG_5hmCG@v2" in header["RG"][0]["DS"]
+    )
+    for read in reads:
+        assert read.get_tag("MN") == len(read.query_sequence)
+        mods = read.modified_bases  # pysam parses MM/ML
+        assert set(mods) == {("C", 0, "h"), ("C", 0, "m")}
+        assert len(mods[("C", 0, "m")]) == read.query_sequence.count("C")
+
+
+def test_simulated_min_qscore_drops_reads_as_dorado_does(job: tuple[Path, Path, list[str]]) -> None:
+    input_dir, output_dir, _ = job
+    basecaller = SimulatedBasecaller(0, style="dorado", min_qscore=9)
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+    reads = [r for p in (output_dir / "basecalls").iterdir() for r in bam_reads(p)[1]]
+    assert reads and all(r.get_tag("qs") >= 9 for r in reads)
+
+
+def test_simulated_emit_fastq_has_tags_in_the_header(job: tuple[Path, Path, list[str]]) -> None:
+    input_dir, output_dir, ids = job
+    basecaller = SimulatedBasecaller(0, style="dorado", emit_fastq=True)
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+    parents = set()
+    for path in (output_dir / "basecalls").iterdir():
+        assert path.suffix == ".fastq"
+        with pysam.FastxFile(str(path)) as fastq:
+            for entry in fastq:
+                tags = parse_tags(entry.comment)
+                assert {"qs", "ch", "st", "du", "ns", "fn", "RG", "DS"} <= set(tags)
+                assert isinstance(tags["qs"], float) and isinstance(tags["ch"], int)
+                parents.add(tags.get("pi", entry.name))
+    assert parents == set(ids)
+
+
+def test_simulated_refuses_what_dorado_refuses(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, _ = job
+    with pytest.raises(ConfigError, match="emit-fastq"):
+        SimulatedBasecaller(0, style="dorado", emit_fastq=True, modified_bases=["6mA"])
+    with pytest.raises(ConfigError, match="not a supported modification"):
+        SimulatedBasecaller(0, style="dorado", modified_bases=["9xZ"])
+    legacy = SimulatedBasecaller(0).invocation(input_dir, output_dir)
+    with_kit = Invocation([*legacy.argv, "--kit-name", "K"], env=legacy.env)
+    assert run(with_kit).returncode == 2  # Dorado flags need the dorado style
+    models = tmp_path / "models"
+    missing = SimulatedBasecaller(0, style="dorado", models_directory=models)
+    result = run(missing.invocation(input_dir, output_dir))
+    assert result.returncode == 1 and "no internet" in result.stderr
+    download_model(models, "hac")
+    assert run(missing.invocation(input_dir, output_dir)).returncode == 0
+
+
+def test_stand_in_dorado_style_writes_bam_through_the_adapter(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    input_dir, output_dir, ids = job
+    monkeypatch.setenv("BCM_DORADO_STANDIN_STYLE", "dorado")
+    basecaller = DoradoBasecaller("sup", extra_args=["--kit-name", "SQK-RBK114-24"])
+    inv = basecaller.invocation(input_dir, output_dir)
+    inv = Invocation([a for a in inv.argv if a != "--emit-fastq"], inv.stdout_path, inv.env)
+    result = run(inv)
+    assert result.returncode == 0, result.stderr
+    assert inv.stdout_path is not None and detect_format(inv.stdout_path) == "bam"
+    header, reads = bam_reads(inv.stdout_path)
+    assert header["PG"][0]["CL"].startswith("dorado basecaller sup ")
+    assert len([rg for rg in header["RG"] if "SM" not in rg]) == 2  # one per run
+    assert {rg["SM"] for rg in header["RG"] if "SM" in rg} == {f"barcode0{i}" for i in range(1, 5)}
+    assert set(parents_of(reads)) == set(ids)
+    assert any(r.has_tag("pi") for r in reads) and any(r.has_tag("BC") for r in reads)
+    assert any(not r.has_tag("BC") for r in reads)  # unclassified reads carry no BC
+    for read in reads:
+        if read.has_tag("BC"):
+            assert read.get_tag("RG").endswith("_" + read.get_tag("BC"))
+
+
+def test_stand_in_dorado_style_emit_fastq_and_min_qscore(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    input_dir, output_dir, _ = job
+    monkeypatch.setenv("BCM_DORADO_STANDIN_STYLE", "dorado")
+    inv = DoradoBasecaller("hac", extra_args=["--min-qscore", "10"]).invocation(
+        input_dir, output_dir
+    )
+    assert run(inv).returncode == 0
+    assert inv.stdout_path is not None and detect_format(inv.stdout_path) == "fastq"
+    with pysam.FastxFile(str(inv.stdout_path)) as fastq:
+        qscores = [parse_tags(e.comment)["qs"] for e in fastq]
+    assert qscores and min(qscores) >= 10
+
+
+def test_stand_in_dorado_download_then_models_directory(
+    fake_dorado: Path,
+    job: tuple[Path, Path, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    input_dir, _, _ = job
+    monkeypatch.setenv("BCM_DORADO_STANDIN_STYLE", "dorado")
+    models = tmp_path / "models"
+    call = [
+        str(fake_dorado),
+        "basecaller",
+        "hac",
+        str(input_dir),
+        "--models-directory",
+        str(models),
+    ]
+    offline = subprocess.run(call, capture_output=True, timeout=60)
+    assert offline.returncode == 1 and b"no internet" in offline.stderr
+    download = [str(fake_dorado), "download", "--model", "hac", "--models-directory", str(models)]
+    assert subprocess.run(download, capture_output=True, timeout=60).returncode == 0
+    assert (models / "dna_r10.4.1_e8.2_400bps_hac@v5.2.0").is_dir()
+    assert subprocess.run(call, capture_output=True, timeout=60).returncode == 0
+
+
+def test_stand_in_dorado_legacy_style_is_still_the_default(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    input_dir, _, _ = job
+    monkeypatch.delenv("BCM_DORADO_STANDIN_STYLE", raising=False)
+    kit = subprocess.run(
+        [str(fake_dorado), "basecaller", "hac", str(input_dir), "--emit-fastq", "--kit-name", "K"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert kit.returncode == 2  # the legacy style knows only what the adapter passes today

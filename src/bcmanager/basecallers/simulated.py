@@ -12,6 +12,12 @@ name and renamed into `OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never lea
 half-written file under a final name. An unreadable pod5 fails the whole job (exit 1),
 as a real basecaller would.
 
+With `--style dorado` it instead writes what Dorado 1.4.0 would (see "Dorado-like
+output" below): unaligned BAM, or FASTQ with tags with `--emit-fastq`, one file per pod5
+in `OUTPUT/basecalls/<pod5 stem>.bam`, honouring Dorado's `--model`, `--kit-name`,
+`--min-qscore`, `--modified-bases` and `--models-directory`. The legacy style stays the
+default until the manager merges the split MinKNOW tree (`bcmanager.output`).
+
 The record-formatting helpers are shared with the stand-in `dorado` used in tests.
 """
 
