@@ -191,7 +191,7 @@ def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_m
     assert result["job"] is not None and result["job"]["files"][0]["path"] == "f0000.pod5"
     assert result["took"] < 15  # answered when the file appeared, not when the wait ran out
     nothing = m.post("/v1/claim", {"engine_id": "waiter", "wait_s": 0.2}).json()
-    assert nothing == {"job": None}
+    assert nothing == {"job": None, "more_expected": False}
 
 
 def test_with_a_token_every_mutating_call_needs_it(run_dirs, start_manager, tmp_path) -> None:
@@ -242,3 +242,80 @@ def test_a_missing_input_directory_is_a_clear_error(tmp_path) -> None:
         timeout=30,
     )
     assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def _half_written(inp, tmp_path, name: str = "half.pod5") -> bytes:
+    from bcmanager.pod5io import write_pod5
+
+    write_pod5(tmp_path / "whole.pod5", 3, 300, seed=42)
+    whole = (tmp_path / "whole.pod5").read_bytes()
+    (inp / name).write_bytes(whole[: len(whole) // 2])
+    return whole
+
+
+def _legacy_claim_in_background(m) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def ask() -> None:
+        t0 = time.monotonic()
+        answer = m.get("/assignwork", engineid="old1", batchsize=5)
+        result.update(answer=answer.json(), took=time.monotonic() - t0)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    return asker, result
+
+
+def test_legacy_assignwork_is_held_while_a_file_is_being_written_and_answered_when_it_is_done(
+    run_dirs, start_manager, tmp_path
+) -> None:
+    inp, out = run_dirs
+    whole = _half_written(inp, tmp_path)
+    m = start_manager(inp, out, "--settle", "60")
+    asker, result = _legacy_claim_in_background(m)
+    time.sleep(1.0)
+    assert asker.is_alive(), f"answered while the file was still being written: {result}"
+    (inp / "half.pod5").write_bytes(whole)
+    asker.join(timeout=20)
+    assert result["answer"]["batch"] == ["half.pod5"] and result["answer"]["jobid"] != "-1"
+
+
+def test_legacy_assignwork_answers_empty_at_once_when_nothing_is_on_its_way(
+    run_dirs, start_manager
+) -> None:
+    inp, out = run_dirs
+    m = start_manager(inp, out)
+    t0 = time.monotonic()
+    answer = m.get("/assignwork", engineid="old1", batchsize=5).json()
+    assert answer["jobid"] == "-1" and answer["batch"] == []
+    assert time.monotonic() - t0 < 5  # not held: the scan is done and nothing settles
+
+
+def test_legacy_assignwork_is_held_at_most_the_legacy_wait(run_dirs, start_manager, tmp_path):
+    inp, out = run_dirs
+    _half_written(inp, tmp_path)  # never finished
+    m = start_manager(inp, out, "--settle", "60", "--legacy-wait", "1.5")
+    t0 = time.monotonic()
+    answer = m.get("/assignwork", engineid="old1", batchsize=5).json()
+    took = time.monotonic() - t0
+    assert answer["jobid"] == "-1" and 1.4 <= took < 10
+
+
+def test_a_v1_until_empty_claim_says_whether_more_work_is_expected(
+    run_dirs, start_manager, tmp_path
+) -> None:
+    inp, out = run_dirs
+    whole = _half_written(inp, tmp_path)
+    m = start_manager(inp, out, "--settle", "60")
+    body = {"engine_id": "e1", "wait_s": 0.3, "until_empty": True}
+    assert m.post("/v1/claim", body).json() == {"job": None, "more_expected": True}
+    (inp / "half.pod5").write_bytes(whole)
+    answer = m.post("/v1/claim", {**body, "wait_s": 10}).json()
+    assert [f["path"] for f in answer["job"]["files"]] == ["half.pod5"]
+    assert answer["more_expected"] is True
+    t0 = time.monotonic()
+    assert m.post("/v1/claim", {**body, "wait_s": 10}).json() == {
+        "job": None,
+        "more_expected": False,
+    }
+    assert time.monotonic() - t0 < 5  # nothing on its way: answered at once, not after 10 s

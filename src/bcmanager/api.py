@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import sqlite3
+from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,7 @@ JOB_ID = r"^[0-9]{1,18}$"
 JOB_STATE = r"^[A-Za-z_]{1,32}$"
 MAX_BODY_BYTES = 64 * 1024
 LEGACY_REPORT_BACK_PERIOD = 300
+RECHECK_S = 1.0  # a held claim looks again at least this often
 
 
 class WorkSignal:
@@ -88,6 +90,13 @@ class ClaimRequest(_Body):
         Field(description="0 or absent: the default"),
     ] = None
     wait_s: Annotated[float, Field(ge=0, le=60, description="long-poll up to this long")] = 0.0
+    until_empty: Annotated[
+        bool,
+        Field(
+            description="answer at once, without a job, when no more work is expected"
+            " (nothing queued, settling or being scanned): for engines that exit then"
+        ),
+    ] = False
 
 
 class TokenRequest(_Body):
@@ -258,6 +267,25 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestTimer, metrics=metrics)
 
+    async def claim_or_wait(
+        claim_once: Callable[[], Assignment | None], wait_s: float, until_empty: bool
+    ) -> tuple[Assignment | None, bool]:
+        """Claim, waiting up to `wait_s` for work; with `until_empty`, give up as soon as
+        no more work is expected. Returns the assignment and whether work is expected."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            wake = signal.current()
+            assignment = claim_once()
+            if assignment is not None:
+                return assignment, True
+            expected = manager.work_expected()  # after the claim: no file slips between
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (until_empty and not expected):
+                return None, expected
+            with suppress(TimeoutError):  # re-check now and then: a scan may end quietly
+                await asyncio.wait_for(wake.wait(), timeout=min(remaining, RECHECK_S))
+
     # -- auth -----------------------------------------------------------------------
 
     async def require_token(request: Request) -> None:
@@ -288,7 +316,13 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         engineid: Annotated[str, Query(pattern=ENGINE_ID, **ENGINE_ID_LENGTH)],
         batchsize: Annotated[int, Query(ge=-(2**31), le=2**31)],
     ) -> Response:
-        assignment = manager.claim(engineid, batchsize, api="legacy")
+        # The original engine exits at its first empty answer (and its request has no
+        # timeout): while work is still expected, hold the request until there is some.
+        assignment, _ = await claim_or_wait(
+            lambda: manager.claim(engineid, batchsize, api="legacy"),
+            settings.legacy_wait_s,
+            until_empty=True,
+        )
         return _legacy_bytes(_legacy_batch(assignment, engineid, settings.lease_s))
 
     @app.get(
@@ -337,18 +371,17 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         responses=_answers(None, 400, 401, 422),
     )
     async def claim(body: ClaimRequest) -> dict[str, Any]:
-        """Claim a batch; with `wait_s` the call waits until work exists (long-poll)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + body.wait_s
-        while True:
-            wake = signal.current()
-            assignment = manager.claim(body.engine_id, body.max_files, api="v1")
-            remaining = deadline - loop.time()
-            if assignment is not None or remaining <= 0:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=remaining)
-        return {"job": None if assignment is None else _v1_job(manager, assignment)}
+        """Claim a batch; with `wait_s` the call waits until work exists (long-poll).
+
+        `more_expected` says whether work is still on its way (files queued, settling or
+        being scanned, or the first scan since start not finished)."""
+        assignment, expected = await claim_or_wait(
+            lambda: manager.claim(body.engine_id, body.max_files, api="v1"),
+            body.wait_s,
+            until_empty=body.until_empty,
+        )
+        job = None if assignment is None else _v1_job(manager, assignment)
+        return {"job": job, "more_expected": expected}
 
     @app.post(
         "/v1/jobs/{job_id}/heartbeat",

@@ -33,7 +33,7 @@ class Settings:
     watch: bool = True  # inotify via watchdog, beside the periodic rescan
     target_batch_s: float = 60.0  # adaptive batches aim at this much work per claim
     idle_shutdown_s: float = 100.0
-    max_wait_s: float = 60.0
+    legacy_wait_s: float = 60.0  # a legacy /assignwork is held this long while work is expected
     token: str | None = None
     legacy_auth: str = "open"  # open | token | off
 
@@ -46,6 +46,7 @@ class Settings:
             (self.rescan_s > 0, "rescan interval must be positive"),
             (self.settle_s >= 0, "settle time must not be negative"),
             (self.target_batch_s > 0, "target batch time must be positive"),
+            (0 <= self.legacy_wait_s <= 3600, "legacy wait must be within 0-3600 s"),
             (0 < self.port < 65536, "port must be within 1-65535"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
             (

@@ -83,14 +83,16 @@ class Engine:
         try:
             while not self.stopping.is_set():
                 self.idle = True
-                job = self.claim()
+                job, more_expected = self.claim()
                 self.idle = job is None
                 if job is not None and self.stopping.is_set():
                     self._report(job, "released", "engine stopping")
                     break
                 if job is None:
-                    if self.config.until_empty:
-                        log.info("nothing queued; exiting (--until-empty)")
+                    if self.config.until_empty and not more_expected:
+                        log.info(
+                            "nothing queued, settling or being scanned; exiting (--until-empty)"
+                        )
                         return 0
                     continue
                 self.results.append(self.run_job(job))
@@ -107,13 +109,16 @@ class Engine:
         self.stopping.set()
         self._terminate()
 
-    def claim(self) -> dict[str, Any] | None:
-        wait = 0.0 if self.config.until_empty else self.config.wait_s
+    def claim(self) -> tuple[dict[str, Any] | None, bool]:
+        """A job (or None after the long poll) and whether the manager expects more work."""
+        wait = self.config.wait_s
         body: dict[str, Any] = {"engine_id": self.config.engine_id, "wait_s": wait}
+        if self.config.until_empty:
+            body["until_empty"] = True
         if self.config.batch_size:
             body["max_files"] = self.config.batch_size
-        answer = self._call("POST", "/v1/claim", body, timeout=wait + 10)
-        return answer.json()["job"]
+        answer = self._call("POST", "/v1/claim", body, timeout=wait + 10).json()
+        return answer["job"], bool(answer.get("more_expected", False))
 
     def run_job(self, job: dict[str, Any]) -> JobResult:
         job_id = job["job_id"]
@@ -142,7 +147,9 @@ class Engine:
             log.info("job %d handed back (engine stopping)", job_id)
         elif returncode == 0:
             outcome = "done"
-            self._report(job, "done", None)
+            if self._report(job, "done", None) == 409:  # the lease ran out as it finished
+                outcome = "dropped"
+                log.warning("job %d: lease lost before the report; batch dropped", job_id)
         else:
             outcome = "failed"
             self._report(job, "failed", f"basecaller exit code {returncode}")
@@ -213,8 +220,10 @@ class Engine:
                 self._terminate()
                 return
 
-    def _report(self, job: dict[str, Any], outcome: str, reason: str | None) -> None:
-        """Report a job's end; a late (409) or forgotten (404) job is not an engine error."""
+    def _report(self, job: dict[str, Any], outcome: str, reason: str | None) -> int | None:
+        """Report a job's end; a late (409) or forgotten (404) job is not an engine error.
+
+        Returns the manager's status code, None when it could not be reached."""
         body = {"token": job["token"], "outcome": outcome}
         if reason:
             body["reason"] = reason
@@ -223,8 +232,10 @@ class Engine:
             r = self._call("POST", path, body, ok=(200, 404, 409), retry_while_stopping=True)
             if r.status_code != 200:
                 log.warning("job %d: manager says %s", job["job_id"], r.json().get("error"))
+            return r.status_code
         except ManagerGone:
             log.error("job %d: could not report %s; the lease will expire", job["job_id"], outcome)
+            return None
 
     def _call(
         self,

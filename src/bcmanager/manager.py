@@ -13,17 +13,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
-from bcmanager.errors import ConfigError, LeaseLost
+from bcmanager.errors import LeaseLost
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
+from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult
 from bcmanager.scheduler import Assignment, Policy
@@ -120,6 +121,8 @@ class Manager:
         self._scan_wake = threading.Event()
         self._pending_wake = threading.Event()
         self._observer: Any = None
+        self._looking_lock = threading.Lock()
+        self._looking_now = 0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -133,18 +136,19 @@ class Manager:
         self.layout.ensure_output_dirs()
         self.ledger = Ledger(self.settings.ledger_path)
         self._discovery = Discovery(
-            self.layout.input,
-            self._known_in,
-            settle_s=self.settings.settle_s,
-            count_reads=_count_reads,
-            clock=self.clock,
+            self.layout.input, self._known_in, settle_s=self.settings.settle_s, clock=self.clock
         )
+        recovery = Recovery(self.db, self.layout, self.policy, self._merge, self._record_quarantine)
         now = self.clock()
         with self.lock:
-            self._check_ledger_owner()
-            rebuilt = self.ledger.created and self._rebuild_from_layout(now)
+            recovery.check_owner()
+            rebuilt = self.ledger.created and recovery.rebuild_from_layout(
+                now, lambda: self._discovery.scan().new if self._discovery else []
+            )
+            if rebuilt:
+                self.scan_done.set()
             merging = len(self.db.jobs_in([JobState.MERGING]))
-            self._reconcile(now)
+            recovery.reconcile(now)
             running = scheduler.renew_all(self.db, now)
             self.db.record_event(now, "manager", "started" + (" (rebuilt)" if rebuilt else ""))
         if scan_now and not rebuilt:
@@ -169,7 +173,7 @@ class Manager:
     def _start_watching(self) -> None:
         from bcmanager.watch import start_watching
 
-        observer = start_watching(self)
+        observer = start_watching(self.layout.input, self.hint, self.rescan_soon)
         if self._stop.is_set() and observer is not None:
             observer.stop()
         else:
@@ -220,16 +224,20 @@ class Manager:
         return self._reader.known_names_in(folder)  # no manager lock: its own connection
 
     def scan(self) -> int:
-        """Look for new complete pod5 files once; returns how many were added."""
+        """Look for new complete pod5 files once; returns how many were added.
+
+        Files go to the ledger in chunks as the walk finds them, so engines get work
+        within a second of a large copy landing, not once the whole tree is walked."""
         assert self._discovery is not None
         started = time.monotonic()
-        early = [0]
+        with self._looking():
+            early = [0]
 
-        def queue_now(files: list[NewFile]) -> None:
-            early[0] += self._queue(files)
+            def queue_now(files: list[NewFile]) -> None:
+                early[0] += self._queue(files)
 
-        result = self._discovery.scan(sink=queue_now)
-        added = self._take(result) + early[0]
+            result = self._discovery.scan(sink=queue_now)
+            added = self._take(result) + early[0]
         self.last_scan = {
             "at": self.clock(),
             "seconds": round(time.monotonic() - started, 3),
@@ -237,13 +245,47 @@ class Manager:
             "incomplete": len(result.incomplete),
             "folders_listed": result.folders_listed,
         }
-        self.scan_done.set()
+        if not self.scan_done.is_set():
+            self.scan_done.set()
+            self._notify()  # claims held until the first scan ends may now answer empty
         return added
 
     def check_pending(self) -> int:
         """Look only at files still being written and at inotify hints (cheap, frequent)."""
         assert self._discovery is not None
-        return self._take(self._discovery.check_pending())
+        with self._looking():
+            early = [0]
+
+            def queue_now(files: list[NewFile]) -> None:
+                early[0] += self._queue(files)
+
+            added = self._take(self._discovery.check_pending(sink=queue_now)) + early[0]
+        if not added and not self._discovery.pending_count:
+            self._notify()  # nothing settles any more: held claims may answer empty
+        return added
+
+    @contextmanager
+    def _looking(self) -> Iterator[None]:
+        """Files found while this is open may not be in the ledger yet: work is expected."""
+        with self._looking_lock:
+            self._looking_now += 1
+        try:
+            yield
+        finally:
+            with self._looking_lock:
+                self._looking_now -= 1
+
+    def work_expected(self) -> bool:
+        """Whether an engine that found nothing to claim should hold on rather than go home:
+        files are queued, settling or being looked at, or the first scan since start has
+        not finished. Call it after a claim that found nothing, so that no file can slip
+        between the two."""
+        if not self.scan_done.is_set() or self._looking_now:
+            return True
+        if self._discovery is not None and self._discovery.pending_count:
+            return True
+        with self.lock:
+            return self.db.file_counts()[FileState.QUEUED] > 0
 
     def hint(self, rel: str, closed: bool = False) -> None:
         """An inotify event named `rel` (a pod5 path relative to INPUT)."""
@@ -470,125 +512,6 @@ class Manager:
         else:
             seen.last_seen = now
 
-    # -- recovery ---------------------------------------------------------------------
-
-    def _check_ledger_owner(self) -> None:
-        for key, path in (("input", self.layout.input), ("output", self.layout.output)):
-            recorded = self.db.get_meta(key)
-            if recorded is None:
-                self.db.set_meta(key, str(path))
-            elif recorded != str(path):
-                raise ConfigError(
-                    f"ledger {self.db.path} belongs to {key} {recorded}, not {path};"
-                    " pass --db for a separate ledger"
-                )
-
-    def _rebuild_from_layout(self, now: float) -> bool:
-        """The ledger was lost: rebuild it from manifests, job folders and the quarantine list."""
-        snap = self.layout.read_snapshot()
-        if not (snap.finished or snap.merging or snap.running or snap.failures) and not (
-            snap.quarantined or snap.max_job_id
-        ):
-            return False
-        log.warning("no ledger but a run's folders in OUTPUT: rebuilding state from the layout")
-        self.db.reserve_job_ids(snap.max_job_id)
-        assert self._discovery is not None
-        found = self._discovery.scan()
-        self.db.add_files(found.new, now)
-        for plan in snap.finished + snap.merging:
-            self._adopt_merge(plan, now)
-        for job_id, engine, paths in snap.running:
-            self._recreate_job(job_id, engine, paths, now)
-        for path, failures in snap.failures.items():
-            row = self.db.get_file(path)
-            if row is not None and row.state is FileState.QUEUED:
-                self.db.set_attempts(row.id, failures)
-        for path, why in snap.quarantined.items():
-            row = self.db.get_file(path)
-            if row is not None and row.state is FileState.QUEUED:
-                self.db.set_file_state(
-                    [row.id], FileState.QUEUED, FileState.QUARANTINED, now, reason=why
-                )
-        self.db.record_event(now, "manager", "ledger rebuilt from the layout")
-        self.scan_done.set()
-        return True
-
-    def _adopt_merge(self, plan: dict, now: float) -> None:
-        """Take into the ledger a merge the disk shows (its manifest), finishing it if needed."""
-        job = self.db.get_job(plan["job_id"])
-        if job is None:
-            job = self._recreate_job(plan["job_id"], plan["engine"], plan_paths(plan), now)
-        if job is not None and job.state is JobState.ASSIGNED:
-            scheduler.begin_merge(self.db, job, plan, now)
-            self._merge(scheduler.get_job(self.db, job.id), now)
-
-    def _adopt_merges_the_ledger_lacks(self, live: set[int], now: float) -> None:
-        """After a power loss the ledger (synchronous=NORMAL) may lag the disk by its last
-        commits: merges finished or journaled on disk whose job the ledger still calls
-        running, or does not know, are taken from their manifests so no file is
-        basecalled twice. The ledger is a prefix of history, so only running jobs and
-        ids above the largest known can be at risk; new ids start above all on disk."""
-        newest = self.db.max_job_id()
-        seen = newest
-        for kind, job_id, _engine, path in self.layout.job_dirs():
-            seen = max(seen, job_id)
-            if kind in ("LOGOUTPUT", "TMPOUTPUT") and (job_id in live or job_id > newest):
-                plan = self.layout.read_manifest(path)
-                if plan is not None:
-                    log.warning("job %d: merged on disk but not in the ledger; adopting", job_id)
-                    self._adopt_merge(plan, now)
-        self.db.reserve_job_ids(seen)
-
-    def _recreate_job(
-        self, job_id: int, engine: str, paths: list[str], now: float
-    ) -> JobRow | None:
-        rows = [r for r in self.db.files_by_paths(paths) if r.state is FileState.QUEUED]
-        if not rows:
-            return None
-        self.db.create_job(
-            engine,
-            scheduler.new_token(),
-            "rebuilt",
-            self.policy.lease_s,
-            len(rows),
-            now,
-            job_id=job_id,
-        )
-        self.db.set_file_state(
-            [r.id for r in rows], FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id
-        )
-        return self.db.get_job(job_id)
-
-    def _reconcile(self, now: float) -> None:
-        """Bring the disk in line with the ledger after a crash at any instant."""
-        self._adopt_merges_the_ledger_lacks(
-            {j.id for j in self.db.jobs_in([JobState.ASSIGNED])}, now
-        )
-        for job in self.db.jobs_in([JobState.MERGING]):
-            self._merge(job, now)
-        live = {job.id: job for job in self.db.jobs_in([JobState.ASSIGNED])}
-        for job in live.values():
-            self.layout.prepare_job(
-                job.id, job.engine, [f.path for f in self.db.files_of_job(job.id)]
-            )
-        for kind, job_id, engine, _path in self.layout.job_dirs_on_input():
-            if kind != "ASSIGNED" or job_id in live:
-                continue
-            job = self.db.get_job(job_id)
-            if job is not None and job.state is JobState.FAILED:
-                self.layout.set_aside_failed(job_id, engine)
-            else:
-                self.layout.drop_assignment(job_id, engine)
-        for job in self.db.jobs_in([JobState.LATE]):
-            self.layout.set_aside_late_output(job.id, job.engine)
-        listed = self.layout.read_quarantine_list()
-        missing = [
-            f
-            for f in self.db.files_in_state(FileState.QUARANTINED, 1_000_000)
-            if f.path not in listed
-        ]
-        self._record_quarantine(missing)
-
     # -- views ------------------------------------------------------------------------
 
     def _runs_cached(self, now: float) -> list[dict[str, object]]:
@@ -684,17 +607,6 @@ def rescan_pause(rescan_s: float, last_scan_s: float) -> float:
     itself is slow (a flat folder of a million files), so rescans never take more than a
     few percent of the manager's time. inotify hints and new folders still wake it early."""
     return max(rescan_s, RESCAN_COST_FACTOR * last_scan_s)
-
-
-def _count_reads(path: Path) -> tuple[int, int]:
-    """Imported on first use: pod5 (and pyarrow) add a third of a second to every start."""
-    from bcmanager.pod5io import count_reads
-
-    return count_reads(path)
-
-
-def plan_paths(plan: dict) -> list[str]:
-    return [item["path"] for item in plan["inputs"]]
 
 
 def job_view(job: JobRow) -> dict[str, object]:

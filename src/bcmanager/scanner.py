@@ -7,7 +7,7 @@ twice) and bcmanager's own job folders are skipped.
 
 A rescan is cheap at a million files: a folder whose modification time has not
 changed since it was last listed is not listed again, and known names are never
-opened; only new names get a look (stat and the pod5 signature at both ends).
+opened; only new names get a look (a stat and the pod5 footer: a few small reads).
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from pathlib import Path
 
 from bcmanager.layout import INPUT_JOB_PREFIXES, is_complete_pod5
 from bcmanager.ledger import NewFile
+from bcmanager.pod5footer import footer_is_whole
 
 # A folder changed this recently may still gain entries within the same mtime tick.
 _SETTLE_NS = 2_000_000_000
-# Files last written longer ago than this when first seen are a backlog, not live output:
-# they are queued on the signature check alone (no pod5 open), so a restart over a
-# million-file backlog stays fast.
-BACKLOG_AGE_S = 60.0
-FLUSH_EVERY = 5000
+# Found files go to the ledger (and to waiting engines) in chunks of this many.
+FLUSH_EVERY = 2000
 
 log = logging.getLogger("bcmanager.scanner")
 
@@ -113,14 +111,18 @@ class _Pending:
 class Discovery:
     """Finds complete pod5 files under one INPUT tree, scan after scan.
 
-    A file is complete when it has the pod5 signature at both ends and either its
-    writer closed it (an inotify hint) or its size and mtime have not changed for
-    `settle_s`. Files still settling are kept in a small pending set that
+    A file is complete the moment its pod5 footer is whole (`footer_is_whole`: the
+    writer closed it, or it was renamed in whole), fresh or old alike. A file without
+    a whole footer waits for the settle rule: the signature at both ends and either
+    its writer closed it (an inotify hint) or its size and mtime have not changed for
+    `settle_s`. Files still waiting are kept in a small pending set that
     `check_pending` re-examines often, so a closed file is queued within a second
-    without rescanning the tree. Files already complete and settled when first
-    seen (a backlog, a copied run) are queued on the signature check alone; files
-    watched while being written are also opened once with the pod5 library to count
-    their reads (a burst of 100,000 copied files must not cost 100,000 pod5 opens).
+    without rescanning the tree. Until a file is handed out, it costs a `stat` and a
+    few small reads, never a pod5 open: a burst of a million copied files is queued
+    as fast as the folder can be listed.
+
+    With a `sink`, found files are handed over in chunks of FLUSH_EVERY as they are
+    found, by the walk and by the pending check alike.
 
     `known_in(rel_dir)` answers the names the ledger already has in a folder.
     Thread-safe: the scan loop, the pending loop and the inotify thread share it.
@@ -131,13 +133,11 @@ class Discovery:
         root: Path,
         known_in: Callable[[str], set[str]],
         settle_s: float = 1.0,
-        count_reads: Callable[[Path], tuple[int, int]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
         self.settle_s = settle_s
         self._known_in = known_in
-        self._count_reads = count_reads
         self._clock = clock
         self._folders: dict[str, tuple[int, list[str]]] = {}
         self._pending: dict[str, _Pending] = {}
@@ -169,27 +169,34 @@ class Discovery:
     def scan(self, sink: Callable[[list[NewFile]], object] | None = None) -> ScanResult:
         """Walk the whole tree (skipping settled folders), then check what is pending.
 
-        With a `sink`, found files are handed over every FLUSH_EVERY files during the
-        walk (a first start over a million-file backlog hands out work after seconds,
-        not after the whole walk); what is left stays in the result."""
+        With a `sink`, found files are handed over every FLUSH_EVERY files (a first
+        start over a million-file backlog hands out work after a second, not after the
+        whole walk); what is left stays in the result."""
         with self._lock:
             self._sink = sink
-            result = ScanResult()
-            now = self._clock()
-            stack = [""]
-            while stack:
-                rel_dir = stack.pop()
-                subdirs = self._visit(rel_dir, now, result)
-                stack.extend(_join(rel_dir, d) for d in subdirs)
-            self._check_pending(now, result)
-            return result
+            try:
+                result = ScanResult()
+                now = self._clock()
+                stack = [""]
+                while stack:
+                    rel_dir = stack.pop()
+                    subdirs = self._visit(rel_dir, now, result)
+                    stack.extend(_join(rel_dir, d) for d in subdirs)
+                self._check_pending(now, result)
+                return result
+            finally:
+                self._sink = None
 
-    def check_pending(self) -> ScanResult:
+    def check_pending(self, sink: Callable[[list[NewFile]], object] | None = None) -> ScanResult:
         """Look again at the files still settling and at the watcher's hints only."""
         with self._lock:
-            result = ScanResult()
-            self._check_pending(self._clock(), result)
-            return result
+            self._sink = sink
+            try:
+                result = ScanResult()
+                self._check_pending(self._clock(), result)
+                return result
+            finally:
+                self._sink = None
 
     def _visit(self, rel_dir: str, now: float, result: ScanResult) -> list[str]:
         folder = self.root / rel_dir if rel_dir else self.root
@@ -230,9 +237,6 @@ class Discovery:
                         rel = _join(rel_dir, name)
                         if name not in known and rel not in self._pending:
                             self._consider(rel, now, closed=False, result=result)
-                            if self._sink is not None and len(result.new) >= FLUSH_EVERY:
-                                self._sink(result.new)
-                                result.new = []
                     elif is_final_summary(name):
                         self._run_ended(rel_dir, name, result)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -253,7 +257,7 @@ class Discovery:
                 self._pending[rel].closed |= closed
             elif self._is_new(rel):
                 self._consider(rel, now, closed, result)
-        for rel in sorted(self._pending):
+        for rel in list(self._pending):
             self._consider(rel, now, closed=False, result=result)
         result.incomplete = sorted(self._pending)
         result.new.sort(key=lambda f: (f.mtime, f.path))
@@ -271,7 +275,7 @@ class Discovery:
         return name not in self._known_names(folder)
 
     def _consider(self, rel: str, now: float, closed: bool, result: ScanResult) -> None:
-        """Queue `rel` if complete and settled, keep it pending if not, drop it if gone."""
+        """Queue `rel` if complete, keep it pending if not yet, drop it if gone."""
         path = self.root / rel
         try:
             st = os.stat(path, follow_symlinks=False)
@@ -279,25 +283,27 @@ class Discovery:
             self._pending.pop(rel, None)
             return
         seen = self._pending.get(rel)
-        live = seen is not None or closed  # watched while being written
         if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            seen = _Pending(
-                st.st_size, st.st_mtime_ns, now, closed or (seen.closed if seen else False)
-            )
+            # new or changed: complete at once if its footer is whole
+            if footer_is_whole(path, st.st_size):
+                self._found(rel, st, result)
+                return
+            was_closed = seen.closed if seen is not None else False
+            seen = _Pending(st.st_size, st.st_mtime_ns, now, closed or was_closed)
             self._pending[rel] = seen
         else:
             seen.closed |= closed
         age = now - st.st_mtime_ns / 1e9
         settled = seen.closed or now - seen.since >= self.settle_s or age >= self.settle_s
-        if not settled or not is_complete_pod5(path, st.st_size):
-            return
-        del self._pending[rel]
+        if settled and is_complete_pod5(path, st.st_size):
+            self._found(rel, st, result)
+
+    def _found(self, rel: str, st: os.stat_result, result: ScanResult) -> None:
+        """`rel` is complete: known from now on, handed to the sink in chunks."""
+        self._pending.pop(rel, None)
         folder, _, name = rel.rpartition("/")
         self._known_names(folder).add(name)
-        reads = samples = None
-        if self._count_reads is not None and live and age < BACKLOG_AGE_S:
-            try:
-                reads, samples = self._count_reads(path)
-            except Exception as exc:  # a file pod5 cannot read still goes out: it will fail
-                log.warning("%s: complete on disk but unreadable (%s)", rel, exc)
-        result.new.append(NewFile(rel, st.st_size, st.st_mtime, run_of(rel), reads, samples))
+        result.new.append(NewFile(rel, st.st_size, st.st_mtime, run_of(rel)))
+        if self._sink is not None and len(result.new) >= FLUSH_EVERY:
+            self._sink(result.new)
+            result.new = []

@@ -1,4 +1,4 @@
-"""inotify glue: watchdog events become hints for the manager's discovery.
+"""inotify glue: watchdog events become hints for discovery, through two callbacks.
 
 Events only say where to look; completeness is always decided by `Discovery`
 (signature at both ends, settled size), and the periodic rescan still runs, since
@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -19,16 +19,19 @@ from watchdog.observers import Observer
 from bcmanager.layout import INPUT_JOB_PREFIXES
 from bcmanager.scanner import is_final_summary, is_pod5_name
 
-if TYPE_CHECKING:
-    from bcmanager.manager import Manager
+OnPod5 = Callable[[str, bool], None]  # (path relative to INPUT, closed by its writer)
+OnFolder = Callable[[str], None]  # a folder (relative to INPUT) to list again
 
 log = logging.getLogger("bcmanager.watch")
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, manager: Manager, watch_subtree: Callable[[str], None]) -> None:
-        self.manager = manager
-        self.root = str(manager.layout.input)
+    def __init__(
+        self, root: Path, on_pod5: OnPod5, on_folder: OnFolder, watch_subtree: OnFolder
+    ) -> None:
+        self.root = str(root)
+        self._on_pod5 = on_pod5
+        self._on_folder = on_folder
         self._watch_subtree = watch_subtree
 
     def _relative(self, path: str | bytes) -> str | None:
@@ -52,11 +55,12 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory:
             if not folder and event.event_type in ("created", "moved"):
                 self._watch_subtree(name)  # a new top-level folder (an experiment)
-            self.manager.rescan_soon(folder)
+            self._on_folder(folder)
         elif is_pod5_name(name):
-            self.manager.hint(rel, closed=event.event_type == "closed")
+            # "moved": renamed into place (rsync, cp + mv), whole the moment it appears
+            self._on_pod5(rel, event.event_type == "closed")
         elif is_final_summary(name):
-            self.manager.rescan_soon(folder)
+            self._on_folder(folder)
 
 
 class Watcher:
@@ -67,10 +71,10 @@ class Watcher:
     inotify watch for each of them, only for their events to be thrown away. (Their
     creation and removal still cost an event each at the top.)"""
 
-    def __init__(self, manager: Manager) -> None:
-        self.root = manager.layout.input
+    def __init__(self, root: Path, on_pod5: OnPod5, on_folder: OnFolder) -> None:
+        self.root = root
         self.observer = Observer()
-        self._handler = _Handler(manager, self.watch_subtree)
+        self._handler = _Handler(root, on_pod5, on_folder, self.watch_subtree)
         self._watched: set[str] = set()
         self._lock = threading.Lock()
 
@@ -101,13 +105,14 @@ class Watcher:
         self.observer.join(timeout)
 
 
-def start_watching(manager: Manager) -> Watcher | None:
-    """Watch INPUT (see Watcher); None when inotify is unavailable."""
-    watcher = Watcher(manager)
+def start_watching(root: Path, on_pod5: OnPod5, on_folder: OnFolder) -> Watcher | None:
+    """Watch INPUT (see Watcher), reporting through the two callbacks; None when inotify
+    is unavailable. The callbacks run in the watcher's thread."""
+    watcher = Watcher(root, on_pod5, on_folder)
     try:
         watcher.start()
     except OSError as exc:
-        log.warning("cannot watch %s (%s); relying on rescans", manager.layout.input, exc)
+        log.warning("cannot watch %s (%s); relying on rescans", root, exc)
         return None
-    log.info("watching %s with inotify", manager.layout.input)
+    log.info("watching %s with inotify", root)
     return watcher

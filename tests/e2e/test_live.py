@@ -66,3 +66,23 @@ def test_inotify_sees_files_deep_in_existing_and_new_folders_without_rescans(
     assert claimed_within(10) == ["exp/sample/20261128_0101_1A_FAX1_abcd/pod5/late.pod5"]
     write_pod5(inp / "exp2" / "s" / "run" / "pod5" / "new.pod5", 2, 200, seed=2)  # all new
     assert claimed_within(10) == ["exp2/s/run/pod5/new.pod5"]
+
+
+def test_a_file_renamed_into_input_is_claimed_at_once_not_after_the_settle_time(
+    run_dirs, start_manager
+) -> None:
+    from bcmanager.pod5io import write_pod5
+
+    inp, out = run_dirs
+    folder = inp / "exp" / "s" / "20261128_0101_1A_FAX1_abcd" / "pod5"
+    folder.mkdir(parents=True)
+    m = start_manager(inp, out, "--rescan", "3600", "--settle", "60")
+    time.sleep(1.0)  # the watches are set up in the background
+    write_pod5(folder / ".FAX1_0.pod5.Xy12ab", 2, 200, seed=3)  # rsync's temporary name
+    (folder / ".FAX1_0.pod5.Xy12ab").rename(folder / "FAX1_0.pod5")
+    t0 = time.monotonic()
+    job = m.post("/v1/claim", {"engine_id": "e1", "wait_s": 20}).json()["job"]
+    assert [f["path"] for f in job["files"]] == [
+        "exp/s/20261128_0101_1A_FAX1_abcd/pod5/FAX1_0.pod5"
+    ]
+    assert time.monotonic() - t0 < 10  # whole on arrival: the 60 s settle rule never applied

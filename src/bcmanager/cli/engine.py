@@ -30,7 +30,9 @@ def default_engine_id() -> str:
     show_default=True,
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="files per batch [manager's]")
-@click.option("--until-empty", is_flag=True, help="exit 0 once a claim finds nothing queued")
+@click.option(
+    "--until-empty", is_flag=True, help="exit 0 once nothing is queued, settling or being scanned"
+)
 @click.option("--model", default="", help="basecalling model (dorado, script, command)")
 @click.option("--dorado", default="dorado", show_default=True, help="dorado executable")
 @click.option("--device", default="cuda:all", show_default=True, help="dorado --device")

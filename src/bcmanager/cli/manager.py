@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import uvicorn
 
 from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
 from bcmanager.config import DEFAULT_PORT, build_settings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 log = logging.getLogger("bcmanager.cli.manager")
 DONE_POLL_S = 0.5
+LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
 
 
 @click.command("manager")
@@ -35,6 +40,12 @@ DONE_POLL_S = 0.5
 @click.option("--target-batch", "target_batch_s", type=float, help="seconds of work per batch [60]")
 @click.option(
     "--exit-when-done", is_flag=True, help="exit 0 once every run ended and is basecalled"
+)
+@click.option(
+    "--legacy-wait",
+    "legacy_wait_s",
+    type=float,
+    help="hold a legacy /assignwork this long while work is still expected [60]",
 )
 @click.option("--idle-shutdown", "idle_shutdown_s", type=float, help="/heartbeat idle after [100]")
 @click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
@@ -58,14 +69,19 @@ def command(
 ) -> None:
     """Watch INPUT, hand batches to engines, merge their FASTQ into OUTPUT."""
     setup_logging(log_level, log_format)
+    overrides = dict(flags, input=input_dir, output=output_dir, token=read_token(token_file))
+    settings = build_settings(overrides, config_path, legacy_config, node_index)
+    url = f"http://{settings.host}:{settings.port}"
+    # Listen before anything slow (imports, recovery, the first scan): an engine started
+    # in the same breath is then queued by the kernel and answered, never refused.
+    listener = listen(settings.host, settings.port)
+    import uvicorn
+
     from bcmanager.api import create_app
     from bcmanager.manager import Manager
 
-    overrides = dict(flags, input=input_dir, output=output_dir, token=read_token(token_file))
-    settings = build_settings(overrides, config_path, legacy_config, node_index)
     manager = Manager(settings)
     report = manager.open()
-    url = f"http://{settings.host}:{settings.port}"
     counts = ", ".join(f"{n} {state}" for state, n in report.counts.items())
     click.echo(f"bcmanager listening on {url}")
     click.echo(f"  input   {settings.input}\n  output  {settings.output}")
@@ -98,9 +114,28 @@ def command(
     )
     if exit_when_done:
         threading.Thread(target=_stop_when_done, args=(manager, server), daemon=True).start()
-    server.run()
-    if not server.started:
-        raise click.ClickException(f"could not listen on {url} (is the port in use?)")
+    server.run(sockets=[listener])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, handed to uvicorn once the manager is open."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(
+            f"could not listen on {host}:{port} (is the port in use?): {exc.strerror or exc}"
+        ) from exc
+    return sock
 
 
 def _stop_when_done(manager: object, server: uvicorn.Server) -> None:

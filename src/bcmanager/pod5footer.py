@@ -1,0 +1,137 @@
+"""Whether a pod5 file is whole, from a few small reads of its ends (no pod5 library).
+
+A pod5 file is laid out as (the pod5 format's DESIGN, "Combined file layout")::
+
+    <signature 8> <section marker 16>
+    <embedded Arrow file> <pad to 8> <section marker 16>      (signal, run info, reads)
+    ...
+    "FOOTER\\0\\0" <footer flatbuffer> <footer length: int64 LE> <section marker 16> <signature 8>
+
+The writer puts the footer down when it closes the file, so a file whose footer is
+whole is complete the instant it is seen, be it written in place or renamed into
+INPUT. A half-copied file is not: its tail is missing or, where a copy wrote out of
+order, the section markers that the footer's table entries point to are not all in
+place. The section marker is a random UUID per file, so zeros never pass for one.
+
+The check costs an `open` and three or four small `pread`s: the head, the tail (which
+holds the footer), and the marker after each embedded table.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+SIGNATURE = b"\x8bPOD\r\n\x1a\n"
+FOOTER_MAGIC = b"FOOTER\x00\x00"
+MARKER_LEN = 16
+HEAD_LEN = len(SIGNATURE) + MARKER_LEN
+# signature + marker + footer length: what follows the footer flatbuffer
+TRAILER_LEN = len(SIGNATURE) + MARKER_LEN + 8
+TAIL_READ = 4096  # a footer is a few hundred bytes: one read usually holds it all
+MAX_FOOTER = 1 << 20
+_FOOTER_CONTENTS = 3  # Footer { file_identifier, software, pod5_version, contents }
+_EMBEDDED_OFFSET, _EMBEDDED_LENGTH = 0, 1  # EmbeddedFile { offset, length, format, ... }
+
+
+class _Malformed(Exception):
+    """A flatbuffer offset points outside the footer: not a whole footer."""
+
+
+def footer_is_whole(path: str | os.PathLike[str], size: int | None = None) -> bool:
+    """True when `path` is a complete pod5 file by its footer (see the module doc)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        end = os.fstat(fd).st_size if size is None else size
+        return _whole(fd, end)
+    except (OSError, _Malformed, struct.error):
+        return False
+    finally:
+        os.close(fd)
+
+
+def _whole(fd: int, end: int) -> bool:
+    if end < HEAD_LEN + len(FOOTER_MAGIC) + TRAILER_LEN:
+        return False
+    head = os.pread(fd, HEAD_LEN, 0)
+    if head[:8] != SIGNATURE:
+        return False
+    marker = head[8:]
+    tail_start = max(0, end - TAIL_READ)
+    tail = os.pread(fd, end - tail_start, tail_start)
+    if len(tail) != end - tail_start or tail[-8:] != SIGNATURE or tail[-24:-8] != marker:
+        return False
+    (footer_len,) = struct.unpack_from("<q", tail, len(tail) - TRAILER_LEN)
+    footer_start = end - TRAILER_LEN - footer_len
+    magic_start = footer_start - len(FOOTER_MAGIC)
+    if not 0 < footer_len <= MAX_FOOTER or magic_start - MARKER_LEN < HEAD_LEN:
+        return False
+    if magic_start - MARKER_LEN < tail_start:  # a large footer: read all of it
+        tail_start = magic_start - MARKER_LEN
+        tail = os.pread(fd, end - tail_start, tail_start)
+    at = magic_start - tail_start
+    if tail[at : at + 8] != FOOTER_MAGIC or tail[at - MARKER_LEN : at] != marker:
+        return False
+    footer = tail[at + 8 : at + 8 + footer_len]
+    tables = _embedded_tables(footer)
+    return bool(tables) and all(
+        _marker_after(fd, offset, length, magic_start, marker) for offset, length in tables
+    )
+
+
+def _marker_after(fd: int, offset: int, length: int, limit: int, marker: bytes) -> bool:
+    """Each embedded table is followed (after padding to 8 bytes) by the section marker."""
+    after = (offset + length + 7) // 8 * 8
+    if offset < HEAD_LEN or length <= 0 or after + MARKER_LEN > limit:
+        return False
+    return os.pread(fd, MARKER_LEN, after) == marker
+
+
+def _embedded_tables(footer: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each embedded file the footer flatbuffer lists."""
+    root = _u32(footer, 0)
+    vector = _field_ref(footer, root, _FOOTER_CONTENTS)
+    if vector is None:
+        return []
+    out = []
+    for i in range(_u32(footer, vector)):
+        slot = vector + 4 + 4 * i
+        table = slot + _u32(footer, slot)
+        offset = _field_i64(footer, table, _EMBEDDED_OFFSET)
+        length = _field_i64(footer, table, _EMBEDDED_LENGTH)
+        out.append((offset, length))
+    return out
+
+
+def _field_pos(buf: bytes, table: int, index: int) -> int | None:
+    """Where field `index` of the flatbuffer table at `table` sits, None when absent."""
+    vtable = table - _unpack(buf, "<i", table)
+    vtable_len = _unpack(buf, "<H", vtable)
+    if 4 + 2 * index + 2 > vtable_len:
+        return None
+    rel = _unpack(buf, "<H", vtable + 4 + 2 * index)
+    return table + rel if rel else None
+
+
+def _field_ref(buf: bytes, table: int, index: int) -> int | None:
+    pos = _field_pos(buf, table, index)
+    return None if pos is None else pos + _u32(buf, pos)
+
+
+def _field_i64(buf: bytes, table: int, index: int) -> int:
+    pos = _field_pos(buf, table, index)
+    return 0 if pos is None else _unpack(buf, "<q", pos)
+
+
+def _u32(buf: bytes, pos: int) -> int:
+    return _unpack(buf, "<I", pos)
+
+
+def _unpack(buf: bytes, fmt: str, pos: int) -> int:
+    """One value at `pos`; never wraps around (struct reads negative offsets from the end)."""
+    if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
+        raise _Malformed(pos)
+    return struct.unpack_from(fmt, buf, pos)[0]

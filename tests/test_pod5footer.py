@@ -1,0 +1,80 @@
+"""The footer check decides that a fresh pod5 is complete: a half-copied file must never pass."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from bcmanager.pod5footer import footer_is_whole
+from bcmanager.pod5io import write_pod5
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("pod5") / "whole.pod5"
+    write_pod5(path, 5, 400, seed=11)
+    return path.read_bytes()
+
+
+def _write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "f.pod5"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_whole_file_passes(tmp_path: Path, whole: bytes) -> None:
+    assert footer_is_whole(_write(tmp_path, whole))
+
+
+def test_no_prefix_of_a_file_passes(tmp_path: Path, whole: bytes) -> None:
+    cuts = sorted({0, 1, 8, 24, len(whole) - 1, len(whole) - 8, *range(0, len(whole), 97)})
+    passed = [n for n in cuts if footer_is_whole(_write(tmp_path, whole[:n]))]
+    assert passed == []
+
+
+def test_a_file_copied_out_of_order_does_not_pass_until_its_middle_is_there(
+    tmp_path: Path, whole: bytes
+) -> None:
+    """A copy that wrote its head and tail first (sparse middle, zeros) is not whole."""
+    sparse = bytearray(len(whole))
+    sparse[:4096] = whole[:4096]
+    sparse[-4096:] = whole[-4096:]
+    assert not footer_is_whole(_write(tmp_path, bytes(sparse)))
+
+
+def test_any_flipped_byte_in_the_trailer_or_footer_frame_fails(
+    tmp_path: Path, whole: bytes
+) -> None:
+    footer_len = int.from_bytes(whole[-32:-24], "little")
+    magic = len(whole) - 32 - footer_len - 8
+    frame = [*range(len(whole) - 32, len(whole)), *range(magic - 16, magic + 8), *range(24)]
+    passed = []
+    for at in frame:
+        data = bytearray(whole)
+        data[at] ^= 0x5A
+        if footer_is_whole(_write(tmp_path, bytes(data))):
+            passed.append(at)
+    assert passed == []
+
+
+def test_random_garbage_never_raises(tmp_path: Path, whole: bytes) -> None:
+    rng = random.Random(5)
+    results = set()
+    for _ in range(300):
+        data = bytearray(whole)
+        for _ in range(rng.randint(1, 8)):  # mostly in the footer flatbuffer
+            data[rng.randrange(len(data) - 400, len(data) - 32)] = rng.randrange(256)
+        results.add(footer_is_whole(_write(tmp_path, bytes(data))))
+    for n in (40, 100, 1000):
+        results.add(footer_is_whole(_write(tmp_path, rng.randbytes(n))))
+    assert results <= {True, False} and False in results
+
+
+def test_missing_and_unreadable_paths_are_not_whole(tmp_path: Path) -> None:
+    assert not footer_is_whole(tmp_path / "missing.pod5")
+    (tmp_path / "dir.pod5").mkdir()
+    assert not footer_is_whole(tmp_path / "dir.pod5")
+    assert not footer_is_whole(_write(tmp_path, b""))
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling.pod5")
+    assert not footer_is_whole(tmp_path / "dangling.pod5")
