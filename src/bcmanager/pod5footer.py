@@ -92,46 +92,42 @@ def _marker_after(fd: int, offset: int, length: int, limit: int, marker: bytes) 
 
 def _embedded_tables(footer: bytes) -> list[tuple[int, int]]:
     """(offset, length) of each embedded file the footer flatbuffer lists."""
-    root = _u32(footer, 0)
-    vector = _field_ref(footer, root, _FOOTER_CONTENTS)
+    root = _at(_U32, footer, 0)
+    vector = _field(footer, root, _FOOTER_CONTENTS)
     if vector is None:
         return []
+    vector += _at(_U32, footer, vector)
     out = []
-    for i in range(_u32(footer, vector)):
+    for i in range(_at(_U32, footer, vector)):
         slot = vector + 4 + 4 * i
-        table = slot + _u32(footer, slot)
-        offset = _field_i64(footer, table, _EMBEDDED_OFFSET)
-        length = _field_i64(footer, table, _EMBEDDED_LENGTH)
-        out.append((offset, length))
+        table = slot + _at(_U32, footer, slot)
+        offset = _field(footer, table, _EMBEDDED_OFFSET)
+        length = _field(footer, table, _EMBEDDED_LENGTH)
+        out.append(
+            (
+                0 if offset is None else _at(_I64, footer, offset),
+                0 if length is None else _at(_I64, footer, length),
+            )
+        )
     return out
 
 
-def _field_pos(buf: bytes, table: int, index: int) -> int | None:
+def _field(buf: bytes, table: int, index: int) -> int | None:
     """Where field `index` of the flatbuffer table at `table` sits, None when absent."""
-    vtable = table - _unpack(buf, "<i", table)
-    vtable_len = _unpack(buf, "<H", vtable)
-    if 4 + 2 * index + 2 > vtable_len:
+    vtable = table - _at(_I32, buf, table)
+    slot = 4 + 2 * index
+    if slot + 2 > _at(_U16, buf, vtable):
         return None
-    rel = _unpack(buf, "<H", vtable + 4 + 2 * index)
+    rel = _at(_U16, buf, vtable + slot)
     return table + rel if rel else None
 
 
-def _field_ref(buf: bytes, table: int, index: int) -> int | None:
-    pos = _field_pos(buf, table, index)
-    return None if pos is None else pos + _u32(buf, pos)
+_U16, _U32, _I32, _I64 = (struct.Struct(f) for f in ("<H", "<I", "<i", "<q"))
 
 
-def _field_i64(buf: bytes, table: int, index: int) -> int:
-    pos = _field_pos(buf, table, index)
-    return 0 if pos is None else _unpack(buf, "<q", pos)
-
-
-def _u32(buf: bytes, pos: int) -> int:
-    return _unpack(buf, "<I", pos)
-
-
-def _unpack(buf: bytes, fmt: str, pos: int) -> int:
-    """One value at `pos`; never wraps around (struct reads negative offsets from the end)."""
-    if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
+def _at(kind: struct.Struct, buf: bytes, pos: int) -> int:
+    """One value at `pos`; struct itself refuses reads past the end, and negative offsets
+    (which struct would count from the end) are refused here."""
+    if pos < 0:
         raise _Malformed(pos)
-    return struct.unpack_from(fmt, buf, pos)[0]
+    return kind.unpack_from(buf, pos)[0]
