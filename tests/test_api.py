@@ -32,7 +32,7 @@ def wait_for_files(m, n: int) -> None:
 def test_legacy_routes_answer_as_the_original_manager(run_dirs, start_manager) -> None:
     inp, out = run_dirs
     make_run(inp, 3)
-    m = start_manager(inp, out, "--lease", "30")
+    m = start_manager(inp, out, "--lease", "30", "--output-layout", "legacy")
     wait_for_files(m, 3)
     r = m.get("/assignwork", engineid="dgx001", batchsize=2)
     assert r.status_code == 200

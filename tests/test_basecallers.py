@@ -88,7 +88,7 @@ def test_simulated_argv_runs_this_module_with_its_speed(tmp_path: Path) -> None:
 
 def test_simulated_writes_one_record_per_read_per_pod5(job: tuple[Path, Path, list[str]]) -> None:
     input_dir, output_dir, ids = job
-    result = run(SimulatedBasecaller(0).invocation(input_dir, output_dir))
+    result = run(SimulatedBasecaller(0, style="legacy").invocation(input_dir, output_dir))
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in (output_dir / "pass").iterdir())
     assert names == ["pod5__a_0.fastq", "pod5__a_1.fastq"]
@@ -110,11 +110,14 @@ def test_simulated_output_is_deterministic(
     input_dir, output_dir, _ = job
     again = tmp_path / "again"
     again.mkdir()
-    basecaller = SimulatedBasecaller(0)
-    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
-    assert run(basecaller.invocation(input_dir, again)).returncode == 0
-    for path in (output_dir / "pass").iterdir():
-        assert path.read_bytes() == (again / "pass" / path.name).read_bytes()
+    for style, folder in (("legacy", "pass"), ("dorado", "basecalls")):
+        basecaller = SimulatedBasecaller(0, style=style, emit_fastq=style == "dorado")
+        assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
+        assert run(basecaller.invocation(input_dir, again)).returncode == 0
+        written = sorted((output_dir / folder).iterdir())
+        assert written
+        for path in written:
+            assert path.read_bytes() == (again / folder / path.name).read_bytes()
 
 
 def test_simulated_fails_on_an_unreadable_pod5(
@@ -147,7 +150,13 @@ def test_simulated_takes_at_least_samples_over_speed(job: tuple[Path, Path, list
 
 def test_dorado_argv_and_stdout(fake_dorado: Path, tmp_path: Path) -> None:
     basecaller = DoradoBasecaller(
-        "hac@v5.0.0", device="cuda:0,1", batchsize=512, extra_args=["--min-qscore", "9"]
+        "hac@v5.0.0",
+        device="cuda:0,1",
+        batchsize=512,
+        kit_name="SQK-NBD114-24",
+        modified_bases=["5mCG_5hmCG", "6mA"],
+        models_directory=tmp_path / "models",
+        extra_args=["--trim", "all"],
     )
     inv = basecaller.invocation(tmp_path / "in", tmp_path / "out")
     assert inv.argv == [
@@ -155,18 +164,29 @@ def test_dorado_argv_and_stdout(fake_dorado: Path, tmp_path: Path) -> None:
         "basecaller",
         "hac@v5.0.0",
         str(tmp_path / "in"),
-        "--emit-fastq",
+        "--kit-name",
+        "SQK-NBD114-24",
+        "--modified-bases",
+        "5mCG_5hmCG",
+        "6mA",
+        "--models-directory",
+        str(tmp_path / "models"),
         "--device",
         "cuda:0,1",
         "--batchsize",
         "512",
-        "--min-qscore",
-        "9",
+        "--trim",
+        "all",
     ]
-    assert inv.stdout_path == tmp_path / "out" / "pass" / "basecalls.fastq"
+    assert "--min-qscore" not in inv.argv  # dorado would drop those reads; the engine splits
+    assert inv.stdout_path == tmp_path / "out" / "basecalls" / "basecalls.bam"
     assert inv.stdout_path.parent.is_dir()  # the engine can open it
-    plain = DoradoBasecaller("sup").invocation(tmp_path / "in", tmp_path / "out").argv
-    assert plain[-3:] == ["--emit-fastq", "--device", "cuda:all"]  # no --batchsize by default
+    assert basecaller.native_output and basecaller.barcoding
+    fastq = DoradoBasecaller("sup", emit_fastq=True).invocation(tmp_path / "in", tmp_path / "o2")
+    assert fastq.argv[-3:] == ["--emit-fastq", "--device", "cuda:all"]  # no --batchsize
+    assert fastq.stdout_path == tmp_path / "o2" / "basecalls" / "basecalls.fastq"
+    with pytest.raises(ConfigError, match="modified-base"):
+        DoradoBasecaller("sup", emit_fastq=True, modified_bases=["6mA"])
 
 
 def test_dorado_adapter_against_the_stand_in(
@@ -176,8 +196,21 @@ def test_dorado_adapter_against_the_stand_in(
     inv = DoradoBasecaller("hac", batchsize=0).invocation(input_dir, output_dir)
     result = run(inv)
     assert result.returncode == 0, result.stderr
-    records = fastq_records(output_dir / "pass")
-    assert Counter(read_id(h) for h, *_ in records) == Counter(ids)
+    assert inv.stdout_path is not None and detect_format(inv.stdout_path) == "bam"
+    _, reads = bam_reads(inv.stdout_path)
+    assert set(parents_of(reads)) == set(ids)
+
+
+def test_the_dorado_model_is_fetched_once_when_the_engine_starts(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, _ = job
+    models = tmp_path / "models"
+    basecaller = DoradoBasecaller("hac", models_directory=models)
+    offline = run(basecaller.invocation(input_dir, output_dir))
+    assert offline.returncode == 1 and "no internet" in offline.stderr  # not fetched per batch
+    basecaller.prepare()
+    assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
 
 
 def test_stand_in_dorado_rejects_what_dorado_would(
@@ -186,10 +219,13 @@ def test_stand_in_dorado_rejects_what_dorado_would(
     input_dir, output_dir, _ = job
     bogus = DoradoBasecaller("hac", extra_args=["--no-such-flag"]).invocation(input_dir, output_dir)
     assert run(bogus).returncode == 2
-    bam = subprocess.run(
-        [str(fake_dorado), "basecaller", "hac", str(input_dir)], capture_output=True, text=True
+    argv = [str(fake_dorado), "basecaller", "hac", str(input_dir), "--emit-fastq"]
+    modbase_fastq = subprocess.run(
+        [*argv, "--modified-bases", "6mA"],
+        capture_output=True,
+        text=True,
     )
-    assert bam.returncode == 2  # without --emit-fastq real dorado writes BAM
+    assert modbase_fastq.returncode != 0  # FASTQ cannot keep modified-base calls
 
 
 def test_dorado_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -443,7 +479,7 @@ def test_simulated_refuses_what_dorado_refuses(
         SimulatedBasecaller(0, style="dorado", emit_fastq=True, modified_bases=["6mA"])
     with pytest.raises(ConfigError, match="not a supported modification"):
         SimulatedBasecaller(0, style="dorado", modified_bases=["9xZ"])
-    legacy = SimulatedBasecaller(0).invocation(input_dir, output_dir)
+    legacy = SimulatedBasecaller(0, style="legacy").invocation(input_dir, output_dir)
     with_kit = Invocation([*legacy.argv, "--kit-name", "K"], env=legacy.env)
     assert run(with_kit).returncode == 2  # Dorado flags need the dorado style
     models = tmp_path / "models"
@@ -482,7 +518,7 @@ def test_stand_in_dorado_style_emit_fastq_and_min_qscore(
 ) -> None:
     input_dir, output_dir, _ = job
     monkeypatch.setenv("BCM_DORADO_STANDIN_STYLE", "dorado")
-    inv = DoradoBasecaller("hac", extra_args=["--min-qscore", "10"]).invocation(
+    inv = DoradoBasecaller("hac", emit_fastq=True, extra_args=["--min-qscore", "10"]).invocation(
         input_dir, output_dir
     )
     assert run(inv).returncode == 0
@@ -517,14 +553,14 @@ def test_stand_in_dorado_download_then_models_directory(
     assert subprocess.run(call, capture_output=True, timeout=60).returncode == 0
 
 
-def test_stand_in_dorado_legacy_style_is_still_the_default(
+def test_stand_in_dorado_legacy_style_knows_only_the_old_command_line(
     fake_dorado: Path, job: tuple[Path, Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     input_dir, _, _ = job
-    monkeypatch.delenv("BCM_DORADO_STANDIN_STYLE", raising=False)
+    monkeypatch.setenv("BCM_DORADO_STANDIN_STYLE", "legacy")
     kit = subprocess.run(
         [str(fake_dorado), "basecaller", "hac", str(input_dir), "--emit-fastq", "--kit-name", "K"],
         capture_output=True,
         timeout=60,
     )
-    assert kit.returncode == 2  # the legacy style knows only what the adapter passes today
+    assert kit.returncode == 2  # the legacy style knows only bcmanager 0.1's command line

@@ -114,14 +114,14 @@ def test_a_merge_interrupted_by_a_crash_is_finished_at_the_next_start(run_dirs, 
     a = m.claim("e1", None, api="v1")
     basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
     # What complete() does up to the crash: journal the merge, write the manifest, move one file.
-    plan = m.layout.plan_merge(
-        a.job.id, "e1", [{"path": f.path, "size": f.size, "reads": None} for f in a.files]
-    )
+    inputs = [{"path": f.path, "size": f.size, "reads": None} for f in a.files]
+    plan = m.layout.plan_merge(a.job.id, "e1", inputs, m.output, lambda: "run1")
     from bcmanager import scheduler
 
     scheduler.begin_merge(m.db, a.job, plan, clock())
     m.layout.write_manifest(plan)
     src, dst = plan["outputs"][0]
+    (out / dst).parent.mkdir(parents=True, exist_ok=True)
     os.rename(m.layout.tmp_output_dir(a.job.id, "e1") / src, out / dst)
     m.db.close()
     restarted = open_manager(inp, out, clock)
@@ -220,3 +220,40 @@ def test_a_ledger_that_lags_the_disk_after_a_power_loss_adopts_the_merges(run_di
     assert restarted.claim("e3", None, api="v1") is None  # nothing is basecalled twice
     assert restarted.db.max_job_id() == second  # the next job id is above all on disk
     assert_exactly_once(run, out)
+
+
+def test_an_output_keeps_its_layout_and_refuses_the_other(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = open_manager(inp, out, clock)
+    assert m.output.name == "minknow"  # the default for a new OUTPUT
+    assert not (out / "pass").exists()  # no legacy folders in a MinKNOW tree
+    m.close()
+    with pytest.raises(ConfigError, match="holds the minknow layout"):
+        open_manager(inp, out, clock, output_layout="legacy")
+    again = open_manager(inp, out, clock, output_layout="minknow")
+    assert again.output.name == "minknow"
+    again.close()
+
+
+def test_an_output_of_the_original_system_stays_legacy(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    (out / "pass").mkdir(parents=True)
+    (out / "pass" / "job_id_1_x.fastq").write_text("@r\nA\n+\n!\n")
+    m = open_manager(inp, out, clock)
+    assert m.output.name == "legacy"
+    m.close()
+    with pytest.raises(ConfigError, match="holds the legacy layout"):
+        open_manager(inp, out, clock, output_layout="minknow")
+
+
+def test_a_batch_holds_files_of_one_run_only(run_dirs, clock) -> None:
+    inp, out = run_dirs
+    for i in range(3):  # two flow cells' files, found interleaved
+        make_run(inp / "exp/s/run_A/pod5", 1, prefix=f"a{i}", seed=10 + i)
+        make_run(inp / "exp/s/run_B/pod5", 1, prefix=f"b{i}", seed=20 + i)
+    m = open_manager(inp, out, clock)
+    runs = []
+    while (a := m.claim("e1", 100, api="legacy")) is not None:
+        runs.append({f.path.split("/")[2] for f in a.files})
+    assert sorted(map(sorted, runs)) == [["run_A"], ["run_B"]]

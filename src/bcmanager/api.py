@@ -497,6 +497,7 @@ def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
         "output_dir": str(layout.tmp_output_dir(job.id, job.engine)),
         "job_input_dir": layout.assigned_dir(job.id, job.engine).name,
         "job_output_dir": layout.tmp_output_dir(job.id, job.engine).name,
+        "output_layout": manager.output.name,
         "files": [
             {"path": f.path, "name": link_name(f.path), "size": f.size, "reads": f.reads}
             for f in assignment.files

@@ -15,6 +15,7 @@ from typing import Any
 from bcmanager.errors import ConfigError
 
 DEFAULT_PORT = 40765
+OUTPUT_LAYOUTS = ("minknow", "legacy")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Settings:
     legacy_wait_s: float = 60.0  # a legacy /assignwork is held this long while work is expected
     token: str | None = None
     legacy_auth: str = "open"  # open | token | off
+    output_layout: str | None = None  # minknow | legacy; None: what OUTPUT has (new: minknow)
 
     def __post_init__(self) -> None:
         checks = [
@@ -49,6 +51,10 @@ class Settings:
             (0 <= self.legacy_wait_s <= 3600, "legacy wait must be within 0-3600 s"),
             (0 < self.port < 65536, "port must be within 1-65535"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
+            (
+                self.output_layout in (None, *OUTPUT_LAYOUTS),
+                f"output layout is one of {', '.join(OUTPUT_LAYOUTS)}",
+            ),
             (
                 self.legacy_auth != "token" or self.token is not None,
                 "legacy_auth token needs a token (--token-file or BCM_TOKEN)",
@@ -91,7 +97,7 @@ def load_legacy(path: Path, node_index: int) -> dict[str, Any]:
         raise ConfigError(f"cannot read legacy config {path}: {exc}") from exc
     if not 0 <= node_index < len(nodes):
         raise ConfigError(f"node index {node_index} is outside nodes_list (0-{len(nodes) - 1})")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"output_layout": "legacy"}  # the original system's output names
     if basecalling.get("input_dir"):
         out["input"] = basecalling["input_dir"]
     if basecalling.get("output_dir"):

@@ -26,11 +26,14 @@ from typing import Any
 import httpx
 
 from bcmanager.basecallers.abc import Basecaller
+from bcmanager.errors import ConfigError
+from bcmanager.output.filing import file_native_output
 
 log = logging.getLogger("bcmanager.engine")
 
 MAX_BACKOFF_S = 2.0  # a GPU waits at most this long once the manager is back
 KILL_GRACE_S = 5.0
+DEFAULT_MIN_QSCORE = 9.0  # MinKNOW's hac threshold, for models whose speed is not named
 
 
 class ManagerGone(Exception):
@@ -45,6 +48,7 @@ class EngineConfig:
     until_empty: bool = False
     wait_s: float = 30.0  # long-poll of one claim
     token: str | None = None
+    min_qscore: float | None = None  # pass/fail threshold; None: MinKNOW's for the model
 
 
 @dataclass
@@ -80,6 +84,11 @@ class Engine:
             self.config.manager_url,
             self.basecaller.describe(),
         )
+        try:
+            self.basecaller.prepare()
+        except ConfigError as exc:
+            log.error("cannot start the basecaller: %s", exc)
+            return 2
         try:
             while not self.stopping.is_set():
                 self.idle = True
@@ -145,6 +154,9 @@ class Engine:
             outcome = "released"
             self._report(job, "released", "engine stopping")
             log.info("job %d handed back (engine stopping)", job_id)
+        elif returncode == 0 and (problem := self._file_output(job)) is not None:
+            outcome = "failed"
+            self._report(job, "failed", problem)
         elif returncode == 0:
             outcome = "done"
             if self._report(job, "done", None) == 409:  # the lease ran out as it finished
@@ -154,6 +166,38 @@ class Engine:
             outcome = "failed"
             self._report(job, "failed", f"basecaller exit code {returncode}")
         return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
+
+    def _file_output(self, job: dict[str, Any]) -> str | None:
+        """File a native basecaller's reads into the manager's layout; a reason if it failed."""
+        if not self.basecaller.native_output:
+            return None
+        try:
+            filed = file_native_output(
+                Path(job["output_dir"]),
+                Path(job["input_dir"]),
+                job["files"],
+                layout=job.get("output_layout", "legacy"),
+                job_id=job["job_id"],
+                min_qscore=self.min_qscore(),
+                barcoding=self.basecaller.barcoding,
+            )
+        except Exception as exc:  # a bad BAM, a read of no pod5 of the job, a full disk
+            log.error("job %d: cannot file the basecaller's output: %s", job["job_id"], exc)
+            return f"filing the output failed: {exc}"[:1000]
+        log.info("job %d: %d read(s) into %d file(s)", job["job_id"], filed.reads, len(filed.files))
+        return None
+
+    def min_qscore(self) -> float:
+        """The pass threshold: --min-qscore, else MinKNOW's for the model (fast 8, hac 9,
+        sup 10; 9 when the model's name does not tell)."""
+        if self.config.min_qscore is not None:
+            return self.config.min_qscore
+        from bcmanager.output.split import default_min_qscore
+
+        try:
+            return default_min_qscore(self.basecaller.model or "hac")
+        except ValueError:
+            return DEFAULT_MIN_QSCORE
 
     # -- the basecaller subprocess ----------------------------------------------------
 

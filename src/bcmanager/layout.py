@@ -19,13 +19,14 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bcmanager import failpoints
 from bcmanager.errors import CorruptState
+from bcmanager.output.layouts import OutputLayout
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
 MANIFEST_NAME = "bcmanager-manifest.json"
@@ -33,6 +34,7 @@ QUARANTINE_DIR = "QUARANTINE"
 QUARANTINE_LIST = "quarantined.tsv"
 STATE_DIR = ".bcmanager"
 MERGED_SUBDIRS = ("pass", "fail")
+APPENDED_DIR = ".appended"  # summary fragments, once their rows are in the run's summary
 INPUT_JOB_PREFIXES = ("ASSIGNED_", "FAILED_", "UNKNOWN_")
 
 # An engine id becomes part of folder names: [A-Za-z0-9._-]{1,64} (design 2.7), no "..".
@@ -66,10 +68,6 @@ def is_engine_id(name: str) -> bool:
 def link_name(relpath: str) -> str:
     """The name of a file's symlink in a job folder: its INPUT-relative path, flattened."""
     return relpath.replace("/", "__")
-
-
-def merged_name(job_id: int, name: str) -> str:
-    return f"job_id_{job_id}_{name}"
 
 
 @dataclass
@@ -123,9 +121,22 @@ class Layout:
 
     # -- steps ------------------------------------------------------------------------
 
-    def ensure_output_dirs(self) -> None:
+    def ensure_output_dirs(self, output_layout: OutputLayout) -> None:
+        self.output.mkdir(parents=True, exist_ok=True)
+        output_layout.ensure_dirs(self.output)
+
+    def output_layout_on_disk(self) -> str | None:
+        """The layout an OUTPUT already holds (from a merge manifest, or the original
+        system's `pass`/`fail` folders with files), None for an OUTPUT with no results."""
+        for kind, _job_id, _engine, path in _job_dirs(self.output):
+            plan = self.read_manifest(path) if kind in ("LOGOUTPUT", "TMPOUTPUT") else None
+            if plan is not None:
+                return str(plan.get("layout", "legacy"))
         for sub in MERGED_SUBDIRS:
-            (self.output / sub).mkdir(parents=True, exist_ok=True)
+            with suppress(OSError), os.scandir(self.output / sub) as entries:
+                if any(True for _ in entries):
+                    return "legacy"
+        return None
 
     def prepare_job(self, job_id: int, engine: str, relpaths: Iterable[str]) -> None:
         """Create the job's input folder of symlinks and its empty output folder."""
@@ -138,31 +149,48 @@ class Layout:
         with suppress(FileExistsError):
             os.mkdir(self.tmp_output_dir(job_id, engine))
 
-    def plan_merge(self, job_id: int, engine: str, inputs: list[dict]) -> dict:
-        """List what the basecaller wrote; the plan is journaled before anything moves."""
-        tmp = self.tmp_output_dir(job_id, engine)
-        moves = []
-        for sub in MERGED_SUBDIRS:
-            src_dir = tmp / sub
-            if not src_dir.is_dir():
-                continue
-            for name in sorted(os.listdir(src_dir)):
-                moves.append([f"{sub}/{name}", f"{sub}/{merged_name(job_id, name)}"])
-        return {"job_id": job_id, "engine": engine, "inputs": inputs, "outputs": moves}
+    def plan_merge(
+        self,
+        job_id: int,
+        engine: str,
+        inputs: list[dict],
+        output_layout: OutputLayout,
+        run_folder: Callable[[], str],
+    ) -> dict:
+        """List what the engine left and where it goes; journaled before anything moves."""
+        parts = output_layout.plan(self.tmp_output_dir(job_id, engine), job_id, run_folder)
+        plan = {"job_id": job_id, "engine": engine, "inputs": inputs, "outputs": parts.moves}
+        if output_layout.name != "legacy":
+            plan["layout"] = output_layout.name
+        if parts.appends:
+            plan["appends"] = parts.appends
+        return plan
 
-    def write_manifest(self, plan: dict) -> None:
-        """Write the manifest into the job's output folder (atomically), wherever it now is."""
+    def write_manifest(self, plan: dict) -> dict:
+        """Write the manifest into the job's output folder (atomically), wherever it now is,
+        and return the plan as the manifest has it.
+
+        The first manifest fixes where each summary append starts (the summary's size
+        now: merges run one at a time, so nothing else appends before this one ends);
+        a merge run again after a crash truncates back to that offset and appends again."""
         job_id, engine = plan["job_id"], plan["engine"]
         folder = self.tmp_output_dir(job_id, engine)
         if not folder.is_dir():
             folder = self.log_output_dir(job_id, engine)
-            if (folder / MANIFEST_NAME).is_file():
-                return  # merged already: its manifest went along
+        on_disk = self.read_manifest(folder) if folder.is_dir() else None
+        if on_disk is not None and on_disk.get("outputs") == plan.get("outputs"):
+            return on_disk
+        plan = dict(plan)
+        if plan.get("appends"):
+            plan["appends"] = [
+                [src, dst, _size_or_zero(self.output / dst)] for src, dst, *_ in plan["appends"]
+            ]
         folder.mkdir(exist_ok=True)
         _write_json_atomically(folder / MANIFEST_NAME, plan)
+        return plan
 
     def apply_merge(self, plan: dict) -> None:
-        """Move a DONE job's outputs into OUTPUT/{pass,fail}; safe to run again after a crash."""
+        """Move a DONE job's outputs into place; safe to run again after a crash."""
         job_id, engine = plan["job_id"], plan["engine"]
         tmp = self.tmp_output_dir(job_id, engine)
         log = self.log_output_dir(job_id, engine)
@@ -172,8 +200,11 @@ class Layout:
                 if os.path.lexists(src):
                     if os.path.lexists(dst):
                         raise CorruptState(f"merge of job {job_id}: {dst} already exists")
+                    dst.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(src, dst)
                     failpoints.hit("merge.after-move")
+            for src_rel, dst_rel, offset in plan.get("appends", ()):
+                self._append_summary(tmp, src_rel, self.output / dst_rel, offset)
             if not (tmp / MANIFEST_NAME).exists():
                 _write_json_atomically(tmp / MANIFEST_NAME, plan)
             os.rename(tmp, log)
@@ -181,6 +212,28 @@ class Layout:
         elif not log.is_dir():
             raise CorruptState(f"merge of job {job_id}: neither {tmp.name} nor {log.name} exists")
         _remove_tree(self.assigned_dir(job_id, engine))
+
+    def _append_summary(self, tmp: Path, src_rel: str, dst: Path, offset: int) -> None:
+        """Append a job's summary rows to its run's summary, exactly once: the rows go in
+        from `offset` (what the summary held before this job), then the fragment is moved
+        aside; a fragment still in place after a crash is appended again from `offset`."""
+        src = tmp / src_rel
+        if not src.exists():
+            return  # appended already
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "ab") as out:
+            if os.fstat(out.fileno()).st_size < offset:
+                raise CorruptState(f"{dst} is shorter than before this job's rows: was it cut?")
+            out.truncate(offset)
+            with open(src, "rb") as rows:
+                header = rows.readline()
+                if offset == 0:
+                    out.write(header)
+                shutil.copyfileobj(rows, out)
+        failpoints.hit("merge.after-append")
+        aside = tmp / APPENDED_DIR / src_rel.replace("/", "__")
+        aside.parent.mkdir(exist_ok=True)
+        os.rename(src, aside)
 
     def set_aside_failed(self, job_id: int, engine: str) -> None:
         """After FAILED: keep the job's folders for inspection under their FAILED names."""
@@ -283,6 +336,13 @@ def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
     except FileNotFoundError:
         pass
     return out
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:

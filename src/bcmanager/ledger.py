@@ -291,10 +291,16 @@ class Ledger:
         return out
 
     def queued_files(self, limit: int) -> list[FileRow]:
-        """The oldest queued files first (discovery order)."""
+        """The oldest queued files first (discovery order), all of the oldest one's run:
+        a batch never mixes runs (flow cells, kits, samples)."""
+        first = self._db.execute(
+            "SELECT run FROM files WHERE state = ? ORDER BY id LIMIT 1", (FileState.QUEUED.value,)
+        ).fetchone()
+        if first is None:
+            return []
         rows = self._db.execute(
-            f"SELECT {_FILE_COLS} FROM files WHERE state = ? ORDER BY id LIMIT ?",
-            (FileState.QUEUED.value, limit),
+            f"SELECT {_FILE_COLS} FROM files WHERE state = ? AND run = ? ORDER BY id LIMIT ?",
+            (FileState.QUEUED.value, first[0], limit),
         )
         return [_file_row(r) for r in rows]
 

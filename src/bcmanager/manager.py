@@ -24,9 +24,10 @@ from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
+from bcmanager.output.layouts import OutputLayout, output_layout
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
-from bcmanager.scanner import Discovery, ScanResult
+from bcmanager.scanner import Discovery, ScanResult, run_of
 from bcmanager.scheduler import Assignment, Policy
 from bcmanager.states import FileState, JobState
 
@@ -121,6 +122,7 @@ class Manager:
         self._scan_wake = threading.Event()
         self._pending_wake = threading.Event()
         self._observer: Any = None
+        self.output: OutputLayout = output_layout("minknow")  # settled by open()
         self._looking_lock = threading.Lock()
         self._looking_now = 0
 
@@ -133,7 +135,7 @@ class Manager:
 
     def open(self, scan_now: bool = False) -> StartupReport:
         """Open (or rebuild) the ledger and mend whatever a crash left half done."""
-        self.layout.ensure_output_dirs()
+        self.layout.output.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.settings.ledger_path)
         self._discovery = Discovery(
             self.layout.input, self._known_in, settle_s=self.settings.settle_s, clock=self.clock
@@ -142,6 +144,8 @@ class Manager:
         now = self.clock()
         with self.lock:
             recovery.check_owner()
+            self.output = output_layout(recovery.settle_output_layout(self.settings.output_layout))
+            self.layout.ensure_output_dirs(self.output)
             rebuilt = self.ledger.created and recovery.rebuild_from_layout(
                 now, lambda: self._discovery.scan().new if self._discovery else []
             )
@@ -421,7 +425,9 @@ class Manager:
         if outcome is Outcome.DONE:
             files = self.db.files_of_job(job.id)
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
-            plan = self.layout.plan_merge(job.id, job.engine, inputs)
+            plan = self.layout.plan_merge(
+                job.id, job.engine, inputs, self.output, lambda: self._run_folder(files)
+            )
             scheduler.begin_merge(self.db, job, plan, now)
             failpoints.hit("complete.after-journal")
             self._merge(scheduler.get_job(self.db, job.id), now)
@@ -444,12 +450,32 @@ class Manager:
             log.info("job %d handed back by %s", job.id, job.engine)
             self._notify()
 
+    def _run_folder(self, files: list[FileRow]) -> str:
+        """The OUTPUT run folder of a batch (all of one run), for output that does not name
+        its run (FASTQ of an original engine): from the pod5 of its first file."""
+        from bcmanager.output.origin import origin_of
+
+        first = files[0].path
+        try:
+            return origin_of(self.layout.input / first, first).run_folder
+        except Exception as exc:  # unreadable pod5: the INPUT folder's own run
+            log.warning("%s: cannot read its run information (%s)", first, exc)
+            return run_of(first)
+
     def _merge(self, job: JobRow, now: float) -> bool:
-        """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later."""
+        """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later.
+
+        Merges run one at a time in job order: a merge waits while an earlier one is
+        unfinished, so summary appends never overtake each other."""
+        earlier = [j for j in self._unmerged if j < job.id]
+        if earlier:
+            self._unmerged.add(job.id)
+            log.warning("job %d: merge waits for job %d's", job.id, min(earlier))
+            return False
         plan = json.loads(job.merge_plan or "{}")
         started = time.monotonic()
         try:
-            self.layout.write_manifest(plan)
+            plan = self.layout.write_manifest(plan)
             self.layout.apply_merge(plan)
         except OSError as exc:
             self._unmerged.add(job.id)
@@ -480,10 +506,10 @@ class Manager:
                 self._merge_retry_at = now + MERGE_RETRY_S
             for job_id in sorted(self._unmerged) if retry_merges else ():
                 job = self.db.get_job(job_id)
-                if job is not None and job.state is JobState.MERGING:
-                    self._merge(job, now)
-                else:
+                if job is None or job.state is not JobState.MERGING:
                     self._unmerged.discard(job_id)
+                elif not self._merge(job, now):
+                    break  # the rest wait for this one
         if expired:
             self._notify()
 

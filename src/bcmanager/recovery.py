@@ -49,6 +49,20 @@ class Recovery:
                     " pass --db for a separate ledger"
                 )
 
+    def settle_output_layout(self, requested: str | None) -> str:
+        """The OUTPUT's layout: what its ledger or its results say, else `requested`, else
+        minknow. Asking for the other layout than an OUTPUT holds is a ConfigError: one
+        folder never mixes two."""
+        held = self.db.get_meta("output_layout") or self.layout.output_layout_on_disk()
+        if held is not None and requested is not None and requested != held:
+            raise ConfigError(
+                f"OUTPUT {self.layout.output} holds the {held} layout, not {requested}:"
+                f" use --output-layout {held}, or another OUTPUT"
+            )
+        chosen = held or requested or "minknow"
+        self.db.set_meta("output_layout", chosen)
+        return chosen
+
     def rebuild_from_layout(self, now: float, find_files: Callable[[], Iterable[NewFile]]) -> bool:
         """The ledger was lost: rebuild it from manifests, job folders and the quarantine list.
 

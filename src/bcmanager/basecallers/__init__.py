@@ -27,14 +27,20 @@ def make_basecaller(
     script: str | os.PathLike[str] | None = None,
     command: str | None = None,
     samples_per_s: float = 0.0,
+    kit_name: str | None = None,
+    modified_bases: Sequence[str] = (),
+    models_directory: str | os.PathLike[str] | None = None,
+    emit_fastq: bool = False,
     extra_args: Sequence[str] = (),
 ) -> Basecaller:
     """The backend `kind` with its options (CLI option names in the messages).
 
-    - dorado: needs `model`; uses `dorado`, `device`, `batchsize`, `extra_args`
+    - dorado: needs `model`; uses `dorado`, `device`, `batchsize`, `extra_args` and
+      the Dorado options `kit_name`, `modified_bases`, `models_directory`, `emit_fastq`
     - script: needs `script`; passes `model` as its third argument
     - command: needs `command` (a template); `{model}` is `model`
-    - simulated: `samples_per_s` (<= 0 or inf: no throttling)
+    - simulated: `samples_per_s` (<= 0 or inf: no throttling), `model` (default hac)
+      and the same Dorado options as dorado
 
     Raises ConfigError for an unknown kind, a missing required option or an
     executable that cannot be found.
@@ -45,7 +51,15 @@ def make_basecaller(
         from bcmanager.basecallers.dorado import DoradoBasecaller
 
         return DoradoBasecaller(
-            model, dorado=dorado, device=device, batchsize=batchsize, extra_args=extra_args
+            model,
+            dorado=dorado,
+            device=device,
+            batchsize=batchsize,
+            kit_name=kit_name,
+            modified_bases=modified_bases,
+            models_directory=models_directory,
+            emit_fastq=emit_fastq,
+            extra_args=extra_args,
         )
     if kind == "script":
         if script is None or not os.fspath(script):
@@ -65,5 +79,12 @@ def make_basecaller(
     if kind == "simulated":
         from bcmanager.basecallers.simulated import SimulatedBasecaller
 
-        return SimulatedBasecaller(samples_per_s)
+        return SimulatedBasecaller(
+            samples_per_s,
+            model=model or "hac",
+            kit_name=kit_name,
+            modified_bases=modified_bases,
+            models_directory=models_directory,
+            emit_fastq=emit_fastq,
+        )
     raise ConfigError(f"unknown basecaller {kind!r}; choose one of {', '.join(KINDS)}")

@@ -1,4 +1,4 @@
-"""The basecaller interface: how an engine turns a job's input folder into FASTQ.
+"""The basecaller interface: how an engine turns a job's input folder into reads.
 
 A backend only says *what to run*: an argument vector (and, for tools that print
 FASTQ to stdout, the file that stdout goes to). The engine runs it as a subprocess,
@@ -26,11 +26,22 @@ class Invocation:
 class Basecaller(ABC):
     """Builds the command that basecalls every pod5 in `input_dir` into `output_dir`.
 
-    Output convention (what the manager merges): FASTQ files directly under
-    `output_dir/pass/` (and optionally `output_dir/fail/`); one record per read id.
+    Output convention, one of two:
+
+    - `native_output = False` (the original convention, what the manager merges as it
+      is): FASTQ files directly under `output_dir/pass/` (and optionally `fail/`).
+    - `native_output = True` (Dorado and its stand-ins): Dorado's records, BAM or FASTQ
+      with read tags, anywhere under `output_dir/basecalls/`; the engine files them into
+      the manager's output layout (`bcmanager.output.filing`) before reporting DONE.
     """
 
     name: str = "basecaller"
+    native_output: bool = False
+    model: str = ""  # what the reads' pass threshold defaults from (fast, hac, sup)
+    barcoding: bool = False  # classifies barcodes (a --kit-name was given)
+
+    def prepare(self) -> None:  # noqa: B027 - most backends need nothing
+        """Once, when the engine starts (e.g. make sure the model is on this node)."""
 
     @abstractmethod
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:

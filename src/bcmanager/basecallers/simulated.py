@@ -62,10 +62,11 @@ class Pod5ReadError(Exception):
 class SimulatedBasecaller(Basecaller):
     """Runs this module as the basecaller, throttled to `samples_per_s` (<= 0 or inf: no wait).
 
-    `style="legacy"` (the default) keeps the original output: one FASTQ record per read
-    in `OUTPUT/pass/<stem>.fastq`. `style="dorado"` writes what Dorado would (BAM, or
-    FASTQ with `emit_fastq`) into `OUTPUT/basecalls/<stem>.bam`, honouring the Dorado
-    flags `model`, `kit_name`, `min_qscore`, `modified_bases` and `models_directory`.
+    `style="dorado"` (the default) writes what Dorado would (BAM, or FASTQ with
+    `emit_fastq`) into `OUTPUT/basecalls/<stem>.bam`, honouring the Dorado flags
+    `model`, `kit_name`, `min_qscore`, `modified_bases` and `models_directory`; the
+    engine files it into the output layout. `style="legacy"` keeps the original output:
+    one FASTQ record per read in `OUTPUT/pass/<stem>.fastq`.
     """
 
     name = "simulated"
@@ -74,7 +75,7 @@ class SimulatedBasecaller(Basecaller):
         self,
         samples_per_s: float,
         *,
-        style: str = "legacy",
+        style: str = "dorado",
         model: str = "hac",
         emit_fastq: bool = False,
         kit_name: str | None = None,
@@ -88,6 +89,9 @@ class SimulatedBasecaller(Basecaller):
             raise ConfigError(f"unknown output style {style!r}; choose one of {', '.join(STYLES)}")
         self.samples_per_s = float(samples_per_s)
         self.style = style
+        self.native_output = style == "dorado"
+        self.model = model
+        self.barcoding = style == "dorado" and bool(kit_name)
         self.options = DoradoOptions(
             model=model,
             kit_name=kit_name or None,
@@ -112,9 +116,16 @@ class SimulatedBasecaller(Basecaller):
             "--samples-per-s",
             repr(self.samples_per_s),
         ]
-        if self.style != "legacy":
+        if self.style == "legacy":
+            argv += ["--style", "legacy"]
+        else:
             argv += dorado_flags(self.style, self.options, self.models_directory)
         return Invocation(argv=argv, env=_pythonpath_env())
+
+    def prepare(self) -> None:
+        """What `dorado download --models-directory` does for Dorado, once per engine."""
+        if self.style == "dorado" and self.models_directory is not None:
+            download_model(Path(self.models_directory), self.options.model)
 
     def describe(self) -> str:
         output = "" if self.style == "legacy" else f", Dorado-like {self.options.basecall_model()}"
@@ -733,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="simulated GPU speed; <= 0 or inf: as fast as the files can be read",
     )
-    parser.add_argument("--style", choices=STYLES, default="legacy")
+    parser.add_argument("--style", choices=STYLES, default="dorado")
     parser.add_argument("--model", default="hac", help="Dorado model (dorado style)")
     add_dorado_arguments(parser)
     args = parser.parse_args(argv)

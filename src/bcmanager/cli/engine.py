@@ -46,6 +46,22 @@ def default_engine_id() -> str:
     show_default=True,
     help="simulated speed (0: as fast as it reads)",
 )
+@click.option("--kit-name", help="barcoding kit, as Dorado names it (dorado, simulated)")
+@click.option(
+    "--min-qscore",
+    type=click.FloatRange(0, 60),
+    help="pass/fail threshold [MinKNOW's: fast 8, hac 9, sup 10]",
+)
+@click.option(
+    "--modified-bases",
+    help="modifications, as Dorado takes them, e.g. '5mCG_5hmCG 6mA' (dorado, simulated)",
+)
+@click.option(
+    "--models-directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="where models live; the model is fetched there once at start (dorado, simulated)",
+)
+@click.option("--emit-fastq", is_flag=True, help="gzipped FASTQ instead of BAM (dorado, simulated)")
 @click.option("--wait", "wait_s", type=click.FloatRange(0, 60), default=30.0, show_default=True)
 @click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
 @logging_options
@@ -63,6 +79,11 @@ def command(
     script: Path | None,
     command_template: str | None,
     samples_per_s: float,
+    kit_name: str | None,
+    min_qscore: float | None,
+    modified_bases: str | None,
+    models_directory: Path | None,
+    emit_fastq: bool,
     wait_s: float,
     token_file: Path | None,
     log_level: str,
@@ -87,6 +108,10 @@ def command(
         script=script,
         command=command_template,
         samples_per_s=samples_per_s,
+        kit_name=kit_name,
+        modified_bases=(modified_bases or "").replace(",", " ").split(),
+        models_directory=models_directory,
+        emit_fastq=emit_fastq,
     )
     config = EngineConfig(
         manager_url=manager_url,
@@ -95,6 +120,7 @@ def command(
         until_empty=until_empty,
         wait_s=wait_s,
         token=read_token(token_file),
+        min_qscore=min_qscore,
     )
     engine = Engine(config, backend)
 

@@ -50,6 +50,12 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
 @click.option("--idle-shutdown", "idle_shutdown_s", type=float, help="/heartbeat idle after [100]")
 @click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
 @click.option("--legacy-auth", type=click.Choice(["open", "token", "off"]), help="legacy routes")
+@click.option(
+    "--output-layout",
+    type=click.Choice(["minknow", "legacy"]),
+    help="MinKNOW's tree per run, or the original {pass,fail}/job_id_* [minknow; legacy"
+    " with --legacy-config; an existing OUTPUT keeps its own]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")

@@ -1,0 +1,107 @@
+"""An engine files its basecaller's native output into the manager's output layout.
+
+A Dorado-like basecaller writes its records (BAM, or FASTQ with read tags) under
+`<job output>/basecalls/`. Before reporting DONE, the engine turns them into what the
+manager's layout merges with renames alone:
+
+- `minknow`: split by run, pass/fail and barcode into MinKNOW's tree, with a summary
+  fragment per run (`bcmanager.output.split`);
+- `legacy`: the original system's FASTQ in `<job output>/pass/<name>.fastq`, every
+  read, tags kept in the header (as `dorado --emit-fastq` prints them).
+
+The raw `basecalls/` folder is removed once filed, so a job's output is on disk once.
+Runs on the GPU node, never in the manager.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bcmanager.output.records import (
+    Record,
+    detect_format,
+    fastq_text,
+    iter_alignment_records,
+    iter_fastq_records,
+    open_alignments,
+    read_files,
+)
+
+NATIVE_DIR = "basecalls"
+
+
+@dataclass
+class Filed:
+    """What filing wrote: reads in, files out (job-output-relative), summary rows."""
+
+    reads: int = 0
+    files: list[str] = field(default_factory=list)
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+
+def file_native_output(
+    output_dir: Path,
+    input_dir: Path,
+    files: list[dict],
+    *,
+    layout: str,
+    job_id: int,
+    min_qscore: float,
+    barcoding: bool,
+) -> Filed:
+    """File `output_dir/basecalls/` for `layout`. `files` are the job's files as the claim
+    answer lists them (`path`: INPUT-relative, `name`: the link in `input_dir`)."""
+    native = output_dir / NATIVE_DIR
+    if layout == "minknow":
+        filed = _split(native, output_dir, input_dir, files, job_id, min_qscore, barcoding)
+    else:
+        filed = _as_legacy_fastq(native, output_dir / "pass")
+    shutil.rmtree(native, ignore_errors=True)
+    return filed
+
+
+def _split(
+    native: Path,
+    output_dir: Path,
+    input_dir: Path,
+    files: list[dict],
+    job_id: int,
+    min_qscore: float,
+    barcoding: bool,
+) -> Filed:
+    from bcmanager.output.origin import origin_of
+    from bcmanager.output.split import split_output
+
+    origins = {f["name"]: origin_of(input_dir / f["name"], f["path"]) for f in files}
+    result = split_output(
+        native, output_dir, origins, job_id=job_id, min_qscore=min_qscore, barcoding=barcoding
+    )
+    return Filed(result.reads, sorted(result.files), list(result.rows))
+
+
+def _as_legacy_fastq(native: Path, pass_dir: Path) -> Filed:
+    filed = Filed()
+    pass_dir.mkdir(parents=True, exist_ok=True)
+    for path in read_files(native) if native.is_dir() else []:
+        stem = path.name.split(".", 1)[0]
+        target = pass_dir / f"{stem}.fastq"
+        partial = pass_dir / f".partial-{target.name}"
+        with open(partial, "w", encoding="ascii") as out:
+            for record in _records(path):
+                out.write(fastq_text(record))
+                filed.reads += 1
+        os.replace(partial, target)
+        filed.files.append(f"pass/{target.name}")
+    return filed
+
+
+def _records(path: Path) -> Iterator[Record]:
+    if detect_format(path) in ("bam", "sam"):
+        with open_alignments(path) as handle:
+            yield from iter_alignment_records(handle)
+    else:
+        yield from iter_fastq_records(path)
