@@ -47,19 +47,19 @@ def basecall_dir(job_input: Path, job_output: Path) -> int:
     return n
 
 
-def fastq_read_ids(output_dir: Path) -> Counter[str]:
-    """Read ids of every FASTQ record under OUTPUT/pass and OUTPUT/fail."""
-    ids: Counter[str] = Counter()
-    for sub in ("pass", "fail"):
-        folder = output_dir / sub
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            with open(entry.path) as fh:
-                for i, line in enumerate(fh):
-                    if i % 4 == 0:
-                        ids[line[1:].split()[0]] += 1
-    return ids
+def output_read_ids(output_dir: Path) -> Counter[str]:
+    """How many times each read is in OUTPUT: {read id: copies}, in either layout.
+
+    Every record of every BAM/FASTQ/FASTQ.gz file outside bcmanager's own folders, read
+    by `bcm verify`'s reader (`bcmanager.verify.output_read_ids`); the pieces of a split
+    read count for their parent, once, so a read present exactly once counts 1.
+    """
+    from bcmanager.verify import output_read_ids as read_output
+
+    return read_output(output_dir)
+
+
+fastq_read_ids = output_read_ids  # the name from the FASTQ-only days
 
 
 def assert_exactly_once(

@@ -1,16 +1,36 @@
 """`bcm verify`: is every read of the input in the output exactly once?
 
 Reads the read ids of every complete pod5 under INPUT (job folders and symlinks
-skipped, as the scanner does) and the header of every FASTQ record directly under
-OUTPUT/pass and OUTPUT/fail (`.fastq`, `.fastq.gz`), then reports, per input file, the
-read ids that are missing or duplicated, and the FASTQ read ids that come from no pod5.
+skipped, as the scanner does) and every record of every read file (BAM, SAM, FASTQ,
+gzipped FASTQ; told by content) anywhere under OUTPUT, in either layout:
+
+- legacy: `OUTPUT/{pass,fail}/job_id_<job>_<name>.fastq`;
+- minknow: `OUTPUT/<run folder>/{bam,fastq}_{pass,fail}/[<barcode>/]<name>` and one
+  `<run folder>/sequencing_summary_<flowcell>_<prot8>_<run8>.txt` per run.
+
+bcmanager's own folders (`TMPOUTPUT_*`, `LOGOUTPUT_*`, `FAILEDOUTPUT_*`, `QUARANTINE`,
+`.bcmanager`) and hidden names are skipped. It then reports, per input file, the reads
+that are missing or present more than once, and the records that come from no pod5.
 Files listed in OUTPUT/QUARANTINE/quarantined.tsv are expected to be missing; their
 reads are still checked for duplicates.
 
-Built for a PromethION-sized run: pod5 read ids and FASTQ headers are read by a process
-pool, read ids are kept as 16-byte values in numpy arrays (not Python strings), FASTQ
-sequences are streamed past and never held. A FASTQ record split by Dorado (a `pi:Z:`
-parent tag in its header) counts for its parent read.
+Split reads (Dorado's `pi` tag, in BAM or in a FASTQ header) count for their parent: a
+parent is present as many times as its unsplit records plus the most repeated of its
+pieces (a piece is a child's `sp` split point, or its own id without `sp`), so a read
+basecalled twice is caught even when Dorado drew new child ids the second time.
+
+Where a run folder has a sequencing summary (every `sequencing_summary*.txt` directly
+in it), its rows must match the run folder's records one to one: one row per record,
+naming the record's file, and no row for a read or a file that is not there. Records
+of plain (uncompressed) FASTQ files that no row names are allowed: original engines
+write no summary rows ("no summary row (legacy engine)").
+
+Counts per run folder and barcode (records, bases, pass/fail share) come from the
+folders the records are in.
+
+Built for a PromethION-sized run: files are read by a process pool, read ids are kept
+as 16-byte values in numpy arrays (not Python strings), sequences are streamed past and
+never held.
 """
 
 from __future__ import annotations
@@ -22,24 +42,35 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bcmanager.layout import MERGED_SUBDIRS, Layout, is_complete_pod5
+from bcmanager.layout import MERGED_SUBDIRS, QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
 from bcmanager.scanner import walk_pod5
 
 log = logging.getLogger("bcmanager.verify")
 
 ID_DTYPE = np.dtype("S16")  # a UUID's 16 bytes
 _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_STR = re.compile(_UUID.pattern.decode("ascii"))
 _PARENT_TAG = b"pi:Z:"
+_SPLIT_TAG = b"sp:i:"
 _POD5_CHUNK = 256  # pod5 files per pool task
 _INLINE_BELOW = 64  # fewer files than this: no process pool, its start-up costs more
+UNSPLIT = -1  # `split_at` of a record that is not a piece of a split read
+SPLIT_UNKNOWN = -2  # a piece of a split read without an `sp` tag
+
+READ_SUFFIXES = (".bam", ".sam", ".fastq", ".fq", ".fastq.gz", ".fq.gz")
+SKIPPED_DIR = re.compile(r"^(?:TMPOUTPUT|LOGOUTPUT|FAILEDOUTPUT)_")
+SKIPPED_NAMES = frozenset({QUARANTINE_DIR, STATE_DIR})
+_STATUS_DIR = re.compile(r"^(?:(?:bam|fastq)_)?(pass|fail)$")
+_SUMMARY = re.compile(r"^sequencing_summary.*\.txt$")
 
 Progress = Callable[[int, int], None]  # (units done, units in all)
 
@@ -59,42 +90,244 @@ class FileReport:
 
 
 @dataclass
+class YieldCounts:
+    """Records and bases of a run folder or barcode, by the pass/fail folder they are in."""
+
+    files: int = 0
+    reads: int = 0  # records (a split read's pieces each count)
+    bases: int = 0
+    pass_reads: int = 0
+    fail_reads: int = 0
+    other_reads: int = 0  # in no pass/fail folder
+    pass_bases: int = 0
+    pass_share: float | None = None  # pass / (pass + fail) records; None without either
+
+    def add(self, status: str | None, records: int, bases: int) -> None:
+        self.files += 1
+        self.reads += records
+        self.bases += bases
+        if status == "pass":
+            self.pass_reads += records
+            self.pass_bases += bases
+        elif status == "fail":
+            self.fail_reads += records
+        else:
+            self.other_reads += records
+        judged = self.pass_reads + self.fail_reads
+        self.pass_share = round(self.pass_reads / judged, 4) if judged else None
+
+
+@dataclass
+class BarcodeReport(YieldCounts):
+    barcode: str | None = None  # `barcode01`, `unclassified`; None without a barcode level
+
+
+@dataclass
+class SummaryCheck:
+    """A run folder's sequencing summary rows against its records."""
+
+    files: list[str] = field(default_factory=list)  # OUTPUT-relative summary files
+    rows: int = 0
+    matched: int = 0  # records with exactly their row
+    legacy_records: int = 0  # no summary row (legacy engine): plain FASTQ no row names
+    records_without_row: int = 0
+    rows_without_read: int = 0  # the row's read id is in no record of the run folder
+    duplicated_rows: int = 0  # read ids with more than one row
+    dangling_rows: int = 0  # rows naming a file that is not in the run folder
+    wrong_file_rows: int = 0  # rows naming an existing file that does not hold the read
+    records_without_row_ids: list[str] = field(default_factory=list)  # at most max_listed
+    rows_without_read_ids: list[str] = field(default_factory=list)
+    duplicated_row_ids: list[str] = field(default_factory=list)
+    wrong_file_ids: list[str] = field(default_factory=list)
+    dangling_files: dict[str, int] = field(default_factory=dict)  # file name -> rows
+    errors: dict[str, str] = field(default_factory=dict)  # summary path -> problem
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.records_without_row
+            or self.rows_without_read
+            or self.duplicated_rows
+            or self.dangling_rows
+            or self.wrong_file_rows
+            or self.errors
+        )
+
+
+@dataclass
+class RunReport(YieldCounts):
+    """A run folder's yield, per barcode, and its summary check (None: no summary)."""
+
+    run_folder: str = "."  # OUTPUT-relative; "." for OUTPUT itself (and the legacy layout)
+    barcodes: list[BarcodeReport] = field(default_factory=list)
+    summary: SummaryCheck | None = None
+
+
+@dataclass
 class VerifyReport:
     input: str
     output: str
+    layout: str = "empty"  # legacy, minknow, mixed or empty: where read files were found
     pod5_files: int = 0  # complete pod5 files found under INPUT
     input_reads: int = 0  # distinct read ids in them
-    fastq_files: int = 0
-    fastq_records: int = 0
-    missing: int = 0  # input read ids without a FASTQ record (quarantined files excepted)
-    duplicated: int = 0  # read ids with more than one FASTQ record
-    extra_records: int = 0  # records beyond the first of each duplicated read id
-    unexpected: int = 0  # read ids in FASTQ but in no pod5
+    read_files: int = 0  # BAM/SAM/FASTQ files under OUTPUT
+    records: int = 0  # their records
+    bases: int = 0
+    formats: dict[str, int] = field(default_factory=dict)  # files per format
+    missing: int = 0  # input reads without a record (quarantined files excepted)
+    duplicated: int = 0  # reads present more than once
+    extra_records: int = 0  # copies beyond the first of each duplicated read
+    unexpected: int = 0  # read ids in the output but in no pod5
     unexpected_ids: list[str] = field(default_factory=list)
     unreadable: int = 0  # pod5 files that could not be read and are not quarantined
     input_duplicates: int = 0  # read ids found in more than one pod5 (reported, not failed)
     incomplete: list[str] = field(default_factory=list)  # pod5 still being written
     quarantined: dict[str, str] = field(default_factory=dict)  # relpath -> reason
-    duplicate_locations: dict[str, list[str]] = field(default_factory=dict)  # id -> FASTQs
-    fastq_errors: dict[str, str] = field(default_factory=dict)  # FASTQ path -> problem
+    duplicate_locations: dict[str, list[str]] = field(default_factory=dict)  # id -> files
+    read_errors: dict[str, str] = field(default_factory=dict)  # read file path -> problem
+    summary_files: int = 0
+    summary_rows: int = 0
+    summary_problems: int = 0  # run folders whose summary does not match their records
+    runs: list[RunReport] = field(default_factory=list)
     files: list[FileReport] = field(default_factory=list)
     max_listed: int = 100
 
+    # The names of the FASTQ-only days, kept for callers (bcm report, the chaos driver).
+    @property
+    def fastq_files(self) -> int:
+        return self.read_files
+
+    @property
+    def fastq_records(self) -> int:
+        return self.records
+
+    @property
+    def fastq_errors(self) -> dict[str, str]:
+        return self.read_errors
+
     @property
     def ok(self) -> bool:
-        """Every read id there exactly once, and nothing that could not be checked."""
+        """Every read there exactly once, summaries matching, nothing that could not be read."""
         return not (
             self.missing
             or self.duplicated
             or self.unexpected
             or self.unreadable
-            or self.fastq_errors
+            or self.read_errors
+            or self.summary_problems
         )
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ok"] = self.ok
+        out["fastq_files"] = self.read_files
+        out["fastq_records"] = self.records
+        out["fastq_errors"] = self.read_errors
         return out
+
+
+# -- the OUTPUT tree -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A read file under OUTPUT and where it sits."""
+
+    path: str
+    rel: str  # OUTPUT-relative, '/'-separated
+    run_folder: str  # "." for OUTPUT itself
+    status: str | None  # "pass", "fail", or None outside a pass/fail folder
+    barcode: str | None  # the folder below the pass/fail folder, if any
+
+
+@dataclass
+class OutputTree:
+    read_files: list[OutputFile] = field(default_factory=list)
+    summaries: dict[str, list[str]] = field(default_factory=dict)  # run folder -> paths
+
+    @property
+    def layout(self) -> str:
+        tops = {f.rel.split("/")[0] for f in self.read_files}
+        legacy = bool(tops & set(MERGED_SUBDIRS))
+        minknow = bool(self.summaries) or bool(tops - set(MERGED_SUBDIRS))
+        if legacy and minknow:
+            return "mixed"
+        return "legacy" if legacy else "minknow" if minknow else "empty"
+
+
+def is_skipped_name(name: str) -> bool:
+    """bcmanager's own folders and hidden names, which verify does not read."""
+    return name.startswith(".") or name in SKIPPED_NAMES or bool(SKIPPED_DIR.match(name))
+
+
+def place_of(rel: str) -> tuple[str, str | None, str | None]:
+    """(run folder, pass/fail, barcode) of an OUTPUT-relative read file path.
+
+    `<run>/{bam,fastq}_{pass,fail}/[<barcode>/]<name>` (minknow) or `{pass,fail}/<name>`
+    (legacy, run folder "."); a file in no pass/fail folder belongs to its own folder.
+    """
+    folders = rel.split("/")[:-1]
+    for i in range(len(folders) - 1, -1, -1):
+        found = _STATUS_DIR.match(folders[i])
+        if found:
+            below = folders[i + 1 :]
+            return "/".join(folders[:i]) or ".", found.group(1), below[0] if below else None
+    return "/".join(folders) or ".", None, None
+
+
+def scan_output_tree(output: Path) -> OutputTree:
+    """Every read file and summary file under OUTPUT, in either layout (sorted)."""
+    tree = OutputTree()
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(output, rel_dir)))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            if is_skipped_name(entry.name):
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                if not entry.is_file():
+                    continue
+            except OSError:
+                continue
+            if entry.name.endswith(READ_SUFFIXES):
+                run, status, barcode = place_of(rel)
+                tree.read_files.append(OutputFile(entry.path, rel, run, status, barcode))
+            elif _SUMMARY.match(entry.name):
+                tree.summaries.setdefault(rel_dir or ".", []).append(entry.path)
+    tree.read_files.sort(key=lambda f: f.rel)
+    for paths in tree.summaries.values():
+        paths.sort()
+    return tree
+
+
+def output_read_files(output: Path) -> list[Path]:
+    """The read files (BAM, SAM, FASTQ, FASTQ.gz) under OUTPUT in either layout."""
+    return [Path(f.path) for f in scan_output_tree(Path(output)).read_files]
+
+
+def fastq_files(output: Path) -> list[Path]:
+    """The FASTQ files directly under OUTPUT/pass and OUTPUT/fail (the legacy layout)."""
+    found = []
+    for sub in MERGED_SUBDIRS:
+        folder = output / sub
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.name.endswith((".fastq", ".fastq.gz", ".fq", ".fq.gz")) and entry.is_file():
+                found.append(Path(entry.path))
+    return found
 
 
 # -- workers (run in a process pool) ---------------------------------------------------
@@ -130,22 +363,110 @@ def _raw_ids(reader: object) -> np.ndarray:
 
 
 @dataclass
-class _FastqScan:
+class ReadFileScan:
+    """The read ids of one read file: arrays over its records with UUID ids."""
+
     path: str
-    records: int
-    own: np.ndarray  # each record's read id (UUID records)
+    fmt: str  # bam, sam, fastq, fastq.gz ("" when unreadable)
+    records: int  # all records, UUID ids or not
+    bases: int
+    own: np.ndarray  # each record's read id
     present: np.ndarray  # the read it stands for: its parent when split, else `own`
+    split_at: np.ndarray  # int64: `sp` of a piece, UNSPLIT, or SPLIT_UNKNOWN
     odd: list[str]  # read ids that are not UUIDs (no pod5 has them)
     error: str = ""
 
 
-def _scan_fastq(path: str) -> _FastqScan:
-    own = bytearray()
-    present = bytearray()
-    odd: list[str] = []
-    records = 0
+class _Ids:
+    """Accumulates one file's ids as bytes, then makes the arrays."""
+
+    def __init__(self) -> None:
+        self.own = bytearray()
+        self.present = bytearray()
+        self.split_at: list[int] = []
+        self.odd: list[str] = []
+
+    def add(self, rid: str, parent: str | None, sp: int | None) -> None:
+        if _UUID_STR.fullmatch(rid) and (parent is None or _UUID_STR.fullmatch(parent)):
+            own = bytes.fromhex(rid.replace("-", ""))
+            self.own += own
+            if parent is None or parent == rid:
+                self.present += own
+                self.split_at.append(UNSPLIT)
+            else:
+                self.present += bytes.fromhex(parent.replace("-", ""))
+                self.split_at.append(sp if sp is not None and sp >= 0 else SPLIT_UNKNOWN)
+        else:
+            self.odd.append(rid)
+
+    def scan(self, path: str, fmt: str, records: int, bases: int, error: str) -> ReadFileScan:
+        return ReadFileScan(
+            path,
+            fmt,
+            records,
+            bases,
+            np.frombuffer(bytes(self.own), dtype=ID_DTYPE),
+            np.frombuffer(bytes(self.present), dtype=ID_DTYPE),
+            np.array(self.split_at, dtype=np.int64),
+            self.odd,
+            error,
+        )
+
+
+def detect_read_format(path: str) -> str | None:
+    """bam, sam, fastq or fastq.gz from a file's first bytes (empty files are FASTQ)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            inner = fh.read(4)
+        return "bam" if inner == b"BAM\x01" else "fastq.gz" if inner[:1] in (b"@", b"") else None
+    if not head:
+        return "fastq"
+    if head in (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t"):
+        return "sam"
+    return "fastq" if head.startswith(b"@") else None
+
+
+def scan_read_file(path: str) -> ReadFileScan:
+    """Every primary record of a BAM/SAM/FASTQ(.gz) file: ids, parents, split points, bases."""
+    try:
+        fmt = detect_read_format(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        return _Ids().scan(path, "", 0, 0, f"{type(exc).__name__}: {exc}")
+    if fmt is None:
+        return _Ids().scan(path, "", 0, 0, "neither BAM, SAM nor FASTQ")
+    if fmt in ("bam", "sam"):
+        return _scan_alignments(path, fmt)
+    return _scan_fastq(path, fmt)
+
+
+def _scan_alignments(path: str, fmt: str) -> ReadFileScan:
+    import pysam
+
+    ids = _Ids()
+    records = bases = 0
     error = ""
-    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with pysam.AlignmentFile(path, "r", check_sq=False) as handle:
+            for segment in handle.fetch(until_eof=True):
+                if segment.is_secondary or segment.is_supplementary:
+                    continue
+                records += 1
+                bases += segment.query_length
+                parent = segment.get_tag("pi") if segment.has_tag("pi") else None
+                sp = segment.get_tag("sp") if parent and segment.has_tag("sp") else None
+                ids.add(segment.query_name or "", parent, sp)
+    except Exception as exc:  # pysam: OSError, ValueError on a truncated or bad file
+        error = f"record {records + 1}: {type(exc).__name__}: {exc}"
+    return ids.scan(path, fmt, records, bases, error)
+
+
+def _scan_fastq(path: str, fmt: str) -> ReadFileScan:
+    ids = _Ids()
+    records = bases = 0
+    error = ""
+    opener = gzip.open if fmt == "fastq.gz" else open
     try:
         with opener(path, "rb") as fh:
             lines = iter(fh)
@@ -164,51 +485,173 @@ def _scan_fastq(path: str) -> _FastqScan:
                     error = f"line {line + 2}: expected '+' (multi-line FASTQ is not supported)"
                     break
                 records += 1
+                bases += len(seq.rstrip(b"\r\n"))
                 tokens = header[1:].split()
                 if not tokens:
                     error = f"line {line}: header without a read id"
                     break
-                rid = tokens[0]
-                parent = next((t[5:] for t in tokens[1:] if t.startswith(_PARENT_TAG)), rid)
-                if _UUID.fullmatch(rid) and _UUID.fullmatch(parent):
-                    own += bytes.fromhex(rid.replace(b"-", b"").decode("ascii"))
-                    present += bytes.fromhex(parent.replace(b"-", b"").decode("ascii"))
-                else:
-                    odd.append(rid.decode("utf-8", "replace"))
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                parent = sp = None
+                for token in tokens[1:]:
+                    if token.startswith(_PARENT_TAG):
+                        parent = token[5:].decode("utf-8", "replace")
+                    elif token.startswith(_SPLIT_TAG) and token[5:].isdigit():
+                        sp = int(token[5:])
+                ids.add(tokens[0].decode("utf-8", "replace"), parent, sp if parent else None)
+    except (OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return _FastqScan(
+    return ids.scan(path, fmt, records, bases, error)
+
+
+def _scan_read_files(paths: Sequence[str]) -> list[ReadFileScan]:
+    return [scan_read_file(p) for p in paths]
+
+
+@dataclass
+class SummaryScan:
+    """One summary file: each row's read id (UUID rows) and the file it names."""
+
+    path: str
+    rows: int
+    ids: np.ndarray  # S16 read id of each UUID row
+    name_of_row: np.ndarray  # int32 index into `names`, per UUID row
+    names: list[str]  # file names the rows name (filename_bam, else filename_fastq)
+    odd: list[str]  # rows whose read id is not a UUID
+    error: str = ""
+
+
+def scan_summary(path: str) -> SummaryScan:
+    """Read a summary's read_id and file name columns (any column order, tab-separated)."""
+    ids = bytearray()
+    name_of_row: list[int] = []
+    names: dict[str, int] = {}
+    odd: list[str] = []
+    rows = 0
+    error = ""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+            if "read_id" not in header:
+                error = "no read_id column in the header"
+            else:
+                col_id = header.index("read_id")
+                col_bam = header.index("filename_bam") if "filename_bam" in header else None
+                col_fq = header.index("filename_fastq") if "filename_fastq" in header else None
+                width = len(header)
+                for number, line in enumerate(fh, start=2):
+                    cells = line.rstrip("\r\n").split("\t")
+                    if len(cells) != width:
+                        if cells == [""]:
+                            continue
+                        error = f"line {number}: {len(cells)} fields, the header has {width}"
+                        break
+                    rows += 1
+                    rid = cells[col_id]
+                    name = (cells[col_bam] if col_bam is not None else "") or (
+                        cells[col_fq] if col_fq is not None else ""
+                    )
+                    if _UUID_STR.fullmatch(rid):
+                        ids += bytes.fromhex(rid.replace("-", ""))
+                        name_of_row.append(names.setdefault(name, len(names)))
+                    else:
+                        odd.append(rid)
+    except (OSError, UnicodeDecodeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return SummaryScan(
         path,
-        records,
-        np.frombuffer(bytes(own), dtype=ID_DTYPE),
-        np.frombuffer(bytes(present), dtype=ID_DTYPE),
+        rows,
+        np.frombuffer(bytes(ids), dtype=ID_DTYPE),
+        np.array(name_of_row, dtype=np.int32),
+        list(names),
         odd,
         error,
     )
 
 
-def _scan_fastqs(paths: Sequence[str]) -> list[_FastqScan]:
-    return [_scan_fastq(p) for p in paths]
+def _scan_summaries(paths: Sequence[str]) -> list[SummaryScan]:
+    return [scan_summary(p) for p in paths]
+
+
+# -- the read-id reader the tests share ------------------------------------------------
+
+
+def read_copies(
+    own: np.ndarray, present: np.ndarray, split_at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct parent reads, how many times each is present) over a set of records.
+
+    A parent is present as often as its unsplit records, plus the record count of its
+    most repeated piece (a piece: the parent and `sp`, or the child's own id without it).
+    """
+    if not len(own):
+        return np.empty(0, ID_DTYPE), np.empty(0, np.int64)
+    unsplit = split_at == UNSPLIT
+    u_ids, u_counts = np.unique(present[unsplit], return_counts=True)
+    pieces = ~unsplit
+    if pieces.any():
+        n = int(pieces.sum())
+        second = np.ascontiguousarray(own[pieces]).view(np.uint8).reshape(n, 16).copy()
+        sp = split_at[pieces]
+        known = sp >= 0
+        second[known, :8] = sp[known].astype("<i8").view(np.uint8).reshape(-1, 8)
+        second[known, 8:] = 0xFF
+        first = np.ascontiguousarray(present[pieces]).view(np.uint8).reshape(n, 16)
+        keys = np.ascontiguousarray(np.hstack([first, second])).view("S32").ravel()
+        k_ids, k_counts = np.unique(keys, return_counts=True)
+        k_parents = k_ids.astype("S32").view(np.uint8).reshape(-1, 32)[:, :16].copy()
+        k_parents = k_parents.view(ID_DTYPE).ravel()
+        # Keys are sorted, so each parent's pieces are adjacent: take the max per parent.
+        starts = np.flatnonzero(np.r_[True, k_parents[1:] != k_parents[:-1]])
+        c_ids, c_counts = k_parents[starts], np.maximum.reduceat(k_counts, starts)
+    else:
+        c_ids, c_counts = np.empty(0, ID_DTYPE), np.empty(0, np.int64)
+    parents = np.union1d(u_ids, c_ids).astype(ID_DTYPE)
+    copies = np.zeros(len(parents), dtype=np.int64)
+    copies[np.searchsorted(parents, u_ids)] += u_counts
+    copies[np.searchsorted(parents, c_ids)] += c_counts
+    return parents, copies
+
+
+def output_read_ids(output_dir: Path, *, workers: int | None = 0) -> Counter[str]:
+    """How many times each read is present in OUTPUT (either layout): {read id: copies}.
+
+    Every record of every BAM/SAM/FASTQ/FASTQ.gz file outside bcmanager's own folders;
+    split pieces count for their parent (see `read_copies`), so a read present exactly
+    once counts 1. Ids that are not UUIDs are counted per record.
+    `workers`: reading processes (0: in this process, the default).
+    """
+    paths = [str(p) for p in output_read_files(Path(output_dir))]
+    tasks: list[tuple[Callable, tuple]] = [(_scan_read_files, ([p],)) for p in paths]
+    scans: list[ReadFileScan] = []
+    with _pool(workers, len(tasks), len(tasks)) as pool:
+        for result in _run_tasks(tasks, pool):
+            scans.extend(result)
+    own, present, split_at, _ = _concat_scans(scans)
+    parents, copies = read_copies(own, present, split_at)
+    counts: Counter[str] = Counter(
+        {_as_uuid(p): int(c) for p, c in zip(parents, copies, strict=True)}
+    )
+    for scan in scans:
+        counts.update(scan.odd)
+    return counts
 
 
 # -- the check -------------------------------------------------------------------------
 
 
-def fastq_files(output: Path) -> list[Path]:
-    """The FASTQ files directly under OUTPUT/pass and OUTPUT/fail."""
-    found = []
-    for sub in MERGED_SUBDIRS:
-        folder = output / sub
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.name.endswith((".fastq", ".fastq.gz", ".fq", ".fq.gz")) and entry.is_file():
-                found.append(Path(entry.path))
-    return found
+@contextmanager
+def _pool(workers: int | None, units: int, tasks: int) -> Iterator[Executor | None]:
+    """A process pool when it pays off (enough files and workers), else None."""
+    n = (os.cpu_count() or 1) if workers is None else workers
+    if n <= 1 or units < _INLINE_BELOW or not tasks:
+        yield None
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=min(n, tasks), mp_context=multiprocessing.get_context("forkserver")
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def verify_run(
@@ -235,44 +678,42 @@ def verify_run(
             pod5_rel.append(rel)
         else:
             report.incomplete.append(rel)
-    fastqs = [str(p) for p in fastq_files(output_dir)]
+    tree = scan_output_tree(output_dir)
+    report.layout = tree.layout
+    summary_paths = [p for paths in tree.summaries.values() for p in paths]
     report.pod5_files = len(pod5_rel)
-    report.fastq_files = len(fastqs)
-    total = len(pod5_rel) + len(fastqs)
+    report.read_files = len(tree.read_files)
+    report.summary_files = len(summary_paths)
+    total = len(pod5_rel) + len(tree.read_files) + len(summary_paths)
     done = 0
     if progress is not None:
         progress(0, total)
 
     pod5_results: dict[str, tuple[np.ndarray | None, str]] = {}
-    scans: list[_FastqScan] = []
+    scans: dict[str, ReadFileScan] = {}
+    summaries: dict[str, SummaryScan] = {}
     tasks: list[tuple[Callable, tuple]] = [
         (_pod5_ids, (str(input_dir), pod5_rel[i : i + _POD5_CHUNK]))
         for i in range(0, len(pod5_rel), _POD5_CHUNK)
     ]
-    tasks += [(_scan_fastqs, ([p],)) for p in fastqs]
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
-    pool: Executor | None = None
-    if n_workers > 1 and total >= _INLINE_BELOW:
-        pool = ProcessPoolExecutor(
-            max_workers=min(n_workers, len(tasks)),
-            mp_context=multiprocessing.get_context("forkserver"),
-        )
-    try:
+    tasks += [(_scan_summaries, ([p],)) for p in summary_paths]  # the big ones first
+    tasks += [(_scan_read_files, ([f.path],)) for f in tree.read_files]
+    with _pool(workers, total, len(tasks)) as pool:
         for result in _run_tasks(tasks, pool):
             for item in result:
-                if isinstance(item, _FastqScan):
-                    scans.append(item)
+                if isinstance(item, ReadFileScan):
+                    scans[item.path] = item
+                elif isinstance(item, SummaryScan):
+                    summaries[item.path] = item
                 else:
                     rel, ids, err = item
                     pod5_results[rel] = (ids, err)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    scans.sort(key=lambda s: s.path)
-    _compare(report, pod5_rel, pod5_results, scans)
+    ordered = [scans[f.path] for f in tree.read_files]
+    _compare(report, pod5_rel, pod5_results, ordered)
+    _yields_and_summaries(report, tree, ordered, summaries, output_dir)
     return report
 
 
@@ -293,11 +734,26 @@ def _run_tasks(tasks: list[tuple[Callable, tuple]], pool: Executor | None) -> It
             yield func(*args)
 
 
+def _concat_scans(
+    scans: Sequence[ReadFileScan],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """own, present, split_at and the index of each record's file, over all scans."""
+    if not scans:
+        empty = np.empty(0, ID_DTYPE)
+        return empty, empty, np.empty(0, np.int64), np.empty(0, np.int32)
+    return (
+        np.concatenate([s.own for s in scans]),
+        np.concatenate([s.present for s in scans]),
+        np.concatenate([s.split_at for s in scans]),
+        np.concatenate([np.full(len(s.own), i, dtype=np.int32) for i, s in enumerate(scans)]),
+    )
+
+
 def _compare(
     report: VerifyReport,
     pod5_rel: list[str],
     pod5_results: dict[str, tuple[np.ndarray | None, str]],
-    scans: list[_FastqScan],
+    scans: list[ReadFileScan],
 ) -> None:
     limit = report.max_listed
     by_file: dict[str, FileReport] = {}
@@ -333,42 +789,34 @@ def _compare(
     report.input_duplicates = int(np.count_nonzero(in_counts > 1))
 
     # The output side.
-    own = np.concatenate([s.own for s in scans]) if scans else np.empty(0, ID_DTYPE)
-    present = np.concatenate([s.present for s in scans]) if scans else np.empty(0, ID_DTYPE)
-    where = (
-        np.concatenate([np.full(len(s.own), i, dtype=np.int32) for i, s in enumerate(scans)])
-        if scans
-        else np.empty(0, np.int32)
-    )
-    report.fastq_records = sum(s.records for s in scans)
-    report.fastq_errors = {s.path: s.error for s in scans if s.error}
+    own, present, split_at, where = _concat_scans(scans)
+    report.records = sum(s.records for s in scans)
+    report.bases = sum(s.bases for s in scans)
+    report.formats = dict(sorted(Counter(s.fmt or "unreadable" for s in scans).items()))
+    report.read_errors = {s.path: s.error for s in scans if s.error}
     odd = Counter(rid for s in scans for rid in s.odd)
 
-    own_unique, own_counts = np.unique(own, return_counts=True)
-    dup_ids = own_unique[own_counts > 1]
+    parents, copies = read_copies(own, present, split_at)
+    dup_reads = parents[copies > 1]
     odd_dups = {rid: n for rid, n in odd.items() if n > 1}
-    report.duplicated = len(dup_ids) + len(odd_dups)
-    report.extra_records = int(own_counts[own_counts > 1].sum()) - len(dup_ids)
+    report.duplicated = len(dup_reads) + len(odd_dups)
+    report.extra_records = int((copies[copies > 1] - 1).sum())
     report.extra_records += sum(n - 1 for n in odd_dups.values())
-    dup_mask = np.isin(own, dup_ids)
-    dup_rows = np.flatnonzero(dup_mask)
-    for rid, rows in _groups(own[dup_rows], dup_rows, limit):
+    dup_rows = np.flatnonzero(np.isin(present, dup_reads[:limit]))
+    for rid, rows in _groups(present[dup_rows], dup_rows, limit):
         report.duplicate_locations[_as_uuid(rid)] = [scans[where[r]].path for r in rows]
     for rid in list(odd_dups)[: max(0, limit - len(report.duplicate_locations))]:
         report.duplicate_locations[rid] = [s.path for s in scans for r in s.odd if r == rid]
 
-    present_unique = np.unique(present)
-    unexpected = present_unique[~np.isin(present_unique, in_unique)]
+    unexpected = parents[~np.isin(parents, in_unique)]
     report.unexpected = len(unexpected) + len(odd)
     report.unexpected_ids = [_as_uuid(r) for r in unexpected[:limit]]
     report.unexpected_ids += list(odd)[: max(0, limit - len(report.unexpected_ids))]
 
     # Per input file: missing (unless quarantined) and duplicated reads.
-    is_present = np.isin(in_ids, present_unique)
+    is_present = np.isin(in_ids, parents)
     in_quarantine = np.isin(in_owner, np.array(quarantined_idx, dtype=np.int32))
     missing_mask = ~is_present & ~in_quarantine
-    # A duplicated record stands for its parent read (the same id unless split).
-    dup_reads = np.unique(present[dup_mask])
     duplicated_mask = np.isin(in_ids, dup_reads)
     report.missing = len(np.unique(in_ids[missing_mask]))
     reads_per_file = np.bincount(in_owner, minlength=len(pod5_rel))
@@ -382,6 +830,128 @@ def _compare(
         if rel in by_file and not by_file[rel].reads and idx < len(reads_per_file):
             by_file[rel].reads = int(reads_per_file[idx])
     report.files = sorted(by_file.values(), key=lambda f: f.path)
+
+
+def _yields_and_summaries(
+    report: VerifyReport,
+    tree: OutputTree,
+    scans: list[ReadFileScan],
+    summaries: dict[str, SummaryScan],
+    output_dir: Path,
+) -> None:
+    """Counts per run folder and barcode; each summary's rows against its run's records."""
+    runs: dict[str, RunReport] = {}
+    barcodes: dict[tuple[str, str | None], BarcodeReport] = {}
+    for file, scan in zip(tree.read_files, scans, strict=True):
+        run = runs.setdefault(file.run_folder, RunReport(run_folder=file.run_folder))
+        run.add(file.status, scan.records, scan.bases)
+        key = (file.run_folder, file.barcode)
+        if key not in barcodes:
+            barcodes[key] = BarcodeReport(barcode=file.barcode)
+            run.barcodes.append(barcodes[key])
+        barcodes[key].add(file.status, scan.records, scan.bases)
+    for folder in tree.summaries:
+        runs.setdefault(folder, RunReport(run_folder=folder))
+    for run in runs.values():
+        run.barcodes.sort(key=lambda b: (b.barcode is None, b.barcode or ""))
+    report.runs = [runs[k] for k in sorted(runs)]
+    if not tree.summaries:
+        return
+
+    # File names as ints: a record's file, a row's file.
+    names: dict[str, int] = {}
+    file_name = np.array(
+        [names.setdefault(f.rel.rsplit("/", 1)[-1], len(names)) for f in tree.read_files],
+        dtype=np.int32,
+    )
+    run_index = {folder: i for i, folder in enumerate(sorted(runs))}
+    file_run = np.array([run_index[f.run_folder] for f in tree.read_files], dtype=np.int32)
+    plain_fastq = np.array([s.fmt == "fastq" for s in scans], dtype=bool)
+    own, _, _, where = _concat_scans(scans)
+    rec_run = file_run[where] if len(where) else np.empty(0, np.int32)
+    order = np.argsort(rec_run, kind="stable")
+    bounds = np.searchsorted(rec_run[order], np.arange(len(run_index) + 1))
+    for folder, paths in sorted(tree.summaries.items()):
+        r = run_index[folder]
+        rows = order[bounds[r] : bounds[r + 1]]
+        check = _check_summary(
+            [summaries[p] for p in paths],
+            own[rows],
+            file_name[where[rows]],
+            plain_fastq[where[rows]],
+            np.unique(file_name[file_run == r]),
+            names,
+            report.max_listed,
+        )
+        check.files = [os.path.relpath(p, output_dir).replace(os.sep, "/") for p in paths]
+        runs[folder].summary = check
+        report.summary_rows += check.rows
+        report.summary_problems += 0 if check.ok else 1
+
+
+def _keys(ids: np.ndarray, name_idx: np.ndarray) -> np.ndarray:
+    """(read id, file name) pairs as one comparable 20-byte value each."""
+    pairs = np.empty(len(ids), dtype=[("id", ID_DTYPE), ("name", "<i4")])
+    pairs["id"] = ids
+    pairs["name"] = name_idx
+    return pairs.view("S20")
+
+
+def _check_summary(
+    scans: list[SummaryScan],
+    rec_ids: np.ndarray,
+    rec_names: np.ndarray,
+    rec_plain: np.ndarray,
+    existing: np.ndarray,
+    names: dict[str, int],
+    limit: int,
+) -> SummaryCheck:
+    """One run folder: its summary rows against its records (UUID ids)."""
+    check = SummaryCheck()
+    check.errors = {s.path: s.error for s in scans if s.error}
+    check.rows = sum(s.rows for s in scans)
+    row_ids = np.concatenate([s.ids for s in scans]) if scans else np.empty(0, ID_DTYPE)
+    row_names = np.concatenate(
+        [
+            np.array([names.setdefault(n, len(names)) for n in s.names], dtype=np.int32)[
+                s.name_of_row
+            ]
+            if s.names
+            else np.empty(0, np.int32)
+            for s in scans
+        ]
+    )
+    odd = [rid for s in scans for rid in s.odd]
+    by_index = {i: n for n, i in names.items()}
+
+    # Rows: their file must exist in the run folder, their read id must be there once.
+    dangling = ~np.isin(row_names, existing)
+    check.dangling_rows = int(dangling.sum())
+    hit_names, hit_counts = np.unique(row_names[dangling], return_counts=True)
+    for idx, count in list(zip(hit_names, hit_counts, strict=True))[:limit]:
+        check.dangling_files[by_index[int(idx)]] = int(count)
+    ids_unique, ids_counts = np.unique(row_ids, return_counts=True)
+    doubled = ids_unique[ids_counts > 1]
+    check.duplicated_rows = len(doubled)
+    check.duplicated_row_ids = [_as_uuid(r) for r in doubled[:limit]]
+    no_read = ~np.isin(row_ids, rec_ids)
+    check.rows_without_read = int(no_read.sum()) + len(odd)
+    check.rows_without_read_ids = [_as_uuid(r) for r in row_ids[no_read][:limit]]
+    check.rows_without_read_ids += odd[: max(0, limit - len(check.rows_without_read_ids))]
+    wrong = ~no_read & ~dangling & ~np.isin(_keys(row_ids, row_names), _keys(rec_ids, rec_names))
+    check.wrong_file_rows = int(wrong.sum())
+    check.wrong_file_ids = [_as_uuid(r) for r in row_ids[wrong][:limit]]
+
+    # Records: each has a row, unless its file is a plain FASTQ that no row names.
+    has_row = np.isin(rec_ids, row_ids)
+    named = np.isin(rec_names, row_names)
+    legacy = ~has_row & rec_plain & ~named
+    without = ~has_row & ~legacy
+    check.matched = int(np.isin(_keys(rec_ids, rec_names), _keys(row_ids, row_names)).sum())
+    check.legacy_records = int(legacy.sum())
+    check.records_without_row = int(without.sum())
+    check.records_without_row_ids = [_as_uuid(r) for r in rec_ids[without][:limit]]
+    return check
 
 
 def _groups(
