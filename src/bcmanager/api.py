@@ -103,9 +103,35 @@ class TokenRequest(_Body):
     token: Annotated[str, Field(min_length=1, max_length=128)]
 
 
+Count = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class YieldReport(_Body):
+    """The engine's count of a job's reads of one run and barcode (`output.yields`)."""
+
+    run: Annotated[str, Field(min_length=1, max_length=1000)]
+    barcode: Annotated[str, Field(min_length=1, max_length=64)]
+    reads: Count
+    bases: Count
+    pass_reads: Count
+    pass_bases: Count
+    qscore_sum: Annotated[float, Field(ge=0, le=1e15)]
+    hist: Annotated[
+        dict[
+            Annotated[str, Field(pattern=r"^[0-9]{1,4}$")],
+            Annotated[list[Count], Field(min_length=2, max_length=2)],
+        ],
+        Field(max_length=1000, description="length bin -> [reads, bases]"),
+    ] = {}
+
+
 class CompleteRequest(TokenRequest):
     outcome: Literal["done", "failed", "released"]
     reason: Annotated[str | None, Field(max_length=2000)] = None
+    yields: Annotated[
+        list[YieldReport] | None,
+        Field(max_length=1000, description="reads per run and barcode (done only)"),
+    ] = None
 
 
 JobIdPath = Annotated[int, PathParam(ge=1, le=10**18)]
@@ -400,7 +426,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         responses=_answers(None, 400, 401, 404, 409, 422),
     )
     async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
-        result = manager.complete(job_id, Outcome(body.outcome), body.token, body.reason)
+        yields = [y.model_dump() for y in body.yields] if body.yields else None
+        result = manager.complete(job_id, Outcome(body.outcome), body.token, body.reason, yields)
         if result.late:
             raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")
         return {"ok": True, "state": result.job.state.value, "repeated": result.repeated}

@@ -27,7 +27,7 @@ import httpx
 
 from bcmanager.basecallers.abc import Basecaller
 from bcmanager.errors import ConfigError
-from bcmanager.output.filing import file_native_output
+from bcmanager.output.filing import Filed, file_native_output
 
 log = logging.getLogger("bcmanager.engine")
 
@@ -154,12 +154,13 @@ class Engine:
             outcome = "released"
             self._report(job, "released", "engine stopping")
             log.info("job %d handed back (engine stopping)", job_id)
-        elif returncode == 0 and (problem := self._file_output(job)) is not None:
+        elif returncode == 0 and isinstance(filed := self._file_output(job), str):
             outcome = "failed"
-            self._report(job, "failed", problem)
+            self._report(job, "failed", filed)
         elif returncode == 0:
             outcome = "done"
-            if self._report(job, "done", None) == 409:  # the lease ran out as it finished
+            yields = [y.to_dict() for y in filed.yields] if filed is not None else None
+            if self._report(job, "done", None, yields) == 409:  # the lease ran out as it finished
                 outcome = "dropped"
                 log.warning("job %d: lease lost before the report; batch dropped", job_id)
         else:
@@ -167,8 +168,9 @@ class Engine:
             self._report(job, "failed", f"basecaller exit code {returncode}")
         return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
 
-    def _file_output(self, job: dict[str, Any]) -> str | None:
-        """File a native basecaller's reads into the manager's layout; a reason if it failed."""
+    def _file_output(self, job: dict[str, Any]) -> Filed | str | None:
+        """File a native basecaller's reads into the manager's layout: what was filed, None
+        for a basecaller that writes the layout's own FASTQ, or why filing failed."""
         if not self.basecaller.native_output:
             return None
         try:
@@ -185,7 +187,7 @@ class Engine:
             log.error("job %d: cannot file the basecaller's output: %s", job["job_id"], exc)
             return f"filing the output failed: {exc}"[:1000]
         log.info("job %d: %d read(s) into %d file(s)", job["job_id"], filed.reads, len(filed.files))
-        return None
+        return filed
 
     def min_qscore(self) -> float:
         """The pass threshold: --min-qscore, else MinKNOW's for the model (fast 8, hac 9,
@@ -264,13 +266,21 @@ class Engine:
                 self._terminate()
                 return
 
-    def _report(self, job: dict[str, Any], outcome: str, reason: str | None) -> int | None:
+    def _report(
+        self,
+        job: dict[str, Any],
+        outcome: str,
+        reason: str | None,
+        yields: list[dict[str, Any]] | None = None,
+    ) -> int | None:
         """Report a job's end; a late (409) or forgotten (404) job is not an engine error.
 
         Returns the manager's status code, None when it could not be reached."""
-        body = {"token": job["token"], "outcome": outcome}
+        body: dict[str, Any] = {"token": job["token"], "outcome": outcome}
         if reason:
             body["reason"] = reason
+        if yields:
+            body["yields"] = yields
         path = f"/v1/jobs/{job['job_id']}/complete"
         try:
             r = self._call("POST", path, body, ok=(200, 404, 409), retry_while_stopping=True)

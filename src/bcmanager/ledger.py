@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS runs (
     ended REAL,
     summary TEXT
 );
+CREATE TABLE IF NOT EXISTS yields (
+    run TEXT NOT NULL,
+    barcode TEXT NOT NULL,
+    totals TEXT NOT NULL,
+    PRIMARY KEY (run, barcode)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -236,6 +242,22 @@ class Ledger:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction():
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- yields -----------------------------------------------------------------------
+
+    def yield_totals(self) -> list[dict]:
+        """Reads, bases and more per run and barcode (`output.yields.Yield.to_dict`)."""
+        rows = self._db.execute("SELECT totals FROM yields ORDER BY run, barcode")
+        return [json.loads(r[0]) for r in rows]
+
+    def put_yield_totals(self, totals: Iterable[dict]) -> None:
+        """Replace the totals of the (run, barcode) pairs given; inside the caller's
+        transaction, so they change exactly when the job they count is done."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO yields(run, barcode, totals) VALUES (?, ?, ?)",
+                [(t["run"], t["barcode"], json.dumps(t)) for t in totals],
+            )
 
     # -- files ------------------------------------------------------------------------
 

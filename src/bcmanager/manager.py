@@ -25,6 +25,7 @@ from bcmanager.errors import LeaseLost
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.output.layouts import OutputLayout, output_layout
+from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult, run_of
@@ -123,6 +124,7 @@ class Manager:
         self._pending_wake = threading.Event()
         self._observer: Any = None
         self.output: OutputLayout = output_layout("minknow")  # settled by open()
+        self.yields: dict[tuple[str, str], Yield] = {}  # per run and barcode, merged jobs
         self._looking_lock = threading.Lock()
         self._looking_now = 0
 
@@ -151,6 +153,9 @@ class Manager:
             )
             if rebuilt:
                 self.scan_done.set()
+            self.yields = {
+                (d["run"], d["barcode"]): Yield.from_dict(d) for d in self.db.yield_totals()
+            }
             merging = len(self.db.jobs_in([JobState.MERGING]))
             recovery.reconcile(now)
             running = scheduler.renew_all(self.db, now)
@@ -390,9 +395,15 @@ class Manager:
             return replace(job, lease_expires=expires)
 
     def complete(
-        self, job_id: int, outcome: Outcome, token: str | None, reason: str | None = None
+        self,
+        job_id: int,
+        outcome: Outcome,
+        token: str | None,
+        reason: str | None = None,
+        yields: list[dict] | None = None,
     ) -> Completion:
-        """An engine's final report. Repeats answer the same and change nothing."""
+        """An engine's final report (with the yield of its reads, when it counted them).
+        Repeats answer the same and change nothing."""
         with self.lock:
             now = self.clock()
             job = scheduler.get_job(self.db, job_id)
@@ -400,7 +411,7 @@ class Manager:
             self._seen(job.engine, now)
             self.last_activity = now
             if job.state is JobState.ASSIGNED:
-                self._finish(job, outcome, reason, now)
+                self._finish(job, outcome, reason, now, yields)
                 return Completion(scheduler.get_job(self.db, job_id))
             if job.state is JobState.EXPIRED:
                 where = self.layout.set_aside_late_output(job.id, job.engine)
@@ -420,7 +431,14 @@ class Manager:
             engine.job_id = None
         return engine
 
-    def _finish(self, job: JobRow, outcome: Outcome, reason: str | None, now: float) -> None:
+    def _finish(
+        self,
+        job: JobRow,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+        yields: list[dict] | None = None,
+    ) -> None:
         engine = self._forget_job(job)
         if outcome is Outcome.DONE:
             files = self.db.files_of_job(job.id)
@@ -428,6 +446,8 @@ class Manager:
             plan = self.layout.plan_merge(
                 job.id, job.engine, inputs, self.output, lambda: self._run_folder(files)
             )
+            if yields:
+                plan["yields"] = yields
             scheduler.begin_merge(self.db, job, plan, now)
             failpoints.hit("complete.after-journal")
             self._merge(scheduler.get_job(self.db, job.id), now)
@@ -482,7 +502,9 @@ class Manager:
             log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
             self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
             return False
-        scheduler.finish_merge(self.db, job, now)
+        changed = added(self.yields, [Yield.from_dict(y) for y in plan.get("yields", ())])
+        scheduler.finish_merge(self.db, job, now, [y.to_dict() for y in changed.values()])
+        self.yields.update(changed)
         self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self._unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
@@ -598,6 +620,8 @@ class Manager:
                 for e in sorted(self.engines.values(), key=lambda e: e.engine)
             ],
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
+            "output_layout": self.output.name,
+            "yields": [self.yields[key].view() for key in sorted(self.yields)],
             "scan": dict(self.last_scan),
             "events": events,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
@@ -147,11 +148,16 @@ def begin_merge(ledger: Ledger, job: JobRow, plan: dict, now: float) -> None:
     ledger.set_job_state(job.id, JobState.ASSIGNED, JobState.MERGING, now, merge_plan=plan)
 
 
-def finish_merge(ledger: Ledger, job: JobRow, now: float) -> None:
+def finish_merge(
+    ledger: Ledger, job: JobRow, now: float, yield_totals: Iterable[dict] = ()
+) -> None:
+    """The merge is on disk: the job and its files are done, and the yield totals that
+    its reads change are written in the same transaction (counted exactly once)."""
     with ledger.transaction():
         ids = [f.id for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
         ledger.set_file_state(ids, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
         ledger.set_job_state(job.id, JobState.MERGING, JobState.DONE, now)
+        ledger.put_yield_totals(yield_totals)
 
 
 def fail(ledger: Ledger, job: JobRow, reason: str, now: float, policy: Policy) -> list[FileRow]:

@@ -30,6 +30,7 @@ from bcmanager.output.records import (
     open_alignments,
     read_files,
 )
+from bcmanager.output.yields import Yield, yields_from_rows
 
 NATIVE_DIR = "basecalls"
 
@@ -40,7 +41,7 @@ class Filed:
 
     reads: int = 0
     files: list[str] = field(default_factory=list)
-    rows: list[dict[str, str]] = field(default_factory=list)
+    yields: list[Yield] = field(default_factory=list)  # per run and barcode (minknow)
 
 
 def file_native_output(
@@ -80,7 +81,12 @@ def _split(
     result = split_output(
         native, output_dir, origins, job_id=job_id, min_qscore=min_qscore, barcoding=barcoding
     )
-    return Filed(result.reads, sorted(result.files), list(result.rows))
+    yields, start = [], 0
+    for rel, count in sorted(result.summaries.items()):  # rows come in this order
+        run = rel.rpartition("/")[0] or "."
+        yields += yields_from_rows(run, result.rows[start : start + count])
+        start += count
+    return Filed(result.reads, sorted(result.files), yields)
 
 
 def _as_legacy_fastq(native: Path, pass_dir: Path) -> Filed:
