@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import LegacyDriver, basecall_dir, make_run
@@ -130,3 +131,30 @@ def test_metrics_parse_and_move_after_work(run_dirs, start_manager) -> None:
     m.get("/no/such/route")
     unmatched = scrape(m)["bcmanager_http_request_duration_seconds_count"]
     assert unmatched[(("method", "GET"), ("route", "unmatched"), ("status", "404"))] == 1
+
+
+def test_yield_per_run_and_barcode_matches_the_reads_on_disk(
+    run_dirs, start_manager, start_engine
+) -> None:
+    from bcmanager.verify import verify_run
+
+    inp, out = run_dirs
+    make_run(inp / "exp/s/20261128_1200_1A_FAX1_abcd1234/pod5", 4, reads=12, samples=1500)
+    m = start_manager(inp, out, "--batch-size", "2")
+    engine = start_engine(m.url, "gpu1", "--until-empty", "--kit-name", "SQK-NBD114-24")
+    assert engine.wait(timeout=60) == 0, engine.log.read_text()
+    metrics = scrape(m)
+    report = verify_run(inp, out, workers=0)
+    assert report.ok, report.to_dict()
+    (run,) = report.runs
+    assert run.run_folder == "exp/s/20261128_1200_1A_FAX1_abcd1234"
+    assert len(run.barcodes) >= 3  # several barcodes, unclassified among them
+    for b in run.barcodes:
+        labels = {"run": run.run_folder, "barcode": b.barcode}
+        assert value(metrics, "bcmanager_yield_reads", **labels) == b.reads
+        assert value(metrics, "bcmanager_yield_bases", **labels) == b.bases
+        assert value(metrics, "bcmanager_yield_pass_ratio", **labels) == pytest.approx(
+            b.pass_reads / b.reads, abs=1e-3
+        )
+        assert value(metrics, "bcmanager_yield_n50_bases", **labels) > 0
+        assert 0 < value(metrics, "bcmanager_yield_mean_qscore", **labels) < 50

@@ -118,6 +118,7 @@ svg text { font-size:11px; fill:var(--mute); }
 <section><h2>Engines</h2><div class="scroll"><table id="engines"></table></div></section>
 <section><h2>Running jobs</h2><div class="scroll"><table id="jobs"></table></div></section>
 <section><h2>Runs (flow cells)</h2><div class="scroll"><table id="runs"></table></div></section>
+<section><h2>Yield per run and barcode</h2><div class="scroll"><table id="yields"></table></div></section>
 <section><h2>Quarantined files</h2><div class="scroll"><table id="quarantine"></table></div></section>
 <section class="wide"><h2>Recent events</h2><div class="scroll"><table id="events"></table></div></section>
 </main>
@@ -226,6 +227,13 @@ function render(s) {
     s.runs.map((r) => [r.run, r.state, num(r.files.done) + " / " + num(r.written.files),
       num(r.files.quarantined), si(r.written.bytes, "B")]),
     "no run found yet");
+  table("yields",
+    [{label: "run folder"}, {label: "barcode"}, {label: "reads", num: true},
+     {label: "bases", num: true}, {label: "N50", num: true}, {label: "mean Q", num: true},
+     {label: "pass", num: true}],
+    (s.yields || []).map((y) => [y.run, y.barcode, num(y.reads), si(y.bases, "b"), num(y.n50),
+      y.mean_qscore.toFixed(1), (100 * y.pass_share).toFixed(1) + "%"]),
+    "nothing counted yet");
   table("quarantine", [{label: "file", mono: true}, {label: "reason"}],
     s.quarantined.map((q) => [q.path, q.reason]), "none");
   table("events",

@@ -248,6 +248,26 @@ def _runs(status: dict[str, Any]) -> Iterator[Metric]:
             files.add_metric([run["run"], file_state], n)
     yield state
     yield files
+    yield from _yields(status)
+
+
+def _yields(status: dict[str, Any]) -> Iterator[Metric]:
+    labels = ["run", "barcode"]
+    families = {
+        "reads": _gauge("bcmanager_yield_reads", "Reads basecalled per run and barcode.", labels),
+        "bases": _gauge("bcmanager_yield_bases", "Bases basecalled per run and barcode.", labels),
+        "n50": _gauge("bcmanager_yield_n50_bases", "Read length N50 per run and barcode.", labels),
+        "mean_qscore": _gauge(
+            "bcmanager_yield_mean_qscore", "Mean read qscore per run and barcode.", labels
+        ),
+        "pass_share": _gauge(
+            "bcmanager_yield_pass_ratio", "Share of reads that pass, per run and barcode.", labels
+        ),
+    }
+    for y in status.get("yields", []):
+        for key, family in families.items():
+            family.add_metric([y["run"], y["barcode"]], y[key])
+    yield from families.values()
 
 
 def _service(status: dict[str, Any]) -> Iterator[Metric]:

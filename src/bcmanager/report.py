@@ -30,6 +30,8 @@ import numpy as np
 
 from bcmanager import __version__
 from bcmanager.layout import Layout
+from bcmanager.output.records import detect_format, open_alignments
+from bcmanager.output.yields import Yield
 from bcmanager.progress import nice_bucket
 from bcmanager.runstats import FileTimes, JobSpan, LedgerReader, RunTotals
 
@@ -84,11 +86,15 @@ def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def scan_fastq(paths: list[Path], max_reads: int = MAX_READS) -> FastqStats:
-    """Count every record and base; keep lengths and mean qualities of a spread sample."""
+def scan_reads(paths: list[Path], max_reads: int = MAX_READS) -> FastqStats:
+    """Count every record and base of BAM and (gzipped) FASTQ files; keep lengths and mean
+    qualities of a spread sample."""
     stats = FastqStats(files=len(paths))
     per_file = max(1, max_reads // max(1, len(paths)))
     for path in paths:
+        if detect_format(path) in ("bam", "sam"):
+            _scan_bam(path, stats, per_file)
+            continue
         taken = 0
         with _open(path) as fh:
             while True:
@@ -107,6 +113,27 @@ def scan_fastq(paths: list[Path], max_reads: int = MAX_READS) -> FastqStats:
     return stats
 
 
+def _scan_bam(path: Path, stats: FastqStats, per_file: int) -> None:
+    taken = 0
+    with open_alignments(path) as handle:
+        for segment in handle.fetch(until_eof=True):
+            if segment.is_secondary or segment.is_supplementary:
+                continue
+            length = segment.query_length
+            stats.records += 1
+            stats.bases += length
+            if taken < per_file:
+                stats.lengths.append(length)
+                qs = segment.get_tag("qs") if segment.has_tag("qs") else None
+                quals = segment.query_qualities
+                stats.mean_q.append(
+                    float(qs)
+                    if qs is not None
+                    else mean_quality(bytes(q + 33 for q in quals) if quals is not None else b"")
+                )
+                taken += 1
+
+
 # -- the numbers ------------------------------------------------------------------------
 
 
@@ -123,6 +150,7 @@ class ReportData:
     job_counts: dict[str, int]
     quarantined: list[tuple[str, str | None, int]]
     fastq: FastqStats
+    yields: list[Yield]
     verify: VerifyReport | None
     verify_error: str | None = None
     created: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
@@ -193,13 +221,24 @@ def gather(
         input_dir = input_dir or (Path(recorded) if recorded else None)
         files, jobs, runs = reader.files(), reader.jobs(), reader.runs()
         job_counts, quarantined = reader.job_counts(), reader.quarantined()
+        yields = [Yield.from_dict(d) for d in reader.yield_totals()]
     finally:
         reader.close()
-    from bcmanager.verify import fastq_files
+    from bcmanager.verify import output_read_files
 
-    fastq = scan_fastq(fastq_files(output), max_reads)
+    fastq = scan_reads(output_read_files(output), max_reads)
     data = ReportData(
-        input_dir, output, ledger, files, jobs, runs, job_counts, quarantined, fastq, None
+        input_dir,
+        output,
+        ledger,
+        files,
+        jobs,
+        runs,
+        job_counts,
+        quarantined,
+        fastq,
+        yields,
+        None,
     )
     if verify:
         _verify(data, workers)
@@ -405,7 +444,7 @@ def verdict_of(data: ReportData) -> tuple[str, str]:
         spared = f"; {len(v.quarantined)} quarantined file(s) excepted" if v.quarantined else ""
         return "pass", (
             f"PASS: all {v.input_reads:,} reads of {v.pod5_files:,} pod5 files are in exactly"
-            f" one FASTQ record{spared}"
+            f" one output record{spared}"
         )
     return "fail", (
         f"FAIL: {v.missing:,} missing, {v.duplicated:,} duplicated, {v.unexpected:,} unexpected,"
@@ -432,7 +471,7 @@ def summary_rows(data: ReportData) -> list[list[Any]]:
         ["pod5", f"{_si(s['pod5_bytes_done'], 'B')} of {_si(s['pod5_bytes'], 'B')}"],
         [
             "reads",
-            f"{s['fastq_records']:,} FASTQ records in {s['fastq_files']:,} files;"
+            f"{s['fastq_records']:,} records in {s['fastq_files']:,} BAM/FASTQ files;"
             f" ledger: {s['reads_ledger']:,} reads, {s['samples_ledger']:,} samples{counts_note}",
         ],
         ["bases", f"{s['bases']:,}"],
@@ -487,6 +526,22 @@ def engine_rows(data: ReportData) -> list[list[Any]]:
     return rows
 
 
+def yield_rows(data: ReportData) -> list[list[Any]]:
+    """Reads, bases, N50, mean qscore and pass share per run and barcode."""
+    return [
+        [
+            y.run,
+            y.barcode,
+            f"{y.reads:,}",
+            _si(y.bases, "b"),
+            f"{y.n50:,}",
+            f"{y.mean_qscore:.1f}",
+            f"{100 * y.pass_share:.1f}%",
+        ]
+        for y in data.yields
+    ]
+
+
 def run_rows(data: ReportData) -> list[list[Any]]:
     rows = []
     for run in data.runs:
@@ -529,7 +584,7 @@ def render_html(data: ReportData) -> str:
     plots = [
         ("throughput", "Throughput over time", plot_throughput(data, t0)),
         ("engines", "Engine timeline", plot_engine_timeline(data, t0)),
-        ("reads", "Read lengths and mean qualities (FASTQ)", plot_distributions(data)),
+        ("reads", "Read lengths and mean qualities", plot_distributions(data)),
         ("latency", "From written to basecalled", plot_latency(data, t0)),
     ]
     figures = "".join(
@@ -558,6 +613,8 @@ ledger {html.escape(str(data.ledger))}; written {_when(data.created)} by bcmanag
 {_table(["engine", "jobs", "done", "failed", "expired", "files basecalled", "busy", "first claim"], engine_rows(data))}
 <h2>Runs</h2>
 {_table(["run", "state", "done / files", "pod5", "first file", "ended"], run_rows(data))}
+<h2>Yield per run and barcode</h2>
+{_table(["run folder", "barcode", "reads", "bases", "N50", "mean qscore", "pass"], yield_rows(data)) if data.yields else '<p class="meta" id="yield-none">No yield counted: engines that split their output (dorado, simulated) count it.</p>'}
 <h2>Quarantined files</h2>
 {quarantine}
 </body></html>

@@ -13,6 +13,7 @@ to sizes and say so.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -183,6 +184,14 @@ class LedgerReader:
     def meta(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
+
+    def yield_totals(self) -> list[dict]:
+        """Per run and barcode (`output.yields.Yield.to_dict`); empty for an older ledger."""
+        try:
+            rows = self._rows("SELECT totals FROM yields ORDER BY run, barcode")
+        except sqlite3.OperationalError:  # a ledger of bcmanager 0.1: no yields table
+            return []
+        return [json.loads(r[0]) for r in rows]
 
     def runs(self) -> list[RunTotals]:
         """Every run with its files by state (one pass over the files table)."""

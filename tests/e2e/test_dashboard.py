@@ -47,7 +47,9 @@ def wait_for_files(m, n: int) -> None:
         time.sleep(0.05)
 
 
-def test_dashboard_shows_live_numbers(run_dirs, start_manager, browser, tmp_path) -> None:
+def test_dashboard_shows_live_numbers(
+    run_dirs, start_manager, start_engine, browser, tmp_path
+) -> None:
     inp, out = run_dirs
     make_run(inp, 6, reads=3)
     m = start_manager(inp, out, "--max-attempts", "1")
@@ -94,6 +96,15 @@ def test_dashboard_shows_live_numbers(run_dirs, start_manager, browser, tmp_path
     expect_text(page, "#engines", "drv")
     expect_text(page, "#events", "merging")
     expect_text(page, "#runs", "5 / 6")
+    expect_text(page, "#yields", "nothing counted yet")  # original engines count no yield
+    make_run(inp / "barcoded", 2, reads=12, seed=7)
+    engine = start_engine(m.url, "gpu-kit", "--until-empty", "--kit-name", "SQK-NBD114-24")
+    assert engine.wait(timeout=60) == 0, engine.log.read_text()
+    kit_runs = {y["run"] for y in m.status()["yields"]}
+    assert len(kit_runs) == 2  # two pod5 of two flow cells outside any MinKNOW folder
+    for run in kit_runs:
+        expect_text(page, "#yields", run)
+    expect_text(page, "#yields", "barcode0")
     page.wait_for_selector("#chart-line", state="attached", timeout=15_000)
     assert page.get_attribute("#bar-done", "style").count("width") == 1
 
