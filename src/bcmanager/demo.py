@@ -27,6 +27,9 @@ from bcmanager.simulate import SimulationResult, simulate_run
 from bcmanager.verify import VerifyReport, verify_run
 
 
+DEMO_KIT = "SQK-NBD114-24"  # barcoded reads, as a multiplexed run gives them
+
+
 @dataclass(frozen=True)
 class DemoPlan:
     workdir: Path
@@ -142,6 +145,8 @@ def run_demo(plan: DemoPlan, console: Console) -> DemoOutcome:
                 f"gpu{i + 1}",
                 "--samples-per-s",
                 str(plan.samples_per_s),
+                "--kit-name",
+                DEMO_KIT,
             ),
             plan.logs / f"engine-gpu{i + 1}.log",
         )
@@ -199,15 +204,24 @@ def summary_table(plan: DemoPlan, outcome: DemoOutcome) -> Table:
     table = Table(title="bcm demo: result", show_header=False)
     table.add_row("pod5 files written", str(len(outcome.simulation.files)))
     table.add_row("reads in pod5 files", str(r.input_reads))
-    table.add_row("FASTQ records", str(r.fastq_records))
+    table.add_row("output records (BAM)", f"{r.records} (split reads count once per piece)")
+    table.add_row("sequencing summary rows", str(r.summary_rows))
     table.add_row(
         "missing / duplicated / unexpected", f"{r.missing} / {r.duplicated} / {r.unexpected}"
     )
     for path, reason in sorted(r.quarantined.items()):
         table.add_row("quarantined", f"{path}\n[dim]{reason}[/]")
     table.add_row("time", f"{outcome.seconds:.1f} s")
+    for run in r.runs:
+        barcodes = ", ".join(
+            f"{b.barcode or '-'} {b.reads} ({100 * (b.pass_share or 0):.0f}% pass)"
+            for b in run.barcodes
+        )
+        table.add_row(f"run {run.run_folder}", f"{run.reads} reads: {barcodes}")
     table.add_row(
-        "outputs", f"{plan.output}/pass (FASTQ), {plan.output}/QUARANTINE, logs in {plan.logs}"
+        "outputs",
+        f"{plan.output}/<run>/bam_{{pass,fail}}/<barcode>/*.bam and sequencing_summary_*.txt"
+        f" (MinKNOW's tree), {plan.output}/QUARANTINE, logs in {plan.logs}",
     )
     verdict = "[green]every read basecalled exactly once[/]" if outcome.ok else "[red]FAILED[/]"
     table.add_row("verdict", verdict)

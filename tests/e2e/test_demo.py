@@ -26,7 +26,11 @@ def test_the_demo_basecalls_every_read_exactly_once(tmp_path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every read basecalled exactly once" in r.stdout
     assert "quarantined" in r.stdout and "failed 2 attempts" in r.stdout
-    assert any((workdir / "output" / "pass").iterdir())
+    output = workdir / "output"
+    bams = list(output.glob("*/*/*/bam_pass/barcode*/*.bam"))  # experiment/sample/run/...
+    assert bams, sorted(str(p.relative_to(output)) for p in output.rglob("*"))[:50]
+    assert list(output.glob("*/*/*/sequencing_summary_*.txt"))
+    assert "barcode0" in r.stdout and "summary rows" in r.stdout
     listed = (workdir / "output" / "QUARANTINE" / "quarantined.tsv").read_text().splitlines()
     assert len(listed) == 1  # the one corrupt file, nothing else
 
