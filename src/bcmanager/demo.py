@@ -26,7 +26,6 @@ from rich.table import Table
 from bcmanager.simulate import SimulationResult, simulate_run
 from bcmanager.verify import VerifyReport, verify_run
 
-
 DEMO_KIT = "SQK-NBD114-24"  # barcoded reads, as a multiplexed run gives them
 
 
