@@ -47,6 +47,33 @@ def basecall_dir(job_input: Path, job_output: Path) -> int:
     return n
 
 
+def basecall_native(job_input: Path, job_output: Path, job_id: int, input_root: Path) -> None:
+    """What `bcm engine --kit-name K` with the simulated basecaller leaves for the manager:
+    Dorado-like BAM split into MinKNOW's tree, with a summary fragment per run."""
+    import subprocess
+    import sys
+
+    from bcmanager.output.filing import file_native_output
+
+    argv = [sys.executable, "-m", "bcmanager.basecallers.simulated", str(job_input)]
+    argv += [str(job_output), "--style", "dorado", "--kit-name", "SQK-NBD114-24"]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    files = [
+        {"name": e.name, "path": os.path.relpath(os.readlink(e.path), input_root)}
+        for e in os.scandir(job_input)
+        if e.name.endswith(".pod5")
+    ]
+    file_native_output(
+        job_output,
+        job_input,
+        files,
+        layout="minknow",
+        job_id=job_id,
+        min_qscore=9,
+        barcoding=True,
+    )
+
+
 def output_read_ids(output_dir: Path) -> Counter[str]:
     """How many times each read is in OUTPUT: {read id: copies}, in either layout.
 
@@ -83,8 +110,16 @@ class LegacyDriver:
     unanswered completion and sends it again once the manager is back.
     """
 
-    def __init__(self, url: str, input_dir: Path, output_dir: Path, engine: str = "drv") -> None:
+    def __init__(
+        self,
+        url: str,
+        input_dir: Path,
+        output_dir: Path,
+        engine: str = "drv",
+        native: bool = False,
+    ) -> None:
         self.url, self.input, self.output, self.engine = url, input_dir, output_dir, engine
+        self.native = native  # basecall as `bcm engine` does: Dorado's BAM, split and filed
         self.unreported: list[tuple[str, str]] = []
 
     def _get(self, path: str, **params: object) -> dict:
@@ -114,7 +149,12 @@ class LegacyDriver:
                         return "finished"
                     time.sleep(0.1)
                     continue
-                basecall_dir(self.input / job["job_input_dir"], self.output / job["job_output_dir"])
+                job_input = self.input / job["job_input_dir"]
+                job_output = self.output / job["job_output_dir"]
+                if self.native:
+                    basecall_native(job_input, job_output, int(job["jobid"]), self.input)
+                else:
+                    basecall_dir(job_input, job_output)
                 self.unreported.append((job["jobid"], "DONE"))
                 self._get("/completed", job_id=job["jobid"], job_state="DONE")
                 self.unreported.pop()

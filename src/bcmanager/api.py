@@ -103,7 +103,8 @@ class TokenRequest(_Body):
     token: Annotated[str, Field(min_length=1, max_length=128)]
 
 
-Count = Annotated[int, Field(ge=0, le=2**62)]
+Count = Annotated[int, Field(ge=0, le=10**15), Strict(False), BeforeValidator(_json_integer)]
+HistCell = Annotated[list[Count], Field(min_length=3, max_length=3)]
 
 
 class YieldReport(_Body):
@@ -115,14 +116,10 @@ class YieldReport(_Body):
     bases: Count
     pass_reads: Count
     pass_bases: Count
-    qscore_sum: Annotated[float, Field(ge=0, le=1e15)]
+    qscore_sum: Annotated[float, Field(ge=0, le=1e15), Strict(False)]
     hist: Annotated[
-        dict[
-            Annotated[str, Field(pattern=r"^[0-9]{1,4}$")],
-            Annotated[list[Count], Field(min_length=2, max_length=2)],
-        ],
-        Field(max_length=1000, description="length bin -> [reads, bases]"),
-    ] = {}
+        list[HistCell], Field(max_length=1000, description="[length bin, reads, bases] each")
+    ] = []
 
 
 class CompleteRequest(TokenRequest):

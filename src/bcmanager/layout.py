@@ -347,9 +347,14 @@ def _size_or_zero(path: Path) -> int:
 
 def _write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data))  # no indent: the C encoder, on every merge
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data))  # no indent: the C encoder, on every merge
+        os.replace(tmp, path)
+    except OSError:  # e.g. a full disk: leave no half-written file behind
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _rename_if_present(src: Path, dst: Path) -> None:

@@ -18,14 +18,23 @@ def _wait_scanned(m, n: int) -> None:
 
 @pytest.mark.parametrize(
     "failpoint",
-    ["claim.after-commit", "complete.after-journal", "merge.after-move", "merge.after-rename"],
+    [
+        "claim.after-commit",
+        "complete.after-journal",
+        "merge.after-move",
+        "merge.after-append",
+        "merge.after-rename",
+    ],
 )
 def test_kill9_at_the_worst_instant_loses_nothing(run_dirs, start_manager, failpoint) -> None:
+    from bcmanager.verify import verify_run
+
     inp, out = run_dirs
-    run = make_run(inp, 6)
+    run = make_run(inp / "exp/s/20261128_1200_1A_FAX1_abcd1234/pod5", 6)
+    run = {f"exp/s/20261128_1200_1A_FAX1_abcd1234/pod5/{k}": v for k, v in run.items()}
     crashing = start_manager(inp, out, "--lease", "2", env={"BCM_FAILPOINT": failpoint})
     _wait_scanned(crashing, 6)
-    driver = LegacyDriver(crashing.url, inp, out)
+    driver = LegacyDriver(crashing.url, inp, out, native=True)
     assert driver.run() == "down"
     assert crashing.proc.wait(timeout=10) == -9  # it really died at the failpoint
     restarted = start_manager(inp, out, "--lease", "2", port=crashing.port)
@@ -33,6 +42,8 @@ def test_kill9_at_the_worst_instant_loses_nothing(run_dirs, start_manager, failp
     assert_exactly_once(run, out)
     assert not [d for d in os.listdir(inp) if d.startswith("ASSIGNED_")]
     assert restarted.status()["files"]["done"] == 6
+    report = verify_run(inp, out, workers=0)  # the summary: one row per read, none twice
+    assert report.ok and report.summary_rows == report.records, report.to_dict()
 
 
 def test_a_ledger_lost_after_kill9_is_rebuilt_without_loss_or_duplicates(

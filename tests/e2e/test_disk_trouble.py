@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from bcmanager.pod5io import write_pod5
-from tests.helpers import LegacyDriver, assert_exactly_once, basecall_dir, free_port, make_run
+from bcmanager.verify import output_read_files, verify_run
+from tests.helpers import (
+    LegacyDriver,
+    assert_exactly_once,
+    basecall_dir,
+    basecall_native,
+    free_port,
+    make_run,
+)
 
 
 def wait_until(check: Callable[[], object], timeout: float = 20, what: str = "it") -> None:
@@ -87,8 +95,8 @@ def test_a_full_output_disk_keeps_the_merge_journaled_until_space_returns(
     m = start_manager(inp, out, "--lease", "30", "--db", str(tmp_path / "ledger.sqlite3"))
     wait_until(lambda: m.status()["files_total"] == 4, what="the scan")
     job = m.post("/v1/claim", {"engine_id": "gpu1", "max_files": 2}).json()["job"]
-    basecall_dir(Path(job["input_dir"]), Path(job["output_dir"]))
-    written = sorted(os.listdir(Path(job["output_dir"]) / "pass"))
+    basecall_native(Path(job["input_dir"]), Path(job["output_dir"]), job["job_id"], inp)
+    written = sorted(p.relative_to(job["output_dir"]) for p in Path(job["output_dir"]).rglob("*"))
     filler = fill(out)
 
     done = m.post(f"/v1/jobs/{job['job_id']}/complete", {"token": job["token"], "outcome": "done"})
@@ -98,8 +106,9 @@ def test_a_full_output_disk_keeps_the_merge_journaled_until_space_returns(
     error = events(m, "merge-error")[0]
     assert error["job_id"] == job["job_id"] and "No space left on device" in error["detail"]
     assert "merge failed" in m.log.read_text()
-    assert sorted(os.listdir(Path(job["output_dir"]) / "pass")) == written  # nothing lost
-    assert os.listdir(out / "pass") == []  # nothing merged half
+    now = sorted(p.relative_to(job["output_dir"]) for p in Path(job["output_dir"]).rglob("*"))
+    assert now == written  # nothing lost
+    assert output_read_files(out) == []  # nothing merged half
 
     filler.unlink()
     wait_until(
@@ -108,8 +117,10 @@ def test_a_full_output_disk_keeps_the_merge_journaled_until_space_returns(
     )
     again = m.post(f"/v1/jobs/{job['job_id']}/complete", {"token": job["token"], "outcome": "done"})
     assert again.json() == {"ok": True, "state": "done", "repeated": True}
-    assert LegacyDriver(m.url, inp, out, "gpu2").run() == "finished"
+    assert LegacyDriver(m.url, inp, out, "gpu2", native=True).run() == "finished"
     assert_exactly_once(run, out)
+    report = verify_run(inp, out, workers=0)
+    assert report.ok and report.summary_rows == report.records
 
 
 def test_a_full_disk_under_the_ledger_too_loses_and_wedges_nothing(

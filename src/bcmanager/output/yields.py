@@ -94,7 +94,7 @@ class Yield:
             "pass_reads": self.pass_reads,
             "pass_bases": self.pass_bases,
             "qscore_sum": round(self.qscore_sum, 3),
-            "hist": {str(b): cell for b, cell in sorted(self.hist.items())},
+            "hist": [[b, *cell] for b, cell in sorted(self.hist.items())],
         }
 
     @classmethod
@@ -107,7 +107,7 @@ class Yield:
             pass_reads=int(data["pass_reads"]),
             pass_bases=int(data["pass_bases"]),
             qscore_sum=float(data["qscore_sum"]),
-            hist={int(b): [int(c[0]), int(c[1])] for b, c in data.get("hist", {}).items()},
+            hist={int(b): [int(reads), int(bases)] for b, reads, bases in data.get("hist", ())},
         )
 
     def view(self) -> dict[str, Any]:
