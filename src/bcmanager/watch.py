@@ -13,7 +13,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from bcmanager.layout import INPUT_JOB_PREFIXES
@@ -24,21 +32,33 @@ OnFolder = Callable[[str], None]  # a folder (relative to INPUT) to list again
 
 log = logging.getLogger("bcmanager.watch")
 
+# What discovery needs: files and folders appearing (created or moved in) and files closed
+# by their writer. Not opens, reads or closes without a write: bcmanager's own look at each
+# new file (and every engine's reads) would otherwise cost the watcher an event apiece.
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
 
 class _Handler(FileSystemEventHandler):
     def __init__(
         self, root: Path, on_pod5: OnPod5, on_folder: OnFolder, watch_subtree: OnFolder
     ) -> None:
         self.root = str(root)
+        self._prefix = os.path.join(self.root, "")  # events name absolute paths below it
         self._on_pod5 = on_pod5
         self._on_folder = on_folder
         self._watch_subtree = watch_subtree
 
     def _relative(self, path: str | bytes) -> str | None:
         path = os.fsdecode(path)
-        rel = os.path.relpath(path, self.root)
-        if rel.startswith("..") or rel == ".":
+        if not path.startswith(self._prefix):  # outside INPUT, or INPUT itself
             return None
+        rel = path[len(self._prefix) :]
         parts = rel.split(os.sep)
         if any(p.startswith(".") for p in parts) or parts[0].startswith(INPUT_JOB_PREFIXES):
             return None
@@ -46,6 +66,10 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write", "deleted"):
+            return
+        if event.is_synthetic and not event.is_directory:
+            # watchdog makes one for every file of a folder moved in; the rescan that the
+            # folder's own event asks for lists them at a fraction of the cost
             return
         path = getattr(event, "dest_path", "") or event.src_path
         rel = self._relative(path)
@@ -79,7 +103,7 @@ class Watcher:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.observer.schedule(self._handler, str(self.root), recursive=False)
+        self.observer.schedule(self._handler, str(self.root), recursive=False, event_filter=EVENTS)
         self.observer.start()
         with os.scandir(self.root) as entries:
             folders = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
@@ -94,7 +118,9 @@ class Watcher:
                 return
             self._watched.add(name)
         try:
-            self.observer.schedule(self._handler, str(self.root / name), recursive=True)
+            self.observer.schedule(
+                self._handler, str(self.root / name), recursive=True, event_filter=EVENTS
+            )
         except OSError as exc:  # gone again, or out of inotify watches: rescans cover it
             log.warning("cannot watch %s (%s); relying on rescans", name, exc)
 
