@@ -471,16 +471,29 @@ class Manager:
             self._notify()
 
     def _run_folder(self, files: list[FileRow]) -> str:
-        """The OUTPUT run folder of a batch (all of one run), for output that does not name
-        its run (FASTQ of an original engine): from the pod5 of its first file."""
+        """The OUTPUT run folder of a batch, for output that does not name its run (FASTQ of
+        an original engine). MinKNOW's run folder, or for pod5 outside one the folder of
+        their run (from the pod5 itself); the OUTPUT root when a flat folder's batch mixes
+        runs, since the manager never reads reads to tell them apart."""
+        from bcmanager.output.naming import minknow_run_folder
         from bcmanager.output.origin import origin_of
 
-        first = files[0].path
-        try:
-            return origin_of(self.layout.input / first, first).run_folder
-        except Exception as exc:  # unreadable pod5: the INPUT folder's own run
-            log.warning("%s: cannot read its run information (%s)", first, exc)
-            return run_of(first)
+        folders = set()
+        for f in files:
+            folder = minknow_run_folder(f.path)
+            if folder is None:
+                try:
+                    folder = origin_of(self.layout.input / f.path, f.path).run_folder
+                except Exception as exc:  # unreadable pod5: its INPUT folder
+                    log.warning("%s: cannot read its run information (%s)", f.path, exc)
+                    folder = run_of(f.path)
+            folders.add(folder)
+        if len(folders) > 1:
+            log.warning(
+                "a batch of %d runs from a flat folder: its FASTQ goes to OUTPUT", len(folders)
+            )
+            return "."
+        return folders.pop()
 
     def _merge(self, job: JobRow, now: float) -> bool:
         """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later.

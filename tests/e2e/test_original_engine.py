@@ -43,12 +43,15 @@ def _standin_supervisor(tmp_path: Path) -> Path:
     not REFERENCE.is_dir(),
     reason="no BC-pipelines reference copy beside this checkout (set BCM_REFERENCE)",
 )
+@pytest.mark.parametrize("layout", ["legacy", "minknow"])
 def test_original_engines_started_with_the_manager_basecall_everything(
-    run_dirs, start_manager, tmp_path
+    run_dirs, start_manager, tmp_path, layout: str
 ) -> None:
     assert _port_free(), f"port {LEGACY_PORT} is taken; the original engine can use no other"
     inp, out = run_dirs
-    run = make_run(inp, 7)
+    run_folder = "exp/sample/20261128_1200_1A_FAX1_abcd1234"
+    run = make_run(inp / run_folder / "pod5", 7)
+    run = {f"{run_folder}/pod5/{name}": ids for name, ids in run.items()}
     config = {
         "General": {"batch_size": "3"},
         "Basecalling": {
@@ -69,8 +72,17 @@ def test_original_engines_started_with_the_manager_basecall_everything(
     # Started together, as a cluster launch script does: no wait for the manager's scan.
     # The original engine exits at its first empty answer, so the manager must hold its
     # claims until the run is queued, not answer "nothing to do".
+    layout_args = [] if layout == "legacy" else ["--output-layout", layout]
     m = start_manager(
-        inp, out, "--legacy-config", str(config_path), "--lease", "4", port=LEGACY_PORT, wait=False
+        inp,
+        out,
+        "--legacy-config",
+        str(config_path),
+        "--lease",
+        "4",
+        *layout_args,
+        port=LEGACY_PORT,
+        wait=False,
     )
     engines = [
         subprocess.Popen(
@@ -98,3 +110,9 @@ def test_original_engines_started_with_the_manager_basecall_everything(
     assert status["jobs"]["done"] == 2 and status["jobs"]["failed"] == 0
     assert {e["engine"] for e in status["engines"]} == {"legacy001", "legacy002"}
     assert sorted(d for d in os.listdir(out) if d.startswith("LOGOUTPUT_"))
+    if layout == "legacy":  # the original names, exactly
+        assert sorted(os.listdir(out / "pass"))[0].startswith("job_id_")
+    else:  # the original engines' FASTQ lands in the run's folder
+        fastq = sorted(os.listdir(out / run_folder / "fastq_pass"))
+        assert len(fastq) == 7 and all(name.startswith("job_id_") for name in fastq)
+        assert not (out / "pass").exists()

@@ -58,19 +58,26 @@ def fallback_run_folder(ids: RunIds) -> str:
     return f"{safe(ids.flow_cell_id, UNKNOWN_FLOWCELL)}_{short_id(ids.run_id)}"
 
 
-def run_folder(relpath: str, ids: RunIds) -> str:
-    """The OUTPUT-relative run folder of the pod5 at INPUT-relative `relpath`.
-
-    MinKNOW writes pod5 into `<run folder>/pod5/` (or `pod5_pass`, `pod5_fail`,
-    `pod5_skip`, optionally with a barcode folder below), so the run folder is the one
-    above it, as `bcmanager.scanner.run_of` says ("." when INPUT itself is the run
-    folder). Any other pod5 gets a folder of its own run beside it.
-    """
+def minknow_run_folder(relpath: str) -> str | None:
+    """The run folder of a pod5 that MinKNOW wrote into `<run folder>/pod5/` (or
+    `pod5_pass`, `pod5_fail`, `pod5_skip`, optionally with a barcode folder below): the
+    folder above it, as `bcmanager.scanner.run_of` says ("." when INPUT itself is the run
+    folder). None for a pod5 outside any MinKNOW run folder."""
     folders = [p for p in relpath.split("/")[:-1] if p not in ("", ".")]
     if len(folders) >= 2 and _BARCODE_FOLDER.match(folders[-1]) and _POD5_FOLDER.match(folders[-2]):
         return "/".join(folders[:-2]) or "."
     if folders and _POD5_FOLDER.match(folders[-1]):
         return "/".join(folders[:-1]) or "."
+    return None
+
+
+def run_folder(relpath: str, ids: RunIds) -> str:
+    """The OUTPUT-relative run folder of the pod5 at INPUT-relative `relpath`: MinKNOW's
+    (`minknow_run_folder`), or for any other pod5 a folder of its own run beside it."""
+    found = minknow_run_folder(relpath)
+    if found is not None:
+        return found
+    folders = [p for p in relpath.split("/")[:-1] if p not in ("", ".")]
     return "/".join([*folders, fallback_run_folder(ids)])
 
 
