@@ -98,6 +98,9 @@ def test_status_json_agrees_with_the_ledger(run_dirs, start_manager, start_engin
     assert table.returncode == 0, table.stderr
     for word in ("gpu1", "gpu2", "done", "reads basecalled", "Recent events", "ETA"):
         assert word in table.stdout, word
+    assert "Yield per run and barcode" in table.stdout
+    counted = sum(y["reads"] for y in status["yields"])
+    assert counted >= 24 and f"{status['yields'][0]['reads']:,}" in table.stdout
 
 
 def test_status_watch_refreshes(run_dirs, start_manager) -> None:

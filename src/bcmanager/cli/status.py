@@ -107,6 +107,8 @@ def render(status: dict[str, Any], manager_url: str) -> RenderableType:
     parts: list[RenderableType] = [_headline(status, manager_url), _summary(status)]
     if status.get("runs"):
         parts.append(_runs(status))
+    if status.get("yields"):
+        parts.append(_yields(status))
     parts.append(_engines(status))
     if status.get("quarantined"):
         parts.append(_quarantine(status))
@@ -188,6 +190,31 @@ def _runs(status: dict[str, Any]) -> Table:
             f"{run['written']['files']:,}",
             f"{files.get('quarantined', 0):,}",
             si(run["written"]["bytes"], "B"),
+        )
+    return table
+
+
+def _yields(status: dict[str, Any]) -> Table:
+    table = Table(title="Yield per run and barcode", title_justify="left", show_edge=False)
+    for name, justify in (
+        ("run folder", "left"),
+        ("barcode", "left"),
+        ("reads", "right"),
+        ("bases", "right"),
+        ("N50", "right"),
+        ("mean Q", "right"),
+        ("pass", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for y in status["yields"]:
+        table.add_row(
+            y["run"],
+            y["barcode"],
+            f"{y['reads']:,}",
+            si(y["bases"], "b"),
+            f"{y['n50']:,}",
+            f"{y['mean_qscore']:.1f}",
+            f"{100 * y['pass_share']:.1f}%",
         )
     return table
 
