@@ -88,7 +88,14 @@ class Engine:
             self.basecaller.prepare()
         except ConfigError as exc:
             log.error("cannot start the basecaller: %s", exc)
+            self.basecaller.close()
             return 2
+        try:
+            return self._work()
+        finally:
+            self.basecaller.close()
+
+    def _work(self) -> int:
         try:
             while not self.stopping.is_set():
                 self.idle = True

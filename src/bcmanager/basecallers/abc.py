@@ -41,7 +41,11 @@ class Basecaller(ABC):
     barcoding: bool = False  # classifies barcodes (a --kit-name was given)
 
     def prepare(self) -> None:  # noqa: B027 - most backends need nothing
-        """Once, when the engine starts (e.g. make sure the model is on this node)."""
+        """Once, when the engine starts (e.g. make sure the model is on this node, start a
+        basecall server). Raises ConfigError when the backend cannot work here."""
+
+    def close(self) -> None:  # noqa: B027 - most backends need nothing
+        """Once, when the engine stops (e.g. stop the basecall server it started)."""
 
     @abstractmethod
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
