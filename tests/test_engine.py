@@ -100,3 +100,30 @@ def test_an_engine_survives_a_manager_restart(run_dirs, start_manager, start_eng
     assert e.poll() is None  # still working, as the original engine would not be
     assert "retrying" in e.log.read_text()
     assert_exactly_once(run, out)
+
+
+def test_an_engine_reports_its_basecallers_start_up_and_gets_batches_sized_from_it(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 12, reads=4, samples=2000)
+    m = start_manager(inp, out, "--batch-size", "2", "--target-batch", "1")
+    wait_until(lambda: m.status()["files_total"] == 12, what="the scan")
+    e = start_engine(
+        m.url, "gpu1", "--until-empty", "--startup-s", "0.6", "--samples-per-s", "40000"
+    )
+    assert e.wait(timeout=90) == 0, e.log.read_text()
+    assert_exactly_once(run, out)
+    (seen,) = m.status()["engines"]
+    assert 0.5 <= seen["startup_s"] <= 1.5  # measured to the first output, not claim to report
+    assert seen["bytes_per_s"] > 0
+    sizes = [j["n_files"] for j in jobs_of(m)]
+    # the first batch is the default (speed unknown); once the 0.6 s start-up is known, a
+    # batch is long enough that start-up is at most 3 % of it: far more than 2 files
+    assert sizes[0] == 2 and max(sizes[1:]) > 2, sizes
+
+
+def jobs_of(m) -> list[dict]:
+    events = m.get("/v1/events", limit=1000).json()["events"]
+    ids = sorted({e["job_id"] for e in events if e["job_id"] and e["to"] == "assigned"})
+    return [m.get(f"/v1/jobs/{i}").json() for i in ids]

@@ -5,7 +5,7 @@ import pytest
 from bcmanager import scheduler
 from bcmanager.errors import InvalidInput, LeaseLost
 from bcmanager.ledger import Ledger, NewFile
-from bcmanager.scheduler import Policy
+from bcmanager.scheduler import BatchLimit, Policy, Speed
 from bcmanager.states import FileState, JobState
 
 POLICY = Policy(lease_s=10.0, default_batch=2, max_batch=5, max_attempts=2)
@@ -91,18 +91,45 @@ def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
     assert ledger.file_counts()[FileState.DONE] == 2
 
 
-def test_batches_follow_the_engine_rate_and_shrink_at_the_tail() -> None:
+def test_an_engine_of_unknown_speed_gets_the_default_or_an_even_part_of_the_queue() -> None:
     policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
-    size = scheduler.adaptive_batch_size
-    assert size(None, None, queued=1000, share=0.5, policy=policy) == 10  # no rate yet: default
-    assert size(None, 2.0, queued=1000, share=0.5, policy=policy) == 120  # 60 s of work
-    assert size(40, 2.0, queued=1000, share=0.5, policy=policy) == 40  # a request is a ceiling
-    assert size(None, 2.0, queued=90, share=0.25, policy=policy) == 23  # an even share of the tail
-    assert size(None, 2.0, queued=90, share=0.1, policy=policy) == 9  # a slow engine takes less
-    assert size(None, 100.0, queued=10**6, share=1.0, policy=policy) == 500  # never over max
-    assert size(0, None, queued=1, share=0.125, policy=policy) == 1
+    limit = scheduler.batch_limit
+    unknown = Speed()
+    assert limit(None, unknown, [unknown], 1000, 1e9, policy) == BatchLimit(10)
+    assert limit(40, unknown, [unknown], 1000, 1e9, policy) == BatchLimit(40)  # as asked
+    assert limit(None, unknown, [unknown] * 8, 20, 2e7, policy) == BatchLimit(3)  # even part
     with pytest.raises(InvalidInput):
-        size(501, None, queued=1000, share=1.0, policy=policy)
+        limit(501, unknown, [unknown], 1000, 1e9, policy)
+
+
+def test_a_steady_batch_makes_start_up_at_most_3_percent_of_it() -> None:
+    policy = Policy(target_batch_s=60)
+    quick = Speed(startup_s=0.5, bytes_per_s=1e6)
+    assert scheduler.steady_bytes(quick, policy) == 60e6  # the target: start-up is small
+    slow_start = Speed(startup_s=10.0, bytes_per_s=1e6)
+    budget = scheduler.steady_bytes(slow_start, policy)
+    assert slow_start.startup_s / slow_start.batch_s(budget) == pytest.approx(0.03)
+
+
+def test_the_tail_is_shared_so_that_every_engine_finishes_together() -> None:
+    a100, v100 = Speed(10.0, 3e6), Speed(10.0, 1e6)
+    fleet = [a100, v100, a100, v100]
+    left = 80e6
+    parts = [scheduler.tail_bytes(e, fleet, left) for e in fleet]
+    assert sum(parts) == pytest.approx(left)
+    finish = [e.batch_s(b) for e, b in zip(fleet, parts, strict=True)]
+    assert max(finish) - min(finish) < 1e-6  # equal predicted finish
+    assert parts[0] == pytest.approx(3 * parts[1])  # a slow GPU gets less
+    limit = scheduler.batch_limit(None, a100, fleet, 400, left, Policy(target_batch_s=600))
+    assert limit.bytes == pytest.approx(parts[0])  # near the end the tail part wins
+
+
+def test_a_byte_budget_takes_the_oldest_files_up_to_it(ledger: Ledger) -> None:
+    files = ledger.queued_files(10)
+    sizes = [f.size for f in files]
+    taken = scheduler.take_bytes(files, sizes[0] + sizes[1] + 0.5 * sizes[2])
+    assert [f.path for f in taken] == [f.path for f in files[:2]]
+    assert len(scheduler.take_bytes(files, 1)) == 1  # at least one file, however large
 
 
 def test_a_poison_file_does_not_sink_its_batch_mates(ledger: Ledger) -> None:

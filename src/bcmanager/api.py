@@ -28,7 +28,7 @@ from bcmanager import __version__
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
 from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN, link_name
-from bcmanager.manager import Manager, Outcome
+from bcmanager.manager import Manager, Outcome, Timing
 from bcmanager.metrics import Metrics, RequestTimer
 from bcmanager.progress import Progress
 from bcmanager.scheduler import Assignment
@@ -122,9 +122,21 @@ class YieldReport(_Body):
     ] = []
 
 
+Seconds = Annotated[float, Field(ge=0, le=1e7), Strict(False)]
+
+
+class TimingReport(_Body):
+    """How long the engine's basecaller took to start (model loaded, GPU ready), then to
+    basecall the batch: what the manager sizes the engine's next batches from."""
+
+    startup_s: Seconds
+    basecall_s: Seconds
+
+
 class CompleteRequest(TokenRequest):
     outcome: Literal["done", "failed", "released"]
     reason: Annotated[str | None, Field(max_length=2000)] = None
+    timing: TimingReport | None = None
     yields: Annotated[
         list[YieldReport] | None,
         Field(max_length=1000, description="reads per run and barcode (done only)"),
@@ -424,7 +436,10 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     )
     async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
         yields = [y.model_dump() for y in body.yields] if body.yields else None
-        result = manager.complete(job_id, Outcome(body.outcome), body.token, body.reason, yields)
+        timing = Timing(**body.timing.model_dump()) if body.timing else None
+        result = manager.complete(
+            job_id, Outcome(body.outcome), body.token, body.reason, yields, timing
+        )
         if result.late:
             raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")
         return {"ok": True, "state": result.job.state.value, "repeated": result.repeated}

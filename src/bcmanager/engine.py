@@ -14,6 +14,7 @@ engine is answered the moment work exists, so no GPU waits on a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -33,6 +34,7 @@ log = logging.getLogger("bcmanager.engine")
 
 MAX_BACKOFF_S = 2.0  # a GPU waits at most this long once the manager is back
 KILL_GRACE_S = 5.0
+READY_POLL_S = 0.1  # how often the engine looks for the basecaller's first output
 DEFAULT_MIN_QSCORE = 9.0  # MinKNOW's hac threshold, for models whose speed is not named
 
 
@@ -149,7 +151,9 @@ class Engine:
         )
         beat.start()
         try:
-            returncode = self._basecall(Path(job["input_dir"]), Path(job["output_dir"]), late)
+            returncode, timing = self._basecall(
+                Path(job["input_dir"]), Path(job["output_dir"]), late
+            )
         finally:
             finished.set()
             beat.join()
@@ -167,7 +171,9 @@ class Engine:
         elif returncode == 0:
             outcome = "done"
             yields = [y.to_dict() for y in filed.yields] if filed is not None else None
-            if self._report(job, "done", None, yields) == 409:  # the lease ran out as it finished
+            if (
+                self._report(job, "done", None, yields, timing) == 409
+            ):  # the lease ran out as it finished
                 outcome = "dropped"
                 log.warning("job %d: lease lost before the report; batch dropped", job_id)
         else:
@@ -210,7 +216,11 @@ class Engine:
 
     # -- the basecaller subprocess ----------------------------------------------------
 
-    def _basecall(self, input_dir: Path, output_dir: Path, late: threading.Event) -> int:
+    def _basecall(
+        self, input_dir: Path, output_dir: Path, late: threading.Event
+    ) -> tuple[int, dict[str, float] | None]:
+        """Run the basecaller; its exit code and, for a backend that writes as it goes,
+        its start-up (to its first output) and basecalling time."""
         output_dir.mkdir(parents=True, exist_ok=True)
         inv = self.basecaller.invocation(input_dir, output_dir)
         log_path = output_dir / "basecaller.log"
@@ -231,17 +241,27 @@ class Engine:
             except OSError as exc:
                 log.error("cannot start the basecaller %s: %s", inv.argv[0], exc)
                 log_file.write(f"cannot start {inv.argv}: {exc}\n".encode())
-                return 127
+                return 127, None
             finally:
                 if stdout is not log_file:
                     stdout.close()
+            started = time.monotonic()
+            ready: float | None = None
+            watch_output = self.basecaller.native_output
             proc = self._proc
             while True:
                 try:
-                    return proc.wait(timeout=0.1)
+                    returncode = proc.wait(timeout=READY_POLL_S)
+                    break
                 except subprocess.TimeoutExpired:
                     if late.is_set() or self.stopping.is_set():
                         self._terminate()
+                    if watch_output and ready is None and has_output(output_dir, log_path):
+                        ready = time.monotonic()
+        ended = time.monotonic()
+        if ready is None:  # not a backend that writes as it goes, or done within one poll
+            return returncode, None
+        return returncode, {"startup_s": ready - started, "basecall_s": ended - ready}
 
     def _terminate(self) -> None:
         proc = self._proc
@@ -279,6 +299,7 @@ class Engine:
         outcome: str,
         reason: str | None,
         yields: list[dict[str, Any]] | None = None,
+        timing: dict[str, float] | None = None,
     ) -> int | None:
         """Report a job's end; a late (409) or forgotten (404) job is not an engine error.
 
@@ -288,6 +309,8 @@ class Engine:
             body["reason"] = reason
         if yields:
             body["yields"] = yields
+        if timing:
+            body["timing"] = timing
         path = f"/v1/jobs/{job['job_id']}/complete"
         try:
             r = self._call("POST", path, body, ok=(200, 404, 409), retry_while_stopping=True)
@@ -326,6 +349,19 @@ class Engine:
             log.warning("manager unreachable (%s); retrying in %.1f s", problem, delay)
             time.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)
+
+
+def has_output(output_dir: Path, log_path: Path) -> bool:
+    """Whether the basecaller has written anything but its log: its model is loaded and it
+    is basecalling (a backend writing as it goes, to stdout or to files, hidden ones too)."""
+    for folder, _dirs, names in os.walk(output_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            if path != str(log_path):
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_size > 0:
+                        return True
+    return False
 
 
 class ManagerRefused(Exception):

@@ -179,6 +179,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
+        self._bytes_known = 0  # sum of every known file's size (see mean_queued_size)
         self._counts: Counter[FileState] = Counter()
         self._leases: dict[int, tuple[float, float]] = {}  # job -> (expires, lease_s)
         self._undo: list[tuple[int, tuple[float, float] | None]] = []
@@ -204,6 +205,7 @@ class Ledger:
         if self._depth == 0:
             self._db.execute("BEGIN IMMEDIATE")
             self._saved_counts = Counter(self._counts)
+            self._saved_bytes = self._bytes_known
             self._undo = []
         self._depth += 1
         try:
@@ -226,6 +228,7 @@ class Ledger:
         with suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
         self._counts = self._saved_counts
+        self._bytes_known = self._saved_bytes
         for job_id, lease in reversed(self._undo):
             if lease is None:
                 self._leases.pop(job_id, None)
@@ -263,9 +266,20 @@ class Ledger:
 
     def _count_files(self) -> Counter[FileState]:
         counts: Counter[FileState] = Counter({s: 0 for s in FileState})
-        for state, n in self._db.execute("SELECT state, count(*) FROM files GROUP BY state"):
+        self._bytes_known = 0
+        for state, n, size in self._db.execute(
+            "SELECT state, count(*), sum(size) FROM files GROUP BY state"
+        ):
             counts[FileState(state)] = n
+            self._bytes_known += size or 0
         return counts
+
+    def mean_queued_size(self) -> float:
+        """The mean pod5 size of all files known: what a queued file weighs, for batch
+        budgets in bytes (the files of a run are much alike; the ledger keeps no running
+        sum per state, which would cost a read of each file's size at every change)."""
+        files = sum(self._counts.values())
+        return self._bytes_known / files if files else 0.0
 
     def file_counts(self) -> dict[FileState, int]:
         """Files per state, kept in memory so status calls cost nothing at a million files."""
@@ -291,6 +305,10 @@ class Ledger:
                 rows,
             )
             added = self._db.total_changes - before
+            if added == len(rows):
+                self._bytes_known += sum(f.size for f in files)
+            elif added:  # some were known already: ask the ledger what is there now
+                self._bytes_known = self._db.execute("SELECT sum(size) FROM files").fetchone()[0]
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)",
                 [(run, now) for run in {f.run or "." for f in files}],

@@ -29,7 +29,7 @@ from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult, run_of
-from bcmanager.scheduler import Assignment, Policy
+from bcmanager.scheduler import Assignment, Policy, Speed
 from bcmanager.states import FileState, JobState
 
 log = logging.getLogger("bcmanager.manager")
@@ -39,6 +39,7 @@ PENDING_CHECK_S = 0.25
 RUNS_CACHE_S = 5.0
 RESCAN_COST_FACTOR = 30
 MERGE_RETRY_S = 5.0
+SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
 
 
 class Outcome(StrEnum):
@@ -69,6 +70,14 @@ class Happening:
     quarantined: int = 0
 
 
+@dataclass(frozen=True)
+class Timing:
+    """An engine's account of one batch: its basecaller's start-up, then basecalling."""
+
+    startup_s: float
+    basecall_s: float
+
+
 @dataclass
 class EngineSeen:
     engine: str
@@ -76,12 +85,21 @@ class EngineSeen:
     job_id: int | None = None
     jobs_done: int = 0
     files_done: int = 0
-    rate_files_per_s: float | None = None  # smoothed, from finished batches
+    speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
 
-    def record_batch(self, files: int, seconds: float) -> None:
-        rate = files / max(seconds, 1e-3)
-        old = self.rate_files_per_s
-        self.rate_files_per_s = rate if old is None else 0.5 * old + 0.5 * rate
+    def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
+        """Learn the engine's speed from a finished batch: from its own report of start-up
+        and basecalling time, else (an engine that does not say) from claim to report."""
+        startup, basecall = (timing.startup_s, timing.basecall_s) if timing else (0.0, seconds)
+        rate = size_bytes / max(basecall, 1e-3)
+        old = self.speed
+        if old.bytes_per_s is None:
+            self.speed = Speed(startup, rate)
+        else:
+            self.speed = Speed(
+                SMOOTHING * old.startup_s + (1 - SMOOTHING) * startup,
+                SMOOTHING * old.bytes_per_s + (1 - SMOOTHING) * rate,
+            )
 
 
 @dataclass
@@ -370,8 +388,8 @@ class Manager:
                 now,
                 self.policy,
                 api,
-                rate_files_per_s=self.engines[engine].rate_files_per_s,
-                share=self._fleet_share(engine, now),
+                speed=self.engines[engine].speed,
+                fleet=self._fleet(now),
             )
             if assignment is None:
                 return None
@@ -401,6 +419,7 @@ class Manager:
         token: str | None,
         reason: str | None = None,
         yields: list[dict] | None = None,
+        timing: Timing | None = None,
     ) -> Completion:
         """An engine's final report (with the yield of its reads, when it counted them).
         Repeats answer the same and change nothing."""
@@ -411,7 +430,7 @@ class Manager:
             self._seen(job.engine, now)
             self.last_activity = now
             if job.state is JobState.ASSIGNED:
-                self._finish(job, outcome, reason, now, yields)
+                self._finish(job, outcome, reason, now, yields, timing)
                 return Completion(scheduler.get_job(self.db, job_id))
             if job.state is JobState.EXPIRED:
                 where = self.layout.set_aside_late_output(job.id, job.engine)
@@ -438,6 +457,7 @@ class Manager:
         reason: str | None,
         now: float,
         yields: list[dict] | None = None,
+        timing: Timing | None = None,
     ) -> None:
         engine = self._forget_job(job)
         if outcome is Outcome.DONE:
@@ -455,7 +475,7 @@ class Manager:
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
-                engine.record_batch(len(files), now - job.created)
+                engine.record_batch(sum(f.size for f in files), now - job.created, timing)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
             poisoned = scheduler.fail(self.db, job, why, now, self.policy)
@@ -555,16 +575,10 @@ class Manager:
             self.layout.record_quarantine(f.path, why)
             log.error("quarantined %s: %s", f.path, why)
 
-    def _fleet_share(self, engine: str, now: float) -> float:
-        """`engine`'s part of the active engines' speed (1/engines while speeds are unknown)."""
+    def _fleet(self, now: float) -> list[Speed]:
+        """The speeds of the engines seen lately (the claiming one included)."""
         horizon = max(60.0, 2 * self.settings.lease_s)
-        active = [e for e in self.engines.values() if now - e.last_seen <= horizon]
-        rates = [e.rate_files_per_s for e in active if e.rate_files_per_s]
-        mine = self.engines[engine].rate_files_per_s
-        if not rates or not mine:
-            return 1.0 / max(1, len(active))
-        mean = sum(rates) / len(rates)
-        return mine / sum(e.rate_files_per_s or mean for e in active)
+        return [e.speed for e in self.engines.values() if now - e.last_seen <= horizon]
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)
@@ -629,6 +643,8 @@ class Manager:
                     "job_id": e.job_id,
                     "jobs_done": e.jobs_done,
                     "files_done": e.files_done,
+                    "startup_s": round(e.speed.startup_s, 3),
+                    "bytes_per_s": e.speed.bytes_per_s,
                 }
                 for e in sorted(self.engines.values(), key=lambda e: e.engine)
             ],
@@ -687,4 +703,4 @@ def job_view(job: JobRow) -> dict[str, object]:
     }
 
 
-__all__ = ["Completion", "Happening", "LeaseLost", "Manager", "Outcome"]
+__all__ = ["Completion", "Happening", "LeaseLost", "Manager", "Outcome", "Timing"]

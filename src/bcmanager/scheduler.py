@@ -47,30 +47,86 @@ def batch_size(requested: int | None, policy: Policy) -> int:
     return requested
 
 
-def adaptive_batch_size(
-    requested: int | None,
-    rate_files_per_s: float | None,
-    queued: int,
-    share: float,
-    policy: Policy,
-) -> int:
-    """How many files one claim gets.
+STARTUP_SHARE = 0.03  # a basecaller's start-up takes at most this part of a steady batch
 
-    An engine with a measured rate gets about `target_batch_s` of work; one without
-    gets the default. An engine's own request is a ceiling (legacy engines always ask
-    for a fixed size). Near the end of the queue a batch is at most the engine's
-    `share` of what is left (its part of the fleet's speed, or 1/engines while speeds
-    are unknown), so all engines finish together instead of one ending a large tail.
-    """
-    ceiling = batch_size(requested, policy) if requested and requested > 0 else None
-    if rate_files_per_s is not None and rate_files_per_s > 0:
-        size = max(1, round(rate_files_per_s * policy.target_batch_s))
-    else:
-        size = ceiling or policy.default_batch
-    if ceiling is not None:
-        size = min(size, ceiling)
-    fair_share = math.ceil(queued * min(1.0, max(share, 0.0)))
-    return max(1, min(size, fair_share, policy.max_batch))
+
+@dataclass(frozen=True, slots=True)
+class Speed:
+    """What the manager has measured of one engine: its basecaller's start-up (loading the
+    model, benchmarking the GPU) and its rate once running, in pod5 bytes per second.
+
+    Bytes stand for samples: a pod5 is almost all compressed signal, so its size grows
+    with its samples, and the ledger knows every file's size without opening it."""
+
+    startup_s: float = 0.0
+    bytes_per_s: float | None = None
+
+    def batch_s(self, size_bytes: float) -> float:
+        """Predicted time of a batch: start-up plus bytes over rate."""
+        return self.startup_s + size_bytes / (self.bytes_per_s or math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimit:
+    files: int
+    bytes: float | None = None  # None: no byte budget (a speed not yet measured)
+
+
+def steady_bytes(speed: Speed, policy: Policy) -> float:
+    """A batch long enough that start-up is at most STARTUP_SHARE of it, and never shorter
+    than `target_batch_s` of basecalling."""
+    basecall_s = max(policy.target_batch_s, speed.startup_s * (1 - STARTUP_SHARE) / STARTUP_SHARE)
+    return (speed.bytes_per_s or 0.0) * basecall_s
+
+
+def tail_bytes(speed: Speed, fleet: list[Speed], queued_bytes: float) -> float:
+    """This engine's part of what is left, so that every engine's predicted finish is the
+    same: engine i gets r_i (F - s_i), where F = (R + sum r_j s_j) / sum r_j for what is
+    left R, rates r and start-ups s. A slow GPU gets less; none ends a large batch alone.
+    Engines whose speed is not known yet count with the fleet's mean."""
+    known = [e for e in fleet if e.bytes_per_s]
+    if not speed.bytes_per_s or not known:
+        return queued_bytes
+    mean = sum(e.bytes_per_s or 0.0 for e in known) / len(known)
+    rates = [(e.bytes_per_s or mean, e.startup_s) for e in fleet]
+    finish = (queued_bytes + sum(r * s for r, s in rates)) / sum(r for r, _ in rates)
+    return max(0.0, speed.bytes_per_s * (finish - speed.startup_s))
+
+
+def batch_limit(
+    requested: int | None,
+    speed: Speed,
+    fleet: list[Speed],
+    queued_files: int,
+    queued_bytes: float,
+    policy: Policy,
+) -> BatchLimit:
+    """How much one v1 claim gets.
+
+    An engine with a measured speed gets a byte budget: a steady batch (`steady_bytes`),
+    or near the end of the queue its equal-finish part of what is left (`tail_bytes`).
+    One without gets the default number of files, at most an even part of the queue. An
+    engine's own request is a ceiling on files (legacy engines always ask a fixed size)."""
+    ceiling = batch_size(requested, policy) if requested and requested > 0 else policy.max_batch
+    if speed.bytes_per_s:
+        budget = min(steady_bytes(speed, policy), tail_bytes(speed, fleet, queued_bytes))
+        return BatchLimit(max(1, min(ceiling, policy.max_batch)), budget)
+    even = math.ceil(queued_files / max(1, len(fleet)))
+    size = requested if requested and requested > 0 else policy.default_batch
+    return BatchLimit(max(1, min(size, ceiling, even, policy.max_batch)))
+
+
+def take_bytes(files: list[FileRow], budget: float | None) -> list[FileRow]:
+    """The oldest files up to `budget` bytes (at least one)."""
+    if budget is None:
+        return files
+    taken, total = [], 0
+    for f in files:
+        if taken and total + f.size > budget:
+            break
+        taken.append(f)
+        total += f.size
+    return taken
 
 
 def claim(
@@ -80,20 +136,26 @@ def claim(
     now: float,
     policy: Policy,
     api: str,
-    rate_files_per_s: float | None = None,
-    share: float = 1.0,
+    speed: Speed | None = None,
+    fleet: list[Speed] | None = None,
 ) -> Assignment | None:
-    """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued."""
+    """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued.
+
+    `speed` is the engine's, `fleet` every active engine's (this one's included)."""
+    batch_size(requested, policy)  # a request over the maximum is refused, queue or not
     queued = ledger.file_counts()[FileState.QUEUED]
-    if api == "legacy":
-        # Original engines sleep a minute between batches: they get what they ask for.
-        size = batch_size(requested, policy)
-    else:
-        size = adaptive_batch_size(requested, rate_files_per_s, queued, share, policy)
     if queued == 0:
         return None
+    if api == "legacy":
+        # Original engines sleep a minute between batches: they get what they ask for.
+        limit = BatchLimit(batch_size(requested, policy))
+    else:
+        speed = speed or Speed()
+        queued_bytes = queued * ledger.mean_queued_size()
+        limit = batch_limit(requested, speed, fleet or [speed], queued, queued_bytes, policy)
     with ledger.transaction():
-        files = isolate_retries(ledger.queued_files(size))
+        candidates = ledger.queued_files(_candidates(limit, ledger))
+        files = take_bytes(isolate_retries(candidates), limit.bytes)
         if not files:
             return None
         job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, len(files), now)
@@ -103,6 +165,14 @@ def claim(
     assert job is not None
     assigned = [replace(f, state=FileState.ASSIGNED, job_id=job_id) for f in files]
     return Assignment(job, assigned)
+
+
+def _candidates(limit: BatchLimit, ledger: Ledger) -> int:
+    """How many queued files to read for a byte budget: enough at the mean size, twice over."""
+    if limit.bytes is None:
+        return limit.files
+    mean = max(1.0, ledger.mean_queued_size())
+    return max(1, min(limit.files, math.ceil(2 * limit.bytes / mean) + 1))
 
 
 def isolate_retries(files: list[FileRow]) -> list[FileRow]:

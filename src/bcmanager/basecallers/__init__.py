@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from bcmanager.basecallers.abc import Basecaller, Invocation
 from bcmanager.errors import ConfigError
 
-KINDS = ("dorado", "script", "command", "simulated")
+KINDS = ("dorado", "dorado-server", "script", "command", "simulated")
 
 __all__ = ["KINDS", "Basecaller", "Invocation", "make_basecaller"]
 
@@ -27,19 +27,31 @@ def make_basecaller(
     script: str | os.PathLike[str] | None = None,
     command: str | None = None,
     samples_per_s: float = 0.0,
+    startup_s: float = 0.0,
     kit_name: str | None = None,
     modified_bases: Sequence[str] = (),
     models_directory: str | os.PathLike[str] | None = None,
     emit_fastq: bool = False,
     extra_args: Sequence[str] = (),
+    server: str = "dorado_basecall_server",
+    supervisor: str = "ont_basecaller_supervisor",
+    server_port: str | None = None,
+    server_log_path: str | os.PathLike[str] | None = None,
+    num_clients: int = 5,
+    server_timeout_s: float = 600.0,
 ) -> Basecaller:
     """The backend `kind` with its options (CLI option names in the messages).
 
     - dorado: needs `model`; uses `dorado`, `device`, `batchsize`, `extra_args` and
       the Dorado options `kit_name`, `modified_bases`, `models_directory`, `emit_fastq`
+    - dorado-server: needs `model` (the server's config); starts `server` once on
+      `device` and sends each batch through `supervisor` (`server_port`,
+      `server_log_path`, `num_clients`, `server_timeout_s`); BAM only, no barcoding or
+      modified bases yet
     - script: needs `script`; passes `model` as its third argument
     - command: needs `command` (a template); `{model}` is `model`
-    - simulated: `samples_per_s` (<= 0 or inf: no throttling), `model` (default hac)
+    - simulated: `samples_per_s` (<= 0 or inf: no throttling), `startup_s` (a fixed
+      start-up cost, as Dorado's), `model` (default hac)
       and the same Dorado options as dorado
 
     Raises ConfigError for an unknown kind, a missing required option or an
@@ -61,6 +73,39 @@ def make_basecaller(
             emit_fastq=emit_fastq,
             extra_args=extra_args,
         )
+    if kind == "dorado-server":
+        if not model:
+            raise ConfigError(
+                "--model is required for the dorado-server basecaller"
+                " (its config, e.g. dna_r10.4.1_e8.2_400bps_5khz_hac.cfg)"
+            )
+        unsupported = [
+            option
+            for option, given in (
+                ("--kit-name", kit_name),
+                ("--modified-bases", modified_bases),
+                ("--emit-fastq", emit_fastq),
+                ("--models-directory", models_directory),
+            )
+            if given
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"the dorado-server basecaller does not take {', '.join(unsupported)}"
+                " (give the server a config that does it)"
+            )
+        from bcmanager.basecallers.dorado_server import DoradoServerBasecaller
+
+        return DoradoServerBasecaller(
+            model,
+            server=server,
+            supervisor=supervisor,
+            device=device,
+            port=server_port,
+            log_path=server_log_path,
+            num_clients=num_clients,
+            server_timeout_s=server_timeout_s,
+        )
     if kind == "script":
         if script is None or not os.fspath(script):
             raise ConfigError("--script is required for the script basecaller")
@@ -81,6 +126,7 @@ def make_basecaller(
 
         return SimulatedBasecaller(
             samples_per_s,
+            startup_s=startup_s,
             model=model or "hac",
             kit_name=kit_name,
             modified_bases=modified_bases,

@@ -82,9 +82,13 @@ class SimulatedBasecaller(Basecaller):
         min_qscore: float | None = None,
         modified_bases: Sequence[str] = (),
         models_directory: str | os.PathLike[str] | None = None,
+        startup_s: float = 0.0,
     ) -> None:
         if math.isnan(samples_per_s):
             raise ConfigError("--samples-per-s must be a number")
+        if not math.isfinite(startup_s) or startup_s < 0:
+            raise ConfigError("--startup-s must be a number >= 0")
+        self.startup_s = float(startup_s)
         if style not in STYLES:
             raise ConfigError(f"unknown output style {style!r}; choose one of {', '.join(STYLES)}")
         self.samples_per_s = float(samples_per_s)
@@ -116,6 +120,8 @@ class SimulatedBasecaller(Basecaller):
             "--samples-per-s",
             repr(self.samples_per_s),
         ]
+        if self.startup_s:
+            argv += ["--startup-s", repr(self.startup_s)]
         if self.style == "legacy":
             argv += ["--style", "legacy"]
         else:
@@ -729,6 +735,15 @@ def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-directory", type=Path, default=None)
 
 
+def wait_for_startup(started: float, startup_s: float) -> None:
+    """Sleep until `startup_s` after the process start: nothing is written before."""
+    remaining = started + startup_s - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    if startup_s > 0:
+        log.info("model loaded after %.2f s; basecalling", startup_s)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic() - seconds_since_process_start()
     parser = argparse.ArgumentParser(
@@ -744,6 +759,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="simulated GPU speed; <= 0 or inf: as fast as the files can be read",
     )
+    parser.add_argument(
+        "--startup-s",
+        type=float,
+        default=0.0,
+        help="a fixed start-up cost before the first read, as Dorado's model loading and"
+        " GPU benchmarking (counted from the process start)",
+    )
     parser.add_argument("--style", choices=STYLES, default="dorado")
     parser.add_argument("--model", default="hac", help="Dorado model (dorado style)")
     add_dorado_arguments(parser)
@@ -752,6 +774,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.style == "legacy" and (dorado_only or args.min_qscore is not None):
         parser.error("Dorado flags need --style dorado")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not math.isfinite(args.startup_s) or args.startup_s < 0:
+        parser.error("--startup-s must be a number >= 0")
+    wait_for_startup(started, args.startup_s)
     if not args.input_dir.is_dir():
         print(f"simulated basecaller: input folder {args.input_dir} not found", file=sys.stderr)
         return 1
@@ -778,7 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulated basecaller: {exc}", file=sys.stderr)
         return 1
     if _throttled(args.samples_per_s):
-        remaining = started + result.samples / args.samples_per_s - time.monotonic()
+        basecall_from = started + args.startup_s
+        remaining = basecall_from + result.samples / args.samples_per_s - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
     publish(partials, args.output_dir, "pass" if args.style == "legacy" else RAW_DIR)

@@ -25,7 +25,7 @@ def default_engine_id() -> str:
 @click.option("--engine-id", default=None, help="a name [A-Za-z0-9._-]{1,64} [host-pid]")
 @click.option(
     "--basecaller",
-    type=click.Choice(["dorado", "script", "command", "simulated"]),
+    type=click.Choice(["dorado", "dorado-server", "script", "command", "simulated"]),
     default="simulated",
     show_default=True,
 )
@@ -33,10 +33,52 @@ def default_engine_id() -> str:
 @click.option(
     "--until-empty", is_flag=True, help="exit 0 once nothing is queued, settling or being scanned"
 )
-@click.option("--model", default="", help="basecalling model (dorado, script, command)")
+@click.option(
+    "--model", default="", help="basecalling model (dorado, script, command; dorado-server: config)"
+)
 @click.option("--dorado", default="dorado", show_default=True, help="dorado executable")
-@click.option("--device", default="cuda:all", show_default=True, help="dorado --device")
+@click.option(
+    "--device", default="cuda:all", show_default=True, help="dorado (or its server's) --device"
+)
 @click.option("--dorado-batchsize", type=click.IntRange(min=1), help="dorado --batchsize")
+@click.option(
+    "--dorado-server",
+    "server",
+    default="dorado_basecall_server",
+    show_default=True,
+    help="basecall server executable (dorado-server)",
+)
+@click.option(
+    "--supervisor",
+    default="ont_basecaller_supervisor",
+    show_default=True,
+    help="the server's client, run per batch (dorado-server)",
+)
+@click.option(
+    "--server-port",
+    help="the server's --port: a unix socket path, or a TCP port number"
+    " [a socket under $TMPDIR per engine] (dorado-server)",
+)
+@click.option(
+    "--server-log-path",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="the server's --log_path [beside its default socket] (dorado-server)",
+)
+@click.option(
+    "--num-clients",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="the supervisor's --num_clients (dorado-server)",
+)
+@click.option(
+    "--server-timeout",
+    "server_timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="seconds the server may take to answer at start (dorado-server)",
+)
 @click.option("--script", type=click.Path(path_type=Path), help="SCRIPT INPUT OUTPUT MODEL")
 @click.option("--command", "command_template", help="e.g. 'mytool {input} {output} {model}'")
 @click.option(
@@ -45,6 +87,13 @@ def default_engine_id() -> str:
     default=0.0,
     show_default=True,
     help="simulated speed (0: as fast as it reads)",
+)
+@click.option(
+    "--startup-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="simulated start-up cost before the first read, as Dorado's model loading",
 )
 @click.option("--kit-name", help="barcoding kit, as Dorado names it (dorado, simulated)")
 @click.option(
@@ -76,9 +125,16 @@ def command(
     dorado: str,
     device: str,
     dorado_batchsize: int | None,
+    server: str,
+    supervisor: str,
+    server_port: str | None,
+    server_log_path: Path | None,
+    num_clients: int,
+    server_timeout_s: float,
     script: Path | None,
     command_template: str | None,
     samples_per_s: float,
+    startup_s: float,
     kit_name: str | None,
     min_qscore: float | None,
     modified_bases: str | None,
@@ -105,9 +161,16 @@ def command(
         dorado=dorado,
         device=device,
         batchsize=dorado_batchsize,
+        server=server,
+        supervisor=supervisor,
+        server_port=server_port,
+        server_log_path=server_log_path,
+        num_clients=num_clients,
+        server_timeout_s=server_timeout_s,
         script=script,
         command=command_template,
         samples_per_s=samples_per_s,
+        startup_s=startup_s,
         kit_name=kit_name,
         modified_bases=(modified_bases or "").replace(",", " ").split(),
         models_directory=models_directory,
