@@ -800,12 +800,21 @@ def wait_files_done(
 
 
 def check_all_done(output: Path, n: int, port: int, fastq: bool = True) -> None:
-    """Every file DONE in the ledger (and, with `fastq`, one FASTQ each in OUTPUT/pass)."""
+    """Every file DONE in the ledger and, with `fastq`, reads in OUTPUT: one FASTQ each
+    in OUTPUT/pass (the legacy layout), or read files in MinKNOW's tree."""
     status = http_get_json("/v1/status", port, timeout=30) or {}
     files = status.get("files", {})
-    found = len([p for p in (output / "pass").iterdir() if p.name.endswith(".fastq")])
-    if files.get("done") != n or (fastq and found != n):
-        raise RuntimeError(f"expected {n} files done: ledger says {files}, {found} FASTQ")
+    legacy = output / "pass"
+    if legacy.is_dir():
+        found = len([p for p in legacy.iterdir() if p.name.endswith(".fastq")])
+        enough = found == n
+    else:
+        from bcmanager.verify import output_read_files
+
+        found = len(output_read_files(output))
+        enough = found > 0
+    if files.get("done") != n or (fastq and not enough):
+        raise RuntimeError(f"expected {n} files done: ledger says {files}, {found} read files")
 
 
 @dataclass
