@@ -297,7 +297,10 @@ def test_one_server_start_serves_every_batch_and_the_reads_are_filed(
     inp, out = run_dirs
     make_run(inp / RUN_FOLDER / "pod5", 6, reads=8, samples=1500)
     m = start_manager(inp, out, "--batch-size", "2")
-    engine = start_engine(m.url, "gpu1", "--until-empty", *engine_args(tmp_path))
+    # the engine asks for at most 2 files, so that several batches share one server start
+    engine = start_engine(
+        m.url, "gpu1", "--until-empty", "--batch-size", "2", *engine_args(tmp_path)
+    )
     assert engine.wait(timeout=90) == 0, engine.log.read_text()
     status = m.status()
     assert status["jobs"]["done"] >= 3 and status["jobs"]["failed"] == 0

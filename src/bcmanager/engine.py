@@ -92,6 +92,9 @@ class Engine:
             log.error("cannot start the basecaller: %s", exc)
             self.basecaller.close()
             return 2
+        except BaseException:  # e.g. SIGTERM while a server starts: stop what was started
+            self.basecaller.close()
+            raise
         try:
             return self._work()
         finally:
