@@ -151,3 +151,11 @@ def test_a_non_ascii_token_is_a_lost_lease_not_a_crash(ledger: Ledger) -> None:
     job = scheduler.claim(ledger, "e1", None, 0.0, POLICY, "v1").job
     with pytest.raises(LeaseLost):
         scheduler.check_token(job, "tökén")  # compare_digest on such a str raises TypeError
+
+
+def test_an_engine_still_busy_with_a_batch_leaves_more_of_the_tail_to_the_others() -> None:
+    idle, busy = Speed(2.0, 1e6), Speed(2.0, 1e6, busy_s=30.0)
+    fleet = [idle, busy]
+    part = scheduler.tail_bytes(idle, fleet, 40e6)
+    assert part == pytest.approx(35e6)  # the busy one ends its batch, then takes 5e6
+    assert idle.batch_s(part) == pytest.approx(busy.busy_s + busy.batch_s(40e6 - part))

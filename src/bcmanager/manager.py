@@ -86,6 +86,14 @@ class EngineSeen:
     jobs_done: int = 0
     files_done: int = 0
     speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
+    job_bytes: int = 0  # of the batch it holds
+    job_claimed: float = 0.0
+
+    def busy_for(self, now: float) -> float:
+        """How much longer the batch it holds is predicted to take (0 without one)."""
+        if self.job_id is None or not self.speed.bytes_per_s:
+            return 0.0
+        return max(0.0, self.job_claimed + self.speed.batch_s(self.job_bytes) - now)
 
     def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
         """Learn the engine's speed from a finished batch: from its own report of start-up
@@ -397,7 +405,9 @@ class Manager:
             failpoints.hit("claim.after-commit")
             self.layout.prepare_job(job.id, engine, [f.path for f in assignment.files])
             self.last_activity = now
-            self.engines[engine].job_id = job.id
+            seen = self.engines[engine]
+            seen.job_id, seen.job_claimed = job.id, now
+            seen.job_bytes = sum(f.size for f in assignment.files)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 
@@ -576,9 +586,14 @@ class Manager:
             log.error("quarantined %s: %s", f.path, why)
 
     def _fleet(self, now: float) -> list[Speed]:
-        """The speeds of the engines seen lately (the claiming one included)."""
+        """The speeds of the engines seen lately (the claiming one included), each with how
+        long the batch it holds is still predicted to take."""
         horizon = max(60.0, 2 * self.settings.lease_s)
-        return [e.speed for e in self.engines.values() if now - e.last_seen <= horizon]
+        return [
+            replace(e.speed, busy_s=e.busy_for(now))
+            for e in self.engines.values()
+            if now - e.last_seen <= horizon
+        ]
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)

@@ -60,6 +60,7 @@ class Speed:
 
     startup_s: float = 0.0
     bytes_per_s: float | None = None
+    busy_s: float = 0.0  # how much longer the batch it holds is predicted to take
 
     def batch_s(self, size_bytes: float) -> float:
         """Predicted time of a batch: start-up plus bytes over rate."""
@@ -81,16 +82,17 @@ def steady_bytes(speed: Speed, policy: Policy) -> float:
 
 def tail_bytes(speed: Speed, fleet: list[Speed], queued_bytes: float) -> float:
     """This engine's part of what is left, so that every engine's predicted finish is the
-    same: engine i gets r_i (F - s_i), where F = (R + sum r_j s_j) / sum r_j for what is
-    left R, rates r and start-ups s. A slow GPU gets less; none ends a large batch alone.
-    Engines whose speed is not known yet count with the fleet's mean."""
+    same: engine i gets r_i (F - b_i - s_i), where F = (R + sum r_j (b_j + s_j)) / sum r_j
+    for what is left R, rates r, start-ups s and the time b each still needs for the batch
+    it holds. A slow GPU gets less; none ends a large batch alone. Engines whose speed is
+    not known yet count with the fleet's mean."""
     known = [e for e in fleet if e.bytes_per_s]
     if not speed.bytes_per_s or not known:
         return queued_bytes
     mean = sum(e.bytes_per_s or 0.0 for e in known) / len(known)
-    rates = [(e.bytes_per_s or mean, e.startup_s) for e in fleet]
+    rates = [(e.bytes_per_s or mean, e.busy_s + e.startup_s) for e in fleet]
     finish = (queued_bytes + sum(r * s for r, s in rates)) / sum(r for r, _ in rates)
-    return max(0.0, speed.bytes_per_s * (finish - speed.startup_s))
+    return max(0.0, speed.bytes_per_s * (finish - speed.busy_s - speed.startup_s))
 
 
 def batch_limit(
