@@ -192,8 +192,14 @@ function render(s) {
   set("files-done", num(f.done)); set("files-total", num(total));
   set("bytes-done", si(p.done.bytes, "B"));
   set("bytes-label", "pod5 basecalled of " + si(p.written.bytes, "B"));
-  set("reads-done", num(p.done.reads));
-  set("reads-label", p.done.counts_known ? "reads basecalled" : "reads basecalled (counts not known for every file)");
+  const counted = (s.yields || []).reduce((n, y) => n + y.reads, 0);
+  if (counted > 0) {  // the engines' own count of the reads they wrote
+    set("reads-done", num(counted));
+    set("reads-label", "reads basecalled (engines' count)");
+  } else {
+    set("reads-done", num(p.done.reads));
+    set("reads-label", p.done.counts_known ? "reads basecalled" : "reads basecalled (counts not known for every file)");
+  }
   set("rate", rateText(th));
   set("rate-label", "throughput, last " + dur(th.window_s));
   set("files-per-min", (+th.files_per_min).toFixed(1));

@@ -105,6 +105,9 @@ def test_dashboard_shows_live_numbers(
     for run in kit_runs:
         expect_text(page, "#yields", run)
     expect_text(page, "#yields", "barcode0")
+    counted = sum(y["reads"] for y in m.status()["yields"])
+    expect_text(page, "#reads-done", f"{counted:,}")
+    expect_text(page, "#reads-label", "engines' count")
     page.wait_for_selector("#chart-line", state="attached", timeout=15_000)
     assert page.get_attribute("#bar-done", "style").count("width") == 1
 
