@@ -318,8 +318,11 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
             remaining = deadline - loop.time()
             if remaining <= 0 or (until_empty and not expected):
                 return None, expected
-            with suppress(TimeoutError):  # re-check now and then: a scan may end quietly
-                await asyncio.wait_for(wake.wait(), timeout=min(remaining, RECHECK_S))
+            # an until-empty claim re-checks now and then whether work is still expected (a
+            # scan may end quietly); a plain long poll only waits for work
+            pause = min(remaining, RECHECK_S) if until_empty else remaining
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=pause)
 
     # -- auth -----------------------------------------------------------------------
 
