@@ -13,7 +13,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -28,6 +28,7 @@ from bcmanager import __version__
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
 from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN, link_name
+from bcmanager.longpoll import WorkSignal
 from bcmanager.manager import Manager, Outcome, Timing
 from bcmanager.metrics import Metrics, RequestTimer
 from bcmanager.progress import Progress
@@ -42,28 +43,6 @@ JOB_STATE = r"^[A-Za-z_]{1,32}$"
 MAX_BODY_BYTES = 64 * 1024
 LEGACY_REPORT_BACK_PERIOD = 300
 RECHECK_S = 1.0  # a held claim looks again at least this often
-
-
-class WorkSignal:
-    """Wakes long-polling claims the moment files become claimable (from any thread)."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._event = asyncio.Event()
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def current(self) -> asyncio.Event:
-        return self._event
-
-    def wake(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
 
 
 # -- v1 request bodies ------------------------------------------------------------------
@@ -310,19 +289,22 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            wake = signal.current()
+            place = signal.waiter()  # before looking: a wake meanwhile is not lost
             assignment = claim_once()
             if assignment is not None:
+                signal.forget(place)
+                if manager.queued():  # pass the wake on: more engines can be fed
+                    signal.wake_here()
                 return assignment, True
             expected = manager.work_expected()  # after the claim: no file slips between
             remaining = deadline - loop.time()
             if remaining <= 0 or (until_empty and not expected):
+                signal.forget(place)
                 return None, expected
             # an until-empty claim re-checks now and then whether work is still expected (a
             # scan may end quietly); a plain long poll only waits for work
             pause = min(remaining, RECHECK_S) if until_empty else remaining
-            with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=pause)
+            await signal.wait(place, pause)
 
     # -- auth -----------------------------------------------------------------------
 

@@ -137,7 +137,7 @@ class Manager:
         self.engines: dict[str, EngineSeen] = {}
         self.scan_done = threading.Event()
         self.last_scan: dict[str, float | int] = {}
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[bool], None]] = []
         self._unmerged: set[int] = set()
         self._merge_retry_at = 0.0
         self._stop = threading.Event()
@@ -243,13 +243,20 @@ class Manager:
             except Exception:
                 log.exception("a metrics hearer failed; ignored")
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        """`callback` runs (in any thread) whenever files become claimable."""
+    def add_listener(self, callback: Callable[[bool], None]) -> None:
+        """`callback(everyone)` runs (in any thread) whenever files become claimable
+        (False: one waiting claim is enough to wake), or whether work is expected at all
+        may have changed (True: wake every waiting claim)."""
         self._listeners.append(callback)
 
-    def _notify(self) -> None:
+    def _notify(self, everyone: bool = False) -> None:
         for callback in self._listeners:
-            callback()
+            callback(everyone)
+
+    def queued(self) -> int:
+        """Files waiting for an engine."""
+        with self.lock:
+            return self.db.file_counts()[FileState.QUEUED]
 
     # -- discovery --------------------------------------------------------------------
 
@@ -282,7 +289,7 @@ class Manager:
         }
         if not self.scan_done.is_set():
             self.scan_done.set()
-            self._notify()  # claims held until the first scan ends may now answer empty
+            self._notify(everyone=True)  # claims held until the first scan may answer empty
         return added
 
     def check_pending(self) -> int:
@@ -296,7 +303,7 @@ class Manager:
 
             added = self._take(self._discovery.check_pending(sink=queue_now)) + early[0]
         if not added and not self._discovery.pending_count:
-            self._notify()  # nothing settles any more: held claims may answer empty
+            self._notify(everyone=True)  # nothing settles any more: held claims may answer
         return added
 
     @contextmanager
@@ -575,7 +582,7 @@ class Manager:
                     self._unmerged.discard(job_id)
                 elif not self._merge(job, now):
                     break  # the rest wait for this one
-        if expired:
+        if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()
 
     def _record_quarantine(self, files: list[FileRow]) -> None:
