@@ -832,12 +832,14 @@ def run_backlog(
     engines: dict[str, list[str]],
     manager_extra: Sequence[str] = (),
     batch_size: int = 10,
+    before_stop: Callable[[int], None] | None = None,
 ) -> BacklogRun:
     """A whole run over a backlog of `n_files` hard links of `sources`.
 
     `bcm engine` processes (name -> options) start first and wait in long-poll claims;
     then the backlog folder is renamed into INPUT and the clock starts; it stops at the
-    last merge in the manager's event log. Every file is checked DONE with its FASTQ."""
+    last merge in the manager's event log. Every file is checked DONE with its FASTQ.
+    `before_stop(port)`, when given, runs while the manager still answers."""
     remove_tree(work)
     (work / "input").mkdir(parents=True)
     staged = work / "staging" / "run1"
@@ -867,6 +869,8 @@ def run_backlog(
         check_all_done(work / "output", n_files, port)
         jobs = bcm_jobs(events, logs, work / "output")
         finished = max(events.job_times("done").values())
+        if before_stop is not None:
+            before_stop(port)
     finally:
         for s in reversed(started):
             kill_tree(s)

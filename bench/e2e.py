@@ -24,13 +24,22 @@ files already known to the manager. For the original, DONE is the Werkzeug acces
 line of `/completed` (whole seconds).
 
     python bench/e2e.py [--engines 2,4] [--files 200] [--ideal 40] [--code-at HEAD]
+
+Start-up mode (`--startup S`, issue 12): a basecaller that pays Dorado's start-up S before
+every batch, time scaled by `--scale`; the before and after commits side by side, each
+engine's GPU busy share and the makespan against S + total samples / the fleet's rate
+(section `e2e-startup`; see `startup_main`):
+
+    python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -465,6 +474,515 @@ def report(results: list[RunResult], setup: str) -> str:
     return "\n".join(parts)
 
 
+# -- start-up mode: a basecaller that pays Dorado's start-up cost at every batch -----------
+
+SPEED_MIX = (1.0, 1.5, 2.0, 3.0)  # engine i runs at SPEED_MIX[i % 4] x the slowest
+TARGET_BUSY = 0.97
+TARGET_STARTUP_MAKESPAN = 1.03
+BEFORE_REV = "234f5e5"
+AFTER_REV = "e116cae"
+
+# The before code's simulated basecaller has no --startup-s. This wrapper gives it the
+# after code's cost shape exactly: nothing happens until `startup` after the process
+# start (Python's start-up included, as in the after code), then the basecaller runs with
+# its clock started there, so it basecalls for samples / rate after the start-up.
+# (`sh -c 'sleep S; python -m ...'` would add Python's own start to S, and with `exec`
+# the sleep would be counted inside samples / rate.)
+STARTUP_WRAPPER = '''"""Written by bench/e2e.py: the simulated basecaller with a fixed start-up cost."""
+import sys
+import time
+
+from bcmanager.basecallers import simulated
+
+argv = sys.argv[1:]
+i = argv.index("--startup-s")
+startup = float(argv[i + 1])
+del argv[i : i + 2]
+remaining = startup - simulated.seconds_since_process_start()
+if remaining > 0:
+    time.sleep(remaining)
+simulated.seconds_since_process_start = lambda: 0.0
+sys.exit(simulated.main(argv))
+'''
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # before, after, after-command
+    label: str
+    rev: str
+    backend: str  # simulated | wrapper | command
+
+
+@dataclass
+class EngineStats:
+    name: str
+    factor: float
+    rate: float  # samples/s
+    batches: int
+    samples: int
+    busy_model_s: float  # sum of samples / rate: what the simulated GPU basecalls
+    busy_wall_s: float  # sum of (basecaller end - start - S)
+    last_end: float  # last basecaller end, seconds after t0
+    timeline: list[tuple[float, float, int]]  # (start, end, files), seconds after t0
+    reported: tuple[float, float | None] | None = None  # manager's startup_s, bytes/s
+
+
+@dataclass
+class StartupRun:
+    variant: Variant
+    code: str
+    n_engines: int
+    files: int
+    startup_s: float
+    total_samples: int
+    makespan_s: float
+    engines: list[EngineStats]
+
+    @property
+    def fleet_rate(self) -> float:
+        return sum(e.rate for e in self.engines)
+
+    @property
+    def ideal_s(self) -> float:
+        """A perfect split: every engine starts its basecaller once, and all finish at once."""
+        return self.startup_s + self.total_samples / self.fleet_rate
+
+    @property
+    def ratio(self) -> float:
+        return self.makespan_s / self.ideal_s
+
+    def busy(self, wall: bool = False) -> list[float]:
+        return [(e.busy_wall_s if wall else e.busy_model_s) / self.makespan_s for e in self.engines]
+
+    @property
+    def batches(self) -> int:
+        return sum(e.batches for e in self.engines)
+
+    @property
+    def mean_batch_s(self) -> float:
+        spans = [end - start for e in self.engines for start, end, _ in e.timeline]
+        return sum(spans) / len(spans) if spans else float("nan")
+
+
+def engine_factors(n: int, speeds: str) -> list[float]:
+    if speeds == "equal":
+        return [1.0] * n
+    return [SPEED_MIX[i % len(SPEED_MIX)] for i in range(n)]
+
+
+def write_mixed_sources(
+    folder: Path, reads: list[int], distinct: int, samples: int, grouped: bool = False
+) -> list[tuple[Path, int]]:
+    """`distinct` pod5 files for each read count in `reads`, interleaved (sizes differ).
+
+    The manager queues a backlog by (mtime, path). With one mtime for all sources the
+    queue follows the link names, so sizes alternate (files of a run are much alike);
+    `grouped` keeps one mtime per read count, so every small file is queued first."""
+    groups = [write_pod5_sources(folder / f"r{r}", distinct, r, samples) for r in reads]
+    sources = [group[i] for i in range(distinct) for group in groups]
+    if not grouped:
+        then = min(os.stat(path).st_mtime for path, _ in sources)
+        for path, _ in sources:
+            os.utime(path, (then, then))
+    return sources
+
+
+def job_samples(output: Path, sources: list[tuple[Path, int]]) -> dict[int, int]:
+    """Samples per job, from the ledger (files.job_id) and the backlog's round robin."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{output / '.bcmanager' / 'ledger.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT path, job_id FROM files").fetchall()
+    finally:
+        db.close()
+    out: dict[int, int] = {}
+    for path, job_id in rows:
+        index = int(Path(path).stem.split("_")[1])
+        out[job_id] = out.get(job_id, 0) + sources[index % len(sources)][1]
+    return out
+
+
+def engine_options(variant: Variant, rate: float, startup: float, wrapper: Path) -> list[str]:
+    if variant.backend == "simulated":
+        return [
+            "--basecaller",
+            "simulated",
+            "--samples-per-s",
+            repr(rate),
+            "--startup-s",
+            repr(startup),
+        ]
+    if variant.backend == "wrapper":
+        program = f"{shlex.quote(sys.executable)} {shlex.quote(str(wrapper))}"
+    else:
+        program = f"{shlex.quote(sys.executable)} -m bcmanager.basecallers.simulated"
+    template = (
+        f"{program} {{input}} {{output}} --samples-per-s {rate!r} --startup-s {startup!r}"
+        " --style legacy"
+    )
+    return ["--basecaller", "command", "--command", template]
+
+
+def run_startup_variant(
+    work: Path,
+    variant: Variant,
+    sources: list[tuple[Path, int]],
+    n_files: int,
+    factors: list[float],
+    fleet_rate: float,
+    args: argparse.Namespace,
+) -> StartupRun:
+    code = use_code_at(variant.rev, work.parent / "code")
+    wrapper = work.parent / "startup_wrapper.py"
+    wrapper.write_text(STARTUP_WRAPPER, encoding="utf-8")
+    startup = args.startup * args.scale
+    rates = {f"gpu{k + 1}": fleet_rate * f / sum(factors) for k, f in enumerate(factors)}
+    engines = {
+        name: engine_options(variant, rate, startup, wrapper) for name, rate in rates.items()
+    }
+    manager = ["--target-batch", repr(args.target * args.scale)]
+    reported: dict[str, tuple[float, float | None]] = {}
+
+    def before_stop(port: int) -> None:
+        for e in (http_get_json("/v1/status", port, timeout=10) or {}).get("engines", []):
+            if "startup_s" in e:
+                reported[e["engine"]] = (e["startup_s"], e.get("bytes_per_s"))
+
+    run = run_backlog(
+        work,
+        sources,
+        n_files,
+        engines,
+        manager_extra=manager,
+        batch_size=args.first_batch,
+        before_stop=before_stop,
+    )
+    samples = job_samples(work / "output", sources)
+    stats = []
+    for (name, rate), factor in zip(rates.items(), factors, strict=True):
+        mine = sorted((j for j in run.jobs if j.engine == name), key=lambda j: j.start)
+        ends = [j.basecaller_end if j.basecaller_end is not None else j.done for j in mine]
+        done_samples = sum(samples[j.job_id] for j in mine)
+        stats.append(
+            EngineStats(
+                name,
+                factor,
+                rate,
+                len(mine),
+                done_samples,
+                done_samples / rate,
+                sum(max(0.0, end - j.start - startup) for j, end in zip(mine, ends, strict=True)),
+                max(ends) - run.t0 if ends else float("nan"),
+                [
+                    (j.start - run.t0, end - run.t0, j.files)
+                    for j, end in zip(mine, ends, strict=True)
+                ],
+                reported.get(name),
+            )
+        )
+    return StartupRun(
+        variant,
+        code.describe,
+        len(factors),
+        n_files,
+        startup,
+        run.total_samples,
+        run.makespan_s,
+        stats,
+    )
+
+
+STARTUP_HEADERS = [
+    "code",
+    "engines",
+    "files",
+    "batches",
+    "mean batch s",
+    "makespan s",
+    "ideal s",
+    "makespan / ideal",
+    "busy share mean / min",
+    "busy share (wall) mean / min",
+    "idle at the end s max",
+]
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def startup_rows(results: list[StartupRun]) -> list[list[str]]:
+    out = []
+    for r in results:
+        busy, wall = r.busy(), r.busy(wall=True)
+        out.append(
+            [
+                r.variant.label,
+                str(r.n_engines),
+                str(r.files),
+                str(r.batches),
+                fmt(r.mean_batch_s, 1),
+                fmt(r.makespan_s, 1),
+                fmt(r.ideal_s, 1),
+                fmt(r.ratio, 3),
+                f"{pct(sum(busy) / len(busy))} / {pct(min(busy))}",
+                f"{pct(sum(wall) / len(wall))} / {pct(min(wall))}",
+                fmt(max(r.makespan_s - e.last_end for e in r.engines), 1),
+            ]
+        )
+    return out
+
+
+ENGINE_HEADERS = [
+    "code",
+    "engines",
+    "engine",
+    "speed",
+    "batches",
+    "files per batch",
+    "busy share",
+    "busy share (wall)",
+    "last end s",
+    "manager's start-up s",
+]
+
+
+def engine_rows(results: list[StartupRun]) -> list[list[str]]:
+    out = []
+    for r in results:
+        for e in r.engines:
+            sizes = [f for _, _, f in e.timeline]
+            out.append(
+                [
+                    r.variant.label,
+                    str(r.n_engines),
+                    e.name,
+                    f"{e.factor:g}x",
+                    str(e.batches),
+                    " ".join(str(s) for s in sizes),
+                    pct(e.busy_model_s / r.makespan_s),
+                    pct(e.busy_wall_s / r.makespan_s),
+                    fmt(e.last_end, 1),
+                    fmt(e.reported[0], 2) if e.reported else "-",
+                ]
+            )
+    return out
+
+
+LOSS_HEADERS = [
+    "code",
+    "engines",
+    "batches per engine",
+    "in batches, not basecalling s",
+    "between batches s",
+    "idle at the end s",
+    "makespan - basecalling s",
+]
+
+
+def loss_rows(results: list[StartupRun]) -> list[list[str]]:
+    """Where each engine's makespan goes besides basecalling (means over engines): inside
+    its batches (start-up, Python's start, reading), between its batches (report, claim,
+    spawn), after its last batch."""
+    out = []
+    for r in results:
+        inside, between, end = [], [], []
+        for e in r.engines:
+            inside.append(sum(t - s for s, t, _ in e.timeline) - e.busy_model_s)
+            starts = [s for s, _, _ in e.timeline]
+            ends = [t for _, t, _ in e.timeline]
+            between.append(starts[0] + sum(s - t for t, s in zip(ends, starts[1:], strict=False)))
+            end.append(r.makespan_s - e.last_end)
+        n = len(r.engines)
+        out.append(
+            [
+                r.variant.label,
+                str(n),
+                fmt(r.batches / n, 1),
+                fmt(sum(inside) / n, 1),
+                fmt(sum(between) / n, 1),
+                fmt(sum(end) / n, 1),
+                fmt(r.makespan_s - sum(e.busy_model_s for e in r.engines) / n, 1),
+            ]
+        )
+    return out
+
+
+def comparison_rows(results: list[StartupRun]) -> list[list[str]]:
+    out = []
+    for n in sorted({r.n_engines for r in results}):
+        by = {r.variant.key: r for r in results if r.n_engines == n}
+        before, after = by.get("before"), by.get("after")
+        if before is None or after is None:
+            continue
+        out.append(
+            [
+                str(n),
+                f"{fmt(before.ratio, 3)} -> {fmt(after.ratio, 3)}",
+                fmt(after.makespan_s / before.makespan_s, 3),
+                f"{pct(min(before.busy()))} -> {pct(min(after.busy()))}",
+                f"{before.batches} -> {after.batches}",
+            ]
+        )
+    return out
+
+
+def startup_targets(results: list[StartupRun]) -> list[list[str]]:
+    out = []
+    for r in results:
+        if r.variant.key != "after":
+            continue
+        low = min(r.busy())
+        out.append(
+            [
+                f"busy share, {r.n_engines} engines (min over engines)",
+                pct(low),
+                f">= {pct(TARGET_BUSY)}",
+                "met" if low >= TARGET_BUSY else "NOT met",
+            ]
+        )
+        out.append(
+            [
+                f"makespan, {r.n_engines} engines",
+                f"{r.ratio:.3f} x ideal",
+                f"<= {TARGET_STARTUP_MAKESPAN} x ideal",
+                "met" if r.ratio <= TARGET_STARTUP_MAKESPAN else "NOT met",
+            ]
+        )
+    return out
+
+
+def timeline(r: StartupRun) -> str:
+    lines = [f"{r.variant.label}, {r.n_engines} engines (seconds after t0; files):"]
+    for e in r.engines:
+        spans = " ".join(f"[{s:.1f}-{t:.1f} {f}]" for s, t, f in e.timeline)
+        lines.append(f"  {e.name} {e.factor:g}x: {spans}")
+    return "\n".join(lines)
+
+
+def startup_main(args: argparse.Namespace, work: Path) -> int:
+    variants = [
+        Variant("before", f"before ({args.before})", args.before, "wrapper"),
+        Variant("after", f"after ({args.after})", args.after, "simulated"),
+    ]
+    fallback = Variant(
+        "after-command", f"after ({args.after}), command backend", args.after, "command"
+    )
+    reads = [int(r) for r in args.reads_mix.split(",") if r]
+    grouped = args.size_order == "grouped"
+    sources = write_mixed_sources(work / "sources", reads, args.distinct, args.samples, grouped)
+    per_file = sum(s for _, s in sources) / len(sources)
+    results: list[StartupRun] = []
+    for n in args.engines:
+        factors = engine_factors(n, args.speeds)
+        n_files = args.files_per_engine * n
+        # files are linked round robin over the sources: whole rounds, then a part of one
+        total = sum(sources[i % len(sources)][1] for i in range(n_files))
+        fleet_rate = total / (args.work * args.scale)
+        runs = [*variants, fallback] if n in args.fallback_engines else variants
+        for variant in runs:
+            print(
+                f"{variant.label}: {n} engines x {args.files_per_engine} files,"
+                f" {fleet_rate:,.0f} samples/s in all ...",
+                flush=True,
+            )
+            r = run_startup_variant(
+                work / f"{variant.key}-{n}", variant, sources, n_files, factors, fleet_rate, args
+            )
+            results.append(r)
+            busy = r.busy()
+            print(
+                f"  makespan {r.makespan_s:.1f} s, ideal {r.ideal_s:.1f} s ({r.ratio:.3f}),"
+                f" busy mean {pct(sum(busy) / len(busy))} min {pct(min(busy))},"
+                f" {r.batches} batches",
+                flush=True,
+            )
+            print(timeline(r), flush=True)
+    summary, per_engine = startup_rows(results), engine_rows(results)
+    compare, targets = comparison_rows(results), startup_targets(results)
+    print_table("start-up: whole runs", STARTUP_HEADERS, summary)
+    print_table("start-up: per engine", ENGINE_HEADERS, per_engine)
+    losses = loss_rows(results)
+    print_table("start-up: where the makespan goes besides basecalling", LOSS_HEADERS, losses)
+    c_headers = [
+        "engines",
+        "makespan / ideal, before -> after",
+        "makespan after / before",
+        "min busy share, before -> after",
+        "batches",
+    ]
+    print_table("start-up: before -> after", c_headers, compare)
+    t_headers = ["target", "measured", "wanted", "result"]
+    print_table("start-up: targets", t_headers, targets)
+    if args.no_doc:
+        return 0
+    CODE.describe = (
+        f"before: commit {args.before}, after: commit {args.after} (exported with git archive)"
+    )
+    scale = args.scale
+    body = "\n".join(
+        [
+            section_header(
+                "A basecaller's start-up: GPU busy share and makespan (`bench/e2e.py --startup`)"
+            ),
+            f"- setup: Dorado's cost shape scaled by {scale:g} (seconds here stand for"
+            f" {1 / scale:g} s): a start-up of {args.startup:g} s ({args.startup * scale:g} s"
+            f" here) before every batch, then samples / rate; the manager's target batch"
+            f" {args.target:g} s (`--target-batch {args.target * scale:g}`), so start-up ="
+            f" {args.startup / args.target:.3g} x target. Engines of {args.speeds} speeds"
+            f" ({', '.join(f'{f:g}' for f in SPEED_MIX)} x the slowest, repeated); a backlog"
+            f" of {args.files_per_engine} pod5 files per engine ({', '.join(map(str, reads))}"
+            f" reads of ~{args.samples} samples, {per_file:,.0f} samples a file on average,"
+            f" hard-linked, mtime an hour back, sizes {args.size_order} in queue order),"
+            f" as much work as {args.work:g} s"
+            f" ({args.work * scale:g} s here) of basecalling per engine in a perfect split;"
+            f" the manager's first batch (speed unknown) `--batch-size {args.first_batch}`.",
+            "- before: the before code's simulated basecaller through the `command` backend,"
+            " behind a wrapper that waits S after its process start (the after code's"
+            " `--startup-s` exactly); after: `bcm engine --basecaller simulated --samples-per-s"
+            " R --startup-s S`; after, command backend: the after code with the same basecaller"
+            " through the `command` backend (`--style legacy`), whose engine does not report"
+            " start-up and basecalling time, so the manager falls back to claim -> report.",
+            "- makespan: from the rename of the backlog into INPUT (engines waiting in claims)"
+            " to the last merge. ideal = S + total samples / the fleet's total rate (a perfect"
+            " split: one start-up per engine, every engine finishing at once).",
+            "- busy share: an engine's basecalling over the makespan. `busy share`: the sum of"
+            " samples / rate over its batches (samples per batch from the ledger's files),"
+            " exactly what the simulated GPU basecalls; `(wall)`: the sum of (basecaller end -"
+            " start - S), start = the engine's `job N` log line (just before it spawns the"
+            " basecaller), end = the mtime of the batch's basecaller.log, so it counts Python's"
+            " start and file reading beyond S as busy. idle at the end: makespan - an engine's"
+            " last basecaller end. manager's start-up: what the manager had learnt (v1 status).",
+            "",
+            markdown_table(STARTUP_HEADERS, summary),
+            "",
+            markdown_table(ENGINE_HEADERS, per_engine),
+            "",
+            "Where an engine's makespan goes besides basecalling (seconds, mean over engines):"
+            " inside its batches (start-up S, plus Python's start and file reading where they"
+            " outlast S), between its batches (from t0 to its first batch, then basecaller"
+            " end -> next start: report, claim, spawn), and idle after its last batch.",
+            "",
+            markdown_table(LOSS_HEADERS, losses),
+            "",
+            markdown_table(c_headers, compare),
+            "",
+            markdown_table(t_headers, targets),
+            "",
+            "Batch timelines (seconds after t0, files per batch):",
+            "",
+            "```",
+            *[timeline(r) for r in results],
+            "```",
+        ]
+    )
+    update_doc("e2e-startup", body)
+    print("updated docs/benchmarks.md")
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -486,8 +1004,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--code-at", metavar="REV", help="run bcmanager from this commit")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
+    s = p.add_argument_group("start-up mode (--startup S): before and after, side by side")
+    s.add_argument(
+        "--startup", type=float, metavar="S", help="a basecaller start-up of S Dorado seconds"
+    )
+    s.add_argument("--target", type=float, default=60.0, help="target batch, Dorado seconds")
+    s.add_argument("--scale", type=float, default=0.1, help="seconds here per Dorado second")
+    s.add_argument("--speeds", choices=["mixed", "equal"], default="mixed")
+    s.add_argument("--work", type=float, default=1200.0, help="Dorado s per engine, ideal")
+    s.add_argument("--files-per-engine", type=int, default=100)
+    s.add_argument("--reads-mix", default="10,20,40", help="reads per file of the sources")
+    s.add_argument("--first-batch", type=int, default=10, help="manager --batch-size")
+    s.add_argument(
+        "--size-order",
+        choices=["interleaved", "grouped"],
+        default="interleaved",
+        help="queue order of the file sizes (grouped: all small files first)",
+    )
+    s.add_argument("--before", default=BEFORE_REV, help="the before commit")
+    s.add_argument("--after", default=AFTER_REV, help="the after commit")
+    s.add_argument(
+        "--fallback-engines",
+        default="4",
+        help="engine counts that also run the after code through the command backend",
+    )
     args = p.parse_args(argv)
     args.engines = [int(e) for e in args.engines.split(",") if e]
+    args.fallback_engines = [int(e) for e in args.fallback_engines.split(",") if e]
     return args
 
 
@@ -497,6 +1040,14 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir / "e2e"
     remove_tree(work)
     work.mkdir(parents=True)
+    if args.startup is not None:
+        if not args.no_wait:
+            wait_for_quiet(OTHER_BENCHES)
+        try:
+            return startup_main(args, work)
+        finally:
+            if not args.keep:
+                remove_tree(work)
     code = use_code_at(args.code_at, work)
     if code.src is not None:
         sys.path.insert(0, str(code.src))
