@@ -218,6 +218,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             fresh[FileState(state)] = n
         assert self.ledger.file_counts() == fresh
         assert sum(fresh.values()) == self.n_files
+        (queued_bytes,) = self.ledger._db.execute(
+            "SELECT coalesce(sum(size), 0) FROM files WHERE state = 'queued'"
+        ).fetchone()
+        assert self.ledger.queued_bytes() == queued_bytes
 
     @invariant()
     def quarantined_only_after_max_attempts(self) -> None:

@@ -179,7 +179,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
-        self._bytes_known = 0  # sum of every known file's size (see mean_queued_size)
+        self._queued_bytes = 0  # sum of the queued files' sizes (see queued_bytes)
         self._counts: Counter[FileState] = Counter()
         self._leases: dict[int, tuple[float, float]] = {}  # job -> (expires, lease_s)
         self._undo: list[tuple[int, tuple[float, float] | None]] = []
@@ -205,7 +205,7 @@ class Ledger:
         if self._depth == 0:
             self._db.execute("BEGIN IMMEDIATE")
             self._saved_counts = Counter(self._counts)
-            self._saved_bytes = self._bytes_known
+            self._saved_bytes = self._queued_bytes
             self._undo = []
         self._depth += 1
         try:
@@ -228,7 +228,7 @@ class Ledger:
         with suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
         self._counts = self._saved_counts
-        self._bytes_known = self._saved_bytes
+        self._queued_bytes = self._saved_bytes
         for job_id, lease in reversed(self._undo):
             if lease is None:
                 self._leases.pop(job_id, None)
@@ -266,20 +266,23 @@ class Ledger:
 
     def _count_files(self) -> Counter[FileState]:
         counts: Counter[FileState] = Counter({s: 0 for s in FileState})
-        self._bytes_known = 0
+        self._queued_bytes = 0
         for state, n, size in self._db.execute(
             "SELECT state, count(*), sum(size) FROM files GROUP BY state"
         ):
             counts[FileState(state)] = n
-            self._bytes_known += size or 0
+            if state == FileState.QUEUED.value:
+                self._queued_bytes = size or 0
         return counts
 
+    def queued_bytes(self) -> int:
+        """The pod5 bytes waiting for an engine, kept in memory like the counts."""
+        return self._queued_bytes
+
     def mean_queued_size(self) -> float:
-        """The mean pod5 size of all files known: what a queued file weighs, for batch
-        budgets in bytes (the files of a run are much alike; the ledger keeps no running
-        sum per state, which would cost a read of each file's size at every change)."""
-        files = sum(self._counts.values())
-        return self._bytes_known / files if files else 0.0
+        """The mean size of a queued file (0 with none queued)."""
+        queued = self._counts[FileState.QUEUED]
+        return self._queued_bytes / queued if queued else 0.0
 
     def file_counts(self) -> dict[FileState, int]:
         """Files per state, kept in memory so status calls cost nothing at a million files."""
@@ -306,9 +309,12 @@ class Ledger:
             )
             added = self._db.total_changes - before
             if added == len(rows):
-                self._bytes_known += sum(f.size for f in files)
-            elif added:  # some were known already: ask the ledger what is there now
-                self._bytes_known = self._db.execute("SELECT sum(size) FROM files").fetchone()[0]
+                self._queued_bytes += sum(f.size for f in files)
+            elif added:  # some were known already: ask the ledger what is queued now
+                self._queued_bytes = self._db.execute(
+                    "SELECT coalesce(sum(size), 0) FROM files WHERE state = ?",
+                    (FileState.QUEUED.value,),
+                ).fetchone()[0]
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)",
                 [(run, now) for run in {f.run or "." for f in files}],
@@ -401,7 +407,21 @@ class Ledger:
                 )
             self._counts[from_state] -= len(file_ids)
             self._counts[to_state] += len(file_ids)
+            if FileState.QUEUED in (from_state, to_state) and from_state is not to_state:
+                moved = self._sizes_of(file_ids)
+                self._queued_bytes += moved if to_state is FileState.QUEUED else -moved
             self._event(now, "files", job_id, from_state, to_state, len(file_ids), reason)
+
+    def _sizes_of(self, file_ids: Sequence[int]) -> int:
+        total = 0
+        for i in range(0, len(file_ids), 500):  # SQLite's bound on variables
+            chunk = file_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            row = self._db.execute(
+                f"SELECT coalesce(sum(size), 0) FROM files WHERE id IN ({marks})", chunk
+            ).fetchone()
+            total += row[0]
+        return total
 
     # -- runs (flow cells) -------------------------------------------------------------
 

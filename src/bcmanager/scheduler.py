@@ -47,7 +47,9 @@ def batch_size(requested: int | None, policy: Policy) -> int:
     return requested
 
 
-STARTUP_SHARE = 0.03  # a basecaller's start-up takes at most this part of a steady batch
+# A basecaller's start-up takes at most this part of a steady batch. The bound is
+# 3 %; a busy share of 97 % needs it well under that, since gaps and the tail come on top.
+STARTUP_SHARE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,13 @@ def tail_bytes(speed: Speed, fleet: list[Speed], queued_bytes: float) -> float:
     if not speed.bytes_per_s or not known:
         return queued_bytes
     mean = sum(e.bytes_per_s or 0.0 for e in known) / len(known)
-    rates = [(e.bytes_per_s or mean, e.busy_s + e.startup_s) for e in fleet]
-    finish = (queued_bytes + sum(r * s for r, s in rates)) / sum(r for r, _ in rates)
+    rates = sorted((e.busy_s + e.startup_s, e.bytes_per_s or mean) for e in fleet)
+    # engines still busy past the common finish take no part: drop them from the end
+    while True:
+        finish = (queued_bytes + sum(r * t for t, r in rates)) / sum(r for _, r in rates)
+        if len(rates) == 1 or rates[-1][0] < finish:
+            break
+        rates.pop()
     return max(0.0, speed.bytes_per_s * (finish - speed.busy_s - speed.startup_s))
 
 
@@ -153,8 +160,9 @@ def claim(
         limit = BatchLimit(batch_size(requested, policy))
     else:
         speed = speed or Speed()
-        queued_bytes = queued * ledger.mean_queued_size()
-        limit = batch_limit(requested, speed, fleet or [speed], queued, queued_bytes, policy)
+        limit = batch_limit(
+            requested, speed, fleet or [speed], queued, ledger.queued_bytes(), policy
+        )
     with ledger.transaction():
         candidates = ledger.queued_files(_candidates(limit, ledger))
         files = take_bytes(isolate_retries(candidates), limit.bytes)
