@@ -5,7 +5,7 @@ import pytest
 from bcmanager import scheduler
 from bcmanager.errors import InvalidInput, LeaseLost
 from bcmanager.ledger import Ledger, NewFile
-from bcmanager.scheduler import BatchLimit, Policy, Speed
+from bcmanager.scheduler import BatchLimit, Fleet, Policy, Speed
 from bcmanager.states import FileState, JobState
 
 POLICY = Policy(lease_s=10.0, default_batch=2, max_batch=5, max_attempts=2)
@@ -95,11 +95,12 @@ def test_an_engine_of_unknown_speed_gets_the_default_or_an_even_part_of_the_queu
     policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
     limit = scheduler.batch_limit
     unknown = Speed()
-    assert limit(None, unknown, [unknown], 1000, 1e9, policy) == BatchLimit(10)
-    assert limit(40, unknown, [unknown], 1000, 1e9, policy) == BatchLimit(40)  # as asked
-    assert limit(None, unknown, [unknown] * 8, 20, 2e7, policy) == BatchLimit(3)  # even part
+    one, eight = Fleet.of([unknown]), Fleet.of([unknown] * 8)
+    assert limit(None, unknown, one, 1000, 1e9, policy) == BatchLimit(10)
+    assert limit(40, unknown, one, 1000, 1e9, policy) == BatchLimit(40)  # as asked
+    assert limit(None, unknown, eight, 20, 2e7, policy) == BatchLimit(3)  # an even part
     with pytest.raises(InvalidInput):
-        limit(501, unknown, [unknown], 1000, 1e9, policy)
+        limit(501, unknown, one, 1000, 1e9, policy)
 
 
 def test_a_steady_batch_makes_start_up_at_most_1_percent_of_it() -> None:
@@ -113,11 +114,11 @@ def test_a_steady_batch_makes_start_up_at_most_1_percent_of_it() -> None:
 
 def test_the_tail_is_shared_so_that_every_engine_finishes_together() -> None:
     a100, v100 = Speed(10.0, 3e6), Speed(10.0, 1e6)
-    fleet = [a100, v100, a100, v100]
-    left = 80e6
-    parts = [scheduler.tail_bytes(e, fleet, left) for e in fleet]
+    engines = [a100, v100, a100, v100]
+    fleet, left = Fleet.of(engines), 80e6
+    parts = [scheduler.tail_bytes(e, fleet, left) for e in engines]
     assert sum(parts) == pytest.approx(left)
-    finish = [e.batch_s(b) for e, b in zip(fleet, parts, strict=True)]
+    finish = [e.batch_s(b) for e, b in zip(engines, parts, strict=True)]
     assert max(finish) - min(finish) < 1e-6  # equal predicted finish
     assert parts[0] == pytest.approx(3 * parts[1])  # a slow GPU gets less
     limit = scheduler.batch_limit(None, a100, fleet, 400, left, Policy(target_batch_s=600))
@@ -155,15 +156,14 @@ def test_a_non_ascii_token_is_a_lost_lease_not_a_crash(ledger: Ledger) -> None:
 
 def test_an_engine_still_busy_with_a_batch_leaves_more_of_the_tail_to_the_others() -> None:
     idle, busy = Speed(2.0, 1e6), Speed(2.0, 1e6, busy_s=30.0)
-    fleet = [idle, busy]
-    part = scheduler.tail_bytes(idle, fleet, 40e6)
+    part = scheduler.tail_bytes(idle, Fleet.of([idle, busy]), 40e6)
     assert part == pytest.approx(35e6)  # the busy one ends its batch, then takes 5e6
     assert idle.batch_s(part) == pytest.approx(busy.busy_s + busy.batch_s(40e6 - part))
 
 
 def test_an_engine_busy_past_the_common_finish_takes_no_part_of_the_tail() -> None:
     idle, stuck = Speed(1.0, 1e6), Speed(1.0, 1e6, busy_s=500.0)
-    assert scheduler.tail_bytes(idle, [idle, stuck], 10e6) == pytest.approx(10e6)
+    assert scheduler.tail_bytes(idle, Fleet.of([idle, stuck]), 10e6) == pytest.approx(10e6)
 
 
 def test_the_ledger_knows_the_queued_bytes_through_every_move(ledger: Ledger) -> None:

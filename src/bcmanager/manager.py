@@ -29,7 +29,7 @@ from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult, run_of
-from bcmanager.scheduler import Assignment, Policy, Speed
+from bcmanager.scheduler import Assignment, Fleet, Policy, Speed
 from bcmanager.states import FileState, JobState
 
 log = logging.getLogger("bcmanager.manager")
@@ -40,6 +40,7 @@ RUNS_CACHE_S = 5.0
 RESCAN_COST_FACTOR = 30
 MERGE_RETRY_S = 5.0
 SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
+FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
 
 
 class Outcome(StrEnum):
@@ -151,6 +152,7 @@ class Manager:
         self._observer: Any = None
         self.output: OutputLayout = output_layout("minknow")  # settled by open()
         self.yields: dict[tuple[str, str], Yield] = {}  # per run and barcode, merged jobs
+        self._fleet_cache: tuple[float, Fleet] | None = None
         self._looking_lock = threading.Lock()
         self._looking_now = 0
 
@@ -592,15 +594,19 @@ class Manager:
             self.layout.record_quarantine(f.path, why)
             log.error("quarantined %s: %s", f.path, why)
 
-    def _fleet(self, now: float) -> list[Speed]:
-        """The speeds of the engines seen lately (the claiming one included), each with how
-        long the batch it holds is still predicted to take."""
-        horizon = max(60.0, 2 * self.settings.lease_s)
-        return [
-            replace(e.speed, busy_s=e.busy_for(now))
-            for e in self.engines.values()
-            if now - e.last_seen <= horizon
-        ]
+    def _fleet(self, now: float) -> Fleet:
+        """The engines seen lately, each with how long the batch it holds is still predicted
+        to take; rebuilt at most every FLEET_REFRESH_S (a pass over 5,000 engines per claim
+        would be the manager's limit)."""
+        if self._fleet_cache is None or now - self._fleet_cache[0] >= FLEET_REFRESH_S:
+            horizon = max(60.0, 2 * self.settings.lease_s)
+            speeds = [
+                Speed(e.speed.startup_s, e.speed.bytes_per_s, e.busy_for(now))
+                for e in self.engines.values()
+                if now - e.last_seen <= horizon
+            ]
+            self._fleet_cache = (now, Fleet.of(speeds))
+        return self._fleet_cache[1]
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)

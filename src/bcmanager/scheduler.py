@@ -82,30 +82,55 @@ def steady_bytes(speed: Speed, policy: Policy) -> float:
     return (speed.bytes_per_s or 0.0) * basecall_s
 
 
-def tail_bytes(speed: Speed, fleet: list[Speed], queued_bytes: float) -> float:
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The active engines' speeds as the tail rule needs them, summed once: each engine's
+    (time until it could start another batch: what it still holds plus a start-up, rate),
+    sorted by that time, with their sums. Built at most every second by the manager, not
+    per claim: at 5,000 engines a per-claim pass over the fleet is the manager's limit."""
+
+    size: int = 0  # engines, speed known or not
+    rates: tuple[tuple[float, float], ...] = ()
+    total_rate: float = 0.0
+    weighted: float = 0.0  # sum of rate x time
+
+    @classmethod
+    def of(cls, speeds: list[Speed]) -> Fleet:
+        """Engines whose speed is not known yet count with the fleet's mean rate."""
+        known = [e.bytes_per_s for e in speeds if e.bytes_per_s]
+        if not known:
+            return cls(len(speeds))
+        mean = sum(known) / len(known)
+        rates = sorted((e.busy_s + e.startup_s, e.bytes_per_s or mean) for e in speeds)
+        total, weighted = sum(r for _, r in rates), sum(r * t for t, r in rates)
+        return cls(len(speeds), tuple(rates), total, weighted)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def tail_bytes(speed: Speed, fleet: Fleet, queued_bytes: float) -> float:
     """This engine's part of what is left, so that every engine's predicted finish is the
     same: engine i gets r_i (F - b_i - s_i), where F = (R + sum r_j (b_j + s_j)) / sum r_j
     for what is left R, rates r, start-ups s and the time b each still needs for the batch
-    it holds. A slow GPU gets less; none ends a large batch alone. Engines whose speed is
-    not known yet count with the fleet's mean."""
-    known = [e for e in fleet if e.bytes_per_s]
-    if not speed.bytes_per_s or not known:
+    it holds. A slow GPU gets less; none ends a large batch alone. Engines still busy past
+    the common finish take no part (dropped from the latest; usually none or a few)."""
+    if not speed.bytes_per_s or not fleet.total_rate:
         return queued_bytes
-    mean = sum(e.bytes_per_s or 0.0 for e in known) / len(known)
-    rates = sorted((e.busy_s + e.startup_s, e.bytes_per_s or mean) for e in fleet)
-    # engines still busy past the common finish take no part: drop them from the end
-    while True:
-        finish = (queued_bytes + sum(r * t for t, r in rates)) / sum(r for _, r in rates)
-        if len(rates) == 1 or rates[-1][0] < finish:
+    total, weighted = fleet.total_rate, fleet.weighted
+    for t, r in reversed(fleet.rates):
+        finish = (queued_bytes + weighted) / total
+        if t < finish or total - r <= 0:
             break
-        rates.pop()
+        total, weighted = total - r, weighted - r * t
+    finish = (queued_bytes + weighted) / total
     return max(0.0, speed.bytes_per_s * (finish - speed.busy_s - speed.startup_s))
 
 
 def batch_limit(
     requested: int | None,
     speed: Speed,
-    fleet: list[Speed],
+    fleet: Fleet,
     queued_files: int,
     queued_bytes: float,
     policy: Policy,
@@ -146,11 +171,11 @@ def claim(
     policy: Policy,
     api: str,
     speed: Speed | None = None,
-    fleet: list[Speed] | None = None,
+    fleet: Fleet | None = None,
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued.
 
-    `speed` is the engine's, `fleet` every active engine's (this one's included)."""
+    `speed` is the engine's, `fleet` the active engines' (this one's included)."""
     batch_size(requested, policy)  # a request over the maximum is refused, queue or not
     queued = ledger.file_counts()[FileState.QUEUED]
     if queued == 0:
@@ -161,7 +186,7 @@ def claim(
     else:
         speed = speed or Speed()
         limit = batch_limit(
-            requested, speed, fleet or [speed], queued, ledger.queued_bytes(), policy
+            requested, speed, fleet or Fleet.of([speed]), queued, ledger.queued_bytes(), policy
         )
     with ledger.transaction():
         candidates = ledger.queued_files(_candidates(limit, ledger))
