@@ -7,7 +7,31 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+from bcmanager.output.naming import RunIds
 from bcmanager.pod5io import read_ids, write_pod5
+
+
+def write_run_pod5(path: Path, ids: RunIds, n_reads: int, seed: int) -> list[str]:
+    """A pod5 of `n_reads` reads (long enough that some split) of the run `ids`; returns
+    the read ids."""
+    import dataclasses
+
+    import pod5
+
+    from bcmanager.pod5io import make_reads
+
+    reads = make_reads(n_reads, 1200, seed)
+    info = dataclasses.replace(
+        reads[0].run_info,
+        flow_cell_id=ids.flow_cell_id,
+        protocol_run_id=ids.protocol_run_id,
+        acquisition_id=ids.run_id,
+        sample_id=f"sample_{ids.flow_cell_id}",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pod5.Writer(path) as writer:
+        writer.add_reads([dataclasses.replace(r, run_info=info) for r in reads])
+    return [str(r.read_id) for r in reads]
 
 
 def free_port() -> int:

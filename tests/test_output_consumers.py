@@ -20,7 +20,6 @@ qscore, reads per barcode and pass reads.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -32,7 +31,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pod5
 import pysam
 import pytest
 
@@ -40,7 +38,7 @@ from bcmanager.layout import link_name
 from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.split import split_output
-from bcmanager.pod5io import make_reads
+from tests.helpers import write_run_pod5
 
 BIN = Path(sys.executable).parent
 KIT = "SQK-NBD114-24"
@@ -86,22 +84,6 @@ class Output:
     bams: dict[str, list[Path]] = field(default_factory=dict)  # run folder -> BAM files
     summaries: dict[str, list[Path]] = field(default_factory=dict)  # run folder -> fragments
     reads: dict[str, dict[str, BamRead]] = field(default_factory=dict)  # folder -> id -> read
-
-
-def write_run_pod5(path: Path, ids: RunIds, seed: int) -> list[str]:
-    """A pod5 of READS_PER_FILE reads of the run `ids`; returns the read ids."""
-    reads = make_reads(READS_PER_FILE, 1200, seed)
-    info = dataclasses.replace(
-        reads[0].run_info,
-        flow_cell_id=ids.flow_cell_id,
-        protocol_run_id=ids.protocol_run_id,
-        acquisition_id=ids.run_id,
-        sample_id=f"sample_{ids.flow_cell_id}",
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pod5.Writer(path) as writer:
-        writer.add_reads([dataclasses.replace(r, run_info=info) for r in reads])
-    return [str(r.read_id) for r in reads]
 
 
 def basecall_and_split(input_root: Path, work: Path, dest: Path, job_id: int) -> None:
@@ -156,7 +138,8 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> Output:
     pod5_reads: dict[str, str] = {}
     for seed, (ids, rels) in enumerate(JOBS.values()):
         for index, rel in enumerate(rels):
-            for read_id in write_run_pod5(input_root / rel, ids, 100 + 10 * seed + index):
+            seed_here = 100 + 10 * seed + index
+            for read_id in write_run_pod5(input_root / rel, ids, READS_PER_FILE, seed_here):
                 pod5_reads[read_id] = RUN_FOLDERS[ids.run_id]
     for job_id in JOBS:
         basecall_and_split(input_root, base / "work", dest, job_id)

@@ -6,7 +6,6 @@ back with pysam.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import os
 import re
@@ -14,7 +13,6 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import pod5
 import pysam
 import pytest
 
@@ -25,7 +23,7 @@ from bcmanager.output.origin import job_origins
 from bcmanager.output.records import detect_format, read_files
 from bcmanager.output.split import SplitError, SplitResult, split_output
 from bcmanager.output.summary import COLUMNS, read_summary
-from bcmanager.pod5io import make_reads
+from tests.helpers import write_run_pod5
 
 RUN_A = RunIds(
     "PAW11111", "000000a1-0000-4000-8000-00000000000a", "000000a2-0000-4000-8000-00000000000a"
@@ -37,23 +35,6 @@ NAME = re.compile(
     r"^(?P<fc>[A-Z0-9]+)_(?P<status>pass|fail)_(?:(?P<bc>barcode\d\d|unclassified)_)?"
     r"(?P<prot>[0-9a-f]{8})_(?P<run>[0-9a-f]{8})_(?P<job>\d+)\.(?P<ext>bam|fastq\.gz)$"
 )
-
-
-def write_run_pod5(path: Path, ids: RunIds, n_reads: int, seed: int) -> list[str]:
-    """A pod5 of `n_reads` reads of the run `ids`."""
-    reads = make_reads(n_reads, 1200, seed)
-    info = dataclasses.replace(
-        reads[0].run_info,
-        flow_cell_id=ids.flow_cell_id,
-        protocol_run_id=ids.protocol_run_id,
-        acquisition_id=ids.run_id,
-        sample_id=f"sample_{ids.flow_cell_id}",
-    )
-    reads = [dataclasses.replace(r, run_info=info) for r in reads]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pod5.Writer(path) as writer:
-        writer.add_reads(reads)
-    return [str(r.read_id) for r in reads]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import os
@@ -13,7 +12,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import pod5
 import pysam
 import pytest
 from click.testing import CliRunner, Result
@@ -25,9 +23,9 @@ from bcmanager.layout import POD5_SIGNATURE, Layout, link_name
 from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.split import split_output
-from bcmanager.pod5io import make_reads, write_pod5
+from bcmanager.pod5io import write_pod5
 from bcmanager.verify import output_read_ids, verify_run
-from tests.helpers import fastq_read_ids
+from tests.helpers import fastq_read_ids, write_run_pod5
 
 
 class Run:
@@ -206,23 +204,6 @@ FOLDER_A = "exp/sample/20260101_0000_1A_PAW11111_000000a1"
 FOLDER_B = "loose/PBC22222_000000b2"
 KIT = "SQK-NBD114-24"
 FRAGMENT_SUFFIX = re.compile(r"_\d+\.txt$")  # a job's summary rows: `_<job>.txt`
-
-
-def write_run_pod5(path: Path, ids: RunIds, n_reads: int, seed: int) -> list[str]:
-    """A pod5 of `n_reads` reads (long enough that some split) of the run `ids`."""
-    reads = make_reads(n_reads, 1200, seed)
-    info = dataclasses.replace(
-        reads[0].run_info,
-        flow_cell_id=ids.flow_cell_id,
-        protocol_run_id=ids.protocol_run_id,
-        acquisition_id=ids.run_id,
-        sample_id=f"sample_{ids.flow_cell_id}",
-    )
-    reads = [dataclasses.replace(r, run_info=info) for r in reads]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pod5.Writer(path) as writer:
-        writer.add_reads(reads)
-    return [str(r.read_id) for r in reads]
 
 
 class MinknowRun:

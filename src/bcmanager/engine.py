@@ -168,21 +168,25 @@ class Engine:
             outcome = "released"
             self._report(job, "released", "engine stopping")
             log.info("job %d handed back (engine stopping)", job_id)
-        elif returncode == 0 and isinstance(filed := self._file_output(job), str):
-            outcome = "failed"
-            self._report(job, "failed", filed)
-        elif returncode == 0:
-            outcome = "done"
-            yields = [y.to_dict() for y in filed.yields] if filed is not None else None
-            if (
-                self._report(job, "done", None, yields, timing) == 409
-            ):  # the lease ran out as it finished
-                outcome = "dropped"
-                log.warning("job %d: lease lost before the report; batch dropped", job_id)
-        else:
+        elif returncode != 0:
             outcome = "failed"
             self._report(job, "failed", f"basecaller exit code {returncode}")
+        else:
+            outcome = self._deliver(job, timing)
         return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
+
+    def _deliver(self, job: dict[str, Any], timing: dict[str, float] | None) -> str:
+        """File the basecaller's output and report DONE (with its yield and timing); the
+        job's outcome: done, failed (filing failed) or dropped (the lease ran out)."""
+        filed = self._file_output(job)
+        if isinstance(filed, str):
+            self._report(job, "failed", filed)
+            return "failed"
+        yields = [y.to_dict() for y in filed.yields] if filed is not None else None
+        if self._report(job, "done", None, yields, timing) == 409:
+            log.warning("job %d: lease lost before the report; batch dropped", job["job_id"])
+            return "dropped"
+        return "done"
 
     def _file_output(self, job: dict[str, Any]) -> Filed | str | None:
         """File a native basecaller's reads into the manager's layout: what was filed, None
