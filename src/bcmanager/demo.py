@@ -216,7 +216,7 @@ def summary_table(plan: DemoPlan, outcome: DemoOutcome) -> Table:
             f"{b.barcode or '-'} {b.reads} ({100 * (b.pass_share or 0):.0f}% pass)"
             for b in run.barcodes
         )
-        table.add_row(f"run {run.run_folder}", f"{run.reads} reads: {barcodes}")
+        table.add_row(f"run {run.run_folder}", f"{run.reads} records: {barcodes}")
     table.add_row(
         "outputs",
         f"{plan.output}/<run>/bam_{{pass,fail}}/<barcode>/*.bam and sequencing_summary_*.txt"
