@@ -26,14 +26,13 @@ from pathlib import Path
 
 from bcmanager import failpoints
 from bcmanager.errors import CorruptState
-from bcmanager.output.layouts import OutputLayout
+from bcmanager.output.layouts import LEGACY_SUBDIRS, OutputLayout
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
 MANIFEST_NAME = "bcmanager-manifest.json"
 QUARANTINE_DIR = "QUARANTINE"
 QUARANTINE_LIST = "quarantined.tsv"
 STATE_DIR = ".bcmanager"
-MERGED_SUBDIRS = ("pass", "fail")
 APPENDED_DIR = ".appended"  # summary fragments, once their rows are in the run's summary
 INPUT_JOB_PREFIXES = ("ASSIGNED_", "FAILED_", "UNKNOWN_")
 
@@ -132,7 +131,7 @@ class Layout:
             plan = self.read_manifest(path) if kind in ("LOGOUTPUT", "TMPOUTPUT") else None
             if plan is not None:
                 return str(plan.get("layout", "legacy"))
-        for sub in MERGED_SUBDIRS:
+        for sub in LEGACY_SUBDIRS:
             with suppress(OSError), os.scandir(self.output / sub) as entries:
                 if any(True for _ in entries):
                     return "legacy"

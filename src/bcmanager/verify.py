@@ -51,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcmanager.layout import MERGED_SUBDIRS, QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
+from bcmanager.layout import QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
+from bcmanager.output.layouts import LEGACY_SUBDIRS
 from bcmanager.scanner import walk_pod5
 
 log = logging.getLogger("bcmanager.verify")
@@ -248,8 +249,8 @@ class OutputTree:
     @property
     def layout(self) -> str:
         tops = {f.rel.split("/")[0] for f in self.read_files}
-        legacy = bool(tops & set(MERGED_SUBDIRS))
-        minknow = bool(self.summaries) or bool(tops - set(MERGED_SUBDIRS))
+        legacy = bool(tops & set(LEGACY_SUBDIRS))
+        minknow = bool(self.summaries) or bool(tops - set(LEGACY_SUBDIRS))
         if legacy and minknow:
             return "mixed"
         return "legacy" if legacy else "minknow" if minknow else "empty"
@@ -311,23 +312,6 @@ def scan_output_tree(output: Path) -> OutputTree:
 def output_read_files(output: Path) -> list[Path]:
     """The read files (BAM, SAM, FASTQ, FASTQ.gz) under OUTPUT in either layout."""
     return [Path(f.path) for f in scan_output_tree(Path(output)).read_files]
-
-
-def fastq_files(output: Path) -> list[Path]:
-    """The FASTQ files directly under OUTPUT/pass and OUTPUT/fail (the legacy layout)."""
-    found = []
-    for sub in MERGED_SUBDIRS:
-        folder = output / sub
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.name.endswith((".fastq", ".fastq.gz", ".fq", ".fq.gz")) and entry.is_file():
-                found.append(Path(entry.path))
-    return found
 
 
 # -- workers (run in a process pool) ---------------------------------------------------

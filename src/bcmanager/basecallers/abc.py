@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+NATIVE_DIR = "basecalls"  # where a native basecaller writes, under the job's output folder
+
 
 @dataclass(frozen=True)
 class Invocation:

@@ -22,13 +22,12 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from bcmanager.basecallers.abc import Basecaller, Invocation
+from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
 from bcmanager.basecallers.script import require_executable
 from bcmanager.errors import ConfigError
 
 log = logging.getLogger("bcmanager.basecallers.dorado")
 
-NATIVE_DIR = "basecalls"
 DOWNLOAD_TIMEOUT_S = 3600
 
 

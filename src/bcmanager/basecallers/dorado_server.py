@@ -45,13 +45,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bcmanager.basecallers.abc import Basecaller, Invocation
+from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
 from bcmanager.basecallers.script import require_executable
 from bcmanager.errors import ConfigError
 
 log = logging.getLogger("bcmanager.basecallers.dorado_server")
 
-NATIVE_DIR = "basecalls"
 DEFAULT_SERVER = "dorado_basecall_server"
 DEFAULT_SUPERVISOR = "ont_basecaller_supervisor"
 DEFAULT_NUM_CLIENTS = 5  # as the original's supervisor.sh

@@ -33,13 +33,13 @@ import sys
 import time
 import uuid
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bcmanager.basecallers.abc import Basecaller, Invocation
+from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
 from bcmanager.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -254,7 +254,6 @@ MODIFICATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "pseU": (("T", "17802"),),
 }
 STYLES = ("legacy", "dorado")
-RAW_DIR = "basecalls"  # where the dorado style writes, beside today's pass/
 
 
 class StandInError(Exception):
@@ -638,15 +637,30 @@ def basecall_folder(input_dir: Path, output_dir: Path) -> tuple[BasecallResult, 
     Returns the result and the temporary files; `publish` renames them into `pass/`.
     On an unreadable pod5 the temporary files are removed and Pod5ReadError raised.
     """
+
+    def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
+        with open(partial, "w", encoding="ascii") as out:
+            return write_fastq(pod5_path, out)
+
+    return _write_partials(input_dir, output_dir, ".fastq", write_one)
+
+
+def _write_partials(
+    input_dir: Path,
+    output_dir: Path,
+    suffix: str,
+    write_one: Callable[[Path, Path], tuple[int, int]],
+) -> tuple[BasecallResult, list[Path]]:
+    """`write_one(pod5, partial)` for each pod5 of `input_dir`, into a temporary name per
+    pod5 in `output_dir`; on any error the temporary files written so far are removed."""
     output_dir.mkdir(parents=True, exist_ok=True)
     result = BasecallResult(0, 0, 0)
     partials: list[Path] = []
     try:
         for pod5_path in list_pod5(input_dir):
-            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}.fastq"
+            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}{suffix}"
             partials.append(partial)
-            with open(partial, "w", encoding="ascii") as out:
-                reads, samples = write_fastq(pod5_path, out)
+            reads, samples = write_one(pod5_path, partial)
             result.files += 1
             result.reads += reads
             result.samples += samples
@@ -701,25 +715,15 @@ def basecall_dorado_style(
 ) -> tuple[BasecallResult, list[Path]]:
     """Write each pod5's Dorado-like BAM (or FASTQ) under a temporary name in `output_dir`.
 
-    Returns the result and the temporary files; `publish_to(..., RAW_DIR)` renames them.
+    Returns the result and the temporary files; `publish(..., NATIVE_DIR)` renames them.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    result = BasecallResult(0, 0, 0)
-    partials: list[Path] = []
-    suffix = ".fastq" if options.emit_fastq else ".bam"
-    try:
-        for pod5_path in list_pod5(input_dir):
-            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}{suffix}"
-            partials.append(partial)
-            reads, samples = write_dorado_output([pod5_path], partial, options, command_line)
-            result.files += 1
-            result.reads += reads
-            result.samples += samples
-    except BaseException:
-        for partial in partials:
-            partial.unlink(missing_ok=True)
-        raise
-    return result, partials
+
+    def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
+        return write_dorado_output([pod5_path], partial, options, command_line)
+
+    return _write_partials(
+        input_dir, output_dir, ".fastq" if options.emit_fastq else ".bam", write_one
+    )
 
 
 def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
@@ -807,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         remaining = basecall_from + result.samples / args.samples_per_s - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
-    publish(partials, args.output_dir, "pass" if args.style == "legacy" else RAW_DIR)
+    publish(partials, args.output_dir, "pass" if args.style == "legacy" else NATIVE_DIR)
     log.info(
         "basecalled %d file(s), %d read(s), %d sample(s) in %.2f s",
         result.files,

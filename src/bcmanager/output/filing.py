@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bcmanager.basecallers.abc import NATIVE_DIR
 from bcmanager.output.records import (
     Record,
     detect_format,
@@ -31,8 +32,6 @@ from bcmanager.output.records import (
     read_files,
 )
 from bcmanager.output.yields import Yield, yields_from_rows
-
-NATIVE_DIR = "basecalls"
 
 
 @dataclass
