@@ -274,14 +274,7 @@ class Manager:
         within a second of a large copy landing, not once the whole tree is walked."""
         assert self._discovery is not None
         started = time.monotonic()
-        with self._looking():
-            early = [0]
-
-            def queue_now(files: list[NewFile]) -> None:
-                early[0] += self._queue(files)
-
-            result = self._discovery.scan(sink=queue_now)
-            added = self._take(result) + early[0]
+        added, result = self._discover(self._discovery.scan)
         self.last_scan = {
             "at": self.clock(),
             "seconds": round(time.monotonic() - started, 3),
@@ -297,16 +290,25 @@ class Manager:
     def check_pending(self) -> int:
         """Look only at files still being written and at inotify hints (cheap, frequent)."""
         assert self._discovery is not None
-        with self._looking():
-            early = [0]
-
-            def queue_now(files: list[NewFile]) -> None:
-                early[0] += self._queue(files)
-
-            added = self._take(self._discovery.check_pending(sink=queue_now)) + early[0]
+        added, _ = self._discover(self._discovery.check_pending)
         if not added and not self._discovery.pending_count:
             self._notify(everyone=True)  # nothing settles any more: held claims may answer
         return added
+
+    def _discover(
+        self, look: Callable[[Callable[[list[NewFile]], object]], ScanResult]
+    ) -> tuple[int, ScanResult]:
+        """Run one look (a scan or a pending check) that hands found files over in chunks,
+        queue what it found, and say how many were added."""
+        early = 0
+
+        def queue_now(files: list[NewFile]) -> None:
+            nonlocal early
+            early += self._queue(files)
+
+        with self._looking():
+            result = look(queue_now)
+            return self._take(result) + early, result
 
     @contextmanager
     def _looking(self) -> Iterator[None]:

@@ -38,6 +38,8 @@ class ScanResult:
     incomplete: list[str] = field(default_factory=list)
     folders_listed: int = 0
     ended_runs: list[tuple[str, str]] = field(default_factory=list)  # (run, final summary)
+    # takes found files in chunks of FLUSH_EVERY as they are found (then not in `new`)
+    sink: Callable[[list[NewFile]], object] | None = field(default=None, repr=False)
 
 
 def run_of(relpath: str) -> str:
@@ -144,7 +146,6 @@ class Discovery:
         self._hints: dict[str, bool] = {}
         self._ended_runs: set[str] = set()
         self._known: dict[str, set[str]] = {}
-        self._sink: Callable[[list[NewFile]], object] | None = None
         self._lock = threading.Lock()
         self._hint_lock = threading.Lock()
 
@@ -173,30 +174,22 @@ class Discovery:
         start over a million-file backlog hands out work after a second, not after the
         whole walk); what is left stays in the result."""
         with self._lock:
-            self._sink = sink
-            try:
-                result = ScanResult()
-                now = self._clock()
-                stack = [""]
-                while stack:
-                    rel_dir = stack.pop()
-                    subdirs = self._visit(rel_dir, now, result)
-                    stack.extend(_join(rel_dir, d) for d in subdirs)
-                self._check_pending(now, result)
-                return result
-            finally:
-                self._sink = None
+            result = ScanResult(sink=sink)
+            now = self._clock()
+            stack = [""]
+            while stack:
+                rel_dir = stack.pop()
+                subdirs = self._visit(rel_dir, now, result)
+                stack.extend(_join(rel_dir, d) for d in subdirs)
+            self._check_pending(now, result)
+            return result
 
     def check_pending(self, sink: Callable[[list[NewFile]], object] | None = None) -> ScanResult:
         """Look again at the files still settling and at the watcher's hints only."""
         with self._lock:
-            self._sink = sink
-            try:
-                result = ScanResult()
-                self._check_pending(self._clock(), result)
-                return result
-            finally:
-                self._sink = None
+            result = ScanResult(sink=sink)
+            self._check_pending(self._clock(), result)
+            return result
 
     def _visit(self, rel_dir: str, now: float, result: ScanResult) -> list[str]:
         folder = self.root / rel_dir if rel_dir else self.root
@@ -304,6 +297,6 @@ class Discovery:
         folder, _, name = rel.rpartition("/")
         self._known_names(folder).add(name)
         result.new.append(NewFile(rel, st.st_size, st.st_mtime, run_of(rel)))
-        if self._sink is not None and len(result.new) >= FLUSH_EVERY:
-            self._sink(result.new)
+        if result.sink is not None and len(result.new) >= FLUSH_EVERY:
+            result.sink(result.new)
             result.new = []
