@@ -682,6 +682,8 @@ class Manager:
             "output_layout": self.output.name,
             "yields": [self.yields[key].view() for key in sorted(self.yields)],
             "scan": dict(self.last_scan),
+            # inotify is set up in the background after start; False: rescans only (yet)
+            "watching": self._observer is not None,
             "events": events,
         }
 

@@ -56,7 +56,7 @@ def test_inotify_sees_files_deep_in_existing_and_new_folders_without_rescans(
     deep = inp / "exp" / "sample" / "20261128_0101_1A_FAX1_abcd" / "pod5"
     deep.mkdir(parents=True)
     m = start_manager(inp, out, "--rescan", "3600")  # one scan at start, then inotify only
-    time.sleep(1.0)  # the watches are set up in the background
+    wait_watching(m)
 
     def claimed_within(seconds: float) -> list[str]:
         job = m.post("/v1/claim", {"engine_id": "e1", "wait_s": seconds}).json()["job"]
@@ -77,7 +77,7 @@ def test_a_file_renamed_into_input_is_claimed_at_once_not_after_the_settle_time(
     folder = inp / "exp" / "s" / "20261128_0101_1A_FAX1_abcd" / "pod5"
     folder.mkdir(parents=True)
     m = start_manager(inp, out, "--rescan", "3600", "--settle", "60")
-    time.sleep(1.0)  # the watches are set up in the background
+    wait_watching(m)
     write_pod5(folder / ".FAX1_0.pod5.Xy12ab", 2, 200, seed=3)  # rsync's temporary name
     (folder / ".FAX1_0.pod5.Xy12ab").rename(folder / "FAX1_0.pod5")
     t0 = time.monotonic()
@@ -86,3 +86,11 @@ def test_a_file_renamed_into_input_is_claimed_at_once_not_after_the_settle_time(
         "exp/s/20261128_0101_1A_FAX1_abcd/pod5/FAX1_0.pod5"
     ]
     assert time.monotonic() - t0 < 10  # whole on arrival: the 60 s settle rule never applied
+
+
+def wait_watching(m, timeout: float = 20) -> None:
+    """Until the manager says its inotify watches are set up (done in the background)."""
+    deadline = time.monotonic() + timeout
+    while not m.status()["watching"]:
+        assert time.monotonic() < deadline, "the manager never started watching"
+        time.sleep(0.05)
