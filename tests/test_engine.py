@@ -127,3 +127,17 @@ def jobs_of(m) -> list[dict]:
     events = m.get("/v1/events", limit=1000).json()["events"]
     ids = sorted({e["job_id"] for e in events if e["job_id"] and e["to"] == "assigned"})
     return [m.get(f"/v1/jobs/{i}").json() for i in ids]
+
+
+def test_a_dorado_like_engine_writes_the_original_fastq_names_in_the_legacy_layout(
+    run_dirs, start_manager, start_engine
+) -> None:
+    inp, out = run_dirs
+    run = make_run(inp, 4, reads=6, samples=1500)
+    m = start_manager(inp, out, "--output-layout", "legacy", "--batch-size", "2")
+    e = start_engine(m.url, "gpu1", "--until-empty")
+    assert e.wait(timeout=60) == 0, e.log.read_text()
+    names = sorted(p.name for p in (out / "pass").iterdir())
+    assert len(names) == 4 and all(n.startswith("job_id_") and n.endswith(".fastq") for n in names)
+    assert not any(p.is_dir() for p in out.iterdir() if p.name.endswith(("_pass", "_fail")))
+    assert_exactly_once(run, out)  # split reads count for their parent (pi in the header)

@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bcmanager.basecallers.abc import NATIVE_DIR
-from bcmanager.output.records import (
-    Record,
-    detect_format,
-    fastq_text,
-    iter_alignment_records,
-    iter_fastq_records,
-    open_alignments,
-    read_files,
-)
+from bcmanager.output.origin import origin_of
+from bcmanager.output.records import fastq_text, read_files
+from bcmanager.output.split import iter_source, split_output
 from bcmanager.output.yields import Yield, yields_from_rows
 
 
@@ -73,9 +66,6 @@ def _split(
     min_qscore: float,
     barcoding: bool,
 ) -> Filed:
-    from bcmanager.output.origin import origin_of
-    from bcmanager.output.split import split_output
-
     origins = {f["name"]: origin_of(input_dir / f["name"], f["path"]) for f in files}
     result = split_output(
         native, output_dir, origins, job_id=job_id, min_qscore=min_qscore, barcoding=barcoding
@@ -96,17 +86,9 @@ def _as_legacy_fastq(native: Path, pass_dir: Path) -> Filed:
         target = pass_dir / f"{stem}.fastq"
         partial = pass_dir / f".partial-{target.name}"
         with open(partial, "w", encoding="ascii") as out:
-            for record in _records(path):
+            for _fmt, record, _strides in iter_source([path]):
                 out.write(fastq_text(record))
                 filed.reads += 1
         os.replace(partial, target)
         filed.files.append(f"pass/{target.name}")
     return filed
-
-
-def _records(path: Path) -> Iterator[Record]:
-    if detect_format(path) in ("bam", "sam"):
-        with open_alignments(path) as handle:
-            yield from iter_alignment_records(handle)
-    else:
-        yield from iter_fastq_records(path)
