@@ -330,8 +330,7 @@ class Manager:
             return True
         if self._discovery is not None and self._discovery.pending_count:
             return True
-        with self.lock:
-            return self.db.file_counts()[FileState.QUEUED] > 0
+        return self.queued() > 0
 
     def hint(self, rel: str, closed: bool = False) -> None:
         """An inotify event named `rel` (a pod5 path relative to INPUT)."""
