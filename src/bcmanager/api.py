@@ -27,6 +27,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bcmanager import __version__
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
+from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
+from bcmanager.generations import WORD_PATTERN
+from bcmanager.generations import make as make_generation
 from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN, link_name
 from bcmanager.longpoll import WorkSignal
 from bcmanager.manager import Manager, Outcome, Timing
@@ -76,6 +79,28 @@ class ClaimRequest(_Body):
             " (nothing queued, settling or being scanned): for engines that exit then"
         ),
     ] = False
+    models: Annotated[
+        Literal["own", "any"],
+        Field(
+            description="own: the engine runs its own model and gets the live generation's"
+            " files only; any: it runs the model the job names (`generation`), so every"
+            " generation's files, the earliest generation first"
+        ),
+    ] = "own"
+
+
+class GenerationRequest(_Body):
+    """A backfill generation: every known file is queued for it."""
+
+    name: Annotated[str, Field(pattern=f"^{GENERATION_NAME}$", description="its tree's folder")]
+    model: Annotated[
+        str, Field(pattern=f"^{WORD_PATTERN}$", max_length=512, description="a Dorado model")
+    ]
+    kit_name: Annotated[str | None, Field(pattern=f"^{WORD_PATTERN}$", max_length=64)] = None
+    modified_bases: Annotated[
+        list[Annotated[str, Field(pattern=f"^{WORD_PATTERN}$", max_length=64)]],
+        Field(max_length=16),
+    ] = []
 
 
 class TokenRequest(_Body):
@@ -225,15 +250,18 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     """The ASGI app over `manager`; with `manage_lifecycle` it also runs its threads."""
-    signal = WorkSignal()
-    manager.add_listener(signal.wake)
+    # claims of engines that run any model, and of those that run only their own (the live
+    # generation): a wake is passed on only among claims that could use the same files
+    signals = {True: WorkSignal(), False: WorkSignal()}
+    manager.add_listener(lambda everyone: [s.wake(everyone) for s in signals.values()])
     settings = manager.settings
     progress = Progress(manager)
     metrics = Metrics(manager, progress)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
-        signal.bind(asyncio.get_running_loop())
+        for signal in signals.values():
+            signal.bind(asyncio.get_running_loop())
         if manage_lifecycle:
             manager.start_background()
         try:
@@ -282,21 +310,25 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     app.add_middleware(RequestTimer, metrics=metrics)
 
     async def claim_or_wait(
-        claim_once: Callable[[], Assignment | None], wait_s: float, until_empty: bool
+        claim_once: Callable[[], Assignment | None],
+        wait_s: float,
+        until_empty: bool,
+        any_model: bool = False,
     ) -> tuple[Assignment | None, bool]:
         """Claim, waiting up to `wait_s` for work; with `until_empty`, give up as soon as
         no more work is expected. Returns the assignment and whether work is expected."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        signal = signals[any_model]
         while True:
             place = signal.waiter()  # before looking: a wake meanwhile is not lost
             assignment = claim_once()
             if assignment is not None:
                 signal.forget(place)
-                if manager.queued():  # pass the wake on: more engines can be fed
+                if manager.queued(any_model):  # pass the wake on: more engines can be fed
                     signal.wake_here()
                 return assignment, True
-            expected = manager.work_expected()  # after the claim: no file slips between
+            expected = manager.work_expected(any_model)  # after the claim: none slips between
             remaining = deadline - loop.time()
             if remaining <= 0 or (until_empty and not expected):
                 signal.forget(place)
@@ -395,10 +427,12 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
 
         `more_expected` says whether work is still on its way (files queued, settling or
         being scanned, or the first scan since start not finished)."""
+        any_model = body.models == "any"
         assignment, expected = await claim_or_wait(
-            lambda: manager.claim(body.engine_id, body.max_files, api="v1"),
+            lambda: manager.claim(body.engine_id, body.max_files, api="v1", any_model=any_model),
             body.wait_s,
             until_empty=body.until_empty,
+            any_model=any_model,
         )
         job = None if assignment is None else _v1_job(manager, assignment)
         return {"job": job, "more_expected": expected}
@@ -428,6 +462,26 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         if result.late:
             raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")
         return {"ok": True, "state": result.job.state.value, "repeated": result.repeated}
+
+    @app.get("/v1/generations", tags=["v1"], responses=_answers())
+    def v1_generations() -> dict[str, Any]:
+        """Every generation (the live one first) with its files by state."""
+        return {"generations": manager.generations_view()}
+
+    @app.post(
+        "/v1/generations",
+        tags=["v1"],
+        dependencies=[Depends(require_token)],
+        responses=_answers(None, 400, 401, 409, 422),
+    )
+    def v1_add_generation(body: GenerationRequest) -> dict[str, Any]:
+        """Add a backfill generation: every known file (and every file found later) is
+        queued for it, after all earlier generations' work. The same generation again
+        changes nothing (`created` false); the same name with another recipe is refused
+        (409)."""
+        gen = make_generation(body.name, body.model, body.kit_name, body.modified_bases)
+        added, new = manager.add_generation(gen)
+        return {"generation": added.to_dict(), "created": new}
 
     @app.get("/v1/jobs/{job_id}", tags=["v1"], responses=_answers(None, 404, 422))
     async def v1_job(job_id: JobIdPath) -> dict[str, Any]:
@@ -522,6 +576,7 @@ def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
         "job_input_dir": layout.assigned_dir(job.id, job.engine).name,
         "job_output_dir": layout.tmp_output_dir(job.id, job.engine).name,
         "output_layout": manager.output.name,
+        "generation": manager.generation(job.gen).to_dict(),
         "files": [
             {"path": f.path, "name": link_name(f.path), "size": f.size, "reads": f.reads}
             for f in assignment.files

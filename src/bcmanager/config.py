@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bcmanager.errors import ConfigError
+from bcmanager.generations import Generation, make
 
 DEFAULT_PORT = 40765
 OUTPUT_LAYOUTS = ("minknow", "legacy")
@@ -38,6 +39,7 @@ class Settings:
     token: str | None = None
     legacy_auth: str = "open"  # open | token | off
     output_layout: str | None = None  # minknow | legacy; None: what OUTPUT has (new: minknow)
+    generations: tuple[Generation, ...] = ()  # live first, then backfill; () the implicit one
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +61,10 @@ class Settings:
                 self.legacy_auth != "token" or self.token is not None,
                 "legacy_auth token needs a token (--token-file or BCM_TOKEN)",
             ),
+            (
+                len({g.name for g in self.generations}) == len(self.generations),
+                "each generation needs a name of its own",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -74,16 +80,42 @@ _PATHS = {"input", "output", "db"}
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read `bcm.toml`: top-level keys or a `[manager]` table, named as the Settings fields."""
+    """Read `bcm.toml`: top-level keys or a `[manager]` table, named as the Settings fields,
+    and `[[generation]]` tables (name, model, kit_name, modified_bases)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    data = data.get("manager", data)
-    unknown = set(data) - _FIELDS
+    tables = data.pop("generation", None)
+    data = dict(data.get("manager", data))
+    unknown = set(data) - _FIELDS - {"generations"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    data.pop("generations", None)
+    if tables is not None:
+        data["generations"] = generations_from_toml(tables, path)
     return data
+
+
+def generations_from_toml(tables: object, path: Path) -> tuple[Generation, ...]:
+    """`[[generation]]` tables, in order: the first is the live generation."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: generation must be a list of tables ([[generation]])")
+    out = []
+    for i, table in enumerate(tables, 1):
+        unknown = set(table) - {"name", "model", "kit_name", "modified_bases"}
+        if unknown or "name" not in table or "model" not in table:
+            raise ConfigError(
+                f"{path}: generation {i} needs name and model (and may have kit_name,"
+                f" modified_bases); unknown: {', '.join(sorted(unknown)) or 'none'}"
+            )
+        mods = table.get("modified_bases", [])
+        if isinstance(mods, str):
+            mods = [mods]
+        if not isinstance(mods, list):
+            raise ConfigError(f"{path}: generation {i}: modified_bases is a list of names")
+        out.append(make(table["name"], table["model"], table.get("kit_name"), mods))
+    return tuple(out)
 
 
 def load_legacy(path: Path, node_index: int) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class Engine:
         self.results: list[JobResult] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self.idle = True  # waiting on a claim, no batch in hand
+        self._recipes: dict[tuple, Basecaller] = {}  # generations' basecallers, prepared
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -98,6 +99,8 @@ class Engine:
         try:
             return self._work()
         finally:
+            for other in self._recipes.values():
+                other.close()
             self.basecaller.close()
 
     def _work(self) -> int:
@@ -138,13 +141,38 @@ class Engine:
             body["until_empty"] = True
         if self.config.batch_size:
             body["max_files"] = self.config.batch_size
+        if self.basecaller.switches_models:
+            body["models"] = "any"
         answer = self._call("POST", "/v1/claim", body, timeout=wait + 10).json()
         return answer["job"], bool(answer.get("more_expected", False))
+
+    def basecaller_for(self, job: dict[str, Any]) -> Basecaller:
+        """The basecaller for a job's generation: the engine's own for the implicit one
+        (no model named), else the same backend with the generation's recipe, prepared
+        (e.g. its model downloaded) the first time it is needed."""
+        gen = job.get("generation") or {}
+        model = gen.get("model")
+        if model is None:
+            return self.basecaller
+        options = gen.get("options") or {}
+        key = (model, options.get("kit_name"), tuple(options.get("modified_bases", ())))
+        if key not in self._recipes:
+            other = self.basecaller.with_recipe(*key)
+            other.prepare()
+            self._recipes[key] = other
+            log.info("generation %s: %s", gen.get("name"), other.describe())
+        return self._recipes[key]
 
     def run_job(self, job: dict[str, Any]) -> JobResult:
         job_id = job["job_id"]
         started = time.monotonic()
         log.info("job %d: %d file(s)", job_id, len(job["files"]))
+        try:
+            basecaller = self.basecaller_for(job)
+        except ConfigError as exc:
+            log.error("job %d: cannot run generation %s: %s", job_id, job.get("generation"), exc)
+            self._report(job, "failed", f"cannot run this generation here: {exc}"[:1000])
+            return JobResult(job_id, "failed", time.monotonic() - started, len(job["files"]))
         late, finished = threading.Event(), threading.Event()
         beat = threading.Thread(
             target=self._heartbeat_loop,
@@ -155,7 +183,7 @@ class Engine:
         beat.start()
         try:
             returncode, timing = self._basecall(
-                Path(job["input_dir"]), Path(job["output_dir"]), late
+                basecaller, Path(job["input_dir"]), Path(job["output_dir"]), late
             )
         finally:
             finished.set()
@@ -172,13 +200,15 @@ class Engine:
             outcome = "failed"
             self._report(job, "failed", f"basecaller exit code {returncode}")
         else:
-            outcome = self._deliver(job, timing)
+            outcome = self._deliver(job, timing, basecaller)
         return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
 
-    def _deliver(self, job: dict[str, Any], timing: dict[str, float] | None) -> str:
+    def _deliver(
+        self, job: dict[str, Any], timing: dict[str, float] | None, basecaller: Basecaller
+    ) -> str:
         """File the basecaller's output and report DONE (with its yield and timing); the
         job's outcome: done, failed (filing failed) or dropped (the lease ran out)."""
-        filed = self._file_output(job)
+        filed = self._file_output(job, basecaller)
         if isinstance(filed, str):
             self._report(job, "failed", filed)
             return "failed"
@@ -188,10 +218,10 @@ class Engine:
             return "dropped"
         return "done"
 
-    def _file_output(self, job: dict[str, Any]) -> Filed | str | None:
+    def _file_output(self, job: dict[str, Any], basecaller: Basecaller) -> Filed | str | None:
         """File a native basecaller's reads into the manager's layout: what was filed, None
         for a basecaller that writes the layout's own FASTQ, or why filing failed."""
-        if not self.basecaller.native_output:
+        if not basecaller.native_output:
             return None
         try:
             filed = file_native_output(
@@ -200,8 +230,8 @@ class Engine:
                 job["files"],
                 layout=job.get("output_layout", "legacy"),
                 job_id=job["job_id"],
-                min_qscore=self.min_qscore(),
-                barcoding=self.basecaller.barcoding,
+                min_qscore=self.min_qscore(basecaller.model),
+                barcoding=basecaller.barcoding,
             )
         except Exception as exc:  # a bad BAM, a read of no pod5 of the job, a full disk
             log.error("job %d: cannot file the basecaller's output: %s", job["job_id"], exc)
@@ -209,27 +239,27 @@ class Engine:
         log.info("job %d: %d read(s) into %d file(s)", job["job_id"], filed.reads, len(filed.files))
         return filed
 
-    def min_qscore(self) -> float:
-        """The pass threshold: --min-qscore, else MinKNOW's for the model (fast 8, hac 9,
-        sup 10; 9 when the model's name does not tell)."""
+    def min_qscore(self, model: str | None = None) -> float:
+        """The pass threshold: --min-qscore, else MinKNOW's for the model (the engine's
+        own by default; fast 8, hac 9, sup 10; 9 when the model's name does not tell)."""
         if self.config.min_qscore is not None:
             return self.config.min_qscore
         from bcmanager.output.split import default_min_qscore
 
         try:
-            return default_min_qscore(self.basecaller.model or "hac")
+            return default_min_qscore(model or self.basecaller.model or "hac")
         except ValueError:
             return DEFAULT_MIN_QSCORE
 
     # -- the basecaller subprocess ----------------------------------------------------
 
     def _basecall(
-        self, input_dir: Path, output_dir: Path, late: threading.Event
+        self, basecaller: Basecaller, input_dir: Path, output_dir: Path, late: threading.Event
     ) -> tuple[int, dict[str, float] | None]:
         """Run the basecaller; its exit code and, for a backend that writes as it goes,
         its start-up (to its first output) and basecalling time."""
         output_dir.mkdir(parents=True, exist_ok=True)
-        inv = self.basecaller.invocation(input_dir, output_dir)
+        inv = basecaller.invocation(input_dir, output_dir)
         log_path = output_dir / "basecaller.log"
         with open(log_path, "ab") as log_file:
             stdout = log_file
@@ -254,7 +284,7 @@ class Engine:
                     stdout.close()
             started = time.monotonic()
             ready: float | None = None
-            watch_output = self.basecaller.native_output
+            watch_output = basecaller.native_output
             proc = self._proc
             while True:
                 try:

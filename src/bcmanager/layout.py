@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bcmanager import failpoints
 from bcmanager.errors import CorruptState
+from bcmanager.generations import SPEC_FILE, TREE_DIR, Generation
 from bcmanager.output.layouts import LEGACY_SUBDIRS, OutputLayout
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
@@ -82,7 +83,9 @@ class Snapshot:
 
     @property
     def done(self) -> set[str]:
-        return {item["path"] for plan in self.finished + self.merging for item in plan["inputs"]}
+        """Paths basecalled in the live generation (id 0)."""
+        plans = [p for p in self.finished + self.merging if plan_generation(p) == 0]
+        return {item["path"] for plan in plans for item in plan["inputs"]}
 
 
 class Layout:
@@ -155,15 +158,35 @@ class Layout:
         inputs: list[dict],
         output_layout: OutputLayout,
         run_folder: Callable[[], str],
+        root: str = "",
     ) -> dict:
-        """List what the engine left and where it goes; journaled before anything moves."""
+        """List what the engine left and where it goes (under `root`, the generation's tree,
+        relative to OUTPUT); journaled before anything moves."""
         parts = output_layout.plan(self.tmp_output_dir(job_id, engine), job_id, run_folder)
-        plan = {"job_id": job_id, "engine": engine, "inputs": inputs, "outputs": parts.moves}
+        moves = [[src, _under(root, dst)] for src, dst in parts.moves]
+        plan = {"job_id": job_id, "engine": engine, "inputs": inputs, "outputs": moves}
         if output_layout.name != "legacy":
             plan["layout"] = output_layout.name
         if parts.appends:
-            plan["appends"] = parts.appends
+            plan["appends"] = [[src, _under(root, dst), *rest] for src, dst, *rest in parts.appends]
         return plan
+
+    def write_generation_spec(self, gen: Generation) -> None:
+        """Write which model made a generation's reads into the root of its tree (what a
+        user reads, and what rebuilds the generations when the ledger is lost)."""
+        folder = self.output / gen.output_root
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(folder / SPEC_FILE, gen.to_dict())
+
+    def generations_on_disk(self) -> list[Generation]:
+        """The named generations whose trees OUTPUT holds, in their order."""
+        found = []
+        for spec in sorted((self.output / TREE_DIR).glob(f"*/{SPEC_FILE}")):
+            try:
+                found.append(Generation.from_dict(json.loads(spec.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptState(f"{spec} cannot be read: {exc}") from exc
+        return sorted(found, key=lambda g: g.id)
 
     def write_manifest(self, plan: dict) -> dict:
         """Write the manifest into the job's output folder (atomically), wherever it now is,
@@ -255,11 +278,13 @@ class Layout:
         _rename_if_present(tmp, dest)
         return dest
 
-    def record_quarantine(self, relpath: str, reason: str) -> None:
-        """Append to OUTPUT/QUARANTINE/quarantined.tsv: what a user reads, and a rebuild too."""
-        self.quarantine_dir().mkdir(exist_ok=True)
+    def record_quarantine(self, relpath: str, reason: str, root: str = "") -> None:
+        """Append to QUARANTINE/quarantined.tsv in OUTPUT (or in a generation's tree under
+        `root`): what a user reads, and a rebuild too."""
+        folder = self.output / root / QUARANTINE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
         clean = reason.replace("\t", " ").replace("\n", " ")
-        with open(self.quarantine_dir() / QUARANTINE_LIST, "a", encoding="utf-8") as fh:
+        with open(folder / QUARANTINE_LIST, "a", encoding="utf-8") as fh:
             fh.write(f"{relpath}\t{clean}\n")
 
     def job_dirs_on_input(self) -> list[tuple[str, int, str, Path]]:
@@ -311,8 +336,8 @@ class Layout:
                     out.append(rel)
         return sorted(out)
 
-    def read_quarantine_list(self) -> dict[str, str]:
-        path = self.quarantine_dir() / QUARANTINE_LIST
+    def read_quarantine_list(self, root: str = "") -> dict[str, str]:
+        path = self.output / root / QUARANTINE_DIR / QUARANTINE_LIST
         if not path.exists():
             return {}
         out = {}
@@ -335,6 +360,15 @@ def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
     except FileNotFoundError:
         pass
     return out
+
+
+def plan_generation(plan: dict) -> int:
+    """The id of the generation a merge plan basecalled (0 for plans made before any)."""
+    return int((plan.get("generation") or {}).get("id", 0))
+
+
+def _under(root: str, rel: str) -> str:
+    return f"{root}/{rel}" if root else rel
 
 
 def _size_or_zero(path: Path) -> int:

@@ -17,16 +17,24 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bcmanager.errors import CorruptState
+from bcmanager.errors import Conflict, CorruptState
+from bcmanager.generations import Generation
 from bcmanager.states import FILE_TRANSITIONS, JOB_TRANSITIONS, FileState, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    model TEXT,
+    options TEXT NOT NULL,
+    added REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
     size INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -37,9 +45,11 @@ CREATE TABLE IF NOT EXISTS files (
     run TEXT,
     mtime REAL,
     discovered_at REAL NOT NULL,
-    done_at REAL
+    done_at REAL,
+    gen INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (path, gen)
 );
-CREATE INDEX IF NOT EXISTS files_by_state ON files(state, id);
+CREATE INDEX IF NOT EXISTS files_by_state ON files(state, gen, id);
 CREATE INDEX IF NOT EXISTS files_by_job ON files(job_id);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended REAL,
     n_files INTEGER NOT NULL,
     reason TEXT,
-    merge_plan TEXT
+    merge_plan TEXT,
+    gen INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, lease_expires);
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,10 +75,11 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 CREATE TABLE IF NOT EXISTS yields (
+    gen INTEGER NOT NULL DEFAULT 0,
     run TEXT NOT NULL,
     barcode TEXT NOT NULL,
     totals TEXT NOT NULL,
-    PRIMARY KEY (run, barcode)
+    PRIMARY KEY (gen, run, barcode)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -105,6 +117,7 @@ class FileRow:
     reads: int | None
     samples: int | None
     reason: str | None
+    gen: int = 0  # the generation this row tracks the file for
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,7 @@ class JobRow:
     n_files: int
     reason: str | None
     merge_plan: str | None
+    gen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +162,10 @@ class Event:
         }
 
 
-_FILE_COLS = "id, path, size, state, attempts, job_id, reads, samples, reason"
+_FILE_COLS = "id, path, size, state, attempts, job_id, reads, samples, reason, gen"
 _JOB_COLS = (
     "id, engine, state, token, api, lease_s, lease_expires, created, updated, ended,"
-    " n_files, reason, merge_plan"
+    " n_files, reason, merge_plan, gen"
 )
 
 
@@ -180,10 +194,11 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self._queued_bytes = 0  # sum of the queued files' sizes (see queued_bytes)
-        self._counts: Counter[FileState] = Counter()
+        self._counts: dict[int, Counter[FileState]] = {}  # per generation
         self._leases: dict[int, tuple[float, float]] = {}  # job -> (expires, lease_s)
         self._undo: list[tuple[int, tuple[float, float] | None]] = []
         with self.transaction():
+            _migrate(self._db)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
@@ -204,7 +219,7 @@ class Ledger:
         """Re-entrant write transaction: the outermost one commits or rolls back."""
         if self._depth == 0:
             self._db.execute("BEGIN IMMEDIATE")
-            self._saved_counts = Counter(self._counts)
+            self._saved_counts = {g: Counter(c) for g, c in self._counts.items()}
             self._saved_bytes = self._queued_bytes
             self._undo = []
         self._depth += 1
@@ -246,107 +261,203 @@ class Ledger:
         with self.transaction():
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    # -- generations -----------------------------------------------------------------
+
+    def generations(self) -> list[Generation]:
+        """Every generation, the live one first, then backfill in the order added."""
+        rows = self._db.execute("SELECT id, name, model, options FROM generations ORDER BY id")
+        return [
+            Generation.from_dict({"id": i, "name": n, "model": m, "options": json.loads(o)})
+            for i, n, m, o in rows
+        ]
+
+    def add_generation(self, gen: Generation, now: float) -> Generation:
+        """Add a generation after the existing ones and queue every known file for it.
+
+        Adding one that exists with the same recipe returns it unchanged (repeated calls
+        are harmless); the same name with another recipe is a Conflict."""
+        for known in self.generations():
+            if known.name == gen.name:
+                if not known.same_recipe(gen):
+                    raise Conflict(
+                        f"generation {gen.name!r} exists with another recipe"
+                        f" ({known.describe()}); choose another name"
+                    )
+                return known
+        with self.transaction():
+            row = self._db.execute("SELECT coalesce(max(id), -1) + 1 FROM generations").fetchone()
+            gen = replace(gen, id=int(row[0]))
+            self._db.execute(
+                "INSERT INTO generations(id, name, model, options, added) VALUES (?, ?, ?, ?, ?)",
+                (gen.id, gen.name, gen.model, json.dumps(gen.options()), now),
+            )
+            if gen.id > 0:
+                self._queue_known_files_for(gen.id, now)
+            self._event(now, "generation", None, None, "added", 1, gen.describe())
+        return gen
+
+    def _queue_known_files_for(self, gen: int, now: float) -> None:
+        before = self._db.total_changes
+        self._db.execute(
+            "INSERT OR IGNORE INTO files(path, size, state, run, mtime, discovered_at, gen)"
+            " SELECT path, size, ?, run, mtime, ?, ? FROM files WHERE gen = 0",
+            (FileState.QUEUED.value, now, gen),
+        )
+        added = self._db.total_changes - before
+        if added:
+            size = self._db.execute(
+                "SELECT coalesce(sum(size), 0) FROM files WHERE gen = ?", (gen,)
+            ).fetchone()[0]
+            self._queued_bytes += size
+            self._counts_of(gen)[FileState.QUEUED] += added
+            self._event(now, "files", None, None, FileState.QUEUED, added, f"generation {gen}")
+
+    def _gen_ids(self) -> list[int]:
+        return [int(r[0]) for r in self._db.execute("SELECT id FROM generations ORDER BY id")]
+
     # -- yields -----------------------------------------------------------------------
 
     def yield_totals(self) -> list[dict]:
-        """Reads, bases and more per run and barcode (`output.yields.Yield.to_dict`)."""
-        rows = self._db.execute("SELECT totals FROM yields ORDER BY run, barcode")
-        return [json.loads(r[0]) for r in rows]
+        """Reads, bases and more per generation, run and barcode (`Yield.to_dict`, plus
+        `gen`, the generation's id)."""
+        rows = self._db.execute("SELECT gen, totals FROM yields ORDER BY gen, run, barcode")
+        return [{**json.loads(totals), "gen": gen} for gen, totals in rows]
 
-    def put_yield_totals(self, totals: Iterable[dict]) -> None:
+    def put_yield_totals(self, totals: Iterable[dict], gen: int = 0) -> None:
         """Replace the totals of the (run, barcode) pairs given; inside the caller's
         transaction, so they change exactly when the job they count is done."""
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO yields(run, barcode, totals) VALUES (?, ?, ?)",
-                [(t["run"], t["barcode"], json.dumps(t)) for t in totals],
+                "INSERT OR REPLACE INTO yields(gen, run, barcode, totals) VALUES (?, ?, ?, ?)",
+                [(gen, t["run"], t["barcode"], json.dumps(t)) for t in totals],
             )
 
     # -- files ------------------------------------------------------------------------
 
-    def _count_files(self) -> Counter[FileState]:
-        counts: Counter[FileState] = Counter({s: 0 for s in FileState})
+    def _count_files(self) -> dict[int, Counter[FileState]]:
+        counts: dict[int, Counter[FileState]] = {}
         self._queued_bytes = 0
-        for state, n, size in self._db.execute(
-            "SELECT state, count(*), sum(size) FROM files GROUP BY state"
+        for gen, state, n, size in self._db.execute(
+            "SELECT gen, state, count(*), sum(size) FROM files GROUP BY gen, state"
         ):
-            counts[FileState(state)] = n
+            counts.setdefault(gen, _zero_counts())[FileState(state)] = n
             if state == FileState.QUEUED.value:
-                self._queued_bytes = size or 0
+                self._queued_bytes += size or 0
         return counts
 
+    def _counts_of(self, gen: int) -> Counter[FileState]:
+        return self._counts.setdefault(gen, _zero_counts())
+
     def queued_bytes(self) -> int:
-        """The pod5 bytes waiting for an engine, kept in memory like the counts."""
+        """The pod5 bytes waiting for an engine (all generations), kept in memory."""
         return self._queued_bytes
 
     def mean_queued_size(self) -> float:
         """The mean size of a queued file (0 with none queued)."""
-        queued = self._counts[FileState.QUEUED]
+        queued = self.queued_count()
         return self._queued_bytes / queued if queued else 0.0
 
-    def file_counts(self) -> dict[FileState, int]:
-        """Files per state, kept in memory so status calls cost nothing at a million files."""
-        return dict(self._counts)
+    def queued_count(self, gens: Iterable[int] | None = None) -> int:
+        """Files queued in the generations given (all by default)."""
+        wanted = self._counts.keys() if gens is None else gens
+        return sum(self._counts[g][FileState.QUEUED] for g in wanted if g in self._counts)
+
+    def file_counts(self, gen: int | None = None) -> dict[FileState, int]:
+        """Files per state, of one generation or summed over all; kept in memory so
+        status calls cost nothing at a million files."""
+        if gen is not None:
+            return dict(self._counts.get(gen) or _zero_counts())
+        total = _zero_counts()
+        for counts in self._counts.values():
+            total.update(counts)
+        return dict(total)
+
+    def counts_by_generation(self) -> dict[int, dict[FileState, int]]:
+        return {gen: dict(counts) for gen, counts in sorted(self._counts.items())}
 
     def known_paths(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT path FROM files")}
+        return {row[0] for row in self._db.execute("SELECT path FROM files WHERE gen = 0")}
 
     def add_files(self, files: Iterable[NewFile], now: float) -> int:
-        """Insert newly discovered files as queued; already known paths are ignored."""
+        """Insert newly discovered files, queued for every generation; known paths are
+        ignored. Returns how many files were new."""
         files = list(files)
-        rows = [
-            (f.path, f.size, FileState.QUEUED.value, f.reads, f.samples, f.run or ".", f.mtime, now)
-            for f in files
-        ]
-        if not rows:
+        if not files:
             return 0
+        gens = self._gen_ids() or [0]
         with self.transaction():
-            before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO files(path, size, state, reads, samples, run, mtime,"
-                " discovered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            added = self._db.total_changes - before
-            if added == len(rows):
-                self._queued_bytes += sum(f.size for f in files)
-            elif added:  # some were known already: ask the ledger what is queued now
-                self._queued_bytes = self._db.execute(
-                    "SELECT coalesce(sum(size), 0) FROM files WHERE state = ?",
-                    (FileState.QUEUED.value,),
-                ).fetchone()[0]
+            added = 0
+            for gen in gens:
+                rows = [
+                    (
+                        f.path,
+                        f.size,
+                        FileState.QUEUED.value,
+                        f.reads,
+                        f.samples,
+                        f.run or ".",
+                        f.mtime,
+                        now,
+                        gen,
+                    )
+                    for f in files
+                ]
+                before = self._db.total_changes
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO files(path, size, state, reads, samples, run, mtime,"
+                    " discovered_at, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                new = self._db.total_changes - before
+                if new == len(rows):
+                    self._queued_bytes += sum(f.size for f in files)
+                elif new:  # some were known already: ask the ledger what is queued now
+                    self._queued_bytes = self._db.execute(
+                        "SELECT coalesce(sum(size), 0) FROM files WHERE state = ?",
+                        (FileState.QUEUED.value,),
+                    ).fetchone()[0]
+                if new:
+                    self._counts_of(gen)[FileState.QUEUED] += new
+                    self._event(now, "files", None, None, FileState.QUEUED, new, "discovered")
+                added = added or new
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)",
                 [(run, now) for run in {f.run or "." for f in files}],
             )
-            if added:
-                self._counts[FileState.QUEUED] += added
-                self._event(now, "files", None, None, FileState.QUEUED, added, "discovered")
         return added
 
-    def get_file(self, path: str) -> FileRow | None:
-        row = self._db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path = ?", (path,)).fetchone()
+    def get_file(self, path: str, gen: int = 0) -> FileRow | None:
+        row = self._db.execute(
+            f"SELECT {_FILE_COLS} FROM files WHERE path = ? AND gen = ?", (path, gen)
+        ).fetchone()
         return _file_row(row) if row else None
 
-    def files_by_paths(self, paths: Iterable[str]) -> list[FileRow]:
+    def files_by_paths(self, paths: Iterable[str], gen: int = 0) -> list[FileRow]:
         out = []
         for path in paths:
-            row = self.get_file(path)
+            row = self.get_file(path, gen)
             if row is not None:
                 out.append(row)
         return out
 
-    def queued_files(self, limit: int) -> list[FileRow]:
-        """The oldest queued files first (discovery order), all of the oldest one's run:
-        a batch never mixes runs (flow cells, kits, samples)."""
+    def queued_files(self, limit: int, gens: Iterable[int] | None = None) -> list[FileRow]:
+        """The first generation's queued files (of those allowed) with any queued, oldest
+        first (discovery order), all of the oldest one's run: a batch never mixes
+        generations or runs (flow cells, kits, samples)."""
+        allowed = sorted(self._counts) if gens is None else sorted(gens)
+        gen = next((g for g in allowed if self.queued_count([g])), None)
+        if gen is None:
+            return []
         first = self._db.execute(
-            "SELECT run FROM files WHERE state = ? ORDER BY id LIMIT 1", (FileState.QUEUED.value,)
+            "SELECT run FROM files WHERE state = ? AND gen = ? ORDER BY id LIMIT 1",
+            (FileState.QUEUED.value, gen),
         ).fetchone()
         if first is None:
             return []
         rows = self._db.execute(
-            f"SELECT {_FILE_COLS} FROM files WHERE state = ? AND run = ? ORDER BY id LIMIT ?",
-            (FileState.QUEUED.value, first[0], limit),
+            f"SELECT {_FILE_COLS} FROM files WHERE state = ? AND gen = ? AND run = ?"
+            " ORDER BY id LIMIT ?",
+            (FileState.QUEUED.value, gen, first[0], limit),
         )
         return [_file_row(r) for r in rows]
 
@@ -391,6 +502,7 @@ class Ledger:
         if not file_ids:
             return
         done_at = now if to_state is FileState.DONE else None
+        moved = self._gens_and_sizes_of(file_ids)
         with self.transaction():
             cur = self._db.executemany(
                 "UPDATE files SET state = ?, job_id = coalesce(?, job_id), reason = ?,"
@@ -405,23 +517,28 @@ class Ledger:
                     f"{len(file_ids) - cur.rowcount} of {len(file_ids)} files were not"
                     f" {from_state} for the move to {to_state}"
                 )
-            self._counts[from_state] -= len(file_ids)
-            self._counts[to_state] += len(file_ids)
-            if FileState.QUEUED in (from_state, to_state) and from_state is not to_state:
-                moved = self._sizes_of(file_ids)
-                self._queued_bytes += moved if to_state is FileState.QUEUED else -moved
+            for gen, (n, size) in moved.items():
+                counts = self._counts_of(gen)
+                counts[from_state] -= n
+                counts[to_state] += n
+                if FileState.QUEUED in (from_state, to_state) and from_state is not to_state:
+                    self._queued_bytes += size if to_state is FileState.QUEUED else -size
             self._event(now, "files", job_id, from_state, to_state, len(file_ids), reason)
 
-    def _sizes_of(self, file_ids: Sequence[int]) -> int:
-        total = 0
+    def _gens_and_sizes_of(self, file_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """{generation: (files, bytes)} of the rows given."""
+        out: dict[int, tuple[int, int]] = {}
         for i in range(0, len(file_ids), 500):  # SQLite's bound on variables
             chunk = file_ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            row = self._db.execute(
-                f"SELECT coalesce(sum(size), 0) FROM files WHERE id IN ({marks})", chunk
-            ).fetchone()
-            total += row[0]
-        return total
+            for gen, n, size in self._db.execute(
+                f"SELECT gen, count(*), coalesce(sum(size), 0) FROM files WHERE id IN ({marks})"
+                " GROUP BY gen",
+                chunk,
+            ):
+                had = out.get(gen, (0, 0))
+                out[gen] = (had[0] + n, had[1] + size)
+        return out
 
     # -- runs (flow cells) -------------------------------------------------------------
 
@@ -447,7 +564,7 @@ class Ledger:
         return int(total), int(open_)
 
     def runs(self) -> list[dict[str, object]]:
-        """Each run with its end and its files by state."""
+        """Each run with its end and its files by state (in the live generation)."""
         out: dict[str, dict[str, object]] = {}
         for name, first_seen, ended, summary in self._db.execute(
             "SELECT name, first_seen, ended, summary FROM runs ORDER BY first_seen, name"
@@ -461,7 +578,7 @@ class Ledger:
                 "files": files,
             }
         for run, state, n in self._db.execute(
-            "SELECT run, state, count(*) FROM files GROUP BY run, state"
+            "SELECT run, state, count(*) FROM files WHERE gen = 0 GROUP BY run, state"
         ):
             if run in out:
                 out[run]["files"][state] = n  # type: ignore[index]
@@ -479,11 +596,12 @@ class Ledger:
         now: float,
         job_id: int | None = None,
         state: JobState = JobState.ASSIGNED,
+        gen: int = 0,
     ) -> int:
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO jobs(id, engine, state, token, api, lease_s, lease_expires, created,"
-                " updated, n_files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated, n_files, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     engine,
@@ -495,6 +613,7 @@ class Ledger:
                     now,
                     now,
                     n_files,
+                    gen,
                 ),
             )
             new_id = int(cur.lastrowid or 0)
@@ -642,3 +761,34 @@ class Ledger:
             (limit,),
         )
         return [Event(*r) for r in rows][::-1]
+
+
+def _zero_counts() -> Counter[FileState]:
+    return Counter({s: 0 for s in FileState})
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a ledger of schema 1 (one state per file, before generations) to schema 2:
+    every file row and job becomes the live generation's (id 0)."""
+    files = _columns(db, "files")
+    if not files or "gen" in files:
+        return
+    db.execute("ALTER TABLE files RENAME TO files_v1")
+    db.execute("DROP INDEX IF EXISTS files_by_state")
+    db.execute("DROP INDEX IF EXISTS files_by_job")
+    db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS files") :].split(";")[0])
+    cols = "id, path, size, state, attempts, job_id, reads, samples, reason, run, mtime,"
+    cols += " discovered_at, done_at"
+    db.execute(f"INSERT INTO files({cols}, gen) SELECT {cols}, 0 FROM files_v1")
+    db.execute("DROP TABLE files_v1")
+    db.execute("ALTER TABLE jobs ADD COLUMN gen INTEGER NOT NULL DEFAULT 0")
+    if _columns(db, "yields"):
+        db.execute("ALTER TABLE yields RENAME TO yields_v1")
+        db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS yields") :].split(";")[0])
+        db.execute("INSERT INTO yields(gen, run, barcode, totals) SELECT 0, * FROM yields_v1")
+        db.execute("DROP TABLE yields_v1")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))

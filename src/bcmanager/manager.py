@@ -21,7 +21,8 @@ from typing import Any
 
 from bcmanager import failpoints, scheduler
 from bcmanager.config import Settings
-from bcmanager.errors import LeaseLost
+from bcmanager.errors import LeaseLost, NotFound
+from bcmanager.generations import Generation, implicit
 from bcmanager.layout import Layout
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.output.layouts import OutputLayout, output_layout
@@ -151,7 +152,8 @@ class Manager:
         self._pending_wake = threading.Event()
         self._observer: Any = None
         self.output: OutputLayout = output_layout("minknow")  # settled by open()
-        self.yields: dict[tuple[str, str], Yield] = {}  # per run and barcode, merged jobs
+        self.yields: dict[tuple[int, str, str], Yield] = {}  # per generation, run, barcode
+        self.generations: dict[int, Generation] = {}  # by id, settled by open()
         self._fleet_cache: tuple[float, Fleet] | None = None
         self._looking_lock = threading.Lock()
         self._looking_now = 0
@@ -176,13 +178,15 @@ class Manager:
             recovery.check_owner()
             self.output = output_layout(recovery.settle_output_layout(self.settings.output_layout))
             self.layout.ensure_output_dirs(self.output)
+            self._settle_generations(now)
             rebuilt = self.ledger.created and recovery.rebuild_from_layout(
                 now, lambda: self._discovery.scan().new if self._discovery else []
             )
             if rebuilt:
                 self.scan_done.set()
             self.yields = {
-                (d["run"], d["barcode"]): Yield.from_dict(d) for d in self.db.yield_totals()
+                (d["gen"], d["run"], d["barcode"]): Yield.from_dict(d)
+                for d in self.db.yield_totals()
             }
             merging = len(self.db.jobs_in([JobState.MERGING]))
             recovery.reconcile(now)
@@ -255,10 +259,70 @@ class Manager:
         for callback in self._listeners:
             callback(everyone)
 
-    def queued(self) -> int:
-        """Files waiting for an engine."""
+    def queued(self, any_model: bool = True) -> int:
+        """Files waiting for an engine (of the live generation only for engines that run
+        their own model)."""
         with self.lock:
-            return self.db.file_counts()[FileState.QUEUED]
+            return self.db.queued_count(None if any_model else [0])
+
+    # -- generations ------------------------------------------------------------------
+
+    def _settle_generations(self, now: float) -> None:
+        """The ledger's generations, plus those on disk (a rebuilt ledger) and those the
+        settings name; an OUTPUT that has files but never had a generation keeps the
+        implicit one first (its reads are at OUTPUT's root)."""
+        known = self.db.generations()
+        wanted = list(self.settings.generations)
+        if not known:
+            on_disk = self.layout.generations_on_disk()
+            has_files = sum(self.db.file_counts(0).values()) > 0  # a ledger of schema 1
+            had_implicit = has_files or bool(on_disk and on_disk[0].id > 0)
+            if had_implicit or not (on_disk or wanted):
+                self.db.add_generation(implicit(), now)
+            wanted = on_disk + wanted
+        for gen in wanted:
+            self._add_generation(gen, now)
+        self.generations = {g.id: g for g in self.db.generations()}
+
+    def _add_generation(self, gen: Generation, now: float) -> Generation:
+        added = self.db.add_generation(gen, now)
+        if added.output_root:
+            self.layout.write_generation_spec(added)
+        self.generations[added.id] = added
+        return added
+
+    def add_generation(self, gen: Generation) -> tuple[Generation, bool]:
+        """Add a backfill generation to the running manager: every known file is queued
+        for it. Returns it and whether it is new (adding the same one again changes
+        nothing); the same name with another recipe is a Conflict."""
+        with self.lock:
+            existed = any(g.name == gen.name for g in self.generations.values())
+            added = self._add_generation(gen, self.clock())
+        if not existed:
+            log.info("generation %s added", added.describe())
+            self._notify(everyone=True)
+        return added, not existed
+
+    def generations_view(self) -> list[dict[str, object]]:
+        """Every generation, the live one first, with its files by state."""
+        with self.lock:
+            return [
+                {**gen.to_dict(), "files": {s.value: n for s, n in self.db.file_counts(i).items()}}
+                for i, gen in sorted(self.generations.items())
+            ]
+
+    def generation(self, gen_id: int) -> Generation:
+        try:
+            return self.generations[gen_id]
+        except KeyError:
+            raise NotFound(f"no generation {gen_id}") from None
+
+    def generation_named(self, name: str) -> Generation:
+        for gen in self.generations.values():
+            if gen.name == name:
+                return gen
+        known = ", ".join(g.name for g in self.generations.values())
+        raise NotFound(f"no generation {name!r} (known: {known})")
 
     # -- discovery --------------------------------------------------------------------
 
@@ -321,16 +385,16 @@ class Manager:
             with self._looking_lock:
                 self._looking_now -= 1
 
-    def work_expected(self) -> bool:
+    def work_expected(self, any_model: bool = True) -> bool:
         """Whether an engine that found nothing to claim should hold on rather than go home:
-        files are queued, settling or being looked at, or the first scan since start has
-        not finished. Call it after a claim that found nothing, so that no file can slip
-        between the two."""
+        files are queued (for a generation it can basecall), settling or being looked at,
+        or the first scan since start has not finished. Call it after a claim that found
+        nothing, so that no file can slip between the two."""
         if not self.scan_done.is_set() or self._looking_now:
             return True
         if self._discovery is not None and self._discovery.pending_count:
             return True
-        return self.queued() > 0
+        return self.queued(any_model) > 0
 
     def hint(self, rel: str, closed: bool = False) -> None:
         """An inotify event named `rel` (a pod5 path relative to INPUT)."""
@@ -395,7 +459,11 @@ class Manager:
 
     # -- the protocol -----------------------------------------------------------------
 
-    def claim(self, engine: str, requested: int | None, api: str) -> Assignment | None:
+    def claim(
+        self, engine: str, requested: int | None, api: str, any_model: bool = False
+    ) -> Assignment | None:
+        """A batch for `engine`, or None. An engine that runs only its own model (every
+        original engine) gets the live generation's files only."""
         with self.lock:
             now = self.clock()
             self._seen(engine, now)
@@ -408,6 +476,7 @@ class Manager:
                 api,
                 speed=self.engines[engine].speed,
                 fleet=self._fleet(now),
+                gens=None if any_model else [0],
             )
             if assignment is None:
                 return None
@@ -483,9 +552,17 @@ class Manager:
         if outcome is Outcome.DONE:
             files = self.db.files_of_job(job.id)
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
+            gen = self.generation(job.gen)
             plan = self.layout.plan_merge(
-                job.id, job.engine, inputs, self.output, lambda: self._run_folder(files)
+                job.id,
+                job.engine,
+                inputs,
+                self.output,
+                lambda: self._run_folder(files),
+                root=gen.output_root,
             )
+            if gen.id or gen.model is not None:
+                plan["generation"] = gen.to_dict()
             if yields:
                 plan["yields"] = yields
             scheduler.begin_merge(self.db, job, plan, now)
@@ -555,9 +632,11 @@ class Manager:
             log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
             self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
             return False
-        changed = added(self.yields, [Yield.from_dict(y) for y in plan.get("yields", ())])
+        gen = job.gen
+        mine = {(r, b): y for (g, r, b), y in self.yields.items() if g == gen}
+        changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
         scheduler.finish_merge(self.db, job, now, [y.to_dict() for y in changed.values()])
-        self.yields.update(changed)
+        self.yields.update({(gen, r, b): y for (r, b), y in changed.items()})
         self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self._unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
@@ -590,9 +669,9 @@ class Manager:
 
     def _record_quarantine(self, files: list[FileRow]) -> None:
         for f in files:
-            fresh = self.db.get_file(f.path)
+            fresh = self.db.get_file(f.path, f.gen)
             why = fresh.reason if fresh and fresh.reason else "quarantined"
-            self.layout.record_quarantine(f.path, why)
+            self.layout.record_quarantine(f.path, why, self.generation(f.gen).output_root)
             log.error("quarantined %s: %s", f.path, why)
 
     def _fleet(self, now: float) -> Fleet:
@@ -651,6 +730,7 @@ class Manager:
             quarantined = self.db.files_in_state(FileState.QUARANTINED, 100)
             events = [e.as_dict() for e in self.db.last_events(20)]
             runs = self._runs_cached(now)
+            generations = self.generations_view()
         total = sum(files.values())
         return {
             "state": self.run_state(),
@@ -679,7 +759,11 @@ class Manager:
             ],
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
             "output_layout": self.output.name,
-            "yields": [self.yields[key].view() for key in sorted(self.yields)],
+            "yields": [
+                {**self.yields[key].view(), "generation": self.generations[key[0]].name}
+                for key in sorted(self.yields)
+            ],
+            "generations": generations,
             "scan": dict(self.last_scan),
             # inotify is set up in the background after start; False: rescans only (yet)
             "watching": self._observer is not None,

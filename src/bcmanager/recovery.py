@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bcmanager import scheduler
 from bcmanager.errors import ConfigError
-from bcmanager.layout import Layout
+from bcmanager.layout import Layout, plan_generation
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.scheduler import Policy
 from bcmanager.states import FileState, JobState
@@ -114,11 +114,12 @@ class Recovery:
                 self.layout.drop_assignment(job_id, engine)
         for job in self.db.jobs_in([JobState.LATE]):
             self.layout.set_aside_late_output(job.id, job.engine)
-        listed = self.layout.read_quarantine_list()
+        roots = {g.id: g.output_root for g in self.db.generations()}
+        lists = {gen: self.layout.read_quarantine_list(root) for gen, root in roots.items()}
         missing = [
             f
             for f in self.db.files_in_state(FileState.QUARANTINED, 1_000_000)
-            if f.path not in listed
+            if f.path not in lists.get(f.gen, {})
         ]
         self.record_quarantine(missing)
 
@@ -126,7 +127,9 @@ class Recovery:
         """Take into the ledger a merge the disk shows (its manifest), finishing it if needed."""
         job = self.db.get_job(plan["job_id"])
         if job is None:
-            job = self._recreate_job(plan["job_id"], plan["engine"], plan_paths(plan), now)
+            job = self._recreate_job(
+                plan["job_id"], plan["engine"], plan_paths(plan), now, plan_generation(plan)
+            )
         if job is not None and job.state is JobState.ASSIGNED:
             scheduler.begin_merge(self.db, job, plan, now)
             self.merge(scheduler.get_job(self.db, job.id), now)
@@ -149,9 +152,12 @@ class Recovery:
         self.db.reserve_job_ids(seen)
 
     def _recreate_job(
-        self, job_id: int, engine: str, paths: list[str], now: float
+        self, job_id: int, engine: str, paths: list[str], now: float, gen: int = 0
     ) -> JobRow | None:
-        rows = [r for r in self.db.files_by_paths(paths) if r.state is FileState.QUEUED]
+        """A job the disk shows, with its files queued in the ledger. A job folder on INPUT
+        does not say its generation: such jobs are taken as the live generation's (a
+        backfill batch running when the ledger was lost is basecalled again)."""
+        rows = [r for r in self.db.files_by_paths(paths, gen) if r.state is FileState.QUEUED]
         if not rows:
             return None
         self.db.create_job(
@@ -162,6 +168,7 @@ class Recovery:
             len(rows),
             now,
             job_id=job_id,
+            gen=gen,
         )
         self.db.set_file_state(
             [r.id for r in rows], FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id

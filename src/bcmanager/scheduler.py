@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
@@ -172,12 +172,15 @@ def claim(
     api: str,
     speed: Speed | None = None,
     fleet: Fleet | None = None,
+    gens: Sequence[int] | None = None,
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued.
 
-    `speed` is the engine's, `fleet` the active engines' (this one's included)."""
+    `speed` is the engine's, `fleet` the active engines' (this one's included); `gens`
+    the generations the engine can basecall (None: all), the earliest with files queued
+    first."""
     batch_size(requested, policy)  # a request over the maximum is refused, queue or not
-    queued = ledger.file_counts()[FileState.QUEUED]
+    queued = ledger.queued_count(gens)
     if queued == 0:
         return None
     if api == "legacy":
@@ -189,11 +192,13 @@ def claim(
             requested, speed, fleet or Fleet.of([speed]), queued, ledger.queued_bytes(), policy
         )
     with ledger.transaction():
-        candidates = ledger.queued_files(_candidates(limit, ledger))
+        candidates = ledger.queued_files(_candidates(limit, ledger), gens)
         files = take_bytes(isolate_retries(candidates), limit.bytes)
         if not files:
             return None
-        job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, len(files), now)
+        job_id = ledger.create_job(
+            engine, new_token(), api, policy.lease_s, len(files), now, gen=files[0].gen
+        )
         ids = [f.id for f in files]
         ledger.set_file_state(ids, FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id)
         job = ledger.get_job(job_id)
@@ -262,7 +267,7 @@ def finish_merge(
         ids = [f.id for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
         ledger.set_file_state(ids, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
         ledger.set_job_state(job.id, JobState.MERGING, JobState.DONE, now)
-        ledger.put_yield_totals(yield_totals)
+        ledger.put_yield_totals(yield_totals, job.gen)
 
 
 def fail(ledger: Ledger, job: JobRow, reason: str, now: float, policy: Policy) -> list[FileRow]:

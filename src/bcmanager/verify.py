@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bcmanager.errors import ConfigError
+from bcmanager.generations import DEFAULT_NAME, SPEC_FILE, TREE_DIR
 from bcmanager.layout import QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
 from bcmanager.output.layouts import LEGACY_SUBDIRS
 from bcmanager.scanner import walk_pod5
@@ -287,8 +289,8 @@ def scan_output_tree(output: Path) -> OutputTree:
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         for entry in entries:
-            if is_skipped_name(entry.name):
-                continue
+            if is_skipped_name(entry.name) or (not rel_dir and entry.name == TREE_DIR):
+                continue  # bcmanager's own, or other generations' trees
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
@@ -645,16 +647,20 @@ def verify_run(
     workers: int | None = None,
     max_listed: int = 100,
     progress: Progress | None = None,
+    generation: str | None = None,
 ) -> VerifyReport:
     """Check that OUTPUT holds every read of INPUT exactly once (see the module docstring).
 
     `workers`: processes reading files (default: one per CPU; 0 or 1: in this process).
     `max_listed`: read ids listed per file and category (the counts are always exact).
-    `progress(done, total)` is called as files are read.
+    `progress(done, total)` is called as files are read. `generation`: the name of the
+    model generation whose tree to check (default: the tree at OUTPUT's root).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    report = VerifyReport(str(input_dir), str(output_dir), max_listed=max_listed)
-    report.quarantined = Layout(input_dir, output_dir).read_quarantine_list()
+    root = generation_root(output_dir, generation)
+    report = VerifyReport(str(input_dir), str(output_dir / root), max_listed=max_listed)
+    report.quarantined = Layout(input_dir, output_dir).read_quarantine_list(root)
+    output_dir = output_dir / root
 
     pod5_rel: list[str] = []
     for rel in sorted(walk_pod5(input_dir)):
@@ -699,6 +705,20 @@ def verify_run(
     _compare(report, pod5_rel, pod5_results, ordered)
     _yields_and_summaries(report, tree, ordered, summaries, output_dir)
     return report
+
+
+def generation_root(output_dir: Path, name: str | None) -> str:
+    """The tree of generation `name` relative to OUTPUT ("" for the implicit one, or
+    none given); ConfigError naming the generations OUTPUT holds for an unknown one."""
+    if name is None or name == DEFAULT_NAME:
+        return ""
+    root = f"{TREE_DIR}/{name}"
+    if not (output_dir / root / SPEC_FILE).is_file():
+        held = sorted(p.parent.name for p in (output_dir / TREE_DIR).glob(f"*/{SPEC_FILE}"))
+        raise ConfigError(
+            f"OUTPUT holds no generation {name!r}; it holds {', '.join([DEFAULT_NAME, *held])}"
+        )
+    return root
 
 
 def _run_tasks(tasks: list[tuple[Callable, tuple]], pool: Executor | None) -> Iterable[list]:

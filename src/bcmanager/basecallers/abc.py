@@ -10,8 +10,11 @@ convention does. Backends live one per module beside this file.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bcmanager.errors import ConfigError
 
 NATIVE_DIR = "basecalls"  # where a native basecaller writes, under the job's output folder
 
@@ -41,6 +44,7 @@ class Basecaller(ABC):
     native_output: bool = False
     model: str = ""  # what the reads' pass threshold defaults from (fast, hac, sup)
     barcoding: bool = False  # classifies barcodes (a --kit-name was given)
+    switches_models: bool = False  # can run the model a job names (model generations)
 
     def prepare(self) -> None:  # noqa: B027 - most backends need nothing
         """Once, when the engine starts (e.g. make sure the model is on this node, start a
@@ -48,6 +52,14 @@ class Basecaller(ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends need nothing
         """Once, when the engine stops (e.g. stop the basecall server it started)."""
+
+    def with_recipe(
+        self, model: str, kit_name: str | None, modified_bases: Sequence[str]
+    ) -> Basecaller:
+        """This backend running another model with these read-changing options (a
+        generation's recipe, complete: no kit means no barcoding); only where
+        `switches_models`. The engine calls `prepare()` on it before its first batch."""
+        raise ConfigError(f"the {self.name} basecaller runs its own model only")
 
     @abstractmethod
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:

@@ -17,6 +17,7 @@ D` once when the engine starts (compute nodes usually have no internet), never p
 
 from __future__ import annotations
 
+import copy
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ class DoradoBasecaller(Basecaller):
 
     name = "dorado"
     native_output = True
+    switches_models = True
 
     def __init__(
         self,
@@ -68,6 +70,18 @@ class DoradoBasecaller(Basecaller):
         self.models_directory = Path(models_directory) if models_directory else None
         self.emit_fastq = emit_fastq
         self.extra_args = [str(a) for a in extra_args]
+
+    def with_recipe(
+        self, model: str, kit_name: str | None, modified_bases: Sequence[str]
+    ) -> DoradoBasecaller:
+        if self.emit_fastq and modified_bases:
+            raise ConfigError("--emit-fastq cannot keep modified-base calls: use BAM")
+        other = copy.copy(self)
+        other.model = model
+        other.kit_name = kit_name or None
+        other.barcoding = other.kit_name is not None
+        other.modified_bases = [str(m) for m in modified_bases]
+        return other
 
     def dorado_options(self) -> list[str]:
         """The flags that change reads, as Dorado names them."""

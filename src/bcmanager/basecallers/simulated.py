@@ -71,6 +71,33 @@ class SimulatedBasecaller(Basecaller):
 
     name = "simulated"
 
+    @property
+    def switches_models(self) -> bool:  # type: ignore[override]
+        return self.style == "dorado"
+
+    def with_recipe(
+        self, model: str, kit_name: str | None, modified_bases: Sequence[str]
+    ) -> SimulatedBasecaller:
+        """The same simulated GPU running another model: at the rate `samples_per_s` is
+        for this engine's own model, times how much faster or slower the other model's
+        speed tier is (`model_speed`), as a GPU runs fast, hac and sup."""
+        if not self.switches_models:
+            raise ConfigError("the legacy-style simulated basecaller runs its own model only")
+        rate = self.samples_per_s
+        if _throttled(rate):
+            rate *= model_speed(model) / model_speed(self.model)
+        return SimulatedBasecaller(
+            rate,
+            style=self.style,
+            model=model,
+            emit_fastq=self.options.emit_fastq,
+            kit_name=kit_name,
+            min_qscore=self.options.min_qscore,
+            modified_bases=modified_bases,
+            models_directory=self.models_directory,
+            startup_s=self.startup_s,
+        )
+
     def __init__(
         self,
         samples_per_s: float,
@@ -138,6 +165,19 @@ class SimulatedBasecaller(Basecaller):
         if _throttled(self.samples_per_s):
             return f"simulated basecaller at {self.samples_per_s:g} samples/s{output}"
         return f"simulated basecaller (no throttling){output}"
+
+
+MODEL_SPEEDS = {"fast": 3.0, "hac": 1.0, "sup": 0.25}  # relative basecalling rates on one GPU
+
+
+def model_speed(model: str) -> float:
+    """How fast a model's speed tier basecalls, relative to hac (1 when the name does not
+    say fast, hac or sup)."""
+    name = resolve_model(model)[0]
+    for tier, speed in MODEL_SPEEDS.items():
+        if f"_{tier}" in name or name == tier:
+            return speed
+    return 1.0
 
 
 def dorado_flags(

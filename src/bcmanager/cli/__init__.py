@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "events": "bcmanager.cli.events:command",
     "report": "bcmanager.cli.report:command",
     "slurm": "bcmanager.cli.slurm:group",
+    "generations": "bcmanager.cli.generations:group",
 }
 
 

@@ -1,4 +1,5 @@
-"""Reading a manager's v1 API from the command line (`bcm status`, `bcm events`)."""
+"""Talking to a manager's v1 API from the command line (`bcm status`, `bcm events`,
+`bcm generations`)."""
 
 from __future__ import annotations
 
@@ -28,5 +29,25 @@ def get_json(manager_url: str, path: str, params: dict[str, Any] | None = None) 
         raise Unreachable(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         return response.json()
+    except ValueError as exc:
+        raise Unreachable(f"{url} did not answer JSON; is this a bcmanager?") from exc
+
+
+def post_json(
+    manager_url: str, path: str, body: dict[str, Any], token: str | None = None
+) -> tuple[int, Any]:
+    """POST `body` to `path`; (status, JSON answer). Unreachable when nothing answers or
+    the answer is not JSON; a 4xx comes back for the caller to word."""
+    url = manager_url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise Unreachable(
+            f"cannot reach the manager at {manager_url} ({type(exc).__name__}: {exc or 'no answer'});"
+            " is `bcm manager` running, and are the host and port right?"
+        ) from exc
+    try:
+        return response.status_code, response.json()
     except ValueError as exc:
         raise Unreachable(f"{url} did not answer JSON; is this a bcmanager?") from exc

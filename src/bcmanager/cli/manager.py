@@ -15,6 +15,7 @@ import click
 
 from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
 from bcmanager.config import DEFAULT_PORT, build_settings
+from bcmanager.generations import parse_spec
 
 if TYPE_CHECKING:
     import uvicorn
@@ -56,6 +57,15 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     help="MinKNOW's tree per run, or the original {pass,fail}/job_id_* [minknow; legacy"
     " with --legacy-config; an existing OUTPUT keeps its own]",
 )
+@click.option(
+    "--generation",
+    "generation_specs",
+    multiple=True,
+    metavar="NAME=MODEL[:OPTIONS]",
+    help="a model to basecall every file with (repeatable): the first is the live one,"
+    " later ones backfill in order; OPTIONS: kit-name=KIT,modified-bases=M1+M2"
+    " [none: one generation, the engines' own model]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")
@@ -68,6 +78,7 @@ def command(
     legacy_config: Path | None,
     node_index: int,
     token_file: Path | None,
+    generation_specs: tuple[str, ...],
     exit_when_done: bool,
     log_level: str,
     log_format: str,
@@ -76,6 +87,8 @@ def command(
     """Watch INPUT, hand batches to engines, merge their FASTQ into OUTPUT."""
     setup_logging(log_level, log_format)
     overrides = dict(flags, input=input_dir, output=output_dir, token=read_token(token_file))
+    if generation_specs:
+        overrides["generations"] = tuple(parse_spec(spec) for spec in generation_specs)
     settings = build_settings(overrides, config_path, legacy_config, node_index)
     url = f"http://{settings.host}:{settings.port}"
     # Listen before anything slow (imports, recovery, the first scan): an engine started
@@ -96,6 +109,9 @@ def command(
         + ("  (rebuilt from the layout)" if report.rebuilt else "")
     )
     click.echo(f"  files   {counts}; {report.running_jobs} job(s) running")
+    for gen in sorted(manager.generations.values(), key=lambda g: g.id):
+        role = "live" if gen.is_live else "backfill"
+        click.echo(f"  generation {gen.describe()} [{role}] -> OUTPUT/{gen.output_root}")
     if report.recovered_merges:
         click.echo(f"  finished {report.recovered_merges} merge(s) interrupted by a crash")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:

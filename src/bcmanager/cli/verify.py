@@ -35,6 +35,11 @@ _SHOWN_RUNS = 50  # run folders in the yield table
     required=True,
     help="the output directory (legacy pass/ and fail/, or MinKNOW run folders)",
 )
+@click.option(
+    "--generation",
+    help="the model generation whose tree to check (OUTPUT/generations/NAME)"
+    " [default: the reads at OUTPUT's root]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
 @click.option("--workers", type=click.IntRange(min=0), help="reading processes [one per CPU]")
 @click.option(
@@ -49,6 +54,7 @@ _SHOWN_RUNS = 50  # run folders in the yield table
 def command(
     input_dir: Path,
     output_dir: Path,
+    generation: str | None,
     as_json: bool,
     workers: int | None,
     max_listed: int,
@@ -88,7 +94,12 @@ def command(
             bar.update(task, completed=done, total=total)
 
         report = verify_run(
-            input_dir, output_dir, workers=workers, max_listed=max_listed, progress=progress
+            input_dir,
+            output_dir,
+            workers=workers,
+            max_listed=max_listed,
+            progress=progress,
+            generation=generation,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
