@@ -70,6 +70,11 @@ class ChaosConfig:
     samples_per_s: float = 5000.0
     faults: int = 8  # ledger-loss included
     finish_timeout_s: float = 150.0
+    generations: tuple[str, ...] = ()  # --generation specs; () the implicit one
+
+    def generation_names(self) -> list[str | None]:
+        """The generations whose trees to check (None: the implicit one, at OUTPUT)."""
+        return [spec.split("=", 1)[0] for spec in self.generations] or [None]
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,8 @@ class ChaosRun:
     def start_manager(self, failpoint: str = "", restart_if_dead: bool = True) -> None:
         args = ["--rescan", "0.2", "--lease", str(self.config.lease_s)]
         args += ["--batch-size", str(self.config.batch), "--max-attempts", "100"]
+        for spec in self.config.generations:
+            args += ["--generation", spec]
         env = {"BCM_FAILPOINT": failpoint} if failpoint else {"BCM_FAILPOINT": ""}
         log = self.workdir / "manager.log"
         with open(log, "a") as fh:
@@ -539,7 +546,7 @@ class ChaosRun:
         if self.armed:
             self.kill_manager()
             self.start_manager()
-        total = len(self.expected)
+        total = len(self.expected) * len(self.config.generation_names())
 
         def done() -> bool:
             s = self.status()
@@ -562,39 +569,52 @@ class ChaosRun:
     # -- the independent check ------------------------------------------------------
 
     def check_output(self) -> None:
+        for gen_id, name in enumerate(self.config.generation_names()):
+            self.check_generation(gen_id, name)
+        left = [d for d in os.listdir(self.input) if d.startswith("ASSIGNED_")]
+        if left:
+            self.problem(f"job folders left in INPUT: {left[:5]}")
+
+    def check_generation(self, gen_id: int, name: str | None) -> None:
+        """Every read written in exactly one record of this generation's tree."""
+        tree = self.output / "generations" / name if name else self.output
+        where = f"generation {name}: " if name else ""
         expected = Counter(rid for ids in self.expected.values() for rid in ids)
-        got = fastq_read_ids(self.output)
+        got = fastq_read_ids(tree)
         missing = set(expected) - set(got)
         doubled = sorted(rid for rid, n in got.items() if n > 1)
         unexpected = set(got) - set(expected)
         if missing or doubled or unexpected:
             self.problem(
-                f"{len(expected)} reads written: {len(missing)} missing, {len(doubled)} in more"
-                f" than one FASTQ record (e.g. {doubled[:2]}), {len(unexpected)} unexpected"
+                f"{where}{len(expected)} reads written: {len(missing)} missing, {len(doubled)}"
+                f" in more than one record (e.g. {doubled[:2]}), {len(unexpected)} unexpected"
             )
-        report = verify_run(self.input, self.output, workers=1)
+        report = verify_run(self.input, self.output, workers=1, generation=name)
         if not report.ok or report.input_reads != len(expected):
             self.problem(
-                f"bcm verify: ok={report.ok}, {report.input_reads} input reads,"
+                f"{where}bcm verify: ok={report.ok}, {report.input_reads} input reads,"
                 f" {report.missing} missing, {report.duplicated} duplicated"
             )
         if report.summary_rows != report.records:
-            self.problem(f"{report.summary_rows} summary rows for {report.records} records")
-        counted = sum(y["reads"] for y in self.yield_totals())
+            self.problem(f"{where}{report.summary_rows} summary rows for {report.records} records")
+        counted = sum(y["reads"] for y in self.yield_totals() if y["gen"] == gen_id)
         if counted != report.records:  # the engines' counts, summed once per merged job
-            self.problem(f"yield counts {counted} reads; the output holds {report.records}")
-        left = [d for d in os.listdir(self.input) if d.startswith("ASSIGNED_")]
-        if left:
-            self.problem(f"job folders left in INPUT: {left[:5]}")
+            self.problem(f"{where}yield counts {counted} reads; the output holds {report.records}")
 
     def yield_totals(self) -> list[dict]:
-        from bcmanager.runstats import LedgerReader
+        """The ledger's yield rows, each with its generation id (`gen`)."""
+        import json
+        import sqlite3
 
-        reader = LedgerReader(self.output / ".bcmanager" / "ledger.sqlite3")
+        db = sqlite3.connect(
+            f"file:{self.output / '.bcmanager' / 'ledger.sqlite3'}?mode=ro", uri=True
+        )
         try:
-            return reader.yield_totals()
+            return [
+                {**json.loads(t), "gen": g} for g, t in db.execute("SELECT gen, totals FROM yields")
+            ]
         finally:
-            reader.close()
+            db.close()
 
 
 def run_chaos(seed: int, workdir: Path, config: ChaosConfig | None = None) -> ChaosResult:

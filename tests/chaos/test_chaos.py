@@ -29,3 +29,13 @@ def test_every_read_exactly_once_through_chaos(seed: int, tmp_path: Path) -> Non
     assert result.ok, result.report()
     assert result.faults["ledger-loss"] == 1
     assert result.faults["manager-kill"] >= 1
+
+
+@pytest.mark.timeout(300)
+def test_every_read_exactly_once_per_generation_through_chaos(tmp_path: Path) -> None:
+    """A live generation and a backfill one (4x slower, as sup is) through the same faults."""
+    config = ChaosConfig(files=90, first_wave=50, generations=("live=fast", "sup=sup"))
+    result = run_chaos(4, tmp_path / "seed-4", config)
+    print(result.report())
+    assert result.ok, result.report()
+    assert result.faults["ledger-loss"] == 1
