@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bcmanager.backfill import WINDOW_S, LiveDemand
 from bcmanager.config import Settings, build_settings, check_directories
 from bcmanager.errors import ConfigError, Conflict
 from bcmanager.generations import Generation, implicit, make, parse_spec
@@ -35,6 +36,11 @@ def open_manager(inp: Path, out: Path, *gens: Generation, **kw: object) -> Manag
     m = Manager(settings, clock=Clock())
     m.open(scan_now=True)
     return m
+
+
+def run_ended(m: Manager) -> None:
+    """Let the clock pass the window in which live arrivals keep engines out of backfill."""
+    m.clock.t += WINDOW_S + 1
 
 
 def work(
@@ -193,6 +199,10 @@ def test_backfill_waits_for_the_live_generation_and_each_gets_every_read_once(
     order = []
     while (gen := work(m)) is not None:
         order.append(gen)
+    assert set(order) == {0}  # a lone engine is the live reserve while files still arrive
+    run_ended(m)
+    while (gen := work(m)) is not None:
+        order.append(gen)
     assert order == sorted(order) and set(order) == {0, 1}  # no sup batch before fast ended
     assert_exactly_once(run, out / "generations" / "fast")
     assert_exactly_once(run, out / "generations" / "sup")
@@ -213,6 +223,7 @@ def test_an_engine_that_runs_its_own_model_only_gets_the_live_generation(
     assert m.db.file_counts(0)[FileState.DONE] == 4
     assert m.claim("orig", None, api="legacy") is None
     assert not m.work_expected(any_model=False) and m.work_expected(any_model=True)
+    run_ended(m)
     while work(m, "gpu") is not None:
         pass
     assert_exactly_once(run, out / "generations" / "sup")
@@ -233,6 +244,7 @@ def test_a_generation_added_after_the_run_leaves_earlier_output_where_it_is(
     assert m.add_generation(SUP) == (gen, False)
     with pytest.raises(Conflict):
         m.add_generation(make("sup", "hac"))
+    run_ended(m)
     while work(m) is not None:
         pass
     assert_exactly_once(run, out)  # the implicit generation's tree: OUTPUT without the new one
@@ -248,6 +260,7 @@ def test_generations_survive_a_restart_and_a_lost_ledger(run_dirs: tuple[Path, P
     while work(m) is not None:
         pass
     m.add_generation(SUP)
+    run_ended(m)
     assert work(m, n=2) == 1  # one sup batch of two files, then the manager stops
     m.close()
     m = open_manager(inp, out, FAST)  # SUP was added by the API: the ledger remembers it
@@ -258,6 +271,7 @@ def test_generations_survive_a_restart_and_a_lost_ledger(run_dirs: tuple[Path, P
     m = open_manager(inp, out)
     assert [g.name for g in m.generations.values()] == ["fast", "sup"]  # from the trees
     assert m.db.file_counts(0)[FileState.DONE] == 4 and m.db.file_counts(1)[FileState.DONE] == 2
+    run_ended(m)
     while work(m) is not None:
         pass
     assert_exactly_once(run, out / "generations" / "sup")
@@ -272,3 +286,38 @@ def test_a_restart_with_another_recipe_for_a_known_name_is_refused(
     open_manager(inp, out, FAST).close()
     with pytest.raises(Conflict, match="another recipe"):
         open_manager(inp, out, make("fast", "hac"))
+
+
+# -- the live reserve ------------------------------------------------------------------
+
+
+def test_while_files_arrive_engines_stay_in_reserve_for_live_work(
+    run_dirs: tuple[Path, Path],
+) -> None:
+    inp, out = run_dirs
+    make_run(inp, 4)
+    m = open_manager(inp, out, FAST, SUP)
+    while work(m, "a", n=4) == 0:
+        pass
+    assert m.claim("a", None, api="v1", any_model=True) is None  # nobody else would be idle
+    b = m.claim("b", None, api="v1", any_model=True)
+    assert b is not None and b.job.gen == 1  # a stays idle: the reserve of one
+    assert m.claim("a", None, api="v1", any_model=True) is None
+    make_run(inp, 1, prefix="late")  # a live file arrives: the idle engine takes it at once
+    m.scan()
+    late = m.claim("a", None, api="v1", any_model=True)
+    assert late is not None and late.job.gen == 0
+    run_ended(m)  # nothing arrived for the window: the reserve is gone
+    m.complete(late.job.id, Outcome.FAILED, late.job.token)  # back to the queue, and a is idle
+    assert m.claim("c", None, api="v1", any_model=True).job.gen == 0  # live first, always
+    assert m.claim("a", None, api="v1", any_model=True).job.gen == 1
+
+
+def test_the_live_reserve_grows_with_the_arrival_rate_and_the_live_batch_time() -> None:
+    demand = LiveDemand(window_s=100)
+    assert demand.reserve(0) == 0
+    demand.arrived(0, 10)
+    assert demand.reserve(1) == 1  # no live batch measured yet: one spare
+    demand.batch_done(60)  # 0.1 files/s x 60 s: 6 engines busy on average
+    assert demand.reserve(1) == 1 + 6 + 8
+    assert demand.reserve(101) == 0  # arrivals older than the window are forgotten

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from bcmanager import failpoints, scheduler
+from bcmanager.backfill import LiveDemand, may_backfill
 from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost, NotFound
 from bcmanager.generations import Generation, implicit
@@ -154,6 +155,8 @@ class Manager:
         self.output: OutputLayout = output_layout("minknow")  # settled by open()
         self.yields: dict[tuple[int, str, str], Yield] = {}  # per generation, run, barcode
         self.generations: dict[int, Generation] = {}  # by id, settled by open()
+        # live arrivals and batch time: the engines kept out of backfill (bcmanager.backfill)
+        self.live = LiveDemand(window_s=settings.live_window_s)
         self._fleet_cache: tuple[float, Fleet] | None = None
         self._looking_lock = threading.Lock()
         self._looking_now = 0
@@ -423,7 +426,10 @@ class Manager:
         added = 0
         for i in range(0, len(files), SCAN_CHUNK):
             with self.lock:
-                added += self.db.add_files(files[i : i + SCAN_CHUNK], self.clock())
+                now = self.clock()
+                new = self.db.add_files(files[i : i + SCAN_CHUNK], now)
+                self.live.arrived(now, new)
+                added += new
         if added:
             log.info("%d new file(s) queued", added)
             self._notify()
@@ -467,6 +473,7 @@ class Manager:
         with self.lock:
             now = self.clock()
             self._seen(engine, now)
+            backfill = any_model and self._may_backfill(engine, now)
             assignment = scheduler.claim(
                 self.db,
                 engine,
@@ -476,7 +483,7 @@ class Manager:
                 api,
                 speed=self.engines[engine].speed,
                 fleet=self._fleet(now),
-                gens=None if any_model else [0],
+                gens=None if backfill else [0],
             )
             if assignment is None:
                 return None
@@ -489,6 +496,22 @@ class Manager:
             seen.job_bytes = sum(f.size for f in assignment.files)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
+
+    def _may_backfill(self, engine: str, now: float) -> bool:
+        """Whether `engine` may take backfill work now: only while the engines left idle
+        cover the live reserve (`bcmanager.backfill`)."""
+        if len(self.generations) < 2:
+            return True
+        reserve = self.live.reserve(now)
+        if reserve == 0:
+            return True
+        horizon = max(60.0, 2 * self.settings.lease_s)
+        idle = sum(
+            1
+            for e in self.engines.values()
+            if e.engine != engine and e.job_id is None and now - e.last_seen <= horizon
+        )
+        return may_backfill(idle, reserve)
 
     def keepalive(self, job_id: int, token: str | None) -> JobRow:
         """Renew a job's lease; raises LeaseLost when it has expired (or ended)."""
@@ -569,6 +592,8 @@ class Manager:
             failpoints.hit("complete.after-journal")
             self._merge(scheduler.get_job(self.db, job.id), now)
             self._tell(batch_done(job, files, now))
+            if job.gen == 0:
+                self.live.batch_done(now - job.created)
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)

@@ -279,6 +279,8 @@ class ChaosRun:
         args += ["--batch-size", str(self.config.batch), "--max-attempts", "100"]
         for spec in self.config.generations:
             args += ["--generation", spec]
+        if self.config.generations:  # backfill on every engine 2 s after the last wave
+            args += ["--live-window", "2"]
         env = {"BCM_FAILPOINT": failpoint} if failpoint else {"BCM_FAILPOINT": ""}
         log = self.workdir / "manager.log"
         with open(log, "a") as fh:

@@ -61,6 +61,8 @@ def test_a_live_run_and_its_backfill_each_basecall_every_read_once(
         "sup=sup:modified-bases=6mA",
         "--batch-size",
         "2",
+        "--live-window",
+        "3",  # backfill on every engine once no file arrived for 3 s
     )
     engines = [start_engine(m.url, f"gpu{i}", *SIM) for i in (1, 2)]
     original = LegacyDriver(m.url, inp, out, "orig", native=True)  # the legacy protocol

@@ -66,6 +66,13 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     " later ones backfill in order; OPTIONS: kit-name=KIT,modified-bases=M1+M2"
     " [none: one generation, the engines' own model]",
 )
+@click.option(
+    "--live-window",
+    "live_window_s",
+    type=float,
+    help="while files arrived this recently, engines the live work may need stay out of"
+    " backfill generations [300; 0: backfill on any idle engine]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")
