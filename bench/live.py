@@ -116,15 +116,41 @@ class Pickup:
     to_claim: list[float] = field(default_factory=list)  # close -> job created
     to_engine: list[float] = field(default_factory=list)  # close -> engine has it
     jobs: int = 0
+    busy_share: float = 0.0  # engines' time in batches (any generation) over the live run
 
 
-def job_files(port: int, job_ids: list[int]) -> dict[int, list[str]]:
-    """Each job's files (paths relative to INPUT), from GET /v1/jobs/{id}."""
-    out = {}
-    for job_id in job_ids:
-        detail = http_get_json(f"/v1/jobs/{job_id}", port, timeout=10) or {}
-        out[job_id] = list(detail.get("files", []))
-    return out
+def job_details(port: int, job_ids: list[int]) -> dict[int, dict]:
+    """GET /v1/jobs/{id} of each job."""
+    return {j: http_get_json(f"/v1/jobs/{j}", port, timeout=10) or {} for j in job_ids}
+
+
+def busy_share(details: dict[int, dict], engines: list[str], closed: dict) -> float:
+    """The fleet's time in batches (claim to report) within the live run (first to last
+    close) over engines x that span."""
+    times = [at for at, _ in closed.values()]
+    start, end = min(times), max(times)
+    busy = sum(
+        max(0.0, min(end, d["ended"] or end) - max(start, d["created"]))
+        for d in details.values()
+        if d.get("created") is not None
+    )
+    return busy / (len(engines) * (end - start)) if end > start else 0.0
+
+
+def wait_live_done(port: int, n: int, servers: list, timeout: float) -> None:
+    """Until the live generation (id 0) has `n` files done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = http_get_json("/v1/generations", port, timeout=10) or {}
+        gens = status.get("generations") or [{}]
+        if gens[0].get("files", {}).get("done", 0) >= n:
+            return
+        for s in servers:
+            if not s.alive():
+                raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the live generation did not finish: {gens}")
+        time.sleep(0.25)
 
 
 def discovered_at(ledger: Path) -> dict[str, float]:
@@ -236,12 +262,22 @@ def write_live(
     return closed, max(result.elapsed_s, time.time() - t0)
 
 
-def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -> list[Pickup]:
+def run_pickup(
+    work: Path, args: argparse.Namespace, layout: str, watch: bool, backfill_s: float | None = None
+) -> list[Pickup]:
+    """Pickup latencies of one live run. With `backfill_s`: engines that run any model
+    (a command template naming `{model}`), a live generation (instant batches) and a
+    backfill one whose batches take `backfill_s`; without: the same engines, one
+    generation. Only live batches count toward the latencies."""
     mode = "inotify" if watch else f"rescan {args.rescan:g} s"
+    if backfill_s is not None:
+        mode += ", backfill" if backfill_s else ", no backfill"
     remove_tree(work)
     (work / "input").mkdir(parents=True)
     port = free_port()
     extra = [] if watch else ["--no-watch", "--rescan", repr(args.rescan)]
+    if backfill_s:
+        extra += ["--generation", "live=fast", "--generation", "sup=sup"]
     manager = start_bcmanager(
         work / "input",
         work / "output",
@@ -255,6 +291,14 @@ def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -
     names = [f"live{k + 1}" for k in range(args.engines)]
     logs = [work / "logs" / f"engine-{n}.log" for n in names]
     options = ["--basecaller", "command", "--command", "true {output}"]
+    if backfill_s is not None:  # a sup batch takes backfill_s, anything else no time
+        script = f'case "$1" in sup) sleep {backfill_s:g};; esac'
+        options = [
+            "--basecaller",
+            "command",
+            "--command",
+            f"sh -c '{script}' sh {{model}} {{output}}",
+        ]
     try:
         wait_bcm_ready(manager)
         for name, log in zip(names, logs, strict=True):
@@ -262,9 +306,14 @@ def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -
         wait_engines_seen(port, names, started)
         events = EventLog(port)
         closed, seconds = write_live(work / "input", args, layout)
-        wait_files_done(events, len(closed), started, timeout=120)
+        if backfill_s:
+            wait_live_done(port, len(closed), started, timeout=120)
+        else:
+            wait_files_done(events, len(closed), started, timeout=120)
+        events.poll()
         created = events.job_times("assigned")
-        files = job_files(port, sorted(created))
+        details = job_details(port, sorted(created))
+        files = {j: list(d.get("files", [])) for j, d in details.items() if not d.get("gen")}
     finally:
         for s in reversed(started):
             kill_tree(s)
@@ -289,6 +338,7 @@ def run_pickup(work: Path, args: argparse.Namespace, layout: str, watch: bool) -
             result.to_engine.append(engine_has[job_id] - at)
     for arrival, result in results.items():
         result.jobs = len(job_ids[arrival])
+        result.busy_share = busy_share(details, names, closed)
     claims = sum(len(r.to_claim) for r in results.values())
     if claims != len(closed):
         raise RuntimeError(f"{claims} claims for {len(closed)} files")
@@ -548,6 +598,78 @@ def report(
 # -- main ---------------------------------------------------------------------------------
 
 
+BACKFILL_HEADERS = [
+    "run",
+    "files",
+    "jobs",
+    "close -> queued p50 / p99 s",
+    "close -> claimed p50 / p99 s",
+    "close -> engine has it p50 / p99 s",
+    "fleet busy share",
+]
+
+
+def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
+    """Pickup of one live run without and with a backfill generation, side by side."""
+    results = []
+    try:
+        for backfill_s in (0.0, args.backfill):
+            label = "with backfill" if backfill_s else "without backfill"
+            print(f"pickup {label} ...", flush=True)
+            found = run_pickup(work / f"backfill-{backfill_s:g}", args, "flat", True, backfill_s)
+            merged = Pickup("flat", found[0].mode, "all", 0, found[0].seconds)
+            for r in found:
+                merged.files += r.files
+                merged.jobs += r.jobs
+                merged.to_queue += r.to_queue
+                merged.to_claim += r.to_claim
+                merged.to_engine += r.to_engine
+                merged.busy_share = r.busy_share
+            p99 = percentile(merged.to_engine, 0.99)
+            print(f"  close -> engine p99 {p99:.3f} s, busy {merged.busy_share:.1%}", flush=True)
+            results.append((label, merged))
+    finally:
+        if not args.keep:
+            remove_tree(work)
+    rows = [
+        [
+            label,
+            str(r.files),
+            str(r.jobs),
+            lat_cell(r.to_queue),
+            lat_cell(r.to_claim),
+            lat_cell(r.to_engine),
+            f"{r.busy_share:.1%}",
+        ]
+        for label, r in results
+    ]
+    base, with_b = (percentile(r.to_engine, 0.99) for _, r in results)
+    ratio = with_b / base if base else float("inf")
+    body = "\n".join(
+        [
+            section_header("Live pickup beside a backfill generation (`bench/live.py --backfill`)"),
+            f"- setup: the pickup run of the live section (flat layout, inotify, {FLOWCELLS}"
+            f" flow cells writing in place plus {args.rename_cells} rename writers,"
+            f" {args.engines} engines), its engines a `command` template naming"
+            " `{model}`: a live batch takes no time, a backfill (`sup`) batch"
+            f" {args.backfill:g} s. With backfill the manager has `--generation live=fast"
+            " --generation sup=sup` (default live window): every file written is queued for"
+            " sup too. fleet busy share: engines' time in batches of either generation"
+            " (claim to report) between the first and last close, over engines x that span.",
+            "",
+            markdown_table(BACKFILL_HEADERS, rows),
+            "",
+            f"close -> engine has it, p99 with / without backfill: {ratio:.2f}"
+            f" (wanted <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'}).",
+        ]
+    )
+    print(body)
+    if not args.no_doc:
+        update_doc("live-backfill", body)
+        print("updated docs/benchmarks.md")
+    return 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--interval", type=float, default=4.0, help="s between a flow cell's files")
@@ -575,6 +697,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--code-at", metavar="REV", help="run bcmanager from this commit")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
+    p.add_argument(
+        "--backfill",
+        type=float,
+        metavar="S",
+        help="only: pickup without and with a backfill generation whose batches take S s"
+        " (flat layout, inotify), into the section live-backfill",
+    )
     p.add_argument("--json-out", type=Path, help="write the pickup latencies here (JSON)")
     p.add_argument("--before-json", type=Path, help="pickup latencies to compare against")
     args = p.parse_args(argv)
@@ -598,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(code.src))
     if not args.no_wait:
         wait_for_quiet(OTHER_BENCHES)
+    if args.backfill is not None:
+        return run_backfill_only(work, args)
     pickups: list[Pickup] = []
     tails: list[Tail] = []
     per_file = 0.0

@@ -840,6 +840,7 @@ def job_view(job: JobRow) -> dict[str, object]:
         "created": job.created,
         "ended": job.ended,
         "reason": job.reason,
+        "gen": job.gen,
     }
 
 

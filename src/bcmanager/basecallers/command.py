@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shlex
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 from bcmanager.basecallers.abc import Basecaller, Invocation
@@ -45,6 +46,20 @@ class CommandBasecaller(Basecaller):
         if not any(f"{{{name}}}" in template for name in ("output", "pass", "fail")):
             # Legal (a tool may find its output folder elsewhere), but almost always a mistake.
             log.warning("command template %r names none of {output}, {pass}, {fail}", template)
+
+    @property
+    def switches_models(self) -> bool:  # type: ignore[override]
+        """A template that names `{model}` runs whichever model a job's generation names."""
+        return any(field == "model" for word in self.words for field in _fields(word))
+
+    def with_recipe(
+        self, model: str, kit_name: str | None, modified_bases: Sequence[str]
+    ) -> CommandBasecaller:
+        if not self.switches_models:
+            raise ConfigError(f"command template {self.template!r} has no {{model}}")
+        if kit_name or modified_bases:
+            raise ConfigError("a command template has no placeholders for a kit or modified bases")
+        return CommandBasecaller(self.template, model)
 
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
         values = {
@@ -82,3 +97,7 @@ def _check_word(word: str, template: str) -> None:
                 f"command template {template!r}: placeholder {{{field}}} takes no format"
                 " or conversion"
             )
+
+
+def _fields(word: str) -> list[str]:
+    return [field for _lit, field, _spec, _conv in string.Formatter().parse(word) if field]
