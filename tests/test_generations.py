@@ -321,3 +321,18 @@ def test_the_live_reserve_grows_with_the_arrival_rate_and_the_live_batch_time() 
     demand.batch_done(60)  # 0.1 files/s x 60 s: 6 engines busy on average
     assert demand.reserve(1) == 1 + 6 + 8
     assert demand.reserve(101) == 0  # arrivals older than the window are forgotten
+
+
+def test_a_command_template_naming_the_model_runs_each_generations_model(tmp_path: Path) -> None:
+    from bcmanager.basecallers.command import CommandBasecaller
+
+    own = CommandBasecaller("true {output} {model}", model="hac")
+    assert own.switches_models
+    sup = own.with_recipe("sup@v5.0.0", None, ())
+    assert sup.invocation(tmp_path, tmp_path / "o").argv[-1] == "sup@v5.0.0"
+    with pytest.raises(ConfigError, match="kit"):
+        own.with_recipe("sup", "SQK-NBD114-24", ())
+    fixed = CommandBasecaller("true {output}")
+    assert not fixed.switches_models
+    with pytest.raises(ConfigError):
+        fixed.with_recipe("sup", None, ())
