@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from bcmanager.cli import main
+from bcmanager.cli.slurm import runs_any_model
 from bcmanager.cluster import (
+    Controller,
     JobsFile,
     JobSpec,
     Memory,
@@ -19,6 +24,8 @@ from bcmanager.cluster import (
     Slurm,
     SlurmError,
     SlurmJob,
+    Wanted,
+    backlogs,
     decide,
     engines_to_submit,
     parse_squeue,
@@ -140,9 +147,9 @@ GROW = Policy(max_engines=6, target_drain_s=1800)
 
 
 def test_with_nothing_measured_one_engine_is_started_only_if_there_is_none() -> None:
-    assert engines_to_submit(status(queued=50), 0, 0, None, GROW) == (1, None)
-    assert engines_to_submit(status(queued=50), 1, 0, None, GROW) == (0, None)
-    assert engines_to_submit(status(queued=50), 0, 1, None, GROW) == (0, None)
+    assert engines_to_submit(status(queued=50), 0, 0, None, GROW) == Wanted(1, 0, None)
+    assert engines_to_submit(status(queued=50), 1, 0, None, GROW) == Wanted(0, 0, None)
+    assert engines_to_submit(status(queued=50), 0, 1, None, GROW) == Wanted(0, 0, None)
 
 
 def test_more_engines_are_submitted_while_the_backlog_drains_too_slowly() -> None:
@@ -161,7 +168,7 @@ def test_more_engines_are_submitted_while_the_backlog_drains_too_slowly() -> Non
 def test_submissions_stop_at_the_maximum_and_when_the_drain_is_short() -> None:
     assert engines_to_submit(status(queued=100_000), 2, 0, 1.0, GROW)[0] == 4
     assert engines_to_submit(status(queued=100_000), 6, 0, 1.0, GROW)[0] == 0
-    assert engines_to_submit(status(queued=1000), 2, 0, 1.0, GROW) == (0, 500)
+    assert engines_to_submit(status(queued=1000), 2, 0, 1.0, GROW) == Wanted(0, 0, 500)
     assert engines_to_submit(status(queued=100_000), 0, 0, 1.0, Policy())[0] == 0  # max 0
 
 
@@ -182,7 +189,7 @@ def test_engines_of_cancelled_jobs_count_for_nobody() -> None:
 
 
 def test_no_submission_when_nothing_is_queued_even_with_files_in_flight() -> None:
-    assert engines_to_submit(status(assigned=500), 0, 0, 0.01, GROW) == (0, None)
+    assert engines_to_submit(status(assigned=500), 0, 0, 0.01, GROW) == Wanted(0, 0, None)
 
 
 def test_the_rate_window_forgets_old_looks_and_a_new_run() -> None:
@@ -195,6 +202,162 @@ def test_the_rate_window_forgets_old_looks_and_a_new_run() -> None:
     looks.at(130, status(done=3))  # a restarted manager on another run
     assert looks.memory.samples == [[130, 3, 0]]
     assert per_engine_rate(looks.memory.samples) is None
+
+
+# -- generations: the live backlog first, backfill on top ------------------------------
+
+
+def gen_status(
+    live: tuple[int, int] = (0, 0),
+    done: int = 0,
+    engines: dict[str, int] | None = None,
+    **backfill: tuple[int, int],
+) -> dict:
+    """A status with generations: `live` and each backfill one as (queued, assigned)."""
+    counts = {"fast": live, **backfill}
+    st = status(
+        queued=sum(q for q, _ in counts.values()),
+        assigned=sum(a for _, a in counts.values()),
+        done=done,
+        engines=engines,
+    )
+    st["generations"] = [
+        {
+            "id": i,
+            "name": name,
+            "model": name,
+            "options": {},
+            "live": i == 0,
+            "output": ".",
+            "files": {"queued": q, "assigned": a, "done": 0, "quarantined": 0},
+        }
+        for i, (name, (q, a)) in enumerate(counts.items())
+    ]
+    return st
+
+
+def test_the_backlog_is_counted_per_generation() -> None:
+    found = backlogs(gen_status(live=(3, 1), sup=(40, 2), v6=(0, 0)))
+    assert [(g, b.name, b.queued, b.assigned) for g, b in found.items()] == [
+        (0, "fast", 3, 1),
+        (1, "sup", 40, 2),
+        (2, "v6", 0, 0),
+    ]
+    # a manager from before generations: all its files are the live generation's
+    assert [(b.queued, b.assigned) for b in backlogs(status(queued=5, assigned=2)).values()] == [
+        (5, 2)
+    ]
+
+
+def test_engines_for_backfill_come_only_on_top_of_those_the_live_backlog_needs() -> None:
+    # 1 file/s per engine, 1800 s target: the live 1800 files want 1 engine, all 5400 want 3
+    st = gen_status(live=(1800, 0), sup=(3000, 600))
+    assert engines_to_submit(st, 0, 0, 1.0, GROW) == Wanted(1, 2, math.inf)
+    assert engines_to_submit(st, 1, 0, 1.0, GROW) == Wanted(0, 2, 5400)
+    assert engines_to_submit(st, 0, 3, 1.0, GROW) == Wanted(0, 0, 1800)
+    # the live backlog alone fills the maximum: nothing is left for backfill
+    assert engines_to_submit(gen_status(live=(20_000, 0), sup=(9, 0)), 0, 0, 1.0, GROW) == (
+        Wanted(6, 0, math.inf)
+    )
+
+
+def test_backfill_alone_gets_an_engine_and_files_in_flight_count_with_it() -> None:
+    st = gen_status(live=(0, 0), sup=(50, 0))
+    assert engines_to_submit(st, 0, 0, None, GROW) == Wanted(0, 1, None)
+    # the live files in flight are drained by the same engines before they turn to sup
+    st = gen_status(live=(0, 3600), sup=(3600, 0))
+    assert engines_to_submit(st, 2, 0, 1.0, GROW) == Wanted(0, 2, 3600)
+
+
+def test_engines_that_run_their_own_model_only_ignore_the_backfill_backlog() -> None:
+    own = Policy(max_engines=6, idle_after_s=300, any_model=False)
+    st = gen_status(live=(0, 0), sup=(5000, 0), engines=TWO)
+    assert engines_to_submit(st, 0, 0, 1.0, own) == Wanted(0, 0, None)
+    looks = Looks(own)
+    looks.at(0, st)
+    decision = looks.at(300, st)
+    assert decision.cancel == ["11", "12"]  # sup's queued files are never theirs
+    assert "nothing of the live generation queued" in decision.reasons[0]
+    looks = Looks(IDLE)  # engines that run any model: sup's files are theirs to take
+    looks.at(0, st)
+    assert looks.at(10_000, st).cancel == []
+
+
+def test_the_decision_says_which_backlog_each_engine_is_for() -> None:
+    looks = Looks(GROW, recorded=("11",))
+    one_busy = ("slurm-11-node1",)
+    st = gen_status(live=(1800, 100), sup=(3500, 0), done=0)
+    st["running_jobs"] = [{"job_id": 1, "engine": one_busy[0]}]
+    looks.at(0, st)
+    later = gen_status(live=(1800, 100), sup=(3500, 0), done=60)
+    later["running_jobs"] = st["running_jobs"]
+    decision = looks.at(60, later)  # 1 file/s; live 1900 want 2 engines, all 5400 want 3
+    assert (decision.submit, decision.live, decision.backfill) == (2, 1, 1)
+    live, backfill = decision.reasons
+    assert live.startswith("live backlog (fast): 1800 file(s) queued, 1900 to basecall")
+    assert live.endswith("1 more engine(s)")
+    assert backfill.startswith("backfill backlog (sup): 3500 file(s) queued")
+    assert backfill.endswith("1 more backfill engine(s)")
+
+
+class FakeSlurm(Slurm):
+    """Records the scripts it is given; job ids 101, 102, ..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+
+    def submit(self, script: str) -> str:
+        self.scripts.append(script)
+        return str(100 + len(self.scripts))
+
+    def queue(self) -> list[SlurmJob]:
+        return []
+
+
+def test_backfill_jobs_go_to_the_backfill_partition_and_qos(tmp_path: Path, caplog) -> None:
+    spec = JobSpec(partition="gpu", gres="gpu:1")
+    looks = iter([gen_status(live=(2000, 0)), gen_status(live=(0, 0), sup=(50, 0))])
+    slurm = FakeSlurm()
+    ctl = Controller(
+        "http://m:1",
+        Policy(max_engines=4),
+        JobsFile(tmp_path / "jobs.json"),
+        render_script("http://m:1", [], spec),
+        slurm=slurm,
+        clock=lambda: 0.0,
+        status_reader=lambda _url: next(looks),
+        backfill_script=render_script("http://m:1", [], spec.for_backfill("low", "scavenger")),
+        backfill_label="partition low, QOS scavenger",
+    )
+    caplog.set_level("INFO", logger="bcmanager.cluster")
+    assert ctl.step().live == 1
+    assert ctl.step().backfill == 1  # the live engine's job is gone from squeue: 1 more
+    live, backfill = slurm.scripts
+    assert "#SBATCH --partition=gpu\n" in live and "--qos" not in live
+    assert "#SBATCH --partition=low\n#SBATCH --qos=scavenger\n" in backfill
+    assert "#SBATCH --gres=gpu:1\n" in backfill
+    jobs = JobsFile(tmp_path / "jobs.json").read()["jobs"]
+    assert (jobs["101"]["backlog"], jobs["102"]["backlog"]) == ("live", "backfill")
+    assert "submitted engine job 101 for the live backlog" in caplog.text
+    assert (
+        "submitted engine job 102 for the backfill backlog (partition low, QOS scavenger)"
+        in caplog.text
+    )
+
+
+def test_without_backfill_options_backfill_jobs_are_like_any_other(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    ctl = Controller(
+        "http://m:1",
+        Policy(max_engines=4),
+        JobsFile(tmp_path / "jobs.json"),
+        render_script("http://m:1", [], JobSpec(partition="gpu")),
+        slurm=slurm,
+        status_reader=lambda _url: gen_status(sup=(50, 0)),
+    )
+    assert ctl.step().backfill == 1
+    assert "#SBATCH --partition=gpu\n" in slurm.scripts[0]
 
 
 # -- the sbatch script ------------------------------------------------------------------
@@ -320,3 +483,90 @@ def test_the_controller_says_when_the_manager_is_unreachable(tmp_path: Path) -> 
     )
     assert result.exit_code != 0
     assert f"cannot read {url}/v1/status" in result.output
+
+
+def test_backfill_options_need_engines_that_run_any_model(tmp_path: Path) -> None:
+    args = ["slurm", "controller", "--manager", "http://m:1", "--once"]
+    args += ["--jobs-file", str(tmp_path / "j"), "--backfill-partition", "low"]
+    result = CliRunner().invoke(main, [*args, "--basecaller", "command", "--command", "x {input}"])
+    assert result.exit_code == 2
+    assert "these engines run their own model only" in result.output
+    assert not (tmp_path / "j").exists()
+    for engine in (["--basecaller", "script", "--script", "x"], ["--basecaller", "dorado-server"]):
+        assert CliRunner().invoke(main, [*args, *engine]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("engine", "any_model"),
+    [
+        ({"basecaller": "simulated"}, True),
+        ({"basecaller": "dorado"}, True),
+        ({"basecaller": "command", "command_template": "t {input} {output} -m {model}"}, True),
+        ({"basecaller": "command", "command_template": "t {input} {output} {{model}}"}, False),
+        ({"basecaller": "command", "command_template": "t {input"}, False),
+        ({"basecaller": "script"}, False),
+        ({"basecaller": "dorado-server"}, False),
+    ],
+)
+def test_the_controller_knows_which_engines_take_backfill_work(engine, any_model) -> None:
+    assert runs_any_model(engine) is any_model
+
+
+def fake_slurm_commands(folder: Path) -> Path:
+    """`sbatch` that keeps each script (and its argv) it is given and answers a job id,
+    `squeue` that lists nothing: on PATH, the controller talks to them as to Slurm."""
+    folder.mkdir()
+    (folder / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f"n=$(ls {folder}/*.sbatch 2>/dev/null | wc -l); n=$((n + 501))\n"
+        f'cat > {folder}/$n.sbatch; echo "$@" > {folder}/$n.argv; echo $n\n'
+    )
+    (folder / "squeue").write_text("#!/bin/sh\n")
+    for name in ("sbatch", "squeue"):
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_the_controller_submits_a_backfill_job_with_its_partition_and_qos(
+    tmp_path: Path, monkeypatch
+) -> None:
+    bin_dir = fake_slurm_commands(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    answer = gen_status(live=(0, 0), sup=(40, 0))
+
+    def manager(url: str, **_: object) -> httpx.Response:
+        return httpx.Response(200, json=answer, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", manager)
+    args = ["slurm", "controller", "--manager", "http://m:1", "--once", "--max-engines", "2"]
+    args += ["--jobs-file", str(tmp_path / "jobs.json"), "--partition", "gpu", "--qos", "normal"]
+    result = CliRunner().invoke(
+        main, [*args, "--backfill-partition", "low", "--backfill-qos", "scavenger"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("cancel: none; submit: 1 (0 live, 1 backfill)\n")
+    assert "backfill backlog (sup): 40 file(s) queued" in result.stdout
+    script = (bin_dir / "501.sbatch").read_text()
+    assert (bin_dir / "501.argv").read_text().split() == ["--parsable"]
+    assert "#SBATCH --partition=low\n#SBATCH --qos=scavenger\n" in script
+    assert "gpu" not in script and "normal" not in script
+    assert json.loads((tmp_path / "jobs.json").read_text())["jobs"]["501"]["backlog"] == "backfill"
+
+
+def test_live_jobs_keep_the_plain_partition_and_qos(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = fake_slurm_commands(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    answer = gen_status(live=(10, 0), sup=(40, 0))
+    monkeypatch.setattr(
+        httpx,
+        "get",
+        lambda url, **_: httpx.Response(200, json=answer, request=httpx.Request("GET", url)),
+    )
+    args = ["slurm", "controller", "--manager", "http://m:1", "--once", "--max-engines", "2"]
+    args += ["--jobs-file", str(tmp_path / "jobs.json"), "--partition", "gpu", "--qos", "normal"]
+    result = CliRunner().invoke(main, [*args, "--backfill-partition", "low"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("cancel: none; submit: 1 (1 live, 0 backfill)\n")
+    assert "live backlog (fast): 10 file(s) queued" in result.stdout
+    script = (bin_dir / "501.sbatch").read_text()
+    assert "#SBATCH --partition=gpu\n#SBATCH --qos=normal\n" in script

@@ -19,6 +19,13 @@ the manager's `running_jobs`); while files are queued and the backlog would take
 longer than `target_drain_s` to drain at the measured rate, more jobs are
 submitted, up to `max_engines`. A cancelled engine gets SIGTERM and hands any
 batch it just claimed back; if it dies harder, the lease expiry requeues it.
+
+The backlog is counted per model generation (the manager's `generations`). Jobs
+the live generation's backlog needs come first and are plain engine jobs; those
+wanted only on top of them, for the queued files of backfill generations, are
+*backfill* jobs, which the controller may send to another partition or QOS
+(`Controller.backfill_script`). Engines that run their own model only (not dorado
+or simulated) never get backfill work, so then only the live backlog counts.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -77,6 +84,7 @@ class JobSpec:
     """What each engine job asks Slurm for."""
 
     partition: str | None = None
+    qos: str | None = None
     gres: str | None = None
     time: str | None = None
     account: str | None = None
@@ -89,6 +97,7 @@ class JobSpec:
         pairs = [
             ("job-name", self.job_name),
             ("partition", self.partition),
+            ("qos", self.qos),
             ("account", self.account),
             ("time", self.time),
             ("gres", self.gres),
@@ -103,6 +112,10 @@ class JobSpec:
             if not line.startswith("-") or (value and not _DIRECTIVE_VALUE.match(value)):
                 raise ConfigError(f"sbatch option {line!r}: no spaces or quotes, please")
         return [f"#SBATCH {line}" for line in lines]
+
+    def for_backfill(self, partition: str | None, qos: str | None) -> JobSpec:
+        """The same job on the backfill partition and QOS, where given."""
+        return replace(self, partition=partition or self.partition, qos=qos or self.qos)
 
 
 def engine_command(
@@ -229,6 +242,7 @@ class Policy:
     target_drain_s: float = 1800.0  # submit while the backlog would take longer than this
     rate_window_s: float = 600.0  # files/s measured over this much history
     stale_engine_s: float = 120.0  # an engine not heard from this long is not counted
+    any_model: bool = True  # our engines run any generation's model (dorado, simulated)
 
 
 @dataclass
@@ -251,10 +265,60 @@ class Memory:
 @dataclass(frozen=True)
 class Decision:
     cancel: list[str] = field(default_factory=list)
-    submit: int = 0
+    submit: int = 0  # jobs to submit in all
     reasons: list[str] = field(default_factory=list)
     rate_per_engine: float | None = None  # files/s
     drain_s: float | None = None
+    backfill: int = 0  # of `submit`, those wanted only for backfill generations' files
+
+    @property
+    def live(self) -> int:
+        """Of `submit`, the jobs the live generation's backlog wants (plain engine jobs)."""
+        return self.submit - self.backfill
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Files still to basecall for one generation (or several): queued, and in flight."""
+
+    name: str
+    queued: int = 0
+    assigned: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.queued + self.assigned
+
+    def __add__(self, other: Backlog) -> Backlog:
+        name = ", ".join(b.name for b in (self, other) if b.files and b.name)
+        return Backlog(name, self.queued + other.queued, self.assigned + other.assigned)
+
+
+def backlogs(status: Mapping[str, Any]) -> dict[int, Backlog]:
+    """Each generation's backlog by id (0 is the live one); a status without
+    `generations` (a manager from before them) has the live one only, with all files."""
+    gens = status.get("generations") or []
+    if not gens:
+        return {0: Backlog("default", _count(status, "queued"), _count(status, "assigned"))}
+    return {int(g.get("id", 0)): _backlog_of(g) for g in gens}
+
+
+def _backlog_of(gen: Mapping[str, Any]) -> Backlog:
+    files = gen.get("files") or {}
+    return Backlog(
+        str(gen.get("name", "")),
+        int(files.get("queued", 0) or 0),
+        int(files.get("assigned", 0) or 0),
+    )
+
+
+def live_and_backfill(status: Mapping[str, Any], policy: Policy) -> tuple[Backlog, Backlog]:
+    """The live generation's backlog, and the backfill generations' together (nothing when
+    our engines run their own model only: the manager hands them live work alone)."""
+    found = backlogs(status)
+    live = found.get(0, Backlog("live"))
+    rest = [b for gen_id, b in sorted(found.items()) if gen_id > 0] if policy.any_model else []
+    return live, sum(rest, Backlog(""))
 
 
 def busy_engines(status: Mapping[str, Any]) -> set[str]:
@@ -298,8 +362,10 @@ def idle_jobs(
     idle_since: Mapping[str, float],
     policy: Policy,
 ) -> list[str]:
-    """Jobs to cancel: queue empty, engine idle long enough, never one holding a batch."""
-    if _count(status, "queued") > 0:
+    """Jobs to cancel: nothing queued that our engines could run, engine idle long
+    enough, never one holding a batch."""
+    live, backfill = live_and_backfill(status, policy)
+    if live.queued + backfill.queued > 0:
         return []
     busy = busy_engines(status)
     engines = _engines_by_job(status, job_ids)
@@ -347,27 +413,87 @@ def other_engines(status: Mapping[str, Any], job_ids: Sequence[str], policy: Pol
     )
 
 
+class Wanted(NamedTuple):
+    """More jobs for the live backlog, more on top of those for backfill, and the drain
+    time of the backlog counted with the engines there are now."""
+
+    live: int = 0
+    backfill: int = 0
+    drain_s: float | None = None
+
+
+def drain_time(files: int, engines: int, rate: float | None) -> float | None:
+    """Seconds `engines` take for `files` at `rate` files/s each (None: no rate yet)."""
+    if rate is None:
+        return None
+    return files / (rate * engines) if engines else math.inf
+
+
+def more_engines(
+    files: int, queued: int, ours: int, others: int, rate: float | None, policy: Policy
+) -> int:
+    """Jobs to add so that `files` drain within the target, up to `max_engines` of ours."""
+    if queued == 0 or policy.max_engines - ours <= 0:
+        return 0
+    if rate is None:  # nothing measured yet: start one engine if there is none at all
+        return 1 if ours + others == 0 else 0
+    drain = drain_time(files, ours + others, rate)
+    if drain is not None and drain <= policy.target_drain_s:
+        return 0
+    wanted = math.ceil(files / (rate * policy.target_drain_s)) - others
+    return max(0, min(wanted, policy.max_engines) - ours)
+
+
 def engines_to_submit(
     status: Mapping[str, Any],
     ours: int,
     others: int,
     rate: float | None,
     policy: Policy,
-) -> tuple[int, float | None]:
-    """How many more jobs, and the drain time expected with the engines there are now."""
-    queued = _count(status, "queued")
-    backlog = queued + _count(status, "assigned")
-    room = policy.max_engines - ours
-    if queued == 0 or room <= 0:
-        return 0, None
-    engines = ours + others
-    if rate is None:  # nothing measured yet: start one engine if there is none at all
-        return (1 if engines == 0 else 0), None
-    drain = backlog / (rate * engines) if engines else math.inf
-    if drain <= policy.target_drain_s:
-        return 0, drain
-    wanted = math.ceil(backlog / (rate * policy.target_drain_s)) - others
-    return max(0, min(wanted, policy.max_engines) - ours), drain
+) -> Wanted:
+    """How many more jobs: first for the live backlog alone; then, counting those, for
+    the whole backlog while backfill files are queued."""
+    live, backfill = live_and_backfill(status, policy)
+    n_live = more_engines(live.files, live.queued, ours, others, rate, policy)
+    whole = live + backfill
+    n_backfill = more_engines(whole.files, backfill.queued, ours + n_live, others, rate, policy)
+    drain = drain_time(whole.files, ours + others, rate) if whole.queued else None
+    return Wanted(n_live, n_backfill, drain)
+
+
+def _why(drain: float | None, policy: Policy) -> str:
+    if drain is None:
+        return "no engine and nothing measured yet"
+    if math.isinf(drain):
+        return "no engine"
+    return f"drain {drain:.0f} s > {policy.target_drain_s:.0f} s"
+
+
+def submit_reasons(
+    status: Mapping[str, Any],
+    wanted: Wanted,
+    engines: int,
+    rate: float | None,
+    policy: Policy,
+) -> list[str]:
+    """One line per backlog that got jobs: which generations, how much, why."""
+    live, backfill = live_and_backfill(status, policy)
+    lines = []
+    if wanted.live:
+        why = _why(drain_time(live.files, engines, rate), policy)
+        lines.append(
+            f"live backlog ({live.name}): {live.queued} file(s) queued, {live.files} to"
+            f" basecall, {why}: {wanted.live} more engine(s)"
+        )
+    if wanted.backfill:
+        whole = live + backfill
+        why = _why(drain_time(whole.files, engines + wanted.live, rate), policy)
+        lines.append(
+            f"backfill backlog ({backfill.name}): {backfill.queued} file(s) queued, with the"
+            f" live backlog {whole.files} to basecall, {why}: {wanted.backfill} more"
+            " backfill engine(s)"
+        )
+    return lines
 
 
 def decide(
@@ -391,17 +517,14 @@ def decide(
     samples = add_sample(now, status, memory.samples, busy, policy.rate_window_s)
     rate = per_engine_rate(samples)
     others = other_engines(status, [*ours, *ended], policy)
-    submit, drain = engines_to_submit(status, len(ours) - len(cancel), others, rate, policy)
-    reasons = [
-        f"job {j}: no batch for {now - idle_since[j]:.0f} s and nothing queued" for j in cancel
-    ]
-    if submit:
-        reasons.append(
-            f"{_count(status, 'queued')} file(s) queued, drain "
-            + (f"{drain:.0f} s" if drain is not None else "unknown")
-            + f" > {policy.target_drain_s:.0f} s: {submit} more engine(s)"
-        )
-    decision = Decision(cancel, submit, reasons, rate, drain)
+    kept = len(ours) - len(cancel)
+    wanted = engines_to_submit(status, kept, others, rate, policy)
+    nothing = "nothing queued" if policy.any_model else "nothing of the live generation queued"
+    reasons = [f"job {j}: no batch for {now - idle_since[j]:.0f} s and {nothing}" for j in cancel]
+    reasons += submit_reasons(status, wanted, kept + others, rate, policy)
+    decision = Decision(
+        cancel, wanted.live + wanted.backfill, reasons, rate, wanted.drain_s, wanted.backfill
+    )
     return decision, Memory(idle_since, jobs_done, samples)
 
 
@@ -455,14 +578,22 @@ def active_ids(data: Mapping[str, Any]) -> list[str]:
 
 
 def record_submitted(
-    data: dict[str, Any], job_id: str, manager_url: str, now: float, by: str
+    data: dict[str, Any],
+    job_id: str,
+    manager_url: str,
+    now: float,
+    by: str,
+    backlog: str | None = None,
 ) -> None:
+    """Note a submitted job; `backlog`: which one the controller started it for."""
     data["jobs"][job_id] = {
         "state": "submitted",
         "submitted": now,
         "manager": manager_url,
         "by": by,
     }
+    if backlog is not None:
+        data["jobs"][job_id]["backlog"] = backlog
 
 
 def mark(data: dict[str, Any], job_ids: Sequence[str], state: str, now: float) -> None:
@@ -494,6 +625,14 @@ def submit_engines(
     return submitted
 
 
+def describe_backlogs(status: Mapping[str, Any]) -> str:
+    """Each generation's backlog in a few words, for the log."""
+    return ", ".join(
+        f"{b.name} {b.queued} queued + {b.assigned} assigned"
+        for _, b in sorted(backlogs(status).items())
+    )
+
+
 def fetch_status(manager_url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     url = manager_url.rstrip("/") + "/v1/status"
     try:
@@ -518,6 +657,8 @@ class Controller:
     slurm: Slurm = field(default_factory=Slurm)
     clock: Callable[[], float] = time.time
     status_reader: Callable[[str], dict[str, Any]] = fetch_status
+    backfill_script: str | None = None  # for backfill jobs (their partition, QOS); None: script
+    backfill_label: str = ""  # where backfill jobs go, for the log: "partition low, QOS scavenger"
 
     def step(self) -> Decision:
         status = self.status_reader(self.manager_url)
@@ -531,8 +672,8 @@ class Controller:
             ended = [j for j in data["jobs"] if j not in set(live)]
             decision, memory = decide(now, status, queue, live, memory, self.policy, ended)
             log.debug(
-                "%d queued, %d engine job(s), rate %s files/s per engine",
-                _count(status, "queued"),
+                "backlog %s; %d engine job(s), rate %s files/s per engine",
+                describe_backlogs(status),
                 len(live),
                 decision.rate_per_engine,
             )
@@ -552,14 +693,22 @@ class Controller:
                 log.info("cancelled idle engine job(s) %s", ", ".join(decision.cancel))
             except SlurmError as exc:
                 log.error("%s", exc)
-        for _ in range(decision.submit):
+        self._submit(decision.live, "live", data)
+        self._submit(decision.backfill, "backfill", data)
+
+    def _submit(self, count: int, backlog: str, data: dict[str, Any]) -> None:
+        """`count` jobs for the live or the backfill backlog; stops at Slurm's first refusal."""
+        backfill = backlog == "backfill"
+        script = (self.backfill_script if backfill else None) or self.script
+        where = f" ({self.backfill_label})" if backfill and self.backfill_label else ""
+        for _ in range(count):
             try:
-                job_id = self.slurm.submit(self.script)
+                job_id = self.slurm.submit(script)
             except SlurmError as exc:
                 log.error("%s", exc)
-                break
-            record_submitted(data, job_id, self.manager_url, self.clock(), "controller")
-            log.info("submitted engine job %s", job_id)
+                return
+            record_submitted(data, job_id, self.manager_url, self.clock(), "controller", backlog)
+            log.info("submitted engine job %s for the %s backlog%s", job_id, backlog, where)
 
     def run(self, interval_s: float, stop: threading.Event) -> None:
         """Step every `interval_s` until `stop` is set; an unreachable manager is logged."""
@@ -576,6 +725,7 @@ class Controller:
 
 __all__ = [
     "DEFAULT_JOBS_FILE",
+    "Backlog",
     "Controller",
     "Decision",
     "JobSpec",
@@ -586,6 +736,8 @@ __all__ = [
     "Slurm",
     "SlurmError",
     "SlurmJob",
+    "Wanted",
+    "backlogs",
     "decide",
     "render_script",
     "submit_engines",

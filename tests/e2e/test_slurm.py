@@ -198,3 +198,51 @@ def test_a_submission_slurm_refuses_is_a_clear_error(slurm, jobs_file) -> None:
     assert result.returncode != 0
     assert "sbatch refused" in result.stderr and "partition" in result.stderr.lower()
     assert not jobs_file.exists() or json.loads(jobs_file.read_text())["jobs"] == {}
+
+
+@pytest.fixture
+def backfill_partition(slurm: SlurmCluster) -> Iterator[str]:
+    """A second partition on the one node, made at run time (the test's own Slurm allows it)."""
+    name = "bcm-backfill"
+    made = subprocess.run(
+        ["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=INFINITE",
+         "State=UP", "OverSubscribe=FORCE:8"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"this Slurm does not let us add a partition: {made.stderr.strip()}")
+    yield name
+    subprocess.run(["scontrol", "delete", f"PartitionName={name}"], check=False)
+
+
+def test_an_engine_wanted_only_for_backfill_runs_in_the_backfill_partition(
+    slurm, backfill_partition, run_dirs, start_manager, jobs_file
+) -> None:
+    inp, out = run_dirs
+    logs = jobs_file.parent / "engine-logs"
+    make_run(inp, 2, reads=3)
+    m = start_manager(inp, out)
+    (live,) = submit(slurm, m.url, jobs_file, 1)  # the live generation's engine, which ends
+    wait_until(lambda: m.status()["files"]["done"] == 2, logs, 60, "the live generation")
+    subprocess.run(["scancel", live], check=True)
+    slurm.wait_gone([live], timeout=30)
+    added = bcm("generations", "add", "--manager", m.url, "sup=sup")
+    assert added.returncode == 0, added.stderr
+    assert [g["files"]["queued"] for g in m.status()["generations"]] == [0, 2]
+
+    flags = ["--partition", slurm.partition, "--backfill-partition", backfill_partition]
+    flags += ["--log-dir", str(logs), "--max-engines", "1", "--wait", "5"]
+    decision = controller_once(m.url, jobs_file, *flags)
+    assert decision.startswith("cancel: none; submit: 1 (0 live, 1 backfill)"), decision
+    assert "backfill backlog (sup): 2 file(s) queued" in decision
+    jobs = json.loads(jobs_file.read_text())["jobs"]
+    assert jobs[live]["state"] == "gone"  # its engine, still in the manager's list, counts not
+    ((job_id, record),) = [(j, r) for j, r in jobs.items() if r["by"] == "controller"]
+    assert record["backlog"] == "backfill"
+    squeue = subprocess.run(
+        ["squeue", "--noheader", "--jobs", job_id, "--format=%P"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert squeue.stdout.strip() == backfill_partition
+    # it runs there and reaches the manager; which batches it gets is the manager's call
+    wait_until(lambda: slurm_engines(m.status(), [job_id]), logs, 60, "the backfill engine")
