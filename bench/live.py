@@ -602,9 +602,9 @@ BACKFILL_HEADERS = [
     "run",
     "files",
     "jobs",
-    "close -> queued p50 / p99 s",
-    "close -> claimed p50 / p99 s",
-    "close -> engine has it p50 / p99 s",
+    "close -> queued p50 / p99 / max s",
+    "close -> claimed p50 / p99 / max s",
+    "close -> engine has it p50 / p99 / max s",
     "fleet busy share",
 ]
 
