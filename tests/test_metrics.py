@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bcmanager.metrics import Metrics
+from bcmanager.progress import Progress
 from tests.helpers import LegacyDriver, basecall_dir, make_run
+from tests.test_status import FAST, SUP, generations_manager, live_done_backfill_started
 
 NAME = re.compile(r"^bcmanager_[a-z0-9_]+$")
 
@@ -150,7 +153,7 @@ def test_yield_per_run_and_barcode_matches_the_reads_on_disk(
     assert run.run_folder == "exp/s/20261128_1200_1A_FAX1_abcd1234"
     assert len(run.barcodes) >= 3  # several barcodes, unclassified among them
     for b in run.barcodes:
-        labels = {"run": run.run_folder, "barcode": b.barcode}
+        labels = {"run": run.run_folder, "barcode": b.barcode, "generation": "default"}
         assert value(metrics, "bcmanager_yield_reads", **labels) == b.reads
         assert value(metrics, "bcmanager_yield_bases", **labels) == b.bases
         assert value(metrics, "bcmanager_yield_pass_ratio", **labels) == pytest.approx(
@@ -158,3 +161,60 @@ def test_yield_per_run_and_barcode_matches_the_reads_on_disk(
         )
         assert value(metrics, "bcmanager_yield_n50_bases", **labels) > 0
         assert 0 < value(metrics, "bcmanager_yield_mean_qscore", **labels) < 50
+
+
+def test_metrics_per_generation_add_up_to_the_totals(run_dirs) -> None:
+    inp, out = run_dirs
+    m = generations_manager(inp, out)
+    progress = Progress(m)
+    try:
+        live_done_backfill_started(m)  # fast: 5 done; sup: 2 done, 1 quarantined, 2 queued
+        text = Metrics(m, progress).render()[0].decode()
+    finally:
+        progress.close()
+        m.close()
+    metrics: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        assert NAME.match(family.name), family.name
+        for sample in family.samples:
+            metrics.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    input_bytes = sum(p.stat().st_size for p in inp.glob("*.pod5"))
+
+    expected = {
+        "fast": {"queued": 0, "assigned": 0, "done": 5, "quarantined": 0},
+        "sup": {"queued": 2, "assigned": 0, "done": 2, "quarantined": 1},
+    }
+    for name, by_state in expected.items():
+        for state, n in by_state.items():
+            assert value(metrics, "bcmanager_generation_files", generation=name, state=state) == n
+    for state in expected["fast"]:  # the unlabelled gauge: every generation
+        total = sum(by_state[state] for by_state in expected.values())
+        assert value(metrics, "bcmanager_files", state=state) == total
+    assert value(metrics, "bcmanager_input_bytes") == input_bytes  # each pod5 once
+    assert value(metrics, "bcmanager_basecalled_files_total") == 7
+    assert value(metrics, "bcmanager_generation_basecalled_files_total", generation="fast") == 5
+    assert value(metrics, "bcmanager_generation_basecalled_files_total", generation="sup") == 2
+    sup_left = value(metrics, "bcmanager_generation_remaining_bytes", generation="sup")
+    assert value(metrics, "bcmanager_generation_remaining_bytes", generation="fast") == 0
+    assert 0 < sup_left < input_bytes
+    assert value(metrics, "bcmanager_remaining_bytes") == sup_left
+    assert value(metrics, "bcmanager_generation_eta_seconds", generation="fast") == 0
+    assert value(metrics, "bcmanager_generation_eta_seconds", generation="sup") > 0
+    assert value(metrics, "bcmanager_generation_throughput_bytes_per_second", generation="sup") > 0
+    assert value(metrics, "bcmanager_eta_seconds") > 0  # the fleet still has sup to do
+    assert (
+        value(
+            metrics, "bcmanager_generation_info", generation="fast", model=FAST.model, role="live"
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics, "bcmanager_generation_info", generation="sup", model=SUP.model, role="backfill"
+        )
+        == 1
+    )
+    assert value(metrics, "bcmanager_run_files", run=".", state="done") == 5  # the live run
+    for name, reads in (("fast", 15), ("sup", 6)):
+        labels = {"run": ".", "barcode": "unclassified", "generation": name}
+        assert value(metrics, "bcmanager_yield_reads", **labels) == reads

@@ -5,6 +5,11 @@ polls `/v1/status` every two seconds and `/v1/history` (basecalled per time buck
 the whole run, from the ledger) every ten, and keeps the rates it has seen since it was
 opened, so the rate chart is complete after a reload and smooth while it stays open.
 Every value from the server is written with `textContent`, never as HTML.
+
+With model generations beyond the implicit one, the progress cards and bar follow the
+live generation (the run as it is written), a generations table shows each one's files
+by state, share done and ETA, the chart draws one line per generation and the yield
+table names the generation of each row; throughput is the whole fleet's.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ def router(progress: Progress) -> APIRouter:
 
     @routes.get("/v1/history", tags=["v1"])
     def history() -> dict[str, Any]:
-        """Files, bytes, reads and samples basecalled per time bucket (`bucket_s` wide)."""
+        """Files, bytes, reads and samples basecalled per time bucket (`bucket_s` wide):
+        `points` every generation together, `generations[]` each one's own."""
         return progress.history()
 
     return routes
@@ -81,6 +87,7 @@ td.mono { font-family:ui-monospace,monospace; font-size:12px; word-break:break-a
 .empty { color:var(--mute); font-style:italic; }
 .scroll { max-height:320px; overflow:auto; }
 svg text { font-size:11px; fill:var(--mute); }
+.hidden { display:none; }
 </style>
 </head>
 <body>
@@ -92,7 +99,7 @@ svg text { font-size:11px; fill:var(--mute); }
 <div id="banner">Cannot reach the manager; retrying.</div>
 <main>
 <section class="wide">
-  <h2>Progress against what has been written</h2>
+  <h2 id="progress-title">Progress against what has been written</h2>
   <div class="cards">
     <div class="card"><div class="v"><span id="files-done">-</span> / <span id="files-total">-</span></div>
       <div class="l">files basecalled / written</div></div>
@@ -111,6 +118,8 @@ svg text { font-size:11px; fill:var(--mute); }
     <i style="background:var(--done)"></i>done <i style="background:var(--run)"></i>being basecalled
     <i style="background:var(--bad)"></i>quarantined <i style="background:var(--line)"></i>queued</div>
 </section>
+<section class="wide hidden" id="generations-section"><h2>Generations (models)</h2>
+  <div class="scroll"><table id="generations"></table></div></section>
 <section class="wide">
   <h2 id="chart-title">Rate over time</h2>
   <svg id="chart" width="100%" height="180" role="img" aria-label="basecalling rate over time"></svg>
@@ -118,13 +127,14 @@ svg text { font-size:11px; fill:var(--mute); }
 <section><h2>Engines</h2><div class="scroll"><table id="engines"></table></div></section>
 <section><h2>Running jobs</h2><div class="scroll"><table id="jobs"></table></div></section>
 <section><h2>Runs (flow cells)</h2><div class="scroll"><table id="runs"></table></div></section>
-<section><h2>Yield per run and barcode</h2><div class="scroll"><table id="yields"></table></div></section>
+<section><h2 id="yields-title">Yield per run and barcode</h2><div class="scroll"><table id="yields"></table></div></section>
 <section><h2>Quarantined files</h2><div class="scroll"><table id="quarantine"></table></div></section>
 <section class="wide"><h2>Recent events</h2><div class="scroll"><table id="events"></table></div></section>
 </main>
 <script>
 "use strict";
 const STATUS_MS = 2000, HISTORY_MS = 10000;
+const COLOURS = ["#3a7bd5", "#2e9e5b", "#d89b1d", "#8e44ad", "#d64545", "#16a2b8"];
 let history = null, live = [], lastStatus = null;
 
 const $ = (id) => document.getElementById(id);
@@ -173,6 +183,20 @@ function table(id, headers, rows, empty) {
   }
 }
 
+// More than the implicit generation (one, with no model of its own): say which is which.
+function gensShown(s) {
+  const g = s.generations || [];
+  return g.length > 1 || g.some((x) => x.model != null);
+}
+function liveGen(s) { return (s.generations || []).find((g) => g.live) || null; }
+function sumOf(obj) { return Object.values(obj).reduce((a, b) => a + b, 0); }
+function recipe(g) {
+  const o = g.options || {}, extras = [];
+  if (o.kit_name) extras.push("kit " + o.kit_name);
+  if (o.modified_bases && o.modified_bases.length) extras.push("mods " + o.modified_bases.join("+"));
+  return (g.model == null ? "the engines' own" : g.model) + (extras.length ? " (" + extras.join(", ") + ")" : "");
+}
+
 function rateText(th) {
   if (th.samples_per_s != null) return si(th.samples_per_s, "samples/s");
   return si(th.bytes_per_s, "B/s");
@@ -181,7 +205,9 @@ function rateText(th) {
 function render(s) {
   lastStatus = s;
   const f = s.files, p = s.progress, th = s.throughput;
-  const total = s.files_total;
+  const shown = gensShown(s), lg = liveGen(s);
+  const lf = lg ? lg.files : f;  // the cards and the bar: the live generation's files
+  const total = lg ? sumOf(lf) : s.files_total;
   const busy = f.assigned > 0 || f.queued > 0;
   const state = busy ? "basecalling" : s.state === "done" ? "done"
     : s.finished ? "caught up" : "waiting";
@@ -189,10 +215,13 @@ function render(s) {
   $("state").className = busy ? "basecalling" : s.finished ? "finished" : "idle";
   set("paths", s.input + "  \\u2192  " + s.output);
   set("updated", "updated " + clock(s.now));
-  set("files-done", num(f.done)); set("files-total", num(total));
+  set("progress-title", "Progress against what has been written"
+    + (shown && lg ? " (live generation: " + lg.name + ")" : ""));
+  set("files-done", num(lf.done)); set("files-total", num(total));
   set("bytes-done", si(p.done.bytes, "B"));
   set("bytes-label", "pod5 basecalled of " + si(p.written.bytes, "B"));
-  const counted = (s.yields || []).reduce((n, y) => n + y.reads, 0);
+  const liveYields = (s.yields || []).filter((y) => !lg || y.generation == null || y.generation === lg.name);
+  const counted = liveYields.reduce((n, y) => n + y.reads, 0);
   if (counted > 0) {  // the engines' own count of the reads they wrote
     set("reads-done", num(counted));
     set("reads-label", "reads basecalled (engines' count)");
@@ -201,17 +230,29 @@ function render(s) {
     set("reads-label", p.done.counts_known ? "reads basecalled" : "reads basecalled (counts not known for every file)");
   }
   set("rate", rateText(th));
-  set("rate-label", "throughput, last " + dur(th.window_s));
+  set("rate-label", "throughput, last " + dur(th.window_s) + (shown ? ", all generations" : ""));
   set("files-per-min", (+th.files_per_min).toFixed(1));
   set("eta", s.eta_s === 0 ? "done" : dur(s.eta_s));
-  set("quarantined-count", num(f.quarantined));
+  set("quarantined-count", num(lf.quarantined));
   const working = s.engines.filter((e) => e.job_id != null).length;
   set("engines-count", working + " / " + s.engines.length);
   const pct = (n) => (total ? (100 * n / total) : 0);
-  $("bar-done").style.width = pct(f.done) + "%";
-  $("bar-assigned").style.width = pct(f.assigned) + "%";
-  $("bar-quarantined").style.width = pct(f.quarantined) + "%";
-  set("percent", (total ? (100 * f.done / total).toFixed(1) : "0.0") + "% basecalled");
+  $("bar-done").style.width = pct(lf.done) + "%";
+  $("bar-assigned").style.width = pct(lf.assigned) + "%";
+  $("bar-quarantined").style.width = pct(lf.quarantined) + "%";
+  set("percent", (total ? (100 * lf.done / total).toFixed(1) : "0.0") + "% basecalled");
+
+  $("generations-section").classList.toggle("hidden", !shown);
+  table("generations",
+    [{label: "generation"}, {label: "role"}, {label: "model"}, {label: "done", num: true},
+     {label: "queued", num: true}, {label: "running", num: true},
+     {label: "quarantined", num: true}, {label: "progress", num: true},
+     {label: "throughput", num: true}, {label: "ETA", num: true}],
+    (s.generations || []).map((g) => [g.name, g.live ? "live" : "backfill", recipe(g),
+      num(g.files.done), num(g.files.queued), num(g.files.assigned), num(g.files.quarantined),
+      g.share == null ? "-" : (100 * g.share).toFixed(1) + "%",
+      g.throughput ? rateText(g.throughput) : "-", g.eta_s === 0 ? "done" : dur(g.eta_s)]),
+    "no generation");
 
   const jobsById = new Map(s.running_jobs.map((j) => [j.job_id, j]));
   table("engines",
@@ -233,12 +274,14 @@ function render(s) {
     s.runs.map((r) => [r.run, r.state, num(r.files.done) + " / " + num(r.written.files),
       num(r.files.quarantined), si(r.written.bytes, "B")]),
     "no run found yet");
-  table("yields",
-    [{label: "run folder"}, {label: "barcode"}, {label: "reads", num: true},
+  set("yields-title", shown ? "Yield per generation, run and barcode" : "Yield per run and barcode");
+  const yieldHeads = [{label: "run folder"}, {label: "barcode"}, {label: "reads", num: true},
      {label: "bases", num: true}, {label: "N50", num: true}, {label: "mean Q", num: true},
-     {label: "pass", num: true}],
-    (s.yields || []).map((y) => [y.run, y.barcode, num(y.reads), si(y.bases, "b"), num(y.n50),
-      y.mean_qscore.toFixed(1), (100 * y.pass_share).toFixed(1) + "%"]),
+     {label: "pass", num: true}];
+  table("yields", shown ? [{label: "generation"}, ...yieldHeads] : yieldHeads,
+    (s.yields || []).map((y) => (shown ? [y.generation] : []).concat([y.run, y.barcode,
+      num(y.reads), si(y.bases, "b"), num(y.n50), y.mean_qscore.toFixed(1),
+      (100 * y.pass_share).toFixed(1) + "%"])),
     "nothing counted yet");
   table("quarantine", [{label: "file", mono: true}, {label: "reason"}],
     s.quarantined.map((q) => [q.path, q.reason]), "none");
@@ -249,37 +292,53 @@ function render(s) {
       e.from || e.to ? (e.from || "") + " \\u2192 " + (e.to || "") : "", e.count, e.detail]),
     "no events");
 
-  live.push({t: s.now, done: p.done, basis: th.basis});
+  const gens = {};
+  for (const g of s.generations || []) gens[g.name] = g.progress.done;
+  live.push({t: s.now, done: (s.all_generations || p).done, gens, basis: th.basis});
   if (live.length > 2000) live.shift();
   drawChart();
 }
 
-function chartPoints() {
+function seriesPoints(hist, seen, basis) {
   // Ledger history (whole run) plus what this page saw since the last history fetch.
+  const bucket = history ? history.bucket_s : 1;
+  const pts = [];
+  let lastT = -Infinity;
+  for (const p of hist) {
+    pts.push({t: p.t + bucket / 2, v: p[basis] / bucket});
+    lastT = p.t + bucket;
+  }
+  for (let i = 1; i < seen.length; i++) {
+    const a = seen[i - 1], b = seen[i];
+    if (!a.done || !b.done || b.t <= lastT || b.t <= a.t) continue;
+    pts.push({t: b.t, v: Math.max(0, (b.done[basis] - a.done[basis]) / (b.t - a.t))});
+  }
+  return pts;
+}
+
+function chartSeries() {
+  // One line for the fleet, or one per generation where there is more than the implicit one.
   const fromHistory = history && history.points.length ? history.basis : null;
   const live0 = lastStatus ? lastStatus.throughput.basis : "bytes";
   const basis = (fromHistory || live0) === "samples" ? "samples" : "bytes";
-  const pts = [];
-  let lastT = -Infinity;
-  if (history) {
-    for (const p of history.points) {
-      pts.push({t: p.t + history.bucket_s / 2, v: p[basis] / history.bucket_s});
-      lastT = p.t + history.bucket_s;
+  const names = lastStatus && gensShown(lastStatus) ? lastStatus.generations.map((g) => g.name) : [null];
+  const series = names.map((name) => {
+    let hist = history ? history.points : [];
+    if (name != null) {
+      const own = history && (history.generations || []).find((g) => g.name === name);
+      hist = own ? own.points : [];
     }
-  }
-  for (let i = 1; i < live.length; i++) {
-    const a = live[i - 1], b = live[i];
-    if (b.t <= lastT || b.t <= a.t) continue;
-    pts.push({t: b.t, v: Math.max(0, (b.done[basis] - a.done[basis]) / (b.t - a.t))});
-  }
-  return {basis, pts};
+    const seen = live.map((l) => ({t: l.t, done: name == null ? l.done : l.gens[name]}));
+    return {name, pts: seriesPoints(hist, seen, basis)};
+  });
+  return {basis, series};
 }
 
 function drawChart() {
   const svg = $("chart"), ns = "http://www.w3.org/2000/svg";
   const W = svg.clientWidth || 800, H = 180, L = 70, B = 22, T = 8;
   svg.replaceChildren();
-  const {basis, pts} = chartPoints();
+  const {basis, series} = chartSeries();
   set("chart-title", "Rate over time (" + (basis === "samples" ? "samples/s" : "pod5 bytes/s") + ")");
   const el = (name, attrs, text) => {
     const e = document.createElementNS(ns, name);
@@ -287,12 +346,13 @@ function drawChart() {
     if (text != null) e.textContent = text;
     svg.appendChild(e); return e;
   };
-  if (pts.length < 2) {
+  const all = series.flatMap((s) => s.pts);
+  if (!series.some((s) => s.pts.length >= 2)) {
     el("text", {x: L, y: H / 2}, "waiting for basecalled files\\u2026");
     return;
   }
-  const t0 = pts[0].t, t1 = pts[pts.length - 1].t;
-  const vmax = Math.max(...pts.map((p) => p.v)) || 1;
+  const t0 = Math.min(...all.map((p) => p.t)), t1 = Math.max(...all.map((p) => p.t));
+  const vmax = Math.max(...all.map((p) => p.v)) || 1;
   const x = (t) => L + (W - L - 10) * (t - t0) / Math.max(1e-9, t1 - t0);
   const y = (v) => T + (H - T - B) * (1 - v / vmax);
   el("line", {x1: L, y1: y(0), x2: W - 10, y2: y(0), stroke: "#ccc"});
@@ -301,8 +361,21 @@ function drawChart() {
   el("text", {x: 4, y: y(0)}, "0");
   el("text", {x: L, y: H - 6}, clock(t0));
   el("text", {x: W - 70, y: H - 6}, clock(t1));
-  const d = pts.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + "," + y(p.v).toFixed(1)).join(" ");
-  el("path", {d, fill: "none", stroke: "#3a7bd5", "stroke-width": 2, id: "chart-line"});
+  let first = true;
+  series.forEach((s, i) => {
+    const colour = COLOURS[i % COLOURS.length];
+    const pts = s.pts.slice().sort((a, b) => a.t - b.t);
+    if (pts.length >= 2) {
+      const d = pts.map((p, j) => (j ? "L" : "M") + x(p.t).toFixed(1) + "," + y(p.v).toFixed(1)).join(" ");
+      const attrs = {d, fill: "none", stroke: colour, "stroke-width": 2, class: "chart-series"};
+      if (first) attrs.id = "chart-line";
+      first = false;
+      el("path", attrs);
+    }
+    if (s.name != null) {
+      el("text", {x: W - 160, y: T + 12 + 14 * i, class: "chart-legend", style: "fill:" + colour}, "\\u2014 " + s.name);
+    }
+  });
 }
 
 async function getJSON(path) {

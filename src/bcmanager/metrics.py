@@ -5,6 +5,12 @@ as `/v1/status` (`bcmanager.progress`), so the two always agree; request latency
 merge time are histograms observed as they happen. Names follow the Prometheus
 conventions: `bcmanager_` prefix, base units in the name (`_seconds`, `_bytes`),
 `_total` on counters. docs/observability.md lists them all.
+
+Model generations: the unlabelled file, byte and basecalled totals and the ETA cover
+every generation (a file counts once per generation it is basecalled with), as do the
+fleet's throughput and the engines'; `bcmanager_input_bytes` is what INPUT holds, once.
+The `bcmanager_generation_*` families break them down with a `generation` label, and the
+yield families carry one too. Runs (flow cells) are the live generation's.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class RunCollector(Collector):
         status = self.progress.status()
         yield from _files_and_jobs(status)
         yield from _basecalled(status)
+        yield from _generations(status)
         yield from _engines(status)
         yield from _counters(status)
         yield from _runs(status)
@@ -117,7 +124,7 @@ class RunCollector(Collector):
 
 
 def _files_and_jobs(status: dict[str, Any]) -> Iterator[Metric]:
-    files = _gauge("bcmanager_files", "Input pod5 files by state.", ["state"])
+    files = _gauge("bcmanager_files", "Input pod5 files by state, every generation.", ["state"])
     for state in FileState:
         files.add_metric([state.value], status["files"].get(state.value, 0))
     yield files
@@ -125,27 +132,31 @@ def _files_and_jobs(status: dict[str, Any]) -> Iterator[Metric]:
     for state in JobState:
         jobs.add_metric([state.value], status["jobs"].get(state.value, 0))
     yield jobs
-    written = status["progress"]["written"]
+    written = status["progress"]["written"]  # the live generation's: each pod5 once
     yield GaugeMetricFamily(
         "bcmanager_input_bytes", "Bytes of pod5 found under INPUT.", value=written["bytes"]
     )
-    remaining = status["progress"]["remaining"]
+    remaining = status["all_generations"]["remaining"]
     yield GaugeMetricFamily(
         "bcmanager_remaining_bytes",
-        "Bytes of pod5 queued or assigned (not yet basecalled).",
+        "Bytes of pod5 queued or assigned (not yet basecalled), every generation.",
         value=remaining["bytes"],
     )
 
 
+_BASECALLED = (
+    ("basecalled_files", "files", "Files basecalled and merged"),
+    ("basecalled_bytes", "bytes", "Bytes of pod5 basecalled"),
+    ("basecalled_reads", "reads", "Reads basecalled (files with known counts)"),
+    ("basecalled_samples", "samples", "Signal samples basecalled (known counts)"),
+)
+
+
 def _basecalled(status: dict[str, Any]) -> Iterator[Metric]:
-    done = status["progress"]["done"]
-    for name, key, doc in (
-        ("bcmanager_basecalled_files", "files", "Files basecalled and merged."),
-        ("bcmanager_basecalled_bytes", "bytes", "Bytes of pod5 basecalled."),
-        ("bcmanager_basecalled_reads", "reads", "Reads basecalled (files with known counts)."),
-        ("bcmanager_basecalled_samples", "samples", "Signal samples basecalled (known counts)."),
-    ):
-        family = _counter(name, doc)
+    every = status["all_generations"]
+    done = every["done"]
+    for name, key, doc in _BASECALLED:
+        family = _counter(f"bcmanager_{name}", f"{doc}, every generation.")
         family.add_metric([], done[key])
         yield family
     yield GaugeMetricFamily(
@@ -169,19 +180,65 @@ def _basecalled(status: dict[str, Any]) -> Iterator[Metric]:
         "Files basecalled per second over the recent window.",
         value=rates["files_per_min"] / 60,
     )
-    if status["eta_s"] is not None:
+    if every["eta_s"] is not None:
         yield GaugeMetricFamily(
             "bcmanager_eta_seconds",
-            "Time to basecall what has been written so far at the current rate.",
-            value=status["eta_s"],
+            "Time to basecall what has been written so far, every generation, at the current rate.",
+            value=every["eta_s"],
         )
-    last = done.get("last_done_at")
+    last = done.get("last_done_at")  # any generation: the fleet is working
     if last is not None:
         yield GaugeMetricFamily(
             "bcmanager_last_basecalled_timestamp_seconds",
             "When a file was last basecalled (alert on time() minus this while files are queued).",
             value=last,
         )
+
+
+def _generations(status: dict[str, Any]) -> Iterator[Metric]:
+    """The `bcmanager_generation_*` families: each generation's share of the totals."""
+    gens = status.get("generations") or []
+    info = _gauge(
+        "bcmanager_generation_info",
+        "Each model generation (always 1): its model and role, live or backfill.",
+        ["generation", "model", "role"],
+    )
+    files = _gauge(
+        "bcmanager_generation_files",
+        "Input pod5 files by generation and state.",
+        ["generation", "state"],
+    )
+    remaining = _gauge(
+        "bcmanager_generation_remaining_bytes",
+        "Bytes of pod5 queued or assigned for each generation.",
+        ["generation"],
+    )
+    done = {
+        key: _counter(f"bcmanager_generation_{name}", f"{doc}, per generation.", ["generation"])
+        for name, key, doc in _BASECALLED
+    }
+    rate = _gauge(
+        "bcmanager_generation_throughput_bytes_per_second",
+        "pod5 bytes per second of each generation over the recent window (ledger done times).",
+        ["generation"],
+    )
+    eta = _gauge(
+        "bcmanager_generation_eta_seconds",
+        "Time to basecall each generation's queue at its own recent rate (absent without one).",
+        ["generation"],
+    )
+    for g in gens:
+        name = [g["name"]]
+        info.add_metric([g["name"], g.get("model") or "", g["role"]], 1)
+        for state in FileState:
+            files.add_metric([g["name"], state.value], g["files"].get(state.value, 0))
+        remaining.add_metric(name, g["progress"]["remaining"]["bytes"])
+        for key, family in done.items():
+            family.add_metric(name, g["progress"]["done"][key])
+        rate.add_metric(name, g["throughput"]["bytes_per_s"])
+        if g["eta_s"] is not None:
+            eta.add_metric(name, g["eta_s"])
+    yield from (info, files, remaining, *done.values(), rate, eta)
 
 
 def _engines(status: dict[str, Any]) -> Iterator[Metric]:
@@ -238,9 +295,13 @@ def _runs(status: dict[str, Any]) -> Iterator[Metric]:
         value=int(bool(status["finished"])),
     )
     state = _gauge(
-        "bcmanager_run_state", "Each run (flow cell): 1 for its current state.", ["run", "state"]
+        "bcmanager_run_state",
+        "Each run (flow cell): 1 for its current state (the live generation's).",
+        ["run", "state"],
     )
-    files = _gauge("bcmanager_run_files", "Files of each run by state.", ["run", "state"])
+    files = _gauge(
+        "bcmanager_run_files", "Files of each run by state (the live generation).", ["run", "state"]
+    )
     for run in status["runs"]:
         for name in RUN_STATES:
             state.add_metric([run["run"], name], int(run["state"] == name))
@@ -252,7 +313,7 @@ def _runs(status: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _yields(status: dict[str, Any]) -> Iterator[Metric]:
-    labels = ["run", "barcode"]
+    labels = ["run", "barcode", "generation"]
     families = {
         "reads": _gauge("bcmanager_yield_reads", "Reads basecalled per run and barcode.", labels),
         "bases": _gauge("bcmanager_yield_bases", "Bases basecalled per run and barcode.", labels),
@@ -266,7 +327,7 @@ def _yields(status: dict[str, Any]) -> Iterator[Metric]:
     }
     for y in status.get("yields", []):
         for key, family in families.items():
-            family.add_metric([y["run"], y["barcode"]], y[key])
+            family.add_metric([y["run"], y["barcode"], y.get("generation", "")], y[key])
     yield from families.values()
 
 

@@ -10,6 +10,18 @@ Two sources, each for what it does cheaply:
   from the ledger file on a separate read-only connection, cached for a while that
   grows with what the query costs, so a million-file ledger is not scanned on every
   dashboard poll and the manager's lock is never held for it.
+
+Model generations (`bcmanager.generations`) each basecall every file once, so totals are
+never summed over them unless the key says so:
+
+- `progress`, `eta_s` and `runs` are the live generation's: the run as the sequencer
+  writes it, each pod5 once (its `written` is what INPUT holds);
+- `generations[]` gives each generation its own `progress`, `throughput` (from the
+  ledger's done times, since the batches the manager tells of carry no generation),
+  `eta_s` and `share` (the fraction of its files done or quarantined);
+- `throughput` and the engines' rates are the fleet's, every generation's batches;
+  `all_generations` sums the generations (a file counts once per generation) with the
+  fleet's ETA to drain every generation's queue.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bcmanager.manager import Happening, Manager
-from bcmanager.runstats import LedgerReader, RunTotals, Totals
+from bcmanager.runstats import ALL, LedgerReader, RunTotals, Totals
 from bcmanager.states import FileState
 
 WINDOW_S = 300.0  # rates are measured over the batches finished in this window
@@ -60,21 +72,34 @@ class _Window:
             self.batches.popleft()
         span = min(window_s, now - self.started) if self.started is not None else 0.0
         recent = list(self.batches)
-        samples_known = all(b.samples is not None for b in recent)
-        reads_known = all(b.reads is not None for b in recent)
+        samples = sum(b.samples or 0 for b in recent)
+        reads = sum(b.reads or 0 for b in recent)
+        return rates_over(
+            span,
+            sum(b.files for b in recent),
+            sum(b.bytes for b in recent),
+            samples if all(b.samples is not None for b in recent) else None,
+            reads if all(b.reads is not None for b in recent) else None,
+        )
 
-        def per_s(total: float) -> float:
-            return round(total / span, 3) if span > 0 else 0.0
 
-        files = sum(b.files for b in recent)
-        return {
-            "window_s": round(span, 1),
-            "files_per_min": round(per_s(files) * 60, 3),
-            "bytes_per_s": per_s(sum(b.bytes for b in recent)),
-            "samples_per_s": per_s(sum(b.samples or 0 for b in recent)) if samples_known else None,
-            "reads_per_s": per_s(sum(b.reads or 0 for b in recent)) if reads_known else None,
-            "basis": "samples" if samples_known else "bytes",
-        }
+def rates_over(
+    span: float, files: int, size: int, samples: int | None, reads: int | None
+) -> dict[str, Any]:
+    """The throughput dict of what was basecalled in the last `span` seconds (samples or
+    reads None: not known for every file)."""
+
+    def per_s(total: float) -> float:
+        return round(total / span, 3) if span > 0 else 0.0
+
+    return {
+        "window_s": round(span, 1),
+        "files_per_min": round(per_s(files) * 60, 3),
+        "bytes_per_s": per_s(size),
+        "samples_per_s": per_s(samples) if samples is not None else None,
+        "reads_per_s": per_s(reads) if reads is not None else None,
+        "basis": "samples" if samples is not None else "bytes",
+    }
 
 
 def nice_bucket(span_s: float, points: int = HISTORY_POINTS) -> float:
@@ -157,20 +182,23 @@ class Progress:
                 entry.ttl = max(MIN_CACHE_S, COST_FACTOR * entry.took)
             return entry.value
 
-    def runs(self, counts: dict[str, int] | None = None) -> list[RunTotals]:
-        """Per-run totals; `counts` (files by state, known live) tells when they are stale."""
+    def runs_by_generation(
+        self, counts: dict[int, dict[str, int]] | None = None
+    ) -> dict[int, list[RunTotals]]:
+        """Per-run totals of each generation (by id); `counts` (each generation's files by
+        state, known live) tells when they are stale."""
         cached = self._cache.get("runs")
         stale = False
         if counts is not None and cached is not None and cached.value is not None:
-            seen: Counter[str] = Counter()
-            for run in cached.value:
-                for state, totals in run.by_state.items():
-                    seen[state] += totals.files
-            stale = any(seen[state] != n for state, n in counts.items())
-        return self._cached("runs", lambda: self.reader().runs(), stale)
+            stale = any(
+                _files_by_state(cached.value.get(gen, [])) != {s: n for s, n in by.items() if n}
+                for gen, by in counts.items()
+            )
+        return self._cached("runs", lambda: self.reader().runs_by_generation(), stale)
 
     def engine_totals(self, done_files: int | None = None) -> dict[str, Totals]:
-        """Basecalled per engine; stale when their sum is not `done_files` (known live)."""
+        """Basecalled per engine, every generation; stale when their sum is not
+        `done_files` (known live)."""
         cached = self._cache.get("engines")
         stale = (
             done_files is not None
@@ -178,48 +206,85 @@ class Progress:
             and cached.value is not None
             and sum(t.files for t in cached.value.values()) != done_files
         )
-        return self._cached("engines", lambda: self.reader().engine_totals(), stale)
+        return self._cached("engines", lambda: self.reader().engine_totals(ALL), stale)
+
+    def generation_rates(self, now: float) -> dict[int, dict[str, Any]]:
+        """Each generation's throughput over the last `window_s`, from the ledger's done
+        times (the manager's batch reports do not say which generation they were)."""
+        return self._cached("generation_rates", lambda: self._generation_rates(now))
+
+    def _generation_rates(self, now: float) -> dict[int, dict[str, Any]]:
+        reader = self.reader()
+        recent = reader.recent_done(now - self.window_s)
+        out = {}
+        for gen, started in reader.work_started().items():
+            span = max(0.0, min(self.window_s, now - started))
+            done = recent.get(gen, Totals())
+            known = done.known_samples == done.files
+            out[gen] = rates_over(
+                span,
+                done.files,
+                done.bytes,
+                done.samples if known else None,
+                done.reads if done.known_reads == done.files else None,
+            )
+        return out
 
     def history(self) -> dict[str, Any]:
-        """Basecalled per time bucket over the whole run (from the ledger's done times)."""
+        """Basecalled per time bucket over the whole run (from the ledger's done times):
+        `points` sums every generation, `generations` has each one's own."""
         return self._cached("history", self._history)
 
     def _history(self) -> dict[str, Any]:
         done = Totals()
-        for run in self.runs():
-            done.add(run.by_state.get("done", Totals()))
+        for runs in self.runs_by_generation().values():
+            for run in runs:
+                done.add(run.by_state.get("done", Totals()))
         if done.first_done_at is None or done.last_done_at is None:
-            return {"bucket_s": 1.0, "basis": "bytes", "points": []}
+            return {"bucket_s": 1.0, "basis": "bytes", "points": [], "generations": []}
         bucket = nice_bucket(done.last_done_at - done.first_done_at)
-        timeline = self.reader().done_timeline(bucket)
-        known = all(t.known_samples == t.files for _, t in timeline)
-        points = [
-            {"t": t, "files": v.files, "bytes": v.bytes, "reads": v.reads, "samples": v.samples}
-            for t, v in timeline
-        ]
-        return {"bucket_s": bucket, "basis": "samples" if known else "bytes", "points": points}
+        timelines = self.reader().done_timelines(bucket)
+        names = {g.id: g.name for g in self.reader().generations()}
+        summed: dict[float, Totals] = {}
+        for timeline in timelines.values():
+            for t, v in timeline:
+                summed.setdefault(t, Totals()).add(v)
+        known = all(v.known_samples == v.files for v in summed.values())
+        return {
+            "bucket_s": bucket,
+            "basis": "samples" if known else "bytes",
+            "points": _points(sorted(summed.items())),
+            "generations": [
+                {"id": gen, "name": names.get(gen, str(gen)), "points": _points(timeline)}
+                for gen, timeline in sorted(timelines.items())
+            ],
+        }
 
     # -- the status ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """`Manager.status()` with progress, throughput, ETA, runs, counters, engine rates."""
+        """`Manager.status()` with progress, throughput, ETA, runs, counters, engine rates,
+        per generation where it matters (see the module docstring)."""
         status: dict[str, Any] = dict(self.manager.status())
         now = float(status["now"])
-        runs = self.runs(status.get("files"))
-        by_state: dict[str, Totals] = {}
-        for run in runs:
-            for state, totals in run.by_state.items():
-                by_state.setdefault(state, Totals()).add(totals)
-        written = Totals()
-        for totals in by_state.values():
-            written.add(totals)
+        gens: list[dict[str, Any]] = list(status.get("generations") or [])
+        by_gen = self.runs_by_generation({int(g["id"]): g["files"] for g in gens})
         rates = self.rates(now)
-        status["progress"] = _progress(written, by_state)
+        gen_rates = self.generation_rates(now)
+        views = [
+            _generation_view(g, by_gen.get(int(g["id"]), []), gen_rates.get(int(g["id"])))
+            for g in gens
+        ]
+        live = next((v for v in views if v.get("live")), views[0] if views else None)
+        status["generations"] = views
+        status["progress"] = live["progress"] if live else _progress(Totals(), {})
+        status["eta_s"] = live["eta_s"] if live else 0.0
         status["throughput"] = rates
-        status["eta_s"] = _eta(by_state, rates)
+        status["all_generations"] = _all_generations(by_gen, rates)
         # The manager's own run list (if any) may carry more, e.g. the final summary's name.
         theirs = {r.get("run"): r for r in status.get("runs") or [] if isinstance(r, dict)}
-        status["runs"] = [{**theirs.get(r.run, {}), **_run_view(r)} for r in runs]
+        live_runs = by_gen.get(int(live["id"]), []) if live else []
+        status["runs"] = [{**theirs.get(r.run, {}), **_run_view(r)} for r in live_runs]
         status["counters"] = dict(self.counters)
         running = {int(j["job_id"]) for j in status.get("running_jobs", [])}
         status["engines"] = self._engines_view(
@@ -248,6 +313,61 @@ class Progress:
                 }
             )
         return out
+
+
+def _files_by_state(runs: list[RunTotals]) -> dict[str, int]:
+    seen: Counter[str] = Counter()
+    for run in runs:
+        for state, totals in run.by_state.items():
+            seen[state] += totals.files
+    return {s: n for s, n in seen.items() if n}
+
+
+def _by_state(runs: list[RunTotals]) -> dict[str, Totals]:
+    out: dict[str, Totals] = {}
+    for run in runs:
+        for state, totals in run.by_state.items():
+            out.setdefault(state, Totals()).add(totals)
+    return out
+
+
+def _points(timeline: list[tuple[float, Totals]]) -> list[dict[str, Any]]:
+    return [
+        {"t": t, "files": v.files, "bytes": v.bytes, "reads": v.reads, "samples": v.samples}
+        for t, v in timeline
+    ]
+
+
+def _generation_view(
+    gen: dict[str, Any], runs: list[RunTotals], rates: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One generation of `Manager.status()` with its progress, own rate, ETA and share."""
+    by_state = _by_state(runs)
+    written = Totals()
+    for totals in by_state.values():
+        written.add(totals)
+    progress = _progress(written, by_state)
+    throughput = rates or rates_over(0.0, 0, 0, None, None)
+    return {
+        **gen,
+        "role": "live" if gen.get("live") else "backfill",
+        "progress": progress,
+        "throughput": throughput,
+        "eta_s": _eta(by_state, throughput),
+        "share": progress["fraction_done"],
+    }
+
+
+def _all_generations(by_gen: dict[int, list[RunTotals]], rates: dict[str, Any]) -> dict[str, Any]:
+    """Every generation summed (a file once per generation) and the fleet's ETA for it."""
+    by_state: dict[str, Totals] = {}
+    for runs in by_gen.values():
+        for state, totals in _by_state(runs).items():
+            by_state.setdefault(state, Totals()).add(totals)
+    written = Totals()
+    for totals in by_state.values():
+        written.add(totals)
+    return {**_progress(written, by_state), "eta_s": _eta(by_state, rates)}
 
 
 def _progress(written: Totals, by_state: dict[str, Totals]) -> dict[str, Any]:

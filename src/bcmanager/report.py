@@ -10,6 +10,12 @@ from the FASTQ, and the latency from a pod5 being written to being basecalled.
 FASTQ records and bases are counted exactly; the length and quality distributions use
 up to `max_reads` records spread over all FASTQ files, so a three-day run's report
 takes minutes, not hours.
+
+Model generations (`bcmanager.generations`): every number, table and verdict is per
+generation, each from its own rows of the ledger and its own tree under OUTPUT; nothing
+is summed over them. The throughput plot draws one line per generation, the latency
+plot is the live generation's (a backfill's latency is only when it was scheduled).
+A run that only ever had the implicit generation reads as before generations existed.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from bcmanager import __version__
+from bcmanager.errors import ConfigError
+from bcmanager.generations import Generation
 from bcmanager.layout import Layout
 from bcmanager.output.records import detect_format, open_alignments
 from bcmanager.output.yields import Yield
 from bcmanager.progress import nice_bucket
-from bcmanager.runstats import FileTimes, JobSpan, LedgerReader, RunTotals
+from bcmanager.runstats import ALL, FileTimes, JobSpan, LedgerReader, RunTotals
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -138,12 +146,11 @@ def _scan_bam(path: Path, stats: FastqStats, per_file: int) -> None:
 
 
 @dataclass
-class ReportData:
-    """Everything the report shows, gathered before anything is drawn."""
+class GenerationData:
+    """One model generation of the run: its files, jobs and runs in the ledger, the reads
+    in its tree and its exactly-once verdict."""
 
-    input: Path | None
-    output: Path
-    ledger: Path
+    gen: Generation
     files: list[FileTimes]
     jobs: list[JobSpan]
     runs: list[RunTotals]
@@ -151,9 +158,12 @@ class ReportData:
     quarantined: list[tuple[str, str | None, int]]
     fastq: FastqStats
     yields: list[Yield]
-    verify: VerifyReport | None
+    verify: VerifyReport | None = None
     verify_error: str | None = None
-    created: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
+
+    @property
+    def name(self) -> str:
+        return self.gen.name
 
     def files_in(self, state: str) -> list[FileTimes]:
         return [f for f in self.files if f.state == state]
@@ -169,6 +179,7 @@ class ReportData:
         latencies = sorted(f.done_at - f.mtime for f in done if f.done_at is not None and f.mtime)
         retried = [f for f in self.files if f.attempts > 0]
         return {
+            "generation": self.gen.name,
             "files_written": len(self.files),
             "files_done": counts["done"],
             "files_quarantined": counts["quarantined"],
@@ -198,6 +209,60 @@ class ReportData:
         }
 
 
+@dataclass
+class ReportData:
+    """Everything the report shows, gathered before anything is drawn: the run's jobs
+    and each model generation's own numbers (the live generation first)."""
+
+    input: Path | None
+    output: Path
+    ledger: Path
+    jobs: list[JobSpan]  # every generation's
+    generations: list[GenerationData]
+    created: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
+
+    @property
+    def live(self) -> GenerationData:
+        """The live generation (or the first one reported, with `--generation`)."""
+        return next((g for g in self.generations if g.gen.is_live), self.generations[0])
+
+    @property
+    def by_generation(self) -> bool:
+        """More than the implicit generation: tables and verdicts name theirs."""
+        return len(self.generations) > 1 or any(g.gen.model for g in self.generations)
+
+    # The live generation's, as they were before generations existed.
+    @property
+    def files(self) -> list[FileTimes]:
+        return self.live.files
+
+    @property
+    def runs(self) -> list[RunTotals]:
+        return self.live.runs
+
+    @property
+    def fastq(self) -> FastqStats:
+        return self.live.fastq
+
+    @property
+    def yields(self) -> list[Yield]:
+        return self.live.yields
+
+    @property
+    def verify(self) -> VerifyReport | None:
+        return self.live.verify
+
+    def files_in(self, state: str) -> list[FileTimes]:
+        return self.live.files_in(state)
+
+    def summary(self) -> dict[str, Any]:
+        """The live generation's summary (`summaries()` has every generation's)."""
+        return self.live.summary()
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return {g.name: g.summary() for g in self.generations}
+
+
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -211,51 +276,77 @@ def gather(
     verify: bool = True,
     max_reads: int = MAX_READS,
     workers: int | None = None,
+    generations: list[str] | None = None,
 ) -> ReportData:
-    """Read the ledger (read-only), the FASTQ and, with `verify`, check exactly-once."""
+    """Read the ledger (read-only), each generation's reads and, with `verify`, check
+    exactly-once per generation. `generations`: the names to report (default: all)."""
     output = Path(output)
     ledger = ledger or Layout(output, output).default_ledger_path()
     reader = LedgerReader(ledger)
     try:
         recorded = reader.meta("input")
         input_dir = input_dir or (Path(recorded) if recorded else None)
-        files, jobs, runs = reader.files(), reader.jobs(), reader.runs()
-        job_counts, quarantined = reader.job_counts(), reader.quarantined()
-        yields = [Yield.from_dict(d) for d in reader.yield_totals()]
+        jobs = reader.jobs(ALL)
+        gens = _chosen(reader.generations(), generations)
+        yields = reader.yield_totals()
+        data = ReportData(
+            input_dir,
+            output,
+            ledger,
+            jobs,
+            [_generation_data(reader, gen, output, yields, max_reads) for gen in gens],
+        )
     finally:
         reader.close()
-    from bcmanager.verify import output_read_files
-
-    fastq = scan_reads(output_read_files(output), max_reads)
-    data = ReportData(
-        input_dir,
-        output,
-        ledger,
-        files,
-        jobs,
-        runs,
-        job_counts,
-        quarantined,
-        fastq,
-        yields,
-        None,
-    )
     if verify:
-        _verify(data, workers)
+        for gen in data.generations:
+            _verify(data, gen, workers)
     return data
 
 
-def _verify(data: ReportData, workers: int | None) -> None:
+def _chosen(known: list[Generation], names: list[str] | None) -> list[Generation]:
+    if not names:
+        return known
+    unknown = sorted(set(names) - {g.name for g in known})
+    if unknown:
+        held = ", ".join(g.name for g in known)
+        raise ConfigError(f"no generation {', '.join(unknown)} in the ledger; it holds {held}")
+    return [g for g in known if g.name in names]
+
+
+def _generation_data(
+    reader: LedgerReader, gen: Generation, output: Path, yields: list[dict], max_reads: int
+) -> GenerationData:
+    from bcmanager.verify import output_read_files
+
+    return GenerationData(
+        gen,
+        reader.files(gen.id),
+        reader.jobs(gen.id),
+        reader.runs(gen.id),
+        reader.job_counts(gen.id),
+        reader.quarantined(gen.id),
+        scan_reads(output_read_files(output / gen.output_root), max_reads),
+        [Yield.from_dict(y) for y in yields if y["gen"] == gen.id],
+    )
+
+
+def _verify(data: ReportData, gen: GenerationData, workers: int | None) -> None:
     from bcmanager.verify import verify_run
 
     if data.input is None or not data.input.is_dir():
-        data.verify_error = f"input folder {data.input} not found; pass --input"
+        gen.verify_error = f"input folder {data.input} not found; pass --input"
         return
     try:
-        data.verify = verify_run(data.input, data.output, workers=workers)
+        gen.verify = verify_run(
+            data.input,
+            data.output,
+            workers=workers,
+            generation=gen.name if gen.gen.output_root else None,
+        )
     except Exception as exc:  # a report without the verdict beats no report
-        log.exception("verify failed")
-        data.verify_error = f"verify failed: {type(exc).__name__}: {exc}"
+        log.exception("verify of generation %s failed", gen.name)
+        gen.verify_error = f"verify failed: {type(exc).__name__}: {exc}"
 
 
 # -- the plots ----------------------------------------------------------------------------
@@ -286,35 +377,72 @@ def _time_unit(span_s: float) -> tuple[float, str]:
     return 3600.0, "h"
 
 
+_GEN_COLOURS = ("#3a7bd5", "#2e9e5b", "#d89b1d", "#8e44ad", "#d64545", "#16a2b8")
+
+
 def plot_throughput(data: ReportData, t0: float) -> str | None:
-    done = [f for f in data.files_in("done") if f.done_at is not None]
-    if not done:
+    """Basecalling rate and cumulative files over time, one line per generation."""
+    done = {
+        g.name: [f for f in g.files_in("done") if f.done_at is not None] for g in data.generations
+    }
+    everything = [f for files in done.values() for f in files]
+    if not everything:
         return None
-    last = max(f.done_at or 0.0 for f in done)
+    last = max(f.done_at or 0.0 for f in everything)
     bucket = nice_bucket(last - t0, 120)
     scale, unit = _time_unit(last - t0)
-    by_samples = all(f.samples is not None for f in done)
-    sums: Counter[int] = Counter()
-    files: Counter[int] = Counter()
-    for f in done:
-        b = int(((f.done_at or 0.0) - t0) // bucket)
-        sums[b] += (f.samples or 0) if by_samples else f.size
-        files[b] += 1
-    xs = np.arange(0, max(sums) + 1)
-    rate = np.array([sums[b] / bucket for b in xs])
+    by_samples = all(f.samples is not None for f in everything)
     fig = _figure()
     ax = fig.add_subplot()
-    ax.step((xs + 0.5) * bucket / scale, rate, where="mid", color="#3a7bd5")
-    ax.fill_between((xs + 0.5) * bucket / scale, rate, step="mid", alpha=0.25, color="#3a7bd5")
+    twin = ax.twinx()
+    several = len(data.generations) > 1
+    for i, (name, files) in enumerate(done.items()):
+        colour = _GEN_COLOURS[i % len(_GEN_COLOURS)]
+        # one generation: the rate in blue, its cumulative files in green, as ever
+        style = (colour, colour, "--") if several else ("#3a7bd5", "#2e9e5b", "-")
+        if files:
+            _throughput_line(ax, twin, files, (t0, bucket, scale), by_samples, name, style)
     ax.set_xlabel(f"time since the first claim ({unit})")
     ax.set_ylabel("samples / s" if by_samples else "pod5 bytes / s")
     ax.set_title(f"Throughput ({bucket:g} s buckets)", loc="left")
-    twin = ax.twinx()
-    cumulative = np.concatenate([[0], np.cumsum([files[b] for b in xs])])
-    twin.plot(np.arange(0, len(xs) + 1) * bucket / scale, cumulative, color="#2e9e5b")
     twin.set_ylim(bottom=0)
     twin.set_ylabel("files basecalled (cumulative)", color="#2e9e5b")
+    if several:
+        ax.legend(loc="upper left", frameon=False, fontsize="small")
     return svg(fig)
+
+
+def _throughput_line(
+    ax: Any,
+    twin: Any,
+    files: list[FileTimes],
+    axis: tuple[float, float, float],
+    by_samples: bool,
+    name: str,
+    style: tuple[str, str, str],
+) -> None:
+    """One generation's rate (filled steps) and its cumulative files (on `twin`);
+    `axis`: (time zero, bucket width, seconds per x unit); `style`: (rate colour,
+    cumulative colour, cumulative line style)."""
+    t0, bucket, scale = axis
+    colour, cumulative_colour, linestyle = style
+    sums: Counter[int] = Counter()
+    counts: Counter[int] = Counter()
+    for f in files:
+        b = int(((f.done_at or 0.0) - t0) // bucket)
+        sums[b] += (f.samples or 0) if by_samples else f.size
+        counts[b] += 1
+    xs = np.arange(0, max(sums) + 1)
+    rate = np.array([sums[b] / bucket for b in xs])
+    ax.step((xs + 0.5) * bucket / scale, rate, where="mid", color=colour, label=name)
+    ax.fill_between((xs + 0.5) * bucket / scale, rate, step="mid", alpha=0.25, color=colour)
+    cumulative = np.concatenate([[0], np.cumsum([counts[b] for b in xs])])
+    twin.plot(
+        np.arange(0, len(xs) + 1) * bucket / scale,
+        cumulative,
+        color=cumulative_colour,
+        linestyle=linestyle,
+    )
 
 
 def plot_engine_timeline(data: ReportData, t0: float) -> str | None:
@@ -349,26 +477,41 @@ def plot_engine_timeline(data: ReportData, t0: float) -> str | None:
 
 
 def plot_distributions(data: ReportData) -> str | None:
-    stats = data.fastq
-    if not stats.lengths:
+    """Read lengths and mean qualities, overlaid per generation where there are several."""
+    sampled = [g for g in data.generations if g.fastq.lengths]
+    if not sampled:
         return None
     fig = _figure()
     left, right = fig.subplots(1, 2)
-    lengths = np.asarray(stats.lengths)
+    lengths = np.concatenate([np.asarray(g.fastq.lengths) for g in sampled])
     if lengths.max() > 20 * max(1, lengths.min()):
         bins = np.logspace(np.log10(max(1, lengths.min())), np.log10(lengths.max() + 1), 50)
         left.set_xscale("log")
     else:
         bins = np.linspace(lengths.min(), lengths.max() + 1, 50)
-    left.hist(lengths, bins=bins, color="#3a7bd5")
+    several = len(sampled) > 1
+    for i, g in enumerate(sampled):
+        style: dict[str, Any] = (
+            {"histtype": "step", "color": _GEN_COLOURS[i % len(_GEN_COLOURS)], "label": g.name}
+            if several
+            else {}
+        )
+        left.hist(g.fastq.lengths, bins=bins, **({"color": "#3a7bd5"} | style))
+        right.hist(g.fastq.mean_q, bins=40, **({"color": "#2e9e5b"} | style))
     left.set_xlabel("read length (bases)")
     left.set_ylabel("reads")
     left.set_title("Read lengths", loc="left")
-    right.hist(stats.mean_q, bins=40, color="#2e9e5b")
     right.set_xlabel("mean quality (phred of mean error probability)")
     right.set_title("Mean read quality", loc="left")
-    if stats.sampled:
-        fig.suptitle(f"{len(stats.lengths):,} of {stats.records:,} reads", fontsize="small")
+    if several:
+        right.legend(frameon=False, fontsize="small")
+    notes = [
+        f"{g.name + ': ' if several else ''}{len(g.fastq.lengths):,} of {g.fastq.records:,} reads"
+        for g in sampled
+        if g.fastq.sampled
+    ]
+    if notes:
+        fig.suptitle("; ".join(notes), fontsize="small")
     return svg(fig)
 
 
@@ -435,11 +578,11 @@ def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def verdict_of(data: ReportData) -> tuple[str, str]:
-    """(css class, sentence) of the exactly-once check."""
-    v = data.verify
+def verdict_of(gen: GenerationData) -> tuple[str, str]:
+    """(css class, sentence) of a generation's exactly-once check."""
+    v = gen.verify
     if v is None:
-        return "unknown", f"not checked: {data.verify_error or 'skipped (--no-verify)'}"
+        return "unknown", f"not checked: {gen.verify_error or 'skipped (--no-verify)'}"
     if v.ok:
         spared = f"; {len(v.quarantined)} quarantined file(s) excepted" if v.quarantined else ""
         return "pass", (
@@ -453,9 +596,19 @@ def verdict_of(data: ReportData) -> tuple[str, str]:
     )
 
 
-def summary_rows(data: ReportData) -> list[list[Any]]:
-    s = data.summary()
-    verdict = verdict_of(data)[1]
+def verdicts(data: ReportData) -> list[tuple[str, str]]:
+    """(css class, sentence) per generation, the sentence naming it where there are more
+    than the implicit one."""
+    out = []
+    for gen in data.generations:
+        cls, sentence = verdict_of(gen)
+        out.append((cls, f"{gen.name}: {sentence}" if data.by_generation else sentence))
+    return out
+
+
+def summary_rows(gen: GenerationData) -> list[list[Any]]:
+    s = gen.summary()
+    verdict = verdict_of(gen)[1]
     counts_note = (
         ""
         if s["counts_known_files"] == s["files_done"]
@@ -526,29 +679,78 @@ def engine_rows(data: ReportData) -> list[list[Any]]:
     return rows
 
 
+def _role(gen: Generation) -> str:
+    return "live" if gen.is_live else "backfill"
+
+
+def _recipe(gen: Generation) -> str:
+    """The model and its options, without the name (`Generation.describe`)."""
+    return gen.describe().removeprefix(f"{gen.name}: ")
+
+
+def generation_rows(data: ReportData) -> list[list[Any]]:
+    """Each generation: role, recipe, tree, files, reads, when it last basecalled, verdict."""
+    rows = []
+    for gen in data.generations:
+        s = gen.summary()
+        rows.append(
+            [
+                gen.name,
+                _role(gen.gen),
+                _recipe(gen.gen),
+                gen.gen.output_root or ".",
+                f"{s['files_done']:,} / {s['files_written']:,}",
+                f"{s['files_quarantined']:,}",
+                f"{s['files_pending']:,}",
+                f"{s['fastq_records']:,}",
+                f"{s['bases']:,}",
+                _when(s["last_done"]),
+                verdict_of(gen)[0].upper(),
+            ]
+        )
+    return rows
+
+
+def _per_generation(data: ReportData, rows: list[tuple[str, list[Any]]]) -> list[list[Any]]:
+    """Rows led by their generation's name where there is more than the implicit one."""
+    return [[name, *row] if data.by_generation else row for name, row in rows]
+
+
+def _headers(data: ReportData, headers: list[str]) -> list[str]:
+    return ["generation", *headers] if data.by_generation else headers
+
+
 def yield_rows(data: ReportData) -> list[list[Any]]:
-    """Reads, bases, N50, mean qscore and pass share per run and barcode."""
-    return [
+    """Reads, bases, N50, mean qscore and pass share per generation, run and barcode."""
+    return _per_generation(
+        data,
         [
-            y.run,
-            y.barcode,
-            f"{y.reads:,}",
-            _si(y.bases, "b"),
-            f"{y.n50:,}",
-            f"{y.mean_qscore:.1f}",
-            f"{100 * y.pass_share:.1f}%",
-        ]
-        for y in data.yields
-    ]
+            (
+                gen.name,
+                [
+                    y.run,
+                    y.barcode,
+                    f"{y.reads:,}",
+                    _si(y.bases, "b"),
+                    f"{y.n50:,}",
+                    f"{y.mean_qscore:.1f}",
+                    f"{100 * y.pass_share:.1f}%",
+                ],
+            )
+            for gen in data.generations
+            for y in gen.yields
+        ],
+    )
 
 
 def run_rows(data: ReportData) -> list[list[Any]]:
+    """Each run's state and files done per generation."""
     rows = []
-    for run in data.runs:
-        total = run.total()
-        done = run.by_state.get("done")
-        rows.append(
-            [
+    for gen in data.generations:
+        for run in gen.runs:
+            total = run.total()
+            done = run.by_state.get("done")
+            row = [
                 run.run,
                 run.state,
                 f"{done.files if done else 0:,} / {total.files:,}",
@@ -556,15 +758,21 @@ def run_rows(data: ReportData) -> list[list[Any]]:
                 _when(run.first_seen),
                 _when(run.ended),
             ]
-        )
-    return rows
+            rows.append((gen.name, row))
+    return _per_generation(data, rows)
+
+
+def quarantine_rows(data: ReportData) -> list[list[Any]]:
+    return _per_generation(
+        data, [(gen.name, list(q)) for gen in data.generations for q in gen.quarantined]
+    )
 
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2430;
 max-width:1100px;margin:24px auto;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:16px;margin-top:28px;border-bottom:1px solid
-#e3e6ea;padding-bottom:4px} .meta{color:#6b7480;font-size:12px}
+#e3e6ea;padding-bottom:4px} h3{font-size:14px;margin:16px 0 4px} .meta{color:#6b7480;font-size:12px}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;margin:8px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e3e6ea;vertical-align:top}
 th{color:#6b7480;font-size:12px} table.summary td:first-child{font-weight:600;width:230px}
@@ -575,28 +783,70 @@ height:auto} figcaption{color:#6b7480;font-size:12px} td.mono{font-family:ui-mon
 """
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report page."""
-    t0 = min((j.created for j in data.jobs), default=None) or min(
-        (f.discovered_at for f in data.files), default=data.created
+def _verdict_html(data: ReportData) -> str:
+    """One verdict per generation; the first (the live one) keeps the id `verdict`."""
+    out = []
+    for i, (gen, (cls, sentence)) in enumerate(zip(data.generations, verdicts(data), strict=True)):
+        ident = "verdict" if i == 0 else f"verdict-{gen.name}"
+        out.append(
+            f'<div class="verdict {cls}" id="{html.escape(ident)}">{html.escape(sentence)}</div>'
+        )
+    return "\n".join(out)
+
+
+def _summaries_html(data: ReportData) -> str:
+    if not data.by_generation:
+        return _table(["", ""], summary_rows(data.live), "summary")
+    return "\n".join(
+        f'<h3 id="summary-{html.escape(gen.name)}">{html.escape(gen.name)}'
+        f" ({_role(gen.gen)}): {html.escape(_recipe(gen.gen))}</h3>\n"
+        + _table(["", ""], summary_rows(gen), "summary")
+        for gen in data.generations
     )
-    cls, verdict = verdict_of(data)
+
+
+def _generations_html(data: ReportData) -> str:
+    if not data.by_generation:
+        return ""
+    headers = ["generation", "role", "model", "tree", "done / files", "quarantined", "pending"]
+    headers += ["records", "bases", "last basecalled", "exactly once"]
+    return "<h2>Generations</h2>\n" + _table(headers, generation_rows(data), "generations")
+
+
+def _figures_html(data: ReportData, t0: float) -> str:
+    latency = "From written to basecalled"
+    if data.by_generation:
+        latency += f" (the live generation, {data.live.name})"
     plots = [
         ("throughput", "Throughput over time", plot_throughput(data, t0)),
         ("engines", "Engine timeline", plot_engine_timeline(data, t0)),
         ("reads", "Read lengths and mean qualities", plot_distributions(data)),
-        ("latency", "From written to basecalled", plot_latency(data, t0)),
+        ("latency", latency, plot_latency(data, t0)),
     ]
-    figures = "".join(
+    return "".join(
         f'<figure id="plot-{key}">{svg_text}<figcaption>{html.escape(caption)}</figcaption></figure>'
         if svg_text
         else f'<p class="meta" id="plot-{key}">{html.escape(caption)}: no data yet.</p>'
         for key, caption, svg_text in plots
     )
+
+
+def render_html(data: ReportData) -> str:
+    """The whole report page."""
+    t0 = min((j.created for j in data.jobs), default=None) or min(
+        (f.discovered_at for f in data.files), default=data.created
+    )
+    quarantined = quarantine_rows(data)
     quarantine = (
-        _table(["file", "reason", "attempts"], [list(q) for q in data.quarantined])
-        if data.quarantined
+        _table(_headers(data, ["file", "reason", "attempts"]), quarantined)
+        if quarantined
         else "<p>None.</p>"
+    )
+    yields = yield_rows(data)
+    yield_title = (
+        "Yield per generation, run and barcode"
+        if data.by_generation
+        else "Yield per run and barcode"
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bcmanager report: {html.escape(str(data.output))}</title>
@@ -604,17 +854,18 @@ def render_html(data: ReportData) -> str:
 <h1>Basecalling report</h1>
 <p class="meta">input {html.escape(str(data.input))} &rarr; output {html.escape(str(data.output))}<br>
 ledger {html.escape(str(data.ledger))}; written {_when(data.created)} by bcmanager {__version__}</p>
-<div class="verdict {cls}" id="verdict">{html.escape(verdict)}</div>
+{_verdict_html(data)}
+{_generations_html(data)}
 <h2>Summary</h2>
-{_table(["", ""], summary_rows(data), "summary")}
+{_summaries_html(data)}
 <h2>Plots</h2>
-{figures}
+{_figures_html(data, t0)}
 <h2>Engines</h2>
 {_table(["engine", "jobs", "done", "failed", "expired", "files basecalled", "busy", "first claim"], engine_rows(data))}
 <h2>Runs</h2>
-{_table(["run", "state", "done / files", "pod5", "first file", "ended"], run_rows(data))}
-<h2>Yield per run and barcode</h2>
-{_table(["run folder", "barcode", "reads", "bases", "N50", "mean qscore", "pass"], yield_rows(data)) if data.yields else '<p class="meta" id="yield-none">No yield counted: engines that split their output (dorado, simulated) count it.</p>'}
+{_table(_headers(data, ["run", "state", "done / files", "pod5", "first file", "ended"]), run_rows(data))}
+<h2>{yield_title}</h2>
+{_table(_headers(data, ["run folder", "barcode", "reads", "bases", "N50", "mean qscore", "pass"]), yields) if yields else '<p class="meta" id="yield-none">No yield counted: engines that split their output (dorado, simulated) count it.</p>'}
 <h2>Quarantined files</h2>
 {quarantine}
 </body></html>

@@ -8,6 +8,11 @@ by `bcm report` after the manager has stopped. It reads the ledger's schema
 The files table's `reads`/`samples` may be NULL (not counted yet): every total says how
 many files it knows them for (`known_reads`, `known_samples`) so callers can fall back
 to sizes and say so.
+
+The files table holds one row per file and model generation (`bcmanager.generations`):
+every question about files takes the generation it is about, `gen`, an id (0 is the
+live generation) or `ALL`, which counts each file once per generation. Nothing sums
+generations unless asked to. A ledger from before generations reads as one, id 0.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bcmanager.errors import ConfigError
+from bcmanager.generations import Generation, implicit
 from bcmanager.states import FileState
+
+ALL = None  # `gen=ALL`: every generation, each file counted once per generation
 
 
 @dataclass
@@ -105,6 +114,7 @@ class JobSpan:
     created: float
     ended: float | None
     n_files: int
+    gen: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class FileTimes:
     discovered_at: float
     done_at: float | None
     reason: str | None
+    gen: int = 0
 
 
 def _totals(row: tuple) -> Totals:
@@ -142,11 +153,14 @@ class LedgerReader:
             self._db = sqlite3.connect(_uri(self.path), uri=True, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            file_cols = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot read the ledger {self.path}: {exc}") from exc
         if not {"files", "jobs", "events"} <= tables:
             raise ConfigError(f"{self.path} is not a bcmanager ledger")
         self._has_runs = "runs" in tables
+        self._has_generations = "generations" in tables
+        self._has_gen = "gen" in file_cols  # schema 2; before it every row is generation 0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -156,18 +170,46 @@ class LedgerReader:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _gen(self, alias: str = "") -> str:
+        """The generation column of files or jobs (`alias` like "f."), 0 before schema 2."""
+        return f"{alias}gen" if self._has_gen else "0"
+
+    def _of(self, gen: int | None, alias: str = "") -> tuple[str, tuple]:
+        """A WHERE condition (and its arguments) for generation `gen` (ALL: every one)."""
+        if gen is ALL:
+            return "1", ()
+        return f"{self._gen(alias)} = ?", (gen,)
+
+    # -- generations ----------------------------------------------------------------------
+
+    def generations(self) -> list[Generation]:
+        """Every generation, the live one (id 0) first; an OUTPUT that was never given
+        any has the implicit one."""
+        if not self._has_generations:
+            return [implicit()]
+        rows = self._rows("SELECT id, name, model, options FROM generations ORDER BY id")
+        gens = [
+            Generation.from_dict(
+                {"id": i, "name": name, "model": model, "options": json.loads(options or "{}")}
+            )
+            for i, name, model, options in rows
+        ]
+        return gens or [implicit()]
+
     def known_names_in(self, folder: str) -> set[str]:
         """Names of the known files directly inside `folder` (relative to INPUT, "" = top).
 
-        Streamed into the set: a flat folder may hold a million names."""
+        Every file is in the live generation (0), so only its rows are read. Streamed into
+        the set: a flat folder may hold a million names."""
+        live = f" AND {self._gen()} = 0"
         if folder:
             prefix = folder + "/"
             sql, args = (
-                "SELECT path FROM files WHERE path >= ? AND path < ?",
+                f"SELECT path FROM files WHERE path >= ? AND path < ?{live}",
                 (prefix, folder + "0"),
             )
         else:
-            prefix, sql, args = "", "SELECT path FROM files", ()
+            prefix, sql, args = "", f"SELECT path FROM files WHERE 1{live}", ()
         cut = len(prefix)
         with self._lock:
             rows = self._db.execute(sql, args)
@@ -186,86 +228,171 @@ class LedgerReader:
         return rows[0][0] if rows else None
 
     def yield_totals(self) -> list[dict]:
-        """Per run and barcode (`output.yields.Yield.to_dict`); empty for an older ledger."""
+        """Per generation, run and barcode (`output.yields.Yield.to_dict` plus `gen`, the
+        generation's id); empty for an older ledger."""
+        gen = "gen" if self._has_gen else "0"
         try:
-            rows = self._rows("SELECT totals FROM yields ORDER BY run, barcode")
+            rows = self._rows(f"SELECT {gen}, totals FROM yields ORDER BY 1, run, barcode")
         except sqlite3.OperationalError:  # a ledger of bcmanager 0.1: no yields table
             return []
-        return [json.loads(r[0]) for r in rows]
+        return [{**json.loads(totals), "gen": g} for g, totals in rows]
 
-    def runs(self) -> list[RunTotals]:
-        """Every run with its files by state (one pass over the files table)."""
-        runs: dict[str, RunTotals] = {}
+    # -- totals ---------------------------------------------------------------------------
+
+    def runs(self, gen: int | None) -> list[RunTotals]:
+        """Every run with the files of generation `gen` by state (ALL: summed over the
+        generations, each file counted once per generation)."""
+        if gen is not ALL:
+            return self._runs_where(gen).get(gen, [])
+        merged: dict[str, RunTotals] = {}
+        for runs in self._runs_where(ALL).values():
+            for run in runs:
+                into = merged.setdefault(run.run, RunTotals(run.run, {}, run.first_seen, run.ended))
+                for state, totals in run.by_state.items():
+                    into.by_state.setdefault(state, Totals()).add(totals)
+                if run.first_seen is not None:
+                    into.first_seen = min(into.first_seen or run.first_seen, run.first_seen)
+        return _in_order(merged.values())
+
+    def runs_by_generation(self) -> dict[int, list[RunTotals]]:
+        """`runs(gen)` of every generation that has files, in one pass over the files."""
+        return self._runs_where(ALL)
+
+    def _runs_where(self, gen: int | None) -> dict[int, list[RunTotals]]:
+        where, args = self._of(gen)
+        by_gen: dict[int, dict[str, RunTotals]] = {}
         for row in self._rows(
-            "SELECT coalesce(run, '.'), state, count(*), sum(size), sum(reads), sum(samples),"
-            " count(reads), count(samples), min(done_at), max(done_at), min(discovered_at)"
-            " FROM files GROUP BY 1, 2"
+            f"SELECT {self._gen()}, coalesce(run, '.'), state, count(*), sum(size), sum(reads),"
+            " sum(samples), count(reads), count(samples), min(done_at), max(done_at),"
+            f" min(discovered_at) FROM files WHERE {where} GROUP BY 1, 2, 3",
+            args,
         ):
-            run = runs.setdefault(row[0], RunTotals(row[0]))
-            run.by_state[row[1]] = _totals(row[2:10])
-            run.first_seen = row[10] if run.first_seen is None else min(run.first_seen, row[10])
+            run = by_gen.setdefault(row[0], {}).setdefault(row[1], RunTotals(row[1]))
+            run.by_state[row[2]] = _totals(row[3:11])
+            run.first_seen = row[11] if run.first_seen is None else min(run.first_seen, row[11])
         if self._has_runs:
-            for name, first_seen, ended in self._rows("SELECT name, first_seen, ended FROM runs"):
-                run = runs.setdefault(name, RunTotals(name))
+            self._add_run_ends(by_gen, 0 if gen is ALL else gen)
+        return {g: _in_order(runs.values()) for g, runs in sorted(by_gen.items())}
+
+    def _add_run_ends(self, by_gen: dict[int, dict[str, RunTotals]], home: int) -> None:
+        """When each run began and ended (the runs table); a run that has no files yet
+        (its final summary came first) is listed under generation `home`."""
+        for name, first_seen, ended in self._rows("SELECT name, first_seen, ended FROM runs"):
+            holders = [runs[name] for runs in by_gen.values() if name in runs]
+            if not holders and (home == 0 or home in by_gen):
+                holders = [by_gen.setdefault(home, {}).setdefault(name, RunTotals(name))]
+            for run in holders:
                 run.first_seen = first_seen if run.first_seen is None else run.first_seen
                 run.ended = ended
-        return sorted(runs.values(), key=lambda r: (r.first_seen or 0.0, r.run))
 
-    def done_timeline(self, bucket_s: float) -> list[tuple[float, Totals]]:
-        """Files basecalled per time bucket: (bucket start, totals), oldest first."""
+    def done_timeline(self, bucket_s: float, gen: int | None) -> list[tuple[float, Totals]]:
+        """Files of generation `gen` (or ALL) basecalled per time bucket: (bucket start,
+        totals), oldest first."""
+        where, args = self._of(gen)
         rows = self._rows(
             "SELECT CAST(done_at / ? AS INTEGER), count(*), sum(size), sum(reads), sum(samples),"
             " count(reads), count(samples), min(done_at), max(done_at) FROM files"
-            " WHERE state = ? AND done_at IS NOT NULL GROUP BY 1 ORDER BY 1",
-            (bucket_s, FileState.DONE.value),
+            f" WHERE state = ? AND done_at IS NOT NULL AND {where} GROUP BY 1 ORDER BY 1",
+            (bucket_s, FileState.DONE.value, *args),
         )
         return [(r[0] * bucket_s, _totals(r[1:])) for r in rows]
 
-    def done_span(self) -> tuple[float, float] | None:
-        """(first, last) time a file was basecalled, or None."""
+    def done_timelines(self, bucket_s: float) -> dict[int, list[tuple[float, Totals]]]:
+        """`done_timeline` of every generation that has basecalled files, in one pass."""
+        out: dict[int, list[tuple[float, Totals]]] = {}
+        for r in self._rows(
+            f"SELECT {self._gen()}, CAST(done_at / ? AS INTEGER), count(*), sum(size), sum(reads),"
+            " sum(samples), count(reads), count(samples), min(done_at), max(done_at) FROM files"
+            " WHERE state = ? AND done_at IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+            (bucket_s, FileState.DONE.value),
+        ):
+            out.setdefault(r[0], []).append((r[1] * bucket_s, _totals(r[2:])))
+        return out
+
+    def recent_done(self, since: float) -> dict[int, Totals]:
+        """Files basecalled at or after `since`, per generation."""
+        return {
+            r[0]: _totals(r[1:])
+            for r in self._rows(
+                f"SELECT {self._gen()}, count(*), sum(size), sum(reads), sum(samples),"
+                " count(reads), count(samples), min(done_at), max(done_at) FROM files"
+                " WHERE state = ? AND done_at >= ? GROUP BY 1",
+                (FileState.DONE.value, since),
+            )
+        }
+
+    def work_started(self) -> dict[int, float]:
+        """When the first batch of each generation was handed out (jobs of any outcome)."""
+        return dict(self._rows(f"SELECT {self._gen()}, min(created) FROM jobs GROUP BY 1"))
+
+    def done_span(self, gen: int | None) -> tuple[float, float] | None:
+        """(first, last) time a file of generation `gen` (or ALL) was basecalled, or None."""
+        where, args = self._of(gen)
         rows = self._rows(
-            "SELECT min(done_at), max(done_at) FROM files WHERE state = ?",
-            (FileState.DONE.value,),
+            f"SELECT min(done_at), max(done_at) FROM files WHERE state = ? AND {where}",
+            (FileState.DONE.value, *args),
         )
         first, last = rows[0]
         return None if first is None else (first, last)
 
-    def job_counts(self) -> dict[str, int]:
-        return dict(self._rows("SELECT state, count(*) FROM jobs GROUP BY state"))
+    def job_counts(self, gen: int | None) -> dict[str, int]:
+        where, args = self._of(gen)
+        return dict(
+            self._rows(f"SELECT state, count(*) FROM jobs WHERE {where} GROUP BY state", args)
+        )
 
-    def jobs(self) -> list[JobSpan]:
-        rows = self._rows("SELECT id, engine, state, created, ended, n_files FROM jobs ORDER BY id")
+    def jobs(self, gen: int | None) -> list[JobSpan]:
+        where, args = self._of(gen)
+        rows = self._rows(
+            f"SELECT id, engine, state, created, ended, n_files, {self._gen()} FROM jobs"
+            f" WHERE {where} ORDER BY id",
+            args,
+        )
         return [JobSpan(*r) for r in rows]
 
-    def engine_totals(self) -> dict[str, Totals]:
-        """Basecalled files per engine (the engine of the job that merged them)."""
+    def engine_totals(self, gen: int | None) -> dict[str, Totals]:
+        """Basecalled files of generation `gen` (or ALL) per engine (the engine of the job
+        that merged them)."""
+        where, args = self._of(gen, "f.")
         out: dict[str, Totals] = {}
         for r in self._rows(
             "SELECT j.engine, count(*), sum(f.size), sum(f.reads), sum(f.samples),"
             " count(f.reads), count(f.samples), min(f.done_at), max(f.done_at)"
-            " FROM files f JOIN jobs j ON f.job_id = j.id WHERE f.state = ? GROUP BY j.engine",
-            (FileState.DONE.value,),
+            f" FROM files f JOIN jobs j ON f.job_id = j.id WHERE f.state = ? AND {where}"
+            " GROUP BY j.engine",
+            (FileState.DONE.value, *args),
         ):
             out[r[0]] = _totals(r[1:])
         return out
 
-    def files(self) -> list[FileTimes]:
+    def files(self, gen: int | None) -> list[FileTimes]:
+        where, args = self._of(gen)
         rows = self._rows(
             "SELECT path, size, state, attempts, reads, samples, mtime, discovered_at, done_at,"
-            " reason FROM files ORDER BY id"
+            f" reason, {self._gen()} FROM files WHERE {where} ORDER BY id",
+            args,
         )
         return [FileTimes(*r) for r in rows]
 
-    def quarantined(self) -> list[tuple[str, str | None, int]]:
-        """(path, reason, attempts) of each quarantined file."""
+    def quarantined(self, gen: int | None) -> list[tuple[str, str | None, int]]:
+        """(path, reason, attempts) of each quarantined file of generation `gen` (or ALL)."""
+        where, args = self._of(gen)
         return self._rows(
-            "SELECT path, reason, attempts FROM files WHERE state = ? ORDER BY id",
-            (FileState.QUARANTINED.value,),
+            f"SELECT path, reason, attempts FROM files WHERE state = ? AND {where} ORDER BY id",
+            (FileState.QUARANTINED.value, *args),
         )
 
-    def attempts(self) -> tuple[int, int]:
-        """(files that needed more than one attempt, failed attempts in all)."""
+    def attempts(self, gen: int | None) -> tuple[int, int]:
+        """(files of generation `gen` (or ALL) that needed more than one attempt, failed
+        attempts in all)."""
+        where, args = self._of(gen)
         rows = self._rows(
-            "SELECT count(*), coalesce(sum(attempts), 0) FROM files WHERE attempts > 0"
+            "SELECT count(*), coalesce(sum(attempts), 0) FROM files"
+            f" WHERE attempts > 0 AND {where}",
+            args,
         )
         return rows[0][0], rows[0][1]
+
+
+def _in_order(runs: Iterable[RunTotals]) -> list[RunTotals]:
+    return sorted(runs, key=lambda r: (r.first_seen or 0.0, r.run))

@@ -52,7 +52,8 @@ def test_dashboard_shows_live_numbers(
 ) -> None:
     inp, out = run_dirs
     make_run(inp, 6, reads=3)
-    m = start_manager(inp, out, "--max-attempts", "1")
+    # no live reserve: the backfill added at the end may start at once
+    m = start_manager(inp, out, "--max-attempts", "1", "--live-window", "0")
     wait_for_files(m, 6)
 
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -110,6 +111,37 @@ def test_dashboard_shows_live_numbers(
     expect_text(page, "#reads-label", "engines' count")
     page.wait_for_selector("#chart-line", state="attached", timeout=15_000)
     assert page.get_attribute("#bar-done", "style").count("width") == 1
+    assert page.is_hidden("#generations-section")  # only the implicit generation
+
+    # A backfill generation added after the run: the cards and the bar stay on the live
+    # run, the generations table shows each one's progress, yield and chart name them.
+    live = m.status()["progress"]
+    added = m.post("/v1/generations", json={"name": "sup", "model": "sup@v5.0.0"})
+    assert added.status_code == 200, added.text
+    page.wait_for_selector("#generations-section", state="visible", timeout=15_000)
+    expect_text(page, "#generations", "backfill")
+    backfill = start_engine(m.url, "gpu-sup", "--until-empty")
+    assert backfill.wait(timeout=60) == 0, backfill.log.read_text()
+    sup = next(g for g in m.status()["generations"] if g["name"] == "sup")
+    assert sup["files"]["done"] == live["written"]["files"] == 8
+    expect_text(page, "#generations", "sup@v5.0.0")
+    expect_text(page, "#generations tbody tr:nth-child(2)", "100.0%")
+    cells = [
+        row.locator("td").all_text_contents() for row in page.locator("#generations tbody tr").all()
+    ]
+    assert [c[:3] for c in cells] == [
+        ["default", "live", "the engines' own"],
+        ["sup", "backfill", "sup@v5.0.0"],
+    ]
+    assert cells[0][3:8] == ["7", "0", "0", "1", "100.0%"]  # done, queued, running, quar.
+    assert cells[1][3:8] == ["8", "0", "0", "0", "100.0%"]
+    assert page.text_content("#files-done") == str(live["done"]["files"]) == "7"
+    assert page.text_content("#files-total") == "8"  # the pod5 written, not once per model
+    assert page.text_content("#reads-done") == f"{counted:,}"  # the live generation's reads
+    expect_text(page, "#progress-title", "live generation: default")
+    expect_text(page, "#yields", "sup")
+    assert page.locator("#yields th").first.text_content() == "generation"
+    expect_text(page, "#chart", "sup")  # one line per generation
 
     shot = tmp_path / "dashboard-end.png"
     page.screenshot(path=str(shot), full_page=True)

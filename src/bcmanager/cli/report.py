@@ -1,4 +1,5 @@
-"""`bcm report`: write a run's HTML report (summary, plots, exactly-once verdict)."""
+"""`bcm report`: write a run's HTML report (summary, plots, exactly-once verdict), per
+model generation where the run has more than the implicit one."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ from bcmanager.cli._common import friendly_errors, logging_options, setup_loggin
     help="FASTQ reads sampled for the length and quality plots",
 )
 @click.option("--workers", type=click.IntRange(min=0), help="verify's reading processes")
+@click.option(
+    "--generation",
+    "generations",
+    multiple=True,
+    help="report only this model generation (repeatable) [every generation]",
+)
 @logging_options
 @friendly_errors
 def command(
@@ -52,19 +59,28 @@ def command(
     no_verify: bool,
     max_reads: int,
     workers: int | None,
+    generations: tuple[str, ...],
     log_level: str,
     log_format: str,
 ) -> None:
     """Write one self-contained HTML report of a run, from its ledger and its outputs.
 
     Works while the manager runs and after it has stopped (the ledger is only read).
+    Each model generation gets its own numbers, tables and exactly-once verdict.
     """
     setup_logging(log_level, log_format)
-    from bcmanager.report import gather, verdict_of, write_report
+    from bcmanager.report import gather, verdicts, write_report
 
     data = gather(
-        output_dir, input_dir, db, verify=not no_verify, max_reads=max_reads, workers=workers
+        output_dir,
+        input_dir,
+        db,
+        verify=not no_verify,
+        max_reads=max_reads,
+        workers=workers,
+        generations=list(generations) or None,
     )
     write_report(data, destination)
     click.echo(f"report written to {destination}")
-    click.echo(f"  {verdict_of(data)[1]}")
+    for _, sentence in verdicts(data):
+        click.echo(f"  {sentence}")

@@ -1,4 +1,9 @@
-"""`bcm status`: a manager's progress as tables (or JSON), once or refreshed in place."""
+"""`bcm status`: a manager's progress as tables (or JSON), once or refreshed in place.
+
+With model generations beyond the implicit one, files, reads and the ETA are the live
+generation's (the run as it is written), a generations table shows each generation's
+files by state and progress, and the yield table names the generation of each row.
+"""
 
 from __future__ import annotations
 
@@ -105,6 +110,8 @@ def rate(throughput: dict[str, Any]) -> str:
 def render(status: dict[str, Any], manager_url: str) -> RenderableType:
     """Everything `bcm status` shows, as one rich renderable."""
     parts: list[RenderableType] = [_headline(status, manager_url), _summary(status)]
+    if generations_shown(status):
+        parts.append(_generations(status))
     if status.get("runs"):
         parts.append(_runs(status))
     if status.get("yields"):
@@ -116,9 +123,28 @@ def render(status: dict[str, Any], manager_url: str) -> RenderableType:
     return Group(*parts)
 
 
+def generations_shown(status: dict[str, Any]) -> bool:
+    """Whether there is more to show than the implicit generation (one, no model of its own)."""
+    gens = status.get("generations") or []
+    return len(gens) > 1 or any(g.get("model") for g in gens)
+
+
+def live_generation(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((g for g in status.get("generations") or [] if g.get("live")), None)
+
+
+def _busy(files: dict[str, int]) -> bool:
+    return bool(files.get("queued") or files.get("assigned"))
+
+
 def _headline(status: dict[str, Any], manager_url: str) -> Text:
     files = status["files"]
-    if files.get("queued") or files.get("assigned"):
+    live = live_generation(status)
+    backfill = [g["name"] for g in status.get("generations") or [] if not g.get("live")]
+    if live is not None and not _busy(live["files"]) and _busy(files) and backfill:
+        busy = [g["name"] for g in status["generations"] if not g["live"] and _busy(g["files"])]
+        state, style = f"live caught up, backfilling {', '.join(busy)}", "bold blue"
+    elif _busy(files):
         state, style = "basecalling", "bold blue"
     elif status.get("state") == "done":
         state, style = "done: every run ended and every file basecalled", "bold green"
@@ -136,9 +162,14 @@ def _headline(status: dict[str, Any], manager_url: str) -> Text:
 def _summary(status: dict[str, Any]) -> Table:
     files = status["files"]
     total = status.get("files_total", sum(files.values()))
+    title, scope = "Files", ""
+    live = live_generation(status)
+    if generations_shown(status) and live is not None:
+        files, total = live["files"], sum(live["files"].values())
+        title, scope = f"Files (live generation: {live['name']})", " (all generations)"
     progress = status.get("progress", {})
     written = progress.get("written", {})
-    table = Table(title="Files", title_justify="left", show_edge=False)
+    table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("state")
     table.add_column("files", justify="right")
     table.add_column("share", justify="right")
@@ -159,15 +190,62 @@ def _summary(status: dict[str, Any]) -> Table:
     lines.add_row(
         "throughput",
         f"{rate(throughput)}, {throughput.get('files_per_min', 0):.1f} files/min"
-        f" (last {duration(throughput.get('window_s'))})",
+        f" (last {duration(throughput.get('window_s'))}){scope}",
     )
     eta = status.get("eta_s")
-    lines.add_row("ETA", "done" if eta == 0 else duration(eta) + " for what is written so far")
+    live_note = f" ({live['name']})" if scope and live is not None else ""
+    lines.add_row(
+        "ETA" + live_note,
+        "done" if eta == 0 else duration(eta) + " for what is written so far",
+    )
     jobs = ", ".join(f"{n} {s}" for s, n in status.get("jobs", {}).items() if n)
     lines.add_row("jobs", jobs or "none yet")
     outer = Table.grid(padding=(0, 4))
     outer.add_row(table, lines)
     return outer
+
+
+def _generations(status: dict[str, Any]) -> Table:
+    """Each model generation: its role, model, files by state, share done and ETA."""
+    table = Table(title="Generations", title_justify="left", show_edge=False)
+    for name, justify in (
+        ("generation", "left"),
+        ("role", "left"),
+        ("model", "left"),
+        ("done", "right"),
+        ("queued", "right"),
+        ("running", "right"),
+        ("quarantined", "right"),
+        ("progress", "right"),
+        ("ETA", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in status["generations"]:
+        files = g["files"]
+        share = g.get("share")
+        eta = g.get("eta_s")
+        table.add_row(
+            g["name"],
+            "live" if g.get("live") else "backfill",
+            _recipe(g),
+            f"{files.get('done', 0):,}",
+            f"{files.get('queued', 0):,}",
+            f"{files.get('assigned', 0):,}",
+            f"{files.get('quarantined', 0):,}",
+            "-" if share is None else f"{100 * share:.1f}%",
+            "done" if eta == 0 else duration(eta),
+        )
+    return table
+
+
+def _recipe(gen: dict[str, Any]) -> str:
+    """The model and the options that change reads, in a few words."""
+    options = gen.get("options") or {}
+    extras = [f"kit {options['kit_name']}"] if options.get("kit_name") else []
+    if options.get("modified_bases"):
+        extras.append("mods " + "+".join(options["modified_bases"]))
+    model = gen.get("model") or "the engines' own"
+    return model + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _runs(status: dict[str, Any]) -> Table:
@@ -195,8 +273,14 @@ def _runs(status: dict[str, Any]) -> Table:
 
 
 def _yields(status: dict[str, Any]) -> Table:
-    table = Table(title="Yield per run and barcode", title_justify="left", show_edge=False)
+    by_generation = generations_shown(status)
+    title = (
+        "Yield per generation, run and barcode" if by_generation else "Yield per run and barcode"
+    )
+    table = Table(title=title, title_justify="left", show_edge=False)
+    columns = [("generation", "left")] if by_generation else []
     for name, justify in (
+        *columns,
         ("run folder", "left"),
         ("barcode", "left"),
         ("reads", "right"),
@@ -208,6 +292,7 @@ def _yields(status: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for y in status["yields"]:
         table.add_row(
+            *([y.get("generation", "")] if by_generation else []),
             y["run"],
             y["barcode"],
             f"{y['reads']:,}",
