@@ -609,14 +609,25 @@ BACKFILL_HEADERS = [
 ]
 
 
+def backfill_order(repeat: int, backfill_s: float) -> list[float]:
+    """Runs without (0) and with backfill in ABBA order, so that a machine whose load drifts
+    during the benchmark weighs on both alike."""
+    order: list[float] = []
+    for i in range(repeat):
+        pair = [0.0, backfill_s] if i % 2 == 0 else [backfill_s, 0.0]
+        order += pair
+    return order
+
+
 def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
-    """Pickup of one live run without and with a backfill generation, side by side."""
-    results = []
+    """Pickup of live runs without and with a backfill generation, alternated."""
+    runs: list[tuple[str, float, Pickup]] = []
     try:
-        for backfill_s in (0.0, args.backfill):
+        for k, backfill_s in enumerate(backfill_order(args.repeat, args.backfill)):
             label = "with backfill" if backfill_s else "without backfill"
-            print(f"pickup {label} ...", flush=True)
-            found = run_pickup(work / f"backfill-{backfill_s:g}", args, "flat", True, backfill_s)
+            load = load_average()
+            print(f"pickup {label} (run {k + 1}, load {load:.1f}) ...", flush=True)
+            found = run_pickup(work / f"backfill-{k}", args, "flat", True, backfill_s)
             merged = Pickup("flat", found[0].mode, "all", 0, found[0].seconds)
             for r in found:
                 merged.files += r.files
@@ -627,10 +638,25 @@ def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
                 merged.busy_share = r.busy_share
             p99 = percentile(merged.to_engine, 0.99)
             print(f"  close -> engine p99 {p99:.3f} s, busy {merged.busy_share:.1%}", flush=True)
-            results.append((label, merged))
+            runs.append((label, load, merged))
     finally:
         if not args.keep:
             remove_tree(work)
+    results = []
+    for label in ("without backfill", "with backfill"):
+        mine = [r for lab, _, r in runs if lab == label]
+        pooled = Pickup("flat", mine[0].mode, "all", 0, 0.0)
+        for r in mine:
+            pooled.files += r.files
+            pooled.jobs += r.jobs
+            pooled.to_queue += r.to_queue
+            pooled.to_claim += r.to_claim
+            pooled.to_engine += r.to_engine
+        pooled.busy_share = sum(r.busy_share for r in mine) / len(mine)
+        results.append((f"{label}, {len(mine)} runs pooled", pooled))
+    results = [
+        (f"{lab} (run {k + 1}, load {load:.1f})", r) for k, (lab, load, r) in enumerate(runs)
+    ] + results
     rows = [
         [
             label,
@@ -643,7 +669,7 @@ def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
         ]
         for label, r in results
     ]
-    base, with_b = (percentile(r.to_engine, 0.99) for _, r in results)
+    base, with_b = (percentile(r.to_engine, 0.99) for _, r in results[-2:])
     ratio = with_b / base if base else float("inf")
     body = "\n".join(
         [
@@ -655,7 +681,9 @@ def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
             f" {args.backfill:g} s. With backfill the manager has `--generation live=fast"
             " --generation sup=sup` (default live window): every file written is queued for"
             " sup too. fleet busy share: engines' time in batches of either generation"
-            " (claim to report) between the first and last close, over engines x that span.",
+            " (claim to report) between the first and last close, over engines x that span."
+            " Runs alternate without / with backfill in ABBA order (`--repeat`); load: the"
+            " machine's 1-minute load average as each run started.",
             "",
             markdown_table(BACKFILL_HEADERS, rows),
             "",
@@ -703,6 +731,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="only: pickup without and with a backfill generation whose batches take S s"
         " (flat layout, inotify), into the section live-backfill",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=2, help="with --backfill: pairs of runs, in ABBA order"
     )
     p.add_argument("--json-out", type=Path, help="write the pickup latencies here (JSON)")
     p.add_argument("--before-json", type=Path, help="pickup latencies to compare against")
