@@ -319,3 +319,46 @@ def test_a_v1_until_empty_claim_says_whether_more_work_is_expected(
         "more_expected": False,
     }
     assert time.monotonic() - t0 < 5  # nothing on its way: answered at once, not after 10 s
+
+
+def test_adding_a_generation_refuses_bad_input_and_changes_nothing(run_dirs, start_manager) -> None:
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = start_manager(inp, out, "--token-file", str(_token_file(out.parent)))
+    wait_for_files(m, 2)
+    auth = {"Authorization": "Bearer s3cret"}
+    before = m.get("/v1/generations").json()
+    bad = [
+        ({}, 422),
+        ({"name": "sup"}, 422),
+        ({"name": "default", "model": "sup"}, 400),
+        ({"name": "../up", "model": "sup"}, 422),
+        ({"name": "a/b", "model": "sup"}, 422),
+        ({"name": "sup", "model": "s u p"}, 422),
+        ({"name": "sup", "model": "x" * 513}, 422),
+        ({"name": "sup", "model": 5}, 422),
+        ({"name": "sup", "model": "sup", "speed": 2}, 422),
+        ({"name": "sup", "model": "sup", "modified_bases": ["6mA"] * 17}, 422),
+    ]
+    for body, status in bad:
+        r = m.post("/v1/generations", json=body, headers=auth)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["error"]
+    assert m.post("/v1/generations", json={"name": "sup", "model": "sup"}).status_code == 401
+    assert m.get("/v1/generations").json() == before
+    first = m.post("/v1/generations", json={"name": "sup", "model": "sup"}, headers=auth)
+    assert first.status_code == 200 and first.json()["created"] is True
+    assert first.json()["generation"]["output"] == "generations/sup"
+    again = m.post("/v1/generations", json={"name": "sup", "model": "sup"}, headers=auth)
+    assert again.status_code == 200 and again.json()["created"] is False
+    clash = m.post("/v1/generations", json={"name": "sup", "model": "hac"}, headers=auth)
+    assert clash.status_code == 409 and "another recipe" in clash.json()["error"]
+    gens = m.get("/v1/generations").json()["generations"]
+    assert [g["name"] for g in gens] == ["default", "sup"]
+    assert gens[1]["files"]["queued"] == 2
+
+
+def _token_file(folder) -> object:
+    path = folder / "token"
+    path.write_text("s3cret\n")
+    return path
