@@ -31,6 +31,9 @@ engine's GPU busy share and the makespan against S + total samples / the fleet's
 (section `e2e-startup`; see `startup_main`):
 
     python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed
+
+While changing the scheduler, `--only after --after worktree` runs this checkout's code
+alone (uncommitted changes too, nothing written to docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -481,6 +484,7 @@ TARGET_BUSY = 0.97
 TARGET_STARTUP_MAKESPAN = 1.03
 BEFORE_REV = "234f5e5"
 AFTER_REV = "e116cae"
+WORKTREE = "worktree"  # --after worktree: this checkout's src/, uncommitted changes too
 
 # The before code's simulated basecaller has no --startup-s. This wrapper gives it the
 # after code's cost shape exactly: nothing happens until `startup` after the process
@@ -510,7 +514,7 @@ sys.exit(simulated.main(argv))
 class Variant:
     key: str  # before, after, after-command
     label: str
-    rev: str
+    rev: str | None  # None: the working tree
     backend: str  # simulated | wrapper | command
 
 
@@ -863,12 +867,16 @@ def timeline(r: StartupRun) -> str:
 
 
 def startup_main(args: argparse.Namespace, work: Path) -> int:
+    after_rev = None if args.after == WORKTREE else args.after
+    after_label = "working tree" if after_rev is None else args.after
     variants = [
         Variant("before", f"before ({args.before})", args.before, "wrapper"),
-        Variant("after", f"after ({args.after})", args.after, "simulated"),
+        Variant("after", f"after ({after_label})", after_rev, "simulated"),
     ]
+    if args.only:
+        variants = [v for v in variants if v.key == args.only]
     fallback = Variant(
-        "after-command", f"after ({args.after}), command backend", args.after, "command"
+        "after-command", f"after ({after_label}), command backend", after_rev, "command"
     )
     reads = [int(r) for r in args.reads_mix.split(",") if r]
     grouped = args.size_order == "grouped"
@@ -881,7 +889,8 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
         # files are linked round robin over the sources: whole rounds, then a part of one
         total = sum(sources[i % len(sources)][1] for i in range(n_files))
         fleet_rate = total / (args.work * args.scale)
-        runs = [*variants, fallback] if n in args.fallback_engines else variants
+        with_fallback = n in args.fallback_engines and args.only != "before"
+        runs = [*variants, fallback] if with_fallback else variants
         for variant in runs:
             print(
                 f"{variant.label}: {n} engines x {args.files_per_engine} files,"
@@ -916,7 +925,9 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
     print_table("start-up: before -> after", c_headers, compare)
     t_headers = ["target", "measured", "wanted", "result"]
     print_table("start-up: targets", t_headers, targets)
-    if args.no_doc:
+    if args.no_doc or args.only or after_rev is None:
+        if not args.no_doc:
+            print("docs/benchmarks.md not updated: the record needs both commits side by side")
         return 0
     CODE.describe = (
         f"before: commit {args.before}, after: commit {args.after} (exported with git archive)"
@@ -1022,7 +1033,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="queue order of the file sizes (grouped: all small files first)",
     )
     s.add_argument("--before", default=BEFORE_REV, help="the before commit")
-    s.add_argument("--after", default=AFTER_REV, help="the after commit")
+    s.add_argument(
+        "--after",
+        default=AFTER_REV,
+        help=f"the after commit ({WORKTREE!r}: the working tree, while iterating; no record)",
+    )
+    s.add_argument(
+        "--only",
+        choices=["before", "after"],
+        help="run one side only, while iterating (no record in docs/benchmarks.md)",
+    )
     s.add_argument(
         "--fallback-engines",
         default="4",
