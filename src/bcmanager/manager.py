@@ -96,6 +96,16 @@ class EngineSeen:
             return 0.0
         return max(0.0, self.job_claimed + self.speed.batch_s(self.job_bytes) - now)
 
+    def fleet_speed(self, now: float) -> Speed:
+        """Its speed as the tail rule sees it `now`: with what it holds."""
+        held = self.job_id is not None and not self.speed.bytes_per_s
+        return replace(
+            self.speed,
+            busy_s=self.busy_for(now),
+            held_bytes=self.job_bytes if held else 0.0,
+            held_s=now - self.job_claimed if held else 0.0,
+        )
+
     def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
         """Learn the engine's speed from a finished batch: from its own report of start-up
         and basecalling time, else (an engine that does not say) from claim to report."""
@@ -418,6 +428,7 @@ class Manager:
             seen = self.engines[engine]
             seen.job_id, seen.job_claimed = job.id, now
             seen.job_bytes = sum(f.size for f in assignment.files)
+            self._fleet_claimed(seen, now)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 
@@ -601,18 +612,28 @@ class Manager:
         would be the manager's limit)."""
         if self._fleet_cache is None or now - self._fleet_cache[0] >= FLEET_REFRESH_S:
             horizon = max(60.0, 2 * self.settings.lease_s)
-            speeds = [
-                Speed(e.speed.startup_s, e.speed.bytes_per_s, e.busy_for(now))
+            speeds = {
+                e.engine: e.fleet_speed(now)
                 for e in self.engines.values()
                 if now - e.last_seen <= horizon
-            ]
-            self._fleet_cache = (now, Fleet.of(speeds))
+            }
+            self._fleet_cache = (now, Fleet.of(speeds, now))
         return self._fleet_cache[1]
+
+    def _fleet_claimed(self, seen: EngineSeen, now: float) -> None:
+        """The cached fleet with an engine's new batch in it, so that claims within the
+        same second share the tail with it as it is (not as idle)."""
+        if self._fleet_cache is not None:
+            at, fleet = self._fleet_cache
+            self._fleet_cache = (at, fleet.with_engine(seen.engine, seen.fleet_speed(now), now))
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)
         if seen is None:
             self.engines[engine] = EngineSeen(engine, now)
+            if self._fleet_cache is not None:  # counted at once: first batches split by it
+                at, fleet = self._fleet_cache
+                self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
         else:
             seen.last_seen = now
 
