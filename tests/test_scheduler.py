@@ -326,3 +326,20 @@ def test_an_engine_still_on_its_first_batch_counts_as_no_faster_than_the_slowest
     slow = Speed(held_bytes=60e6, held_s=50.0)  # would have ended by now at 3e6: slower
     guessed = Fleet.of({"fast": fast, "first": slow}, at=0.0).index["first"]
     assert guessed.rate == pytest.approx(60e6 / 49.0) and not guessed.busy
+
+
+def test_the_speed_model_predicts_claim_to_report_and_trusts_long_batches_more() -> None:
+    from bcmanager.manager import EngineSeen, Timing
+
+    seen = EngineSeen("gpu1", 0.0)
+    # a 10 s first batch whose report put 1 s of basecalling in its start-up, then a 100 s
+    # one: the rate follows the long batch; the start-up is claim to report minus
+    # basecalling (spawning and reporting in it)
+    seen.record_batch(10_000_000, 11.3, Timing(startup_s=2.0, basecall_s=9.0))
+    assert seen.speed.startup_s == pytest.approx(2.3)
+    seen.record_batch(100_000_000, 101.3, Timing(startup_s=1.0, basecall_s=100.0))
+    assert seen.speed.bytes_per_s == pytest.approx(105e6 / 104.5)  # the first counts half
+    assert seen.speed.startup_s == pytest.approx((2.3 + 1.3) / 2)
+    legacy = EngineSeen("old", 0.0)  # no timing: claim to report is all basecalling
+    legacy.record_batch(10_000_000, 20.0, None)
+    assert legacy.speed == Speed(0.0, 500_000.0)

@@ -89,6 +89,7 @@ class EngineSeen:
     speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
     job_bytes: int = 0  # of the batch it holds
     job_claimed: float = 0.0
+    rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
 
     def busy_for(self, now: float) -> float:
         """How much longer the batch it holds is predicted to take (0 without one)."""
@@ -107,18 +108,20 @@ class EngineSeen:
         )
 
     def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
-        """Learn the engine's speed from a finished batch: from its own report of start-up
-        and basecalling time, else (an engine that does not say) from claim to report."""
-        startup, basecall = (timing.startup_s, timing.basecall_s) if timing else (0.0, seconds)
-        rate = size_bytes / max(basecall, 1e-3)
-        old = self.speed
-        if old.bytes_per_s is None:
-            self.speed = Speed(startup, rate)
-        else:
-            self.speed = Speed(
-                SMOOTHING * old.startup_s + (1 - SMOOTHING) * startup,
-                SMOOTHING * old.bytes_per_s + (1 - SMOOTHING) * rate,
-            )
+        """Learn the engine's speed from a finished batch (`seconds`: claim to report): its
+        rate from its own report of basecalling time, else (an engine that does not say)
+        from claim to report; its start-up is the rest of claim to report (the basecaller's
+        start to its first output, and spawning and reporting), so that start-up plus bytes
+        over rate predicts claim to report of another batch. The rate weighs each batch by its
+        basecalling time: a long batch measures it better than a short first one."""
+        basecall = max(min(timing.basecall_s if timing else seconds, seconds), 1e-3)
+        startup = seconds - basecall
+        done, spent = self.rate_sums
+        self.rate_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + basecall)
+        rate = self.rate_sums[0] / self.rate_sums[1]
+        if self.speed.bytes_per_s is not None:
+            startup = SMOOTHING * self.speed.startup_s + (1 - SMOOTHING) * startup
+        self.speed = Speed(startup, rate)
 
 
 @dataclass
