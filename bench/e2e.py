@@ -949,11 +949,15 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             f" hard-linked, mtime an hour back, sizes {args.size_order} in queue order),"
             f" as much work as {args.work:g} s"
             f" ({args.work * scale:g} s here) of basecalling per engine in a perfect split;"
-            f" the manager's first batch (speed unknown) `--batch-size {args.first_batch}`.",
+            f" the manager's default batch `--batch-size {args.first_batch}` (the before code's"
+            " first batch while an engine's speed is unknown; since e46efe0 a quarter of an"
+            " even split of the backlog when that is more).",
             "- before: the before code's simulated basecaller through the `command` backend,"
             " behind a wrapper that waits S after its process start (the after code's"
             " `--startup-s` exactly); after: `bcm engine --basecaller simulated --samples-per-s"
-            " R --startup-s S`; after, command backend: the after code with the same basecaller"
+            " R --startup-s S` (since b635aeb its first output comes when S is over, as its"
+            " clock counts; before, after its own imports, which the engine measured as"
+            " start-up); after, command backend: the after code with the same basecaller"
             " through the `command` backend (`--style legacy`), whose engine does not report"
             " start-up and basecalling time, so the manager falls back to claim -> report.",
             "- makespan: from the rename of the backlog into INPUT (engines waiting in claims)"
