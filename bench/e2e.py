@@ -31,6 +31,9 @@ engine's GPU busy share and the makespan against S + total samples / the fleet's
 (section `e2e-startup`; see `startup_main`):
 
     python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed
+
+While changing the scheduler, `--only after --after worktree` runs this checkout's code
+alone (uncommitted changes too, nothing written to docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -481,6 +484,7 @@ TARGET_BUSY = 0.97
 TARGET_STARTUP_MAKESPAN = 1.03
 BEFORE_REV = "234f5e5"
 AFTER_REV = "e116cae"
+WORKTREE = "worktree"  # --after worktree: this checkout's src/, uncommitted changes too
 
 # The before code's simulated basecaller has no --startup-s. This wrapper gives it the
 # after code's cost shape exactly: nothing happens until `startup` after the process
@@ -510,7 +514,7 @@ sys.exit(simulated.main(argv))
 class Variant:
     key: str  # before, after, after-command
     label: str
-    rev: str
+    rev: str | None  # None: the working tree
     backend: str  # simulated | wrapper | command
 
 
@@ -863,12 +867,16 @@ def timeline(r: StartupRun) -> str:
 
 
 def startup_main(args: argparse.Namespace, work: Path) -> int:
+    after_rev = None if args.after == WORKTREE else args.after
+    after_label = "working tree" if after_rev is None else args.after
     variants = [
         Variant("before", f"before ({args.before})", args.before, "wrapper"),
-        Variant("after", f"after ({args.after})", args.after, "simulated"),
+        Variant("after", f"after ({after_label})", after_rev, "simulated"),
     ]
+    if args.only:
+        variants = [v for v in variants if v.key == args.only]
     fallback = Variant(
-        "after-command", f"after ({args.after}), command backend", args.after, "command"
+        "after-command", f"after ({after_label}), command backend", after_rev, "command"
     )
     reads = [int(r) for r in args.reads_mix.split(",") if r]
     grouped = args.size_order == "grouped"
@@ -881,7 +889,8 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
         # files are linked round robin over the sources: whole rounds, then a part of one
         total = sum(sources[i % len(sources)][1] for i in range(n_files))
         fleet_rate = total / (args.work * args.scale)
-        runs = [*variants, fallback] if n in args.fallback_engines else variants
+        with_fallback = n in args.fallback_engines and args.only != "before"
+        runs = [*variants, fallback] if with_fallback else variants
         for variant in runs:
             print(
                 f"{variant.label}: {n} engines x {args.files_per_engine} files,"
@@ -916,7 +925,9 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
     print_table("start-up: before -> after", c_headers, compare)
     t_headers = ["target", "measured", "wanted", "result"]
     print_table("start-up: targets", t_headers, targets)
-    if args.no_doc:
+    if args.no_doc or args.only or after_rev is None:
+        if not args.no_doc:
+            print("docs/benchmarks.md not updated: the record needs both commits side by side")
         return 0
     CODE.describe = (
         f"before: commit {args.before}, after: commit {args.after} (exported with git archive)"
@@ -938,11 +949,15 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             f" hard-linked, mtime an hour back, sizes {args.size_order} in queue order),"
             f" as much work as {args.work:g} s"
             f" ({args.work * scale:g} s here) of basecalling per engine in a perfect split;"
-            f" the manager's first batch (speed unknown) `--batch-size {args.first_batch}`.",
+            f" the manager's default batch `--batch-size {args.first_batch}` (the before code's"
+            " first batch while an engine's speed is unknown; since e46efe0 a quarter of an"
+            " even split of the backlog when that is more).",
             "- before: the before code's simulated basecaller through the `command` backend,"
             " behind a wrapper that waits S after its process start (the after code's"
             " `--startup-s` exactly); after: `bcm engine --basecaller simulated --samples-per-s"
-            " R --startup-s S`; after, command backend: the after code with the same basecaller"
+            " R --startup-s S` (since b635aeb its first output comes when S is over, as its"
+            " clock counts; before, after its own imports, which the engine measured as"
+            " start-up); after, command backend: the after code with the same basecaller"
             " through the `command` backend (`--style legacy`), whose engine does not report"
             " start-up and basecalling time, so the manager falls back to claim -> report.",
             "- makespan: from the rename of the backlog into INPUT (engines waiting in claims)"
@@ -1022,7 +1037,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="queue order of the file sizes (grouped: all small files first)",
     )
     s.add_argument("--before", default=BEFORE_REV, help="the before commit")
-    s.add_argument("--after", default=AFTER_REV, help="the after commit")
+    s.add_argument(
+        "--after",
+        default=AFTER_REV,
+        help=f"the after commit ({WORKTREE!r}: the working tree, while iterating; no record)",
+    )
+    s.add_argument(
+        "--only",
+        choices=["before", "after"],
+        help="run one side only, while iterating (no record in docs/benchmarks.md)",
+    )
     s.add_argument(
         "--fallback-engines",
         default="4",

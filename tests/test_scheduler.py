@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,16 +92,53 @@ def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
     assert ledger.file_counts()[FileState.DONE] == 2
 
 
-def test_an_engine_of_unknown_speed_gets_the_default_or_an_even_part_of_the_queue() -> None:
+def test_with_nothing_measured_a_small_queue_goes_out_in_default_batches() -> None:
     policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
     limit = scheduler.batch_limit
     unknown = Speed()
     one, eight = Fleet.of([unknown]), Fleet.of([unknown] * 8)
-    assert limit(None, unknown, one, 1000, 1e9, policy) == BatchLimit(10)
-    assert limit(40, unknown, one, 1000, 1e9, policy) == BatchLimit(40)  # as asked
-    assert limit(None, unknown, eight, 20, 2e7, policy) == BatchLimit(3)  # an even part
+    # 20 files of 1e6 bytes: a quarter of an even split is under the default
+    assert limit(None, unknown, one, 20, 2e7, policy, "e") == BatchLimit(500, 5e6, 10)
+    assert limit(40, unknown, one, 100, 1e8, policy, "e") == BatchLimit(40, 2.5e7, 40)
+    assert limit(None, unknown, eight, 20, 2e7, policy, "e").least == 3  # an even part
     with pytest.raises(InvalidInput):
-        limit(501, unknown, one, 1000, 1e9, policy)
+        limit(501, unknown, one, 1000, 1e9, policy, "e")
+
+
+def test_with_nothing_measured_a_backlog_starts_with_a_quarter_of_an_even_split(
+    tmp_path: Path,
+) -> None:
+    """Engines waiting when a backlog arrives each get far more than the default batch:
+    a part large enough to measure their speed, small enough for a slow GPU to end it
+    long before the others run dry."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile(f"f{i:03d}.pod5", 1000) for i in range(400)], now=0.0)
+    policy = Policy(default_batch=10, max_batch=10_000)
+    fleet = Fleet.of({f"gpu{k}": Speed() for k in range(4)}, at=0.0)
+    sizes = [
+        len(scheduler.claim(db, f"gpu{k}", None, 0.1, policy, "v1", Speed(), fleet).files)
+        for k in range(4)
+    ]
+    assert sizes[0] == 400 // (4 * scheduler.PROBE_SPLIT) == 25
+    assert all(20 <= n <= 25 for n in sizes), sizes  # a quarter of what each finds queued
+
+
+def test_an_engine_not_measured_yet_counts_as_a_typical_engine_of_the_fleet() -> None:
+    """An engine arriving at a fleet that knows its speeds gets a batch sized in bytes
+    from the fleet's median start-up and rate, not the default number of files."""
+    policy = Policy(default_batch=10, max_batch=10_000, target_batch_s=60)
+    speeds = {
+        "v100": Speed(2.0, 1e6, busy_s=30.0),
+        "a100": Speed(4.0, 3e6, busy_s=30.0),
+        "h100": Speed(3.0, 2e6, busy_s=30.0),
+        "new": Speed(),
+    }
+    fleet = Fleet.of(speeds, at=0.0)
+    assert fleet.typical == Speed(3.0, 2e6)
+    limit = scheduler.batch_limit(None, Speed(), fleet, 100_000, 1e12, policy, "new")
+    assert limit.bytes == scheduler.steady_bytes(fleet.typical, policy)
+    near_end = scheduler.batch_limit(None, Speed(), fleet, 100, 1e8, policy, "new")
+    assert near_end.bytes == pytest.approx(scheduler.tail_bytes(Speed(3.0, 2e6), fleet, 1e8, "new"))
 
 
 def test_a_steady_batch_makes_start_up_at_most_1_percent_of_it() -> None:
@@ -114,23 +152,26 @@ def test_a_steady_batch_makes_start_up_at_most_1_percent_of_it() -> None:
 
 def test_the_tail_is_shared_so_that_every_engine_finishes_together() -> None:
     a100, v100 = Speed(10.0, 3e6), Speed(10.0, 1e6)
-    engines = [a100, v100, a100, v100]
+    engines = {"a": a100, "b": v100, "c": a100, "d": v100}
     fleet, left = Fleet.of(engines), 80e6
-    parts = [scheduler.tail_bytes(e, fleet, left) for e in engines]
-    assert sum(parts) == pytest.approx(left)
-    finish = [e.batch_s(b) for e, b in zip(engines, parts, strict=True)]
+    parts = {name: scheduler.tail_bytes(e, fleet, left, name) for name, e in engines.items()}
+    assert sum(parts.values()) == pytest.approx(left)
+    finish = [e.batch_s(parts[name]) for name, e in engines.items()]
     assert max(finish) - min(finish) < 1e-6  # equal predicted finish
-    assert parts[0] == pytest.approx(3 * parts[1])  # a slow GPU gets less
-    limit = scheduler.batch_limit(None, a100, fleet, 400, left, Policy(target_batch_s=600))
-    assert limit.bytes == pytest.approx(parts[0])  # near the end the tail part wins
+    assert parts["a"] == pytest.approx(3 * parts["b"])  # a slow GPU gets less
+    limit = scheduler.batch_limit(None, a100, fleet, 400, left, Policy(target_batch_s=600), "a")
+    assert limit.bytes == pytest.approx(parts["a"])  # near the end the tail part wins
 
 
 def test_a_byte_budget_takes_the_oldest_files_up_to_it(ledger: Ledger) -> None:
     files = ledger.queued_files(10)
     sizes = [f.size for f in files]
-    taken = scheduler.take_bytes(files, sizes[0] + sizes[1] + 0.5 * sizes[2])
+    taken = scheduler.take_bytes(files, sizes[0] + sizes[1] + 0.4 * sizes[2])
     assert [f.path for f in taken] == [f.path for f in files[:2]]
+    nearer = scheduler.take_bytes(files, sizes[0] + sizes[1] + 0.6 * sizes[2])
+    assert [f.path for f in nearer] == [f.path for f in files[:3]]  # the nearest whole file
     assert len(scheduler.take_bytes(files, 1)) == 1  # at least one file, however large
+    assert len(scheduler.take_bytes(files, 1, least=4)) == 4
 
 
 def test_a_poison_file_does_not_sink_its_batch_mates(ledger: Ledger) -> None:
@@ -156,14 +197,15 @@ def test_a_non_ascii_token_is_a_lost_lease_not_a_crash(ledger: Ledger) -> None:
 
 def test_an_engine_still_busy_with_a_batch_leaves_more_of_the_tail_to_the_others() -> None:
     idle, busy = Speed(2.0, 1e6), Speed(2.0, 1e6, busy_s=30.0)
-    part = scheduler.tail_bytes(idle, Fleet.of([idle, busy]), 40e6)
+    part = scheduler.tail_bytes(idle, Fleet.of({"idle": idle, "busy": busy}), 40e6, "idle")
     assert part == pytest.approx(35e6)  # the busy one ends its batch, then takes 5e6
     assert idle.batch_s(part) == pytest.approx(busy.busy_s + busy.batch_s(40e6 - part))
 
 
 def test_an_engine_busy_past_the_common_finish_takes_no_part_of_the_tail() -> None:
     idle, stuck = Speed(1.0, 1e6), Speed(1.0, 1e6, busy_s=500.0)
-    assert scheduler.tail_bytes(idle, Fleet.of([idle, stuck]), 10e6) == pytest.approx(10e6)
+    fleet = Fleet.of({"idle": idle, "stuck": stuck})
+    assert scheduler.tail_bytes(idle, fleet, 10e6, "idle") == pytest.approx(10e6)
 
 
 def test_the_ledger_knows_the_queued_bytes_through_every_move(ledger: Ledger) -> None:
@@ -184,3 +226,120 @@ def test_the_ledger_knows_the_queued_bytes_through_every_move(ledger: Ledger) ->
     assert ledger.queued_bytes() == truth()
     reopened = Ledger(ledger.path)
     assert reopened.queued_bytes() == truth()
+
+
+def run_backlog(
+    ledger: Ledger, speeds: dict[str, Speed], policy: Policy
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Engines of exactly known speeds take a backlog, each claiming as soon as it is free
+    (with the fleet as it is then): each engine's batches as (start, end, bytes)."""
+    free = dict.fromkeys(speeds, 0.0)
+    batches: dict[str, list[tuple[float, float, float]]] = {name: [] for name in speeds}
+    while free:
+        name = min(free, key=lambda n: (free[n], n))
+        now = free[name]
+        fleet = Fleet.of(
+            {n: replace(s, busy_s=max(0.0, free.get(n, now) - now)) for n, s in speeds.items()},
+            at=now,
+        )
+        got = scheduler.claim(ledger, name, None, now, policy, "v1", speeds[name], fleet)
+        if got is None:
+            del free[name]
+            continue
+        size = sum(f.size for f in got.files)
+        free[name] = now + speeds[name].batch_s(size)
+        batches[name].append((now, free[name], size))
+    return batches
+
+
+def test_a_backlog_ends_in_one_tail_batch_per_engine_all_finishing_together(
+    tmp_path: Path,
+) -> None:
+    """Engines of mixed speeds whose speeds are known: every engine ends with one tail
+    batch, no batch is too small to be worth its start-up, and all end within a file of
+    each other (parts are whole files: the nearest, so nothing is left over for a batch
+    of its own)."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    sizes = [80_000, 135_000, 260_000]  # interleaved, as a run's files come
+    db.add_files([NewFile(f"f{i:04d}.pod5", sizes[i % 3]) for i in range(6000)], now=0.0)
+    speeds = {f"gpu{k}": Speed(1.0, f * 1e6) for k, f in enumerate((1.0, 1.5, 2.0, 3.0))}
+    policy = Policy(max_batch=10_000, target_batch_s=6.0)
+    batches = run_backlog(db, speeds, policy)
+    assert db.file_counts()[FileState.QUEUED] == 0
+    for name, mine in batches.items():
+        assert len(mine) <= 2, (name, mine)  # a steady batch, then its part of the tail
+        for _, _, size in mine:
+            assert size / speeds[name].bytes_per_s >= speeds[name].startup_s, (name, mine)
+    ends = [mine[-1][1] for mine in batches.values()]
+    assert max(ends) - min(ends) <= max(sizes) / 1e6, ends
+
+
+def test_claims_within_the_second_the_fleet_was_seen_share_the_tail_as_it_is_then(
+    tmp_path: Path,
+) -> None:
+    """The manager sums the fleet at most every second; an engine that claims puts its
+    new batch in (`with_engine`), so the next claim in that second does not take it for
+    idle and leave part of the tail over."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile(f"f{i:03d}.pod5", 100_000) for i in range(200)], now=0.0)
+    speeds = {"a": Speed(1.0, 1e6), "b": Speed(1.0, 1e6)}
+    policy = Policy(max_batch=10_000, target_batch_s=600.0)
+    fleet = Fleet.of(speeds, at=10.0)
+    first = scheduler.claim(db, "a", None, 10.2, policy, "v1", speeds["a"], fleet)
+    busy = speeds["a"].batch_s(sum(f.size for f in first.files))
+    fleet = fleet.with_engine("a", replace(speeds["a"], busy_s=busy), 10.2)
+    second = scheduler.claim(db, "b", None, 10.5, policy, "v1", speeds["b"], fleet)
+    assert len(first.files) == len(second.files) == 100
+    assert db.file_counts()[FileState.QUEUED] == 0
+
+
+def test_an_engine_that_claims_replaces_its_entry_as_a_fresh_count_would() -> None:
+    speeds = {
+        "a": Speed(1.0, 1e6, busy_s=5.0),
+        "b": Speed(2.0, 3e6),
+        "c": Speed(1.5, 2e6, busy_s=40.0),
+    }
+    seen = Fleet.of(speeds, at=100.0)
+    claimed = seen.with_engine("b", Speed(2.0, 3e6, busy_s=30.0), now=100.4)
+    fresh = Fleet.of({**speeds, "b": Speed(2.0, 3e6, busy_s=30.4)}, at=100.0)
+    assert [e.name for e in claimed.rates] == [e.name for e in fresh.rates]
+    for mine, theirs in zip(claimed.rates, fresh.rates, strict=True):
+        assert mine._replace(key=0, t=0) == theirs._replace(key=0, t=0)
+        assert (mine.key, mine.t) == pytest.approx((theirs.key, theirs.t))
+    assert claimed.index["b"] == claimed.rates[1]
+    assert claimed.total_rate == pytest.approx(fresh.total_rate)
+    assert claimed.weighted == pytest.approx(fresh.weighted)
+    assert claimed.busy_rate == pytest.approx(fresh.busy_rate)
+
+
+def test_an_engine_still_on_its_first_batch_counts_as_no_faster_than_the_slowest_measured() -> None:
+    """Engines started together end their first batches fastest first: one still at it
+    is not taken to be idle at the fleet's mean rate (as if it were about to take a part
+    as large as the fast ones' and end it as soon)."""
+    fast = Speed(1.0, 3e6)
+    first = Speed(held_bytes=60e6, held_s=10.0)  # 1 + 60e6 / 3e6 = 21 s at the fast rate
+    fleet = Fleet.of({"fast": fast, "first": first}, at=0.0)
+    assert fleet.index["first"].t == pytest.approx(21.0 - 10.0 + 1.0)  # busy 11 s more
+    part = scheduler.tail_bytes(fast, fleet, 60e6, "fast")
+    # equal finish: the fast one takes its part now, the other the rest after its batch
+    assert fast.batch_s(part) == pytest.approx(12.0 + (60e6 - part) / 3e6)
+    slow = Speed(held_bytes=60e6, held_s=50.0)  # would have ended by now at 3e6: slower
+    guessed = Fleet.of({"fast": fast, "first": slow}, at=0.0).index["first"]
+    assert guessed.rate == pytest.approx(60e6 / 49.0) and not guessed.busy
+
+
+def test_the_speed_model_predicts_claim_to_report_and_trusts_long_batches_more() -> None:
+    from bcmanager.manager import EngineSeen, Timing
+
+    seen = EngineSeen("gpu1", 0.0)
+    # a 10 s first batch whose report put 1 s of basecalling in its start-up, then a 100 s
+    # one: the rate follows the long batch; the start-up is claim to report minus
+    # basecalling (spawning and reporting in it)
+    seen.record_batch(10_000_000, 11.3, Timing(startup_s=2.0, basecall_s=9.0))
+    assert seen.speed.startup_s == pytest.approx(2.3)
+    seen.record_batch(100_000_000, 101.3, Timing(startup_s=1.0, basecall_s=100.0))
+    assert seen.speed.bytes_per_s == pytest.approx(105e6 / 104.5)  # the first counts half
+    assert seen.speed.startup_s == pytest.approx((2.3 + 1.3) / 2)
+    legacy = EngineSeen("old", 0.0)  # no timing: claim to report is all basecalling
+    legacy.record_batch(10_000_000, 20.0, None)
+    assert legacy.speed == Speed(0.0, 500_000.0)

@@ -96,8 +96,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         if got is None:
             assert queued == 0
             return
-        size = POLICY.default_batch if requested <= 0 else requested
-        assert 1 <= len(got.files) <= min(size, queued)
+        # nothing measured: at least the default (or the size asked) when queued, more
+        # from a large queue, never more than asked
+        ceiling = POLICY.max_batch if requested <= 0 else requested
+        assert 1 <= len(got.files) <= min(ceiling, queued)
         assert all(f.state is FileState.ASSIGNED and f.job_id == got.job.id for f in got.files)
         self.claimed[got.job.id] = {f.id for f in got.files}
 

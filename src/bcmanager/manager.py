@@ -91,6 +91,7 @@ class EngineSeen:
     speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
     job_bytes: int = 0  # of the batch it holds
     job_claimed: float = 0.0
+    rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
 
     def busy_for(self, now: float) -> float:
         """How much longer the batch it holds is predicted to take (0 without one)."""
@@ -98,19 +99,31 @@ class EngineSeen:
             return 0.0
         return max(0.0, self.job_claimed + self.speed.batch_s(self.job_bytes) - now)
 
+    def fleet_speed(self, now: float) -> Speed:
+        """Its speed as the tail rule sees it `now`: with what it holds."""
+        held = self.job_id is not None and not self.speed.bytes_per_s
+        return replace(
+            self.speed,
+            busy_s=self.busy_for(now),
+            held_bytes=self.job_bytes if held else 0.0,
+            held_s=now - self.job_claimed if held else 0.0,
+        )
+
     def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
-        """Learn the engine's speed from a finished batch: from its own report of start-up
-        and basecalling time, else (an engine that does not say) from claim to report."""
-        startup, basecall = (timing.startup_s, timing.basecall_s) if timing else (0.0, seconds)
-        rate = size_bytes / max(basecall, 1e-3)
-        old = self.speed
-        if old.bytes_per_s is None:
-            self.speed = Speed(startup, rate)
-        else:
-            self.speed = Speed(
-                SMOOTHING * old.startup_s + (1 - SMOOTHING) * startup,
-                SMOOTHING * old.bytes_per_s + (1 - SMOOTHING) * rate,
-            )
+        """Learn the engine's speed from a finished batch (`seconds`: claim to report): its
+        rate from its own report of basecalling time, else (an engine that does not say)
+        from claim to report; its start-up is the rest of claim to report (the basecaller's
+        start to its first output, and spawning and reporting), so that start-up plus bytes
+        over rate predicts claim to report of another batch. The rate weighs each batch by its
+        basecalling time: a long batch measures it better than a short first one."""
+        basecall = max(min(timing.basecall_s if timing else seconds, seconds), 1e-3)
+        startup = seconds - basecall
+        done, spent = self.rate_sums
+        self.rate_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + basecall)
+        rate = self.rate_sums[0] / self.rate_sums[1]
+        if self.speed.bytes_per_s is not None:
+            startup = SMOOTHING * self.speed.startup_s + (1 - SMOOTHING) * startup
+        self.speed = Speed(startup, rate)
 
 
 @dataclass
@@ -494,6 +507,7 @@ class Manager:
             seen = self.engines[engine]
             seen.job_id, seen.job_claimed = job.id, now
             seen.job_bytes = sum(f.size for f in assignment.files)
+            self._fleet_claimed(seen, now)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 
@@ -705,18 +719,28 @@ class Manager:
         would be the manager's limit)."""
         if self._fleet_cache is None or now - self._fleet_cache[0] >= FLEET_REFRESH_S:
             horizon = max(60.0, 2 * self.settings.lease_s)
-            speeds = [
-                Speed(e.speed.startup_s, e.speed.bytes_per_s, e.busy_for(now))
+            speeds = {
+                e.engine: e.fleet_speed(now)
                 for e in self.engines.values()
                 if now - e.last_seen <= horizon
-            ]
-            self._fleet_cache = (now, Fleet.of(speeds))
+            }
+            self._fleet_cache = (now, Fleet.of(speeds, now))
         return self._fleet_cache[1]
+
+    def _fleet_claimed(self, seen: EngineSeen, now: float) -> None:
+        """The cached fleet with an engine's new batch in it, so that claims within the
+        same second share the tail with it as it is (not as idle)."""
+        if self._fleet_cache is not None:
+            at, fleet = self._fleet_cache
+            self._fleet_cache = (at, fleet.with_engine(seen.engine, seen.fleet_speed(now), now))
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)
         if seen is None:
             self.engines[engine] = EngineSeen(engine, now)
+            if self._fleet_cache is not None:  # counted at once: first batches split by it
+                at, fleet = self._fleet_cache
+                self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
         else:
             seen.last_seen = now
 

@@ -6,10 +6,13 @@ ledger, and performs its changes in one ledger transaction.
 
 from __future__ import annotations
 
+import bisect
 import math
 import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
 from bcmanager.ledger import FileRow, JobRow, Ledger
@@ -51,11 +54,22 @@ def batch_size(requested: int | None, policy: Policy) -> int:
 # 3 %; a busy share of 97 % needs it well under that, since gaps and the tail come on top.
 STARTUP_SHARE = 0.01
 
+# With no engine's speed measured yet, an engine's first batch is this part of an even
+# split of the queue: large enough to measure its rate well, small enough that a GPU this
+# many times slower than the fleet's mean still ends it before the others run dry.
+PROBE_SPLIT = 4
+
+# Near the end an engine is counted on for a part of what is left only when basecalling
+# that part takes at least this many times its start-up: a smaller part is not worth a
+# start-up, and is left to the others (who end a little later) rather than cut for it.
+MIN_TAIL_PART = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Speed:
-    """What the manager has measured of one engine: its basecaller's start-up (loading the
-    model, benchmarking the GPU) and its rate once running, in pod5 bytes per second.
+    """What the manager has measured of one engine: the fixed time of its every batch
+    (its basecaller's start-up: loading the model, benchmarking the GPU; and starting it
+    and reporting) and its rate once running, in pod5 bytes per second.
 
     Bytes stand for samples: a pod5 is almost all compressed signal, so its size grows
     with its samples, and the ledger knows every file's size without opening it."""
@@ -63,6 +77,9 @@ class Speed:
     startup_s: float = 0.0
     bytes_per_s: float | None = None
     busy_s: float = 0.0  # how much longer the batch it holds is predicted to take
+    # Of an engine not measured yet: the batch it holds (its first) and for how long.
+    held_bytes: float = 0.0
+    held_s: float = 0.0
 
     def batch_s(self, size_bytes: float) -> float:
         """Predicted time of a batch: start-up plus bytes over rate."""
@@ -72,7 +89,8 @@ class Speed:
 @dataclass(frozen=True, slots=True)
 class BatchLimit:
     files: int
-    bytes: float | None = None  # None: no byte budget (a speed not yet measured)
+    bytes: float | None = None  # None: no byte budget
+    least: int = 1  # files, whatever the byte budget
 
 
 def steady_bytes(speed: Speed, policy: Policy) -> float:
@@ -82,49 +100,146 @@ def steady_bytes(speed: Speed, policy: Policy) -> float:
     return (speed.bytes_per_s or 0.0) * basecall_s
 
 
+class Entry(NamedTuple):
+    """One engine in a Fleet; its times count from the fleet's `at`."""
+
+    key: float  # t + MIN_TAIL_PART x start-up: a finish before this leaves it no part
+    t: float  # the time until it could start basecalling another batch
+    rate: float
+    name: str
+    busy: bool  # holds a batch (its t shrinks as time goes on)
+
+
 @dataclass(frozen=True, slots=True)
 class Fleet:
     """The active engines' speeds as the tail rule needs them, summed once: each engine's
-    (time until it could start another batch: what it still holds plus a start-up, rate),
-    sorted by that time, with their sums. Built at most every second by the manager, not
-    per claim: at 5,000 engines a per-claim pass over the fleet is the manager's limit."""
+    `Entry`, sorted by key, with their sums; times count from `at`, when the manager
+    looked. Built at most every second by the manager, not per claim (at 5,000 engines a
+    per-claim pass over the fleet is the manager's limit); an engine that claims replaces
+    its own entry (`with_engine`)."""
 
     size: int = 0  # engines, speed known or not
-    rates: tuple[tuple[float, float], ...] = ()
+    rates: tuple[Entry, ...] = ()
     total_rate: float = 0.0
-    weighted: float = 0.0  # sum of rate x time
+    weighted: float = 0.0  # sum of rate x t
+    busy_rate: float = 0.0  # sum of the rates of the engines that hold a batch
+    typical: Speed = Speed()  # the median start-up and rate of the engines measured
+    slowest: float = 0.0  # the lowest rate measured
+    at: float = 0.0
+    index: Mapping[str, Entry] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, speeds: list[Speed]) -> Fleet:
-        """Engines whose speed is not known yet count with the fleet's mean rate."""
-        known = [e.bytes_per_s for e in speeds if e.bytes_per_s]
+    def of(cls, speeds: Mapping[str, Speed] | Sequence[Speed], at: float = 0.0) -> Fleet:
+        """Engines (by name) whose speed is not known yet count as typical ones."""
+        named = speeds if isinstance(speeds, Mapping) else dict(enumerate(speeds))
+        known = [e for e in named.values() if e.bytes_per_s]
         if not known:
-            return cls(len(speeds))
-        mean = sum(known) / len(known)
-        rates = sorted((e.busy_s + e.startup_s, e.bytes_per_s or mean) for e in speeds)
-        total, weighted = sum(r for _, r in rates), sum(r * t for t, r in rates)
-        return cls(len(speeds), tuple(rates), total, weighted)
+            return cls(len(named), at=at)
+        typical = Speed(
+            statistics.median(e.startup_s for e in known),
+            statistics.median(e.bytes_per_s or 0.0 for e in known),
+        )
+        slowest = min(e.bytes_per_s or 0.0 for e in known)
+        index = {
+            str(name): _entry(str(name), _guess(e, typical, slowest), typical)
+            for name, e in named.items()
+        }
+        rates = tuple(sorted(index.values()))
+        total = sum(e.rate for e in rates)
+        weighted = sum(e.rate * e.t for e in rates)
+        busy = sum(e.rate for e in rates if e.busy)
+        return cls(len(named), rates, total, weighted, busy, typical, slowest, at, index)
+
+    def with_engine(self, name: str, speed: Speed, now: float) -> Fleet:
+        """The fleet with this engine as it is `now` (it just claimed a batch)."""
+        typical = self.typical if self.typical.bytes_per_s else speed
+        if not typical.bytes_per_s:
+            return self
+        slowest = min(self.slowest or math.inf, speed.bytes_per_s or math.inf)
+        guessed = _guess(speed, typical, slowest)
+        later = replace(guessed, busy_s=guessed.busy_s + max(0.0, now - self.at))
+        new = _entry(name, later, typical)
+        # in place of its old entry, without a pass over the fleet (a claim at 5,000 engines)
+        rates, old = list(self.rates), self.index.get(name)
+        total, weighted, busy = self.total_rate, self.weighted, self.busy_rate
+        if old is not None:
+            del rates[bisect.bisect_left(rates, old)]
+            total, weighted = total - old.rate, weighted - old.rate * old.t
+            busy -= old.rate if old.busy else 0.0
+        bisect.insort(rates, new)
+        total, weighted = total + new.rate, weighted + new.rate * new.t
+        busy += new.rate if new.busy else 0.0
+        index = {**self.index, name: new}
+        size = max(self.size, len(index))
+        return Fleet(size, tuple(rates), total, weighted, busy, typical, slowest, self.at, index)
 
     def __len__(self) -> int:
         return self.size
 
 
-def tail_bytes(speed: Speed, fleet: Fleet, queued_bytes: float) -> float:
+def _guess(speed: Speed, typical: Speed, slowest: float) -> Speed:
+    """An engine not measured yet that holds its first batch: engines started together end
+    their first batches fastest first, so one still at it is taken to be no faster than
+    the slowest measured, nor than would have it done by now."""
+    if speed.bytes_per_s or not speed.held_bytes:
+        return speed
+    running = speed.held_s - typical.startup_s
+    rate = min(slowest, speed.held_bytes / running) if running > 0 else slowest
+    busy = max(0.0, typical.startup_s + speed.held_bytes / rate - speed.held_s)
+    return Speed(typical.startup_s, rate, busy)
+
+
+def _entry(name: str, speed: Speed, typical: Speed) -> Entry:
+    startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
+    t = speed.busy_s + startup
+    rate = speed.bytes_per_s or typical.bytes_per_s or 0.0
+    return Entry(t + MIN_TAIL_PART * startup, t, rate, name, speed.busy_s > 0)
+
+
+def tail_bytes(
+    speed: Speed,
+    fleet: Fleet,
+    queued_bytes: float,
+    engine: str,
+    now: float | None = None,
+) -> float:
     """This engine's part of what is left, so that every engine's predicted finish is the
     same: engine i gets r_i (F - b_i - s_i), where F = (R + sum r_j (b_j + s_j)) / sum r_j
     for what is left R, rates r, start-ups s and the time b each still needs for the batch
-    it holds. A slow GPU gets less; none ends a large batch alone. Engines still busy past
-    the common finish take no part (dropped from the latest; usually none or a few)."""
-    if not speed.bytes_per_s or not fleet.total_rate:
+    it holds. A slow GPU gets less; none ends a large batch alone. Another engine whose
+    part would not be worth its start-up (busy past the common finish, or nearly) takes no
+    part: dropped from the latest, so the last engines to ask share all that is left.
+
+    `engine` names the one asking: its entry in the fleet (as it was when the fleet was
+    seen, if it was there) gives way to `speed`. `now` (default: when the fleet was seen)
+    moves the busy engines' times on."""
+    typical = fleet.typical if fleet.typical.bytes_per_s else speed
+    rate = speed.bytes_per_s or typical.bytes_per_s
+    if not rate:
         return queued_bytes
-    total, weighted = fleet.total_rate, fleet.weighted
-    for t, r in reversed(fleet.rates):
+    startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
+    mine = speed.busy_s + startup
+    elapsed = max(0.0, (fleet.at if now is None else now) - fleet.at)
+    total, weighted = fleet.total_rate, fleet.weighted - elapsed * fleet.busy_rate
+    old = fleet.index.get(engine)
+    if old is not None:
+        total -= old.rate
+        weighted -= old.rate * (old.t - (elapsed if old.busy else 0.0))
+    # Engines the fleet has no entry for (none was measured when it was seen) count as
+    # this one, idle.
+    unseen = max(0, fleet.size - len(fleet.index) - (old is None))
+    total, weighted = total + unseen * rate, weighted + unseen * rate * startup
+    total, weighted = total + rate, weighted + rate * mine
+    for e in reversed(fleet.rates):
+        if e.name == engine:
+            continue
+        shift = elapsed if e.busy else 0.0
         finish = (queued_bytes + weighted) / total
-        if t < finish or total - r <= 0:
+        if e.key - shift <= finish:
             break
-        total, weighted = total - r, weighted - r * t
+        total, weighted = total - e.rate, weighted - e.rate * (e.t - shift)
     finish = (queued_bytes + weighted) / total
-    return max(0.0, speed.bytes_per_s * (finish - speed.busy_s - speed.startup_s))
+    return max(0.0, rate * (finish - mine))
 
 
 def batch_limit(
@@ -134,32 +249,58 @@ def batch_limit(
     queued_files: int,
     queued_bytes: float,
     policy: Policy,
+    engine: str,
+    now: float | None = None,
 ) -> BatchLimit:
-    """How much one v1 claim gets.
+    """How much one v1 claim gets, in bytes.
 
-    An engine with a measured speed gets a byte budget: a steady batch (`steady_bytes`),
-    or near the end of the queue its equal-finish part of what is left (`tail_bytes`).
-    One without gets the default number of files, at most an even part of the queue. An
-    engine's own request is a ceiling on files (legacy engines always ask a fixed size)."""
+    An engine with a measured speed gets a steady batch (`steady_bytes`), or near the end
+    of the queue its equal-finish part of what is left (`tail_bytes`). One not measured yet
+    counts as a typical engine of the fleet (the median start-up and rate); when no engine
+    has been measured, it gets 1/PROBE_SPLIT of an even split of the queue (the first
+    batches of a backlog, all engines starting at once). An engine's own request is a
+    ceiling on files (legacy engines always ask a fixed size)."""
     ceiling = batch_size(requested, policy) if requested and requested > 0 else policy.max_batch
-    if speed.bytes_per_s:
-        budget = min(steady_bytes(speed, policy), tail_bytes(speed, fleet, queued_bytes))
-        return BatchLimit(max(1, min(ceiling, policy.max_batch)), budget)
-    even = math.ceil(queued_files / max(1, len(fleet)))
+    files = max(1, min(ceiling, policy.max_batch))
+    if speed.bytes_per_s or fleet.typical.bytes_per_s:
+        like = speed if speed.bytes_per_s else fleet.typical
+        tail = tail_bytes(speed, fleet, queued_bytes, engine, now)
+        return BatchLimit(files, min(steady_bytes(like, policy), tail))
+    # Nothing measured: the default batch (or the size asked), at most an even part of the
+    # queue, or more when the queue is large: 1/PROBE_SPLIT of an even split of its bytes.
+    engines = max(1, len(fleet))
     size = requested if requested and requested > 0 else policy.default_batch
-    return BatchLimit(max(1, min(size, ceiling, even, policy.max_batch)))
+    least = max(1, min(size, files, math.ceil(queued_files / engines)))
+    return BatchLimit(files, queued_bytes / (engines * PROBE_SPLIT), least)
 
 
-def take_bytes(files: list[FileRow], budget: float | None) -> list[FileRow]:
-    """The oldest files up to `budget` bytes (at least one)."""
+def take_bytes(files: list[FileRow], budget: float | None, least: int = 1) -> list[FileRow]:
+    """The oldest files up to `budget` bytes, then, from the files after them, the one
+    that brings the total nearest to the budget, while one does (at least `least` files).
+
+    A tail part must end when the others' do: rounded down to whole files it would leave
+    a file over for a batch of its own, and a large last file can be several seconds of a
+    slow GPU; a smaller file a little further in the queue fits better."""
     if budget is None:
         return files
-    taken, total = [], 0
-    for f in files:
-        if taken and total + f.size > budget:
+    taken: list[FileRow] = []
+    total = 0
+    for k, f in enumerate(files):
+        if len(taken) >= least and total + f.size > budget:
+            rest = files[k:]
             break
         taken.append(f)
         total += f.size
+    else:
+        return taken
+    while rest:
+        gap = budget - total
+        best = min(rest, key=lambda f: abs(gap - f.size))
+        if abs(gap - best.size) >= gap:
+            break
+        taken.append(best)
+        total += best.size
+        rest = [f for f in rest if f is not best]
     return taken
 
 
@@ -188,12 +329,13 @@ def claim(
         limit = BatchLimit(batch_size(requested, policy))
     else:
         speed = speed or Speed()
+        fleet = fleet or Fleet.of({engine: speed}, now)
         limit = batch_limit(
-            requested, speed, fleet or Fleet.of([speed]), queued, ledger.queued_bytes(), policy
+            requested, speed, fleet, queued, ledger.queued_bytes(), policy, engine, now
         )
     with ledger.transaction():
         candidates = ledger.queued_files(_candidates(limit, ledger), gens)
-        files = take_bytes(isolate_retries(candidates), limit.bytes)
+        files = take_bytes(isolate_retries(candidates), limit.bytes, limit.least)
         if not files:
             return None
         job_id = ledger.create_job(
@@ -212,7 +354,7 @@ def _candidates(limit: BatchLimit, ledger: Ledger) -> int:
     if limit.bytes is None:
         return limit.files
     mean = max(1.0, ledger.mean_queued_size())
-    return max(1, min(limit.files, math.ceil(2 * limit.bytes / mean) + 1))
+    return max(1, limit.least, min(limit.files, math.ceil(2 * limit.bytes / mean) + 1))
 
 
 def isolate_retries(files: list[FileRow]) -> list[FileRow]:

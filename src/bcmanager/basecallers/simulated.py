@@ -53,6 +53,7 @@ log = logging.getLogger("bcmanager.basecallers.simulated")
 
 _BASES = b"ACGT"
 _PARTIAL_PREFIX = ".partial-"
+READY_MARK = ".basecalling"  # the first output, written when the start-up is over
 
 
 class Pod5ReadError(Exception):
@@ -779,13 +780,21 @@ def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-directory", type=Path, default=None)
 
 
-def wait_for_startup(started: float, startup_s: float) -> None:
-    """Sleep until `startup_s` after the process start: nothing is written before."""
+def wait_for_startup(started: float, startup_s: float, output_dir: Path) -> Path:
+    """Sleep until `startup_s` after the process start: nothing is written before. Then
+    write a first output (`READY_MARK`, removed once the basecalls are published), as
+    Dorado writes its output's header once its model is loaded: the engine measures the
+    start-up to a basecaller's first output, and this one's basecalling (samples / rate)
+    counts from here, while it loads its own libraries (pod5, numpy, pysam) and reads."""
     remaining = started + startup_s - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
     if startup_s > 0:
         log.info("model loaded after %.2f s; basecalling", startup_s)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    mark = output_dir / READY_MARK
+    mark.write_text("basecalling\n", encoding="ascii")
+    return mark
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -820,10 +829,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not math.isfinite(args.startup_s) or args.startup_s < 0:
         parser.error("--startup-s must be a number >= 0")
-    wait_for_startup(started, args.startup_s)
     if not args.input_dir.is_dir():
         print(f"simulated basecaller: input folder {args.input_dir} not found", file=sys.stderr)
         return 1
+    mark = wait_for_startup(started, args.startup_s, args.output_dir)
     options = DoradoOptions(
         model=args.model,
         kit_name=args.kit_name or None,
@@ -845,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result, partials = basecall_folder(args.input_dir, args.output_dir)
     except (Pod5ReadError, StandInError) as exc:
         print(f"simulated basecaller: {exc}", file=sys.stderr)
+        mark.unlink(missing_ok=True)
         return 1
     if _throttled(args.samples_per_s):
         basecall_from = started + args.startup_s
@@ -852,6 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if remaining > 0:
             time.sleep(remaining)
     publish(partials, args.output_dir, "pass" if args.style == "legacy" else NATIVE_DIR)
+    mark.unlink(missing_ok=True)
     log.info(
         "basecalled %d file(s), %d read(s), %d sample(s) in %.2f s",
         result.files,
