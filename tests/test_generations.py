@@ -336,3 +336,30 @@ def test_a_command_template_naming_the_model_runs_each_generations_model(tmp_pat
     assert not fixed.switches_models
     with pytest.raises(ConfigError):
         fixed.with_recipe("sup", None, ())
+
+
+def test_an_engines_speed_is_learnt_per_generation(run_dirs: tuple[Path, Path]) -> None:
+    from bcmanager.manager import Timing
+
+    inp, out = run_dirs
+    make_run(inp, 4)
+    m = open_manager(inp, out, FAST, SUP, live_window_s=0)
+
+    def batch(seconds: float) -> tuple[int, int]:
+        a = m.claim("gpu", 4, api="v1", any_model=True)
+        assert a is not None
+        basecall_dir(
+            m.layout.assigned_dir(a.job.id, "gpu"), m.layout.tmp_output_dir(a.job.id, "gpu")
+        )
+        m.clock.t += seconds
+        m.complete(a.job.id, Outcome.DONE, a.job.token, timing=Timing(0.0, seconds))
+        return a.job.gen, sum(f.size for f in a.files)
+
+    assert batch(1.0)[0] == 0
+    live_rate = m.engines["gpu"].speed.bytes_per_s
+    gen, size = batch(10.0)  # sup: ten times slower on the same GPU
+    assert gen == 1 and m.engines["gpu"].speed.bytes_per_s == pytest.approx(size / 10.0)
+    make_run(inp, 1, prefix="late")
+    m.scan()
+    m.claim("gpu", None, api="v1", any_model=True)  # the live file: the live model's speed
+    assert m.engines["gpu"].speed.bytes_per_s == live_rate

@@ -440,13 +440,18 @@ class Ledger:
                 out.append(row)
         return out
 
+    def next_generation(self, gens: Iterable[int] | None = None) -> int:
+        """The generation a claim allowed `gens` would get files of: the first with files
+        queued (the first allowed when none has)."""
+        allowed = sorted(self._counts) if gens is None else sorted(gens)
+        return next((g for g in allowed if self.queued_count([g])), allowed[0] if allowed else 0)
+
     def queued_files(self, limit: int, gens: Iterable[int] | None = None) -> list[FileRow]:
         """The first generation's queued files (of those allowed) with any queued, oldest
         first (discovery order), all of the oldest one's run: a batch never mixes
         generations or runs (flow cells, kits, samples)."""
-        allowed = sorted(self._counts) if gens is None else sorted(gens)
-        gen = next((g for g in allowed if self.queued_count([g])), None)
-        if gen is None:
+        gen = self.next_generation(gens)
+        if not self.queued_count([gen]):
             return []
         first = self._db.execute(
             "SELECT run FROM files WHERE state = ? AND gen = ? ORDER BY id LIMIT 1",

@@ -92,6 +92,20 @@ class EngineSeen:
     job_bytes: int = 0  # of the batch it holds
     job_claimed: float = 0.0
     rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
+    gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
+    learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
+
+    def use_generation(self, gen: int) -> None:
+        """Make `speed` the one learnt for `gen`'s model: models differ several-fold in
+        speed (fast, hac, sup), so one generation's rate says little of another's. A
+        generation not seen yet starts with the start-up known (loading a model and
+        starting the GPU cost about the same) and no rate."""
+        if gen == self.gen:
+            return
+        self.learnt[self.gen] = (self.speed, self.rate_sums)
+        fresh = (Speed(self.speed.startup_s), (0.0, 0.0))
+        self.speed, self.rate_sums = self.learnt.get(gen, fresh)
+        self.gen = gen
 
     def busy_for(self, now: float) -> float:
         """How much longer the batch it holds is predicted to take (0 without one)."""
@@ -487,6 +501,7 @@ class Manager:
             now = self.clock()
             self._seen(engine, now)
             backfill = any_model and self._may_backfill(engine, now)
+            self.engines[engine].use_generation(self.db.next_generation(None if backfill else [0]))
             assignment = scheduler.claim(
                 self.db,
                 engine,
@@ -611,6 +626,7 @@ class Manager:
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
+                engine.use_generation(job.gen)
                 engine.record_batch(sum(f.size for f in files), now - job.created, timing)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
