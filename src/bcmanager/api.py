@@ -327,6 +327,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
                 signal.forget(place)
                 if manager.queued(any_model):  # pass the wake on: more engines can be fed
                     signal.wake_here()
+                # the job's folders: system calls that must not hold up other requests
+                await asyncio.to_thread(manager.prepare_folders, assignment)
                 return assignment, True
             expected = manager.work_expected(any_model)  # after the claim: none slips between
             remaining = deadline - loop.time()
@@ -371,7 +373,7 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         # The original engine exits at its first empty answer (and its request has no
         # timeout): while work is still expected, hold the request until there is some.
         assignment, _ = await claim_or_wait(
-            lambda: manager.claim(engineid, batchsize, api="legacy"),
+            lambda: manager.claim(engineid, batchsize, api="legacy", prepare=False),
             settings.legacy_wait_s,
             until_empty=True,
         )
@@ -429,7 +431,9 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         being scanned, or the first scan since start not finished)."""
         any_model = body.models == "any"
         assignment, expected = await claim_or_wait(
-            lambda: manager.claim(body.engine_id, body.max_files, api="v1", any_model=any_model),
+            lambda: manager.claim(
+                body.engine_id, body.max_files, api="v1", any_model=any_model, prepare=False
+            ),
             body.wait_s,
             until_empty=body.until_empty,
             any_model=any_model,

@@ -94,6 +94,9 @@ class Layout:
     def __init__(self, input_dir: Path, output_dir: Path) -> None:
         self.input = Path(os.path.abspath(input_dir))
         self.output = Path(os.path.abspath(output_dir))
+        # how a job's INPUT folder goes once the job no longer needs it (the manager
+        # hands this to a background thread; see bcmanager.janitor)
+        self.remove_job_dir: Callable[[Path], None] = remove_tree
 
     # -- names ------------------------------------------------------------------------
 
@@ -233,7 +236,7 @@ class Layout:
             failpoints.hit("merge.after-rename")
         elif not log.is_dir():
             raise CorruptState(f"merge of job {job_id}: neither {tmp.name} nor {log.name} exists")
-        _remove_tree(self.assigned_dir(job_id, engine))
+        self.remove_job_dir(self.assigned_dir(job_id, engine))
 
     def _append_summary(self, tmp: Path, src_rel: str, dst: Path, offset: int) -> None:
         """Append a job's summary rows to its run's summary, exactly once: the rows go in
@@ -266,7 +269,7 @@ class Layout:
 
     def drop_assignment(self, job_id: int, engine: str) -> None:
         """After a lease expired or a batch was handed back: its files are no longer the job's."""
-        _remove_tree(self.assigned_dir(job_id, engine))
+        self.remove_job_dir(self.assigned_dir(job_id, engine))
 
     def set_aside_late_output(self, job_id: int, engine: str) -> Path | None:
         """A late engine's output is kept, never merged."""
@@ -395,7 +398,7 @@ def _rename_if_present(src: Path, dst: Path) -> None:
         os.rename(src, dst)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a job folder: a few symlinks, unlinked directly (shutil.rmtree's fd-safe
     walk costs several times more per merge); anything else falls back to rmtree."""
     try:

@@ -24,7 +24,8 @@ from bcmanager.backfill import LiveDemand, may_backfill
 from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost, NotFound
 from bcmanager.generations import Generation, implicit
-from bcmanager.layout import Layout
+from bcmanager.janitor import Janitor
+from bcmanager.layout import Layout, remove_tree
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.output.layouts import OutputLayout, output_layout
 from bcmanager.output.yields import Yield, added
@@ -186,6 +187,7 @@ class Manager:
         self.live = LiveDemand(window_s=settings.live_window_s)
         self._fleet_cache: tuple[float, Fleet] | None = None
         self._looking_lock = threading.Lock()
+        self._janitor: Janitor | None = None
         self._looking_now = 0
 
     # -- life cycle -------------------------------------------------------------------
@@ -228,7 +230,9 @@ class Manager:
         return StartupReport(str(self.db.path), rebuilt, merging, running, counts)
 
     def start_background(self) -> None:
-        """Start the scanning and lease-expiry threads."""
+        """Start the scanning, lease-expiry and folder-removing threads."""
+        self._janitor = Janitor(remove_tree)
+        self.layout.remove_job_dir = self._janitor.remove
         self._threads = [
             threading.Thread(target=self._scan_loop, name="bcm-scan", daemon=True),
             threading.Thread(target=self._pending_loop, name="bcm-pending", daemon=True),
@@ -260,6 +264,10 @@ class Manager:
             self._observer = None
         for t in self._threads:
             t.join(timeout=10)
+        if self._janitor is not None:
+            self.layout.remove_job_dir = remove_tree
+            self._janitor.close()
+            self._janitor = None
         with self.lock:
             if self._reader is not None:
                 self._reader.close()
@@ -493,10 +501,17 @@ class Manager:
     # -- the protocol -----------------------------------------------------------------
 
     def claim(
-        self, engine: str, requested: int | None, api: str, any_model: bool = False
+        self,
+        engine: str,
+        requested: int | None,
+        api: str,
+        any_model: bool = False,
+        prepare: bool = True,
     ) -> Assignment | None:
         """A batch for `engine`, or None. An engine that runs only its own model (every
-        original engine) gets the live generation's files only."""
+        original engine) gets the live generation's files only. With `prepare` False the
+        caller creates the job's folders (`prepare_folders`) before answering the engine:
+        the API does it off its event loop and outside the lock."""
         with self.lock:
             now = self.clock()
             self._seen(engine, now)
@@ -517,7 +532,8 @@ class Manager:
                 return None
             job = assignment.job
             failpoints.hit("claim.after-commit")
-            self.layout.prepare_job(job.id, engine, [f.path for f in assignment.files])
+            if prepare:
+                self.prepare_folders(assignment)
             self.last_activity = now
             seen = self.engines[engine]
             seen.job_id, seen.job_claimed = job.id, now
@@ -525,6 +541,14 @@ class Manager:
             self._fleet_claimed(seen, now)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
+
+    def prepare_folders(self, assignment: Assignment) -> None:
+        """Create a claimed job's INPUT folder of symlinks and its empty output folder.
+
+        Safe without the lock: the job is in the ledger already, its folders are its own,
+        and a crash before they exist is mended at start (`Recovery.reconcile`)."""
+        job = assignment.job
+        self.layout.prepare_job(job.id, job.engine, [f.path for f in assignment.files])
 
     def _may_backfill(self, engine: str, now: float) -> bool:
         """Whether `engine` may take backfill work now: only while the engines left idle

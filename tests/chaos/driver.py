@@ -563,10 +563,16 @@ class ChaosRun:
             self.problem(f"files quarantined: {status.get('quarantined')}")
 
     def shut_down(self) -> None:
+        """Stop the engines, then the manager cleanly (its last job folders removed; a
+        manager that does not stop in time is killed, which leaves them: a problem)."""
         for engine in self.engines:
             engine.stop()
         if self.manager is not None:
-            self.manager.kill9()
+            try:
+                self.manager.terminate()
+            except subprocess.TimeoutExpired:
+                self.problem("the manager did not stop within 20 s of SIGTERM")
+                self.manager.kill9()
 
     # -- the independent check ------------------------------------------------------
 
