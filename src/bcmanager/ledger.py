@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -570,24 +570,7 @@ class Ledger:
 
     def runs(self) -> list[dict[str, object]]:
         """Each run with its end and its files by state (in the live generation)."""
-        out: dict[str, dict[str, object]] = {}
-        for name, first_seen, ended, summary in self._db.execute(
-            "SELECT name, first_seen, ended, summary FROM runs ORDER BY first_seen, name"
-        ):
-            files = {s.value: 0 for s in FileState}
-            out[name] = {
-                "run": name,
-                "first_seen": first_seen,
-                "ended": ended,
-                "summary": summary,
-                "files": files,
-            }
-        for run, state, n in self._db.execute(
-            "SELECT run, state, count(*) FROM files WHERE gen = 0 GROUP BY run, state"
-        ):
-            if run in out:
-                out[run]["files"][state] = n  # type: ignore[index]
-        return list(out.values())
+        return run_table(lambda sql: self._db.execute(sql).fetchall())
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -671,6 +654,10 @@ class Ledger:
     def overdue_jobs(self, now: float) -> list[JobRow]:
         overdue = sorted(j for j, (expires, _) in self._leases.items() if expires < now)
         return [job for job in map(self.get_job, overdue) if job is not None]
+
+    def lease_expiries(self) -> dict[int, float]:
+        """Each running job's lease expiry (a copy of the in-memory table)."""
+        return {job_id: lease[0] for job_id, lease in self._leases.items()}
 
     def renew_lease(self, job_id: int, now: float) -> float:
         """Extend an assigned job's lease from `now`; returns the new expiry.
@@ -797,3 +784,33 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO yields(gen, run, barcode, totals) SELECT 0, * FROM yields_v1")
         db.execute("DROP TABLE yields_v1")
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+LIVE_JOBS_SQL = f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('assigned', 'merging') ORDER BY id"
+
+
+def job_row(row: Sequence) -> JobRow:
+    """A jobs-table row (columns as `LIVE_JOBS_SQL` selects them) as a JobRow."""
+    return _job_row(row)
+
+
+def run_table(query: Callable[[str], list]) -> list[dict[str, object]]:
+    """Each run with its end and its live generation's files by state, from `query`
+    (SQL -> rows), so that a read-only connection can ask it as well as the ledger's own."""
+    out: dict[str, dict[str, object]] = {}
+    for name, first_seen, ended, summary in query(
+        "SELECT name, first_seen, ended, summary FROM runs ORDER BY first_seen, name"
+    ):
+        out[name] = {
+            "run": name,
+            "first_seen": first_seen,
+            "ended": ended,
+            "summary": summary,
+            "files": {s.value: 0 for s in FileState},
+        }
+    for run, state, n in query(
+        "SELECT run, state, count(*) FROM files WHERE gen = 0 GROUP BY run, state"
+    ):
+        if run in out:
+            out[run]["files"][state] = n  # type: ignore[index]
+    return list(out.values())

@@ -175,6 +175,7 @@ class Manager:
         self._threads: list[threading.Thread] = []
         self._discovery: Discovery | None = None
         self._reader: LedgerReader | None = None
+        self._views: LedgerReader | None = None
         self._hearers: list[Callable[[Happening], None]] = []
         self._runs_cache: tuple[float, list[dict[str, object]]] | None = None
         self._scan_wake = threading.Event()
@@ -201,6 +202,7 @@ class Manager:
         """Open (or rebuild) the ledger and mend whatever a crash left half done."""
         self.layout.output.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.settings.ledger_path)
+        self._views = LedgerReader(self.ledger.path)
         self._discovery = Discovery(
             self.layout.input, self._known_in, settle_s=self.settings.settle_s, clock=self.clock
         )
@@ -269,9 +271,10 @@ class Manager:
             self._janitor.close()
             self._janitor = None
         with self.lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            for reader in (self._reader, self._views):
+                if reader is not None:
+                    reader.close()
+            self._reader = self._views = None
             if self.ledger is not None:
                 self.ledger.close()
                 self.ledger = None
@@ -787,10 +790,24 @@ class Manager:
     # -- views ------------------------------------------------------------------------
 
     def _runs_cached(self, now: float) -> list[dict[str, object]]:
-        """Per-run counts group a million rows: computed at most every few seconds."""
+        """Per-run counts group a million rows: computed at most every few seconds, on a
+        read-only connection, without the manager's lock."""
         if self._runs_cache is None or now - self._runs_cache[0] >= RUNS_CACHE_S:
-            self._runs_cache = (now, self.db.runs())
+            self._runs_cache = (now, self._status_reader().run_table())
         return self._runs_cache[1]
+
+    def _status_reader(self) -> LedgerReader:
+        """A read-only connection for views: their queries hold up no claim (WAL readers
+        see the last commit and block no writer)."""
+        assert self._views is not None, "Manager.open() first"
+        return self._views
+
+    def _running_jobs(self, leases: dict[int, float]) -> list[JobRow]:
+        """Jobs assigned or merging, read without the lock, their leases as now renewed."""
+        return [
+            replace(j, lease_expires=leases[j.id]) if j.id in leases else j
+            for j in self._status_reader().live_jobs()
+        ]
 
     def run_state(self) -> str:
         """'done' once every run has ended and every file is basecalled or quarantined."""
@@ -815,11 +832,13 @@ class Manager:
             now = self.clock()
             files = {s.value: n for s, n in self.db.file_counts().items()}
             jobs = {s.value: n for s, n in self.db.job_counts().items()}
-            running = self.db.jobs_in([JobState.ASSIGNED, JobState.MERGING])
+            leases = self.db.lease_expiries()
             quarantined = self.db.files_in_state(FileState.QUARANTINED, 100)
             events = [e.as_dict() for e in self.db.last_events(20)]
-            runs = self._runs_cached(now)
             generations = self.generations_view()
+        # the heavy reads (thousands of running jobs, per-run counts) outside the lock
+        running = self._running_jobs(leases)
+        runs = self._runs_cached(now)
         total = sum(files.values())
         return {
             "state": self.run_state(),
