@@ -360,3 +360,24 @@ def test_stopping_the_engine_mid_batch_stops_the_server(
     assert "Received signal 15" in server_log(logs)  # stopped by SIGTERM, not killed
     assert not (tmp_path / "srv.sock").exists()
     wait_until(lambda: not m.status()["running_jobs"], what="the batch handed back")
+
+
+def test_an_engine_killed_with_sigkill_takes_its_server_with_it(
+    tmp_path: Path, run_dirs, start_manager, start_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BCM_STANDIN_SERVER_FILE_S", "5")
+    inp, out = run_dirs
+    make_run(inp / RUN_FOLDER / "pod5", 2, reads=2)
+    m = start_manager(inp, out, "--batch-size", "2")
+    engine = start_engine(m.url, "gpu1", *engine_args(tmp_path))
+    logs = tmp_path / "logs"
+    wait_until(lambda: "Client request" in server_log(logs), what="a batch at the server")
+    (pid,) = server_pids(logs)
+    engine.kill()  # SIGKILL: no chance to stop the server itself
+    engine.wait(timeout=10)
+    wait_until(lambda: not alive(pid), what="the orphaned server to stop")
+    assert "Received signal 15" in server_log(logs)
+    again = start_engine(m.url, "gpu1b", *engine_args(tmp_path))  # the same socket path
+    wait_until(lambda: len(server_pids(logs)) == 2, what="a new server on the same socket")
+    again.terminate()
+    again.wait(timeout=30)

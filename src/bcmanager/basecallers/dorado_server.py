@@ -36,13 +36,16 @@ runs anyway and fails, so that batch too is retried, and the next batch tries ag
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
@@ -59,6 +62,7 @@ STOP_GRACE_S = 10.0
 POLL_S = 0.1
 SERVER_OUT = "server.out"  # the server's stdout and stderr, in its log folder
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 104-108 bytes
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def default_runtime_dir() -> Path:
@@ -169,6 +173,7 @@ class DoradoServerBasecaller(Basecaller):
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),  # only a prctl and a check: fork-safe
                 )
             except OSError as exc:
                 raise ConfigError(f"cannot start {self.server}: {exc}") from exc
@@ -260,6 +265,23 @@ class DoradoServerBasecaller(Basecaller):
             f"dorado-server ({self.server}, client {self.supervisor}) config {self.model}"
             f" on {self.device}, port {self.port}"
         )
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the server gets SIGTERM when the engine that started it dies,
+    even by SIGKILL (Linux's PR_SET_PDEATHSIG), so no orphaned server keeps its GPU and its
+    port from the engine's replacement. None where the platform has no such thing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the engine died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 def _signal_group(pgid: int, signum: int) -> None:
