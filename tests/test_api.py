@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -362,3 +363,39 @@ def _token_file(folder) -> object:
     path = folder / "token"
     path.write_text("s3cret\n")
     return path
+
+
+def test_an_idle_connection_outlives_the_clients_own_keep_alive(run_dirs, start_manager) -> None:
+    """httpx drops an idle connection after 5 s: the manager must not drop it first, or a
+    claim sent as it closes is lost with its answer (its batch then waits out a lease)."""
+    import socket
+
+    inp, out = run_dirs
+    m = start_manager(inp, out)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", m.port), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(5.5)  # longer than httpx's keep-alive: real time is what is tested
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_the_manager_raises_its_open_files_limit_for_a_large_cluster(
+    run_dirs, start_manager
+) -> None:
+    import resource
+
+    inp, out = run_dirs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # inherited by the manager
+    try:
+        m = start_manager(inp, out, wait=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    m.wait_ready()
+    limits = Path(f"/proc/{m.proc.pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    assert int(line.split()[3]) > 512, line

@@ -107,6 +107,7 @@ def command(
     from bcmanager.api import create_app
     from bcmanager.manager import Manager
 
+    raise_open_files_limit()
     manager = Manager(settings)
     report = manager.open()
     calm_garbage_collector()
@@ -141,6 +142,10 @@ def command(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
+            # above every client's own keep-alive (httpx: 5 s), so that a client never
+            # sends on a connection the manager has just closed (a claim answered on it
+            # would be lost, and its batch wait for its lease to run out)
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
     )
     if exit_when_done:
@@ -149,6 +154,26 @@ def command(
 
 
 FULL_GC_EVERY = 1000  # young collections between two full ones (Python's default: 10)
+KEEP_ALIVE_S = 65  # idle HTTP connections are kept this long
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every engine waiting in a claim
+    holds a connection, and the usual soft limit (1,024) would refuse the engines of a
+    large cluster ("too many open files") long before the manager is busy."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+            return
+    log.info("open files limit: %d", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def calm_garbage_collector() -> None:
