@@ -368,17 +368,21 @@ def _token_file(folder) -> object:
 def test_an_idle_connection_outlives_the_clients_own_keep_alive(run_dirs, start_manager) -> None:
     """httpx drops an idle connection after 5 s: the manager must not drop it first, or a
     claim sent as it closes is lost with its answer (its batch then waits out a lease)."""
-    import socket
+    import http.client
 
     inp, out = run_dirs
     m = start_manager(inp, out)
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", m.port), timeout=10) as sock:
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-        time.sleep(5.5)  # longer than httpx's keep-alive: real time is what is tested
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=10)
+    conn.request("GET", "/healthz")
+    first = conn.getresponse()
+    assert first.status == 200 and first.read()
+    sock = conn.sock
+    time.sleep(5.5)  # longer than httpx's keep-alive: real time is what is tested
+    conn.request("GET", "/healthz")  # on the same connection (a closed one raises here)
+    again = conn.getresponse()
+    assert again.status == 200 and again.read()
+    assert conn.sock is sock
+    conn.close()
 
 
 def test_the_manager_raises_its_open_files_limit_for_a_large_cluster(
