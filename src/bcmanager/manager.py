@@ -182,7 +182,8 @@ class Manager:
         self._pending_wake = threading.Event()
         self._observer: Any = None
         self.output: OutputLayout = output_layout("minknow")  # settled by open()
-        self.yields: dict[tuple[int, str, str], Yield] = {}  # per generation, run, barcode
+        # merged jobs' yield: per generation, then per run and barcode
+        self.yields: dict[int, dict[tuple[str, str], Yield]] = {}
         self.generations: dict[int, Generation] = {}  # by id, settled by open()
         # live arrivals and batch time: the engines kept out of backfill (bcmanager.backfill)
         self.live = LiveDemand(window_s=settings.live_window_s)
@@ -218,10 +219,9 @@ class Manager:
             )
             if rebuilt:
                 self.scan_done.set()
-            self.yields = {
-                (d["gen"], d["run"], d["barcode"]): Yield.from_dict(d)
-                for d in self.db.yield_totals()
-            }
+            self.yields = {}
+            for d in self.db.yield_totals():
+                self.yields.setdefault(d["gen"], {})[(d["run"], d["barcode"])] = Yield.from_dict(d)
             merging = len(self.db.jobs_in([JobState.MERGING]))
             recovery.reconcile(now)
             running = scheduler.renew_all(self.db, now)
@@ -357,13 +357,6 @@ class Manager:
             return self.generations[gen_id]
         except KeyError:
             raise NotFound(f"no generation {gen_id}") from None
-
-    def generation_named(self, name: str) -> Generation:
-        for gen in self.generations.values():
-            if gen.name == name:
-                return gen
-        known = ", ".join(g.name for g in self.generations.values())
-        raise NotFound(f"no generation {name!r} (known: {known})")
 
     # -- discovery --------------------------------------------------------------------
 
@@ -714,11 +707,10 @@ class Manager:
             log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
             self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
             return False
-        gen = job.gen
-        mine = {(r, b): y for (g, r, b), y in self.yields.items() if g == gen}
+        mine = self.yields.setdefault(job.gen, {})
         changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
         scheduler.finish_merge(self.db, job, now, [y.to_dict() for y in changed.values()])
-        self.yields.update({(gen, r, b): y for (r, b), y in changed.items()})
+        mine.update(changed)
         self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self._unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
@@ -836,6 +828,11 @@ class Manager:
             quarantined = self.db.files_in_state(FileState.QUARANTINED, 100)
             events = [e.as_dict() for e in self.db.last_events(20)]
             generations = self.generations_view()
+            yields = [  # merges change these: read them under the lock
+                {**totals[key].view(), "generation": self.generations[gen].name}
+                for gen, totals in sorted(self.yields.items())
+                for key in sorted(totals)
+            ]
         # the heavy reads (thousands of running jobs, per-run counts) outside the lock
         running = self._running_jobs(leases)
         runs = self._runs_cached(now)
@@ -867,10 +864,7 @@ class Manager:
             ],
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
             "output_layout": self.output.name,
-            "yields": [
-                {**self.yields[key].view(), "generation": self.generations[key[0]].name}
-                for key in sorted(self.yields)
-            ],
+            "yields": yields,
             "generations": generations,
             "scan": dict(self.last_scan),
             # inotify is set up in the background after start; False: rescans only (yet)
