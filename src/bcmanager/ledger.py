@@ -19,7 +19,13 @@ from pathlib import Path
 
 from bcmanager.errors import Conflict, CorruptState
 from bcmanager.generations import Generation
-from bcmanager.states import FILE_TRANSITIONS, JOB_TRANSITIONS, FileState, JobState
+from bcmanager.states import (
+    FILE_TRANSITIONS,
+    JOB_TRANSITIONS,
+    LIVE_JOB_STATES,
+    FileState,
+    JobState,
+)
 
 SCHEMA_VERSION = 2
 
@@ -173,7 +179,9 @@ def _file_row(row: Sequence) -> FileRow:
     return FileRow(row[0], row[1], row[2], FileState(row[3]), *row[4:])
 
 
-def _job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None) -> JobRow:
+def job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None) -> JobRow:
+    """A jobs-table row (its columns in `_JOB_COLS` order) as a JobRow, with the lease
+    expiry from `leases` (job -> (expires, lease_s)) when given."""
     job = JobRow(row[0], row[1], JobState(row[2]), *row[3:])
     lease = leases.get(job.id) if leases else None
     return job if lease is None else replace(job, lease_expires=lease[0])
@@ -627,7 +635,7 @@ class Ledger:
 
     def get_job(self, job_id: int) -> JobRow | None:
         row = self._db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job_row(row, self._leases) if row else None
+        return job_row(row, self._leases) if row else None
 
     def jobs_in(self, states: Iterable[JobState]) -> list[JobRow]:
         values = [s.value for s in states]
@@ -635,15 +643,15 @@ class Ledger:
         rows = self._db.execute(
             f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY id", values
         )
-        return [_job_row(r, self._leases) for r in rows]
+        return [job_row(r, self._leases) for r in rows]
 
     def recent_jobs(self, limit: int = 100) -> list[JobRow]:
         rows = self._db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        return [_job_row(r, self._leases) for r in rows]
+        return [job_row(r, self._leases) for r in rows]
 
     def all_jobs(self) -> Iterator[JobRow]:
         for row in self._db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id"):
-            yield _job_row(row, self._leases)
+            yield job_row(row, self._leases)
 
     def job_counts(self) -> dict[JobState, int]:
         counts = {s: 0 for s in JobState}
@@ -786,12 +794,8 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
-LIVE_JOBS_SQL = f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('assigned', 'merging') ORDER BY id"
-
-
-def job_row(row: Sequence) -> JobRow:
-    """A jobs-table row (columns as `LIVE_JOBS_SQL` selects them) as a JobRow."""
-    return _job_row(row)
+_LIVE = ", ".join(f"'{state.value}'" for state in sorted(LIVE_JOB_STATES))
+LIVE_JOBS_SQL = f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({_LIVE}) ORDER BY id"
 
 
 def run_table(query: Callable[[str], list]) -> list[dict[str, object]]:
