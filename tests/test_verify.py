@@ -508,3 +508,17 @@ def test_the_process_pool_gives_the_same_report(
     pooled = verify_run(mk.input, mk.output, workers=2)
     assert pooled.to_dict() == inline.to_dict()
     assert not pooled.ok and pooled.summary_problems == 1
+
+
+def test_an_unknown_generation_is_refused_naming_those_output_holds(tmp_path: Path) -> None:
+    from bcmanager.errors import ConfigError
+    from bcmanager.generations import make
+    from bcmanager.layout import Layout
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    Layout(inp, out).write_generation_spec(make("sup", "sup", modified_bases=("6mA",)))
+    with pytest.raises(ConfigError, match="holds default, sup"):
+        verify_module.verify_run(inp, out, workers=0, generation="supp")
+    report = verify_module.verify_run(inp, out, workers=0, generation="sup")
+    assert report.output.endswith("generations/sup")

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from bcmanager.errors import ConfigError
-from bcmanager.generations import DEFAULT_NAME, SPEC_FILE, TREE_DIR
+from bcmanager.generations import DEFAULT_NAME, TREE_DIR
 from bcmanager.layout import QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
 from bcmanager.output.layouts import LEGACY_SUBDIRS
 from bcmanager.scanner import walk_pod5
@@ -657,9 +657,10 @@ def verify_run(
     model generation whose tree to check (default: the tree at OUTPUT's root).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    root = generation_root(output_dir, generation)
+    layout = Layout(input_dir, output_dir)
+    root = generation_root(layout, generation)
     report = VerifyReport(str(input_dir), str(output_dir / root), max_listed=max_listed)
-    report.quarantined = Layout(input_dir, output_dir).read_quarantine_list(root)
+    report.quarantined = layout.read_quarantine_list(root)
     output_dir = output_dir / root
 
     pod5_rel: list[str] = []
@@ -707,18 +708,17 @@ def verify_run(
     return report
 
 
-def generation_root(output_dir: Path, name: str | None) -> str:
+def generation_root(layout: Layout, name: str | None) -> str:
     """The tree of generation `name` relative to OUTPUT ("" for the implicit one, or
     none given); ConfigError naming the generations OUTPUT holds for an unknown one."""
     if name is None or name == DEFAULT_NAME:
         return ""
-    root = f"{TREE_DIR}/{name}"
-    if not (output_dir / root / SPEC_FILE).is_file():
-        held = sorted(p.parent.name for p in (output_dir / TREE_DIR).glob(f"*/{SPEC_FILE}"))
-        raise ConfigError(
-            f"OUTPUT holds no generation {name!r}; it holds {', '.join([DEFAULT_NAME, *held])}"
-        )
-    return root
+    held = layout.generations_on_disk()
+    for gen in held:
+        if gen.name == name:
+            return gen.output_root
+    names = ", ".join([DEFAULT_NAME, *(g.name for g in held)])
+    raise ConfigError(f"OUTPUT holds no generation {name!r}; it holds {names}")
 
 
 def _run_tasks(tasks: list[tuple[Callable, tuple]], pool: Executor | None) -> Iterable[list]:
