@@ -15,16 +15,21 @@ class Unreachable(click.ClickException):
     exit_code = 1
 
 
+def unreachable(manager_url: str, exc: Exception) -> Unreachable:
+    """The error for a manager that did not answer, saying where we looked."""
+    return Unreachable(
+        f"cannot reach the manager at {manager_url} ({type(exc).__name__}: {exc or 'no answer'});"
+        " is `bcm manager` running, and are the host and port right?"
+    )
+
+
 def get_json(manager_url: str, path: str, params: dict[str, Any] | None = None) -> Any:
     """GET `path` from the manager; Unreachable (a clear message) on any failure."""
     url = manager_url.rstrip("/") + path
     try:
         response = httpx.get(url, params=params, timeout=10)
     except httpx.HTTPError as exc:
-        raise Unreachable(
-            f"cannot reach the manager at {manager_url} ({type(exc).__name__}: {exc or 'no answer'});"
-            " is `bcm manager` running, and are the host and port right?"
-        ) from exc
+        raise unreachable(manager_url, exc) from exc
     if response.status_code != 200:
         raise Unreachable(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
@@ -43,10 +48,7 @@ def post_json(
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
-        raise Unreachable(
-            f"cannot reach the manager at {manager_url} ({type(exc).__name__}: {exc or 'no answer'});"
-            " is `bcm manager` running, and are the host and port right?"
-        ) from exc
+        raise unreachable(manager_url, exc) from exc
     try:
         return response.status_code, response.json()
     except ValueError as exc:
