@@ -342,9 +342,9 @@ def test_a_server_killed_mid_batch_fails_that_batch_and_a_restart_serves_the_res
     assert not any(alive(p) for p in server_pids(logs))
 
 
-def test_stopping_the_engine_mid_batch_stops_the_server(
-    tmp_path: Path, run_dirs, start_manager, start_engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def engine_in_a_batch(tmp_path: Path, run_dirs, start_manager, start_engine, monkeypatch):
+    """A manager and a dorado-server engine whose server is in the middle of a batch (each
+    file takes it 5 s): (manager, engine, the server's log folder, the server's pid)."""
     monkeypatch.setenv("BCM_STANDIN_SERVER_FILE_S", "5")
     inp, out = run_dirs
     make_run(inp / RUN_FOLDER / "pod5", 2, reads=2)
@@ -353,6 +353,15 @@ def test_stopping_the_engine_mid_batch_stops_the_server(
     logs = tmp_path / "logs"
     wait_until(lambda: "Client request" in server_log(logs), what="a batch at the server")
     (pid,) = server_pids(logs)
+    return m, engine, logs, pid
+
+
+def test_stopping_the_engine_mid_batch_stops_the_server(
+    tmp_path: Path, run_dirs, start_manager, start_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m, engine, logs, pid = engine_in_a_batch(
+        tmp_path, run_dirs, start_manager, start_engine, monkeypatch
+    )
     assert alive(pid)
     engine.send_signal(signal.SIGTERM)
     assert engine.wait(timeout=30) == 0, engine.log.read_text()
@@ -365,14 +374,9 @@ def test_stopping_the_engine_mid_batch_stops_the_server(
 def test_an_engine_killed_with_sigkill_takes_its_server_with_it(
     tmp_path: Path, run_dirs, start_manager, start_engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BCM_STANDIN_SERVER_FILE_S", "5")
-    inp, out = run_dirs
-    make_run(inp / RUN_FOLDER / "pod5", 2, reads=2)
-    m = start_manager(inp, out, "--batch-size", "2")
-    engine = start_engine(m.url, "gpu1", *engine_args(tmp_path))
-    logs = tmp_path / "logs"
-    wait_until(lambda: "Client request" in server_log(logs), what="a batch at the server")
-    (pid,) = server_pids(logs)
+    m, engine, logs, pid = engine_in_a_batch(
+        tmp_path, run_dirs, start_manager, start_engine, monkeypatch
+    )
     engine.kill()  # SIGKILL: no chance to stop the server itself
     engine.wait(timeout=10)
     wait_until(lambda: not alive(pid), what="the orphaned server to stop")

@@ -55,6 +55,14 @@ def work(
     return a.job.gen
 
 
+def work_all(m: Manager, engine: str = "e1", **kw: object) -> list[int]:
+    """`work` until no batch is handed out; the generation of each batch, in order."""
+    gens = []
+    while (gen := work(m, engine, **kw)) is not None:
+        gens.append(gen)
+    return gens
+
+
 # -- the recipe ------------------------------------------------------------------------
 
 
@@ -196,13 +204,10 @@ def test_backfill_waits_for_the_live_generation_and_each_gets_every_read_once(
     inp, out = run_dirs
     run = make_run(inp, 5)
     m = open_manager(inp, out, FAST, SUP)
-    order = []
-    while (gen := work(m)) is not None:
-        order.append(gen)
+    order = work_all(m)
     assert set(order) == {0}  # a lone engine is the live reserve while files still arrive
     run_ended(m)
-    while (gen := work(m)) is not None:
-        order.append(gen)
+    order += work_all(m)
     assert order == sorted(order) and set(order) == {0, 1}  # no sup batch before fast ended
     assert_exactly_once(run, out / "generations" / "fast")
     assert_exactly_once(run, out / "generations" / "sup")
@@ -218,14 +223,12 @@ def test_an_engine_that_runs_its_own_model_only_gets_the_live_generation(
     inp, out = run_dirs
     run = make_run(inp, 4)
     m = open_manager(inp, out, FAST, SUP)
-    while work(m, "orig", any_model=False, api="legacy") is not None:
-        pass
+    work_all(m, "orig", any_model=False, api="legacy")
     assert m.db.file_counts(0)[FileState.DONE] == 4
     assert m.claim("orig", None, api="legacy") is None
     assert not m.work_expected(any_model=False) and m.work_expected(any_model=True)
     run_ended(m)
-    while work(m, "gpu") is not None:
-        pass
+    work_all(m, "gpu")
     assert_exactly_once(run, out / "generations" / "sup")
 
 
@@ -235,8 +238,7 @@ def test_a_generation_added_after_the_run_leaves_earlier_output_where_it_is(
     inp, out = run_dirs
     run = make_run(inp, 3)
     m = open_manager(inp, out)
-    while work(m) is not None:
-        pass
+    work_all(m)
     before = sorted(p.relative_to(out) for p in out.rglob("*.fastq"))
     assert m.status()["generations"][0]["name"] == "default"
     gen, new = m.add_generation(SUP)
@@ -245,8 +247,7 @@ def test_a_generation_added_after_the_run_leaves_earlier_output_where_it_is(
     with pytest.raises(Conflict):
         m.add_generation(make("sup", "hac"))
     run_ended(m)
-    while work(m) is not None:
-        pass
+    work_all(m)
     assert_exactly_once(run, out)  # the implicit generation's tree: OUTPUT without the new one
     assert_exactly_once(run, out / "generations" / "sup")
     after = [p for p in sorted(p.relative_to(out) for p in out.rglob("*.fastq"))]
@@ -257,8 +258,7 @@ def test_generations_survive_a_restart_and_a_lost_ledger(run_dirs: tuple[Path, P
     inp, out = run_dirs
     run = make_run(inp, 4)
     m = open_manager(inp, out, FAST)
-    while work(m) is not None:
-        pass
+    work_all(m)
     m.add_generation(SUP)
     run_ended(m)
     assert work(m, n=2) == 1  # one sup batch of two files, then the manager stops
@@ -272,8 +272,7 @@ def test_generations_survive_a_restart_and_a_lost_ledger(run_dirs: tuple[Path, P
     assert [g.name for g in m.generations.values()] == ["fast", "sup"]  # from the trees
     assert m.db.file_counts(0)[FileState.DONE] == 4 and m.db.file_counts(1)[FileState.DONE] == 2
     run_ended(m)
-    while work(m) is not None:
-        pass
+    work_all(m)
     assert_exactly_once(run, out / "generations" / "sup")
     assert_exactly_once(run, out / "generations" / "fast")
 
