@@ -784,19 +784,37 @@ def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTi
     return jobs
 
 
-def wait_files_done(
-    events: EventLog, n: int, servers: Sequence[Server], timeout: float = 900.0
+def wait_while_alive(
+    done: Callable[[], bool],
+    servers: Sequence[Server],
+    timeout: float,
+    late: Callable[[], str],
+    interval: float = 0.25,
 ) -> None:
-    """Poll the event log until `n` files are DONE; fail early if a process died."""
+    """Call `done()` until true; fail early if a process died, or with `late()` after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while events.files_done() < n:
+    while not done():
         for s in servers:
             if not s.alive():
                 raise ServerDied(f"{s.name} exited early:\n{s.log_tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {events.files_done()} of {n} files done")
-        time.sleep(0.25)
+            raise RuntimeError(late())
+        time.sleep(interval)
+
+
+def wait_files_done(
+    events: EventLog, n: int, servers: Sequence[Server], timeout: float = 900.0
+) -> None:
+    """Poll the event log until `n` files are DONE; fail early if a process died."""
+
+    def done() -> bool:
         events.poll()
+        return events.files_done() >= n
+
+    wait_while_alive(
+        done, servers, timeout, lambda: f"only {events.files_done()} of {n} files done"
+    )
 
 
 def check_all_done(output: Path, n: int, port: int, fastq: bool = True) -> None:

@@ -90,6 +90,7 @@ from _common import (
     wait_engines_seen,
     wait_files_done,
     wait_for_quiet,
+    wait_while_alive,
     write_pod5_sources,
 )
 
@@ -139,18 +140,17 @@ def busy_share(details: dict[int, dict], engines: list[str], closed: dict) -> fl
 
 def wait_live_done(port: int, n: int, servers: list, timeout: float) -> None:
     """Until the live generation (id 0) has `n` files done."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def live() -> dict:
         status = http_get_json("/v1/generations", port, timeout=10) or {}
-        gens = status.get("generations") or [{}]
-        if gens[0].get("files", {}).get("done", 0) >= n:
-            return
-        for s in servers:
-            if not s.alive():
-                raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the live generation did not finish: {gens}")
-        time.sleep(0.25)
+        return (status.get("generations") or [{}])[0]
+
+    wait_while_alive(
+        lambda: live().get("files", {}).get("done", 0) >= n,
+        servers,
+        timeout,
+        lambda: f"the live generation did not finish: {live()}",
+    )
 
 
 def discovered_at(ledger: Path) -> dict[str, float]:
@@ -609,6 +609,20 @@ BACKFILL_HEADERS = [
 ]
 
 
+def pooled(pickups: list[Pickup], seconds: float) -> Pickup:
+    """One row of several: their files, jobs and latencies together, their mean busy share
+    (the rows of one run's arrivals share the run's busy share)."""
+    out = Pickup("flat", pickups[0].mode, "all", 0, seconds)
+    for r in pickups:
+        out.files += r.files
+        out.jobs += r.jobs
+        out.to_queue += r.to_queue
+        out.to_claim += r.to_claim
+        out.to_engine += r.to_engine
+    out.busy_share = sum(r.busy_share for r in pickups) / len(pickups)
+    return out
+
+
 def backfill_order(repeat: int, backfill_s: float) -> list[float]:
     """Runs without (0) and with backfill in ABBA order, so that a machine whose load drifts
     during the benchmark weighs on both alike."""
@@ -628,14 +642,7 @@ def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
             load = load_average()
             print(f"pickup {label} (run {k + 1}, load {load:.1f}) ...", flush=True)
             found = run_pickup(work / f"backfill-{k}", args, "flat", True, backfill_s)
-            merged = Pickup("flat", found[0].mode, "all", 0, found[0].seconds)
-            for r in found:
-                merged.files += r.files
-                merged.jobs += r.jobs
-                merged.to_queue += r.to_queue
-                merged.to_claim += r.to_claim
-                merged.to_engine += r.to_engine
-                merged.busy_share = r.busy_share
+            merged = pooled(found, found[0].seconds)
             p99 = percentile(merged.to_engine, 0.99)
             print(f"  close -> engine p99 {p99:.3f} s, busy {merged.busy_share:.1%}", flush=True)
             runs.append((label, load, merged))
@@ -645,15 +652,7 @@ def run_backfill_only(work: Path, args: argparse.Namespace) -> int:
     results = []
     for label in ("without backfill", "with backfill"):
         mine = [r for lab, _, r in runs if lab == label]
-        pooled = Pickup("flat", mine[0].mode, "all", 0, 0.0)
-        for r in mine:
-            pooled.files += r.files
-            pooled.jobs += r.jobs
-            pooled.to_queue += r.to_queue
-            pooled.to_claim += r.to_claim
-            pooled.to_engine += r.to_engine
-        pooled.busy_share = sum(r.busy_share for r in mine) / len(mine)
-        results.append((f"{label}, {len(mine)} runs pooled", pooled))
+        results.append((f"{label}, {len(mine)} runs pooled", pooled(mine, 0.0)))
     results = [
         (f"{lab} (run {k + 1}, load {load:.1f})", r) for k, (lab, load, r) in enumerate(runs)
     ] + results
