@@ -851,6 +851,7 @@ def run_backlog(
     manager_extra: Sequence[str] = (),
     batch_size: int = 10,
     before_stop: Callable[[int], None] | None = None,
+    lease_s: float = 90,
 ) -> BacklogRun:
     """A whole run over a backlog of `n_files` hard links of `sources`.
 
@@ -868,7 +869,7 @@ def run_backlog(
         work / "output",
         work / "logs" / "manager.log",
         port=port,
-        lease_s=90,
+        lease_s=lease_s,
         batch_size=batch_size,
         extra=manager_extra,
     )

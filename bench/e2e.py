@@ -89,6 +89,7 @@ TARGET_MAKESPAN = 1.05
 TARGET_GAP_P99_MS = 50.0
 CROWD_S = 0.5
 RUN_TIMEOUT_S = 900.0
+LEASE_S = 90.0  # the manager's default lease; heartbeats come every third of it
 OTHER_BENCHES = r"bench/(protocol|startup)\.py"
 
 
@@ -662,6 +663,7 @@ def run_startup_variant(
         manager_extra=manager,
         batch_size=args.first_batch,
         before_stop=before_stop,
+        lease_s=LEASE_S * args.scale,
     )
     samples = job_samples(work / "output", sources)
     stats = []

@@ -131,10 +131,16 @@ Seconds = Annotated[float, Field(ge=0, le=1e7), Strict(False)]
 
 class TimingReport(_Body):
     """How long the engine's basecaller took to start (model loaded, GPU ready), then to
-    basecall the batch: what the manager sizes the engine's next batches from."""
+    basecall the batch, and the bytes it wrote: what the manager sizes the engine's next
+    batches from. In a heartbeat: the batch so far."""
 
     startup_s: Seconds
     basecall_s: Seconds
+    output_bytes: Annotated[Count | None, Field(description="the basecaller's output")] = None
+
+
+class HeartbeatRequest(TokenRequest):
+    progress: TimingReport | None = None
 
 
 class CompleteRequest(TokenRequest):
@@ -447,8 +453,9 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         dependencies=[Depends(require_token)],
         responses=_answers(None, 400, 401, 404, 409, 422),
     )
-    async def v1_heartbeat(job_id: JobIdPath, body: TokenRequest) -> dict[str, Any]:
-        job = manager.keepalive(job_id, token=body.token)
+    async def v1_heartbeat(job_id: JobIdPath, body: HeartbeatRequest) -> dict[str, Any]:
+        progress = Timing(**body.progress.model_dump()) if body.progress else None
+        job = manager.keepalive(job_id, token=body.token, progress=progress)
         return {"late": False, "lease_expires": job.lease_expires, "lease_s": job.lease_s}
 
     @app.post(

@@ -54,6 +54,29 @@ class EngineConfig:
 
 
 @dataclass
+class BatchClock:
+    """The running basecaller's times (monotonic): its start, its first output (its model
+    loaded: start-up over). The heartbeats report progress from it; None until a backend
+    that writes as it goes has written."""
+
+    output_dir: Path
+    log_path: Path
+    started: float
+    ready: float | None = None
+
+    def progress(self, now: float) -> dict[str, float] | None:
+        """Start-up, basecalling so far and the bytes written so far, which grow with the
+        reads basecalled (the manager turns them into the batch's pod5 bytes done)."""
+        if self.ready is None:
+            return None
+        return {
+            "startup_s": self.ready - self.started,
+            "basecall_s": max(0.0, now - self.ready),
+            "output_bytes": output_bytes(self.output_dir, self.log_path),
+        }
+
+
+@dataclass
 class JobResult:
     job_id: int
     outcome: str  # done | failed | released | dropped
@@ -74,6 +97,7 @@ class Engine:
         self.stopping = threading.Event()
         self.results: list[JobResult] = []
         self._proc: subprocess.Popen[bytes] | None = None
+        self._clock: BatchClock | None = None  # of the batch being basecalled
         self.idle = True  # waiting on a claim, no batch in hand
         self._recipes: dict[tuple, Basecaller] = {}  # generations' basecallers, prepared
 
@@ -174,6 +198,7 @@ class Engine:
             self._report(job, "failed", f"cannot run this generation here: {exc}"[:1000])
             return JobResult(job_id, "failed", time.monotonic() - started, len(job["files"]))
         late, finished = threading.Event(), threading.Event()
+        self._clock = None
         beat = threading.Thread(
             target=self._heartbeat_loop,
             args=(job, late, finished),
@@ -257,7 +282,7 @@ class Engine:
         self, basecaller: Basecaller, input_dir: Path, output_dir: Path, late: threading.Event
     ) -> tuple[int, dict[str, float] | None]:
         """Run the basecaller; its exit code and, for a backend that writes as it goes,
-        its start-up (to its first output) and basecalling time."""
+        its start-up (to its first output), basecalling time and output bytes."""
         output_dir.mkdir(parents=True, exist_ok=True)
         inv = basecaller.invocation(input_dir, output_dir)
         log_path = output_dir / "basecaller.log"
@@ -282,8 +307,7 @@ class Engine:
             finally:
                 if stdout is not log_file:
                     stdout.close()
-            started = time.monotonic()
-            ready: float | None = None
+            clock = self._clock = BatchClock(output_dir, log_path, time.monotonic())
             watch_output = basecaller.native_output
             proc = self._proc
             while True:
@@ -293,12 +317,10 @@ class Engine:
                 except subprocess.TimeoutExpired:
                     if late.is_set() or self.stopping.is_set():
                         self._terminate()
-                    if watch_output and ready is None and has_output(output_dir, log_path):
-                        ready = time.monotonic()
-        ended = time.monotonic()
-        if ready is None:  # not a backend that writes as it goes, or done within one poll
-            return returncode, None
-        return returncode, {"startup_s": ready - started, "basecall_s": ended - ready}
+                    if watch_output and clock.ready is None and output_bytes(output_dir, log_path):
+                        clock.ready = time.monotonic()
+        # not a backend that writes as it goes, or done within one poll: no timing
+        return returncode, clock.progress(time.monotonic())
 
     def _terminate(self) -> None:
         proc = self._proc
@@ -320,8 +342,13 @@ class Engine:
     ) -> None:
         job_id, interval = job["job_id"], max(0.05, float(job["heartbeat_s"]))
         while not finished.wait(interval):
+            body: dict[str, Any] = {"token": job["token"]}
+            clock = self._clock
+            progress = clock.progress(time.monotonic()) if clock is not None else None
+            if progress is not None:
+                body["progress"] = progress
             try:
-                r = self.client.post(f"/v1/jobs/{job_id}/heartbeat", json={"token": job["token"]})
+                r = self.client.post(f"/v1/jobs/{job_id}/heartbeat", json=body)
             except httpx.TransportError as exc:
                 log.warning("job %d: heartbeat failed (%s); will try again", job_id, exc)
                 continue
@@ -388,17 +415,18 @@ class Engine:
             delay = min(MAX_BACKOFF_S, delay * 2)
 
 
-def has_output(output_dir: Path, log_path: Path) -> bool:
-    """Whether the basecaller has written anything but its log: its model is loaded and it
-    is basecalling (a backend writing as it goes, to stdout or to files, hidden ones too)."""
+def output_bytes(output_dir: Path, log_path: Path) -> int:
+    """What the basecaller has written but its log, hidden files too (a backend writing as
+    it goes, to stdout or to files): more than none means its model is loaded and it is
+    basecalling."""
+    total = 0
     for folder, _dirs, names in os.walk(output_dir):
         for name in names:
             path = os.path.join(folder, name)
             if path != str(log_path):
                 with contextlib.suppress(OSError):
-                    if os.stat(path).st_size > 0:
-                        return True
-    return False
+                    total += os.stat(path).st_size
+    return total
 
 
 class ManagerRefused(Exception):

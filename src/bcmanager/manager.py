@@ -32,7 +32,7 @@ from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult, run_of
-from bcmanager.scheduler import Assignment, Fleet, Policy, Speed
+from bcmanager.scheduler import Assignment, Fleet, Policy, Speed, speed_from_progress
 from bcmanager.states import FileState, JobState
 
 log = logging.getLogger("bcmanager.manager")
@@ -80,6 +80,7 @@ class Timing:
 
     startup_s: float
     basecall_s: float
+    output_bytes: int | None = None  # what the basecaller wrote (not said by every engine)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class EngineSeen:
     rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
     gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
+    progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
 
     def use_generation(self, gen: int) -> None:
         """Make `speed` the one learnt for `gen`'s model: models differ several-fold in
@@ -114,9 +116,22 @@ class EngineSeen:
             return 0.0
         return max(0.0, self.job_claimed + self.speed.batch_s(self.job_bytes) - now)
 
-    def fleet_speed(self, now: float) -> Speed:
-        """Its speed as the tail rule sees it `now`: with what it holds."""
+    def fleet_speed(self, now: float, output_per_byte: float | None = None) -> Speed:
+        """Its speed as the tail rule sees it `now`: with what it holds. Not measured yet,
+        from its progress on that batch where it said (`speed_from_progress`)."""
         held = self.job_id is not None and not self.speed.bytes_per_s
+        if held and self.progress is not None:
+            at, p = self.progress
+            guessed = speed_from_progress(
+                self.job_bytes,
+                p.startup_s,
+                p.basecall_s,
+                p.output_bytes or 0,
+                output_per_byte,
+                now - at,
+            )
+            if guessed is not None:
+                return guessed
         return replace(
             self.speed,
             busy_s=self.busy_for(now),
@@ -188,6 +203,7 @@ class Manager:
         # live arrivals and batch time: the engines kept out of backfill (bcmanager.backfill)
         self.live = LiveDemand(window_s=settings.live_window_s)
         self._fleet_cache: tuple[float, Fleet] | None = None
+        self._output_sums: dict[int, tuple[float, float]] = {}  # output, pod5 bytes by gen
         self._looking_lock = threading.Lock()
         self._janitor: Janitor | None = None
         self._looking_now = 0
@@ -532,7 +548,7 @@ class Manager:
                 self.prepare_folders(assignment)
             self.last_activity = now
             seen = self.engines[engine]
-            seen.job_id, seen.job_claimed = job.id, now
+            seen.job_id, seen.job_claimed, seen.progress = job.id, now, None
             seen.job_bytes = sum(f.size for f in assignment.files)
             self._fleet_claimed(seen, now)
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
@@ -562,8 +578,9 @@ class Manager:
         )
         return may_backfill(idle, reserve)
 
-    def keepalive(self, job_id: int, token: str | None) -> JobRow:
-        """Renew a job's lease; raises LeaseLost when it has expired (or ended)."""
+    def keepalive(self, job_id: int, token: str | None, progress: Timing | None = None) -> JobRow:
+        """Renew a job's lease (and note the engine's progress on it, where it says);
+        raises LeaseLost when it has expired (or ended)."""
         with self.lock:
             now = self.clock()
             job = scheduler.get_job(self.db, job_id)
@@ -571,6 +588,9 @@ class Manager:
             self._seen(job.engine, now)
             self.last_activity = now
             expires = scheduler.renew(self.db, job, now)
+            seen = self.engines[job.engine]
+            if progress is not None and seen.job_id == job.id:
+                seen.progress = (now, progress)
             return replace(job, lease_expires=expires)
 
     def complete(
@@ -643,11 +663,14 @@ class Manager:
             self._tell(batch_done(job, files, now))
             if job.gen == 0:
                 self.live.batch_done(now - job.created)
+            size = sum(f.size for f in files)
+            if timing is not None and timing.output_bytes:
+                self._learn_output(job.gen, timing.output_bytes, size)
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
                 engine.use_generation(job.gen)
-                engine.record_batch(sum(f.size for f in files), now - job.created, timing)
+                engine.record_batch(size, now - job.created, timing)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
             poisoned = scheduler.fail(self.db, job, why, now, self.policy)
@@ -748,6 +771,20 @@ class Manager:
             self.layout.record_quarantine(f.path, why, self.generation(f.gen).output_root)
             log.error("quarantined %s: %s", f.path, why)
 
+    def _learn_output(self, gen: int, output_bytes: int, input_bytes: int) -> None:
+        """How many bytes of output a pod5 byte makes with a generation's model: engines'
+        progress (output so far) becomes pod5 bytes basecalled by it. The first batch of a
+        generation makes the fleet be seen anew, so engines still at their first batch are
+        sized from their progress at once."""
+        out, inp = self._output_sums.get(gen, (0.0, 0.0))
+        self._output_sums[gen] = (out + output_bytes, inp + input_bytes)
+        if not inp:
+            self._fleet_cache = None
+
+    def _output_per_byte(self, gen: int) -> float | None:
+        out, inp = self._output_sums.get(gen, (0.0, 0.0))
+        return out / inp if inp else None
+
     def _fleet(self, now: float) -> Fleet:
         """The engines seen lately, each with how long the batch it holds is still predicted
         to take; rebuilt at most every FLEET_REFRESH_S (a pass over 5,000 engines per claim
@@ -755,7 +792,7 @@ class Manager:
         if self._fleet_cache is None or now - self._fleet_cache[0] >= FLEET_REFRESH_S:
             horizon = max(60.0, 2 * self.settings.lease_s)
             speeds = {
-                e.engine: e.fleet_speed(now)
+                e.engine: e.fleet_speed(now, self._output_per_byte(e.gen))
                 for e in self.engines.values()
                 if now - e.last_seen <= horizon
             }
@@ -767,7 +804,8 @@ class Manager:
         same second share the tail with it as it is (not as idle)."""
         if self._fleet_cache is not None:
             at, fleet = self._fleet_cache
-            self._fleet_cache = (at, fleet.with_engine(seen.engine, seen.fleet_speed(now), now))
+            speed = seen.fleet_speed(now, self._output_per_byte(seen.gen))
+            self._fleet_cache = (at, fleet.with_engine(seen.engine, speed, now))
 
     def _seen(self, engine: str, now: float) -> None:
         seen = self.engines.get(engine)

@@ -177,6 +177,35 @@ class Fleet:
         return self.size
 
 
+# An engine's progress says how fast it basecalls once it has basecalled this long: less is
+# mostly the basecaller's first output buffered, not a rate.
+MIN_PROGRESS_S = 1.0
+
+
+def speed_from_progress(
+    held_bytes: float,
+    startup_s: float,
+    basecall_s: float,
+    output_bytes: float,
+    output_per_byte: float | None,
+    since_s: float = 0.0,
+) -> Speed | None:
+    """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
+    ago): the pod5 bytes it has basecalled are its output over the output one pod5 byte
+    makes with this model (learnt from finished batches of any engine: it depends on the
+    reads, not on the GPU). None when that is not known yet, or too little is done to say.
+
+    This is how a slow engine's speed is known before its first batch ends, so that a fast
+    engine's second batch is sized for the fleet as it is (not as if every engine still at
+    its first batch were as fast as the slowest one measured)."""
+    if not output_per_byte or basecall_s < MIN_PROGRESS_S or output_bytes <= 0:
+        return None
+    done = min(held_bytes, output_bytes / output_per_byte)
+    rate = done / basecall_s
+    left = max(0.0, held_bytes - done - rate * since_s)
+    return Speed(startup_s, rate, busy_s=left / rate)
+
+
 def _guess(speed: Speed, typical: Speed, slowest: float) -> Speed:
     """An engine not measured yet that holds its first batch: engines started together end
     their first batches fastest first, so one still at it is taken to be no faster than

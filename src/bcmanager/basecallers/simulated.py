@@ -5,9 +5,9 @@ The engine runs it like any other backend, as a subprocess::
     python -m bcmanager.basecallers.simulated INPUT OUTPUT --samples-per-s N
 
 It opens every `*.pod5` in INPUT (the job's symlinks), derives a deterministic
-sequence and quality string from each read's signal, and takes as long as a GPU
-basecalling `N` samples per second would (counted from its own process start, so
-interpreter start-up is not added on top). Each FASTQ is written under a temporary
+sequence and quality string from each read's signal, and writes each read when a GPU
+basecalling `N` samples per second would have called it (counted from its own process
+start, so interpreter start-up is not added on top): its output grows as Dorado's does. Each FASTQ is written under a temporary
 name and renamed into `OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never leaves a
 half-written file under a final name. An unreadable pod5 fails the whole job (exit 1),
 as a real basecaller would.
@@ -241,10 +241,17 @@ def iter_records(pod5_path: Path) -> Iterator[tuple[str, int]]:
         raise Pod5ReadError(f"cannot read {pod5_path}: {exc}") from exc
 
 
-def write_fastq(pod5_path: Path, out: TextIO) -> tuple[int, int]:
+def _unpaced(samples: int) -> None:
+    """Write each read as soon as it is made."""
+
+
+def write_fastq(
+    pod5_path: Path, out: TextIO, pace: Callable[[int], None] = _unpaced
+) -> tuple[int, int]:
     """Write the FASTQ of one pod5 to `out`; returns (reads, samples)."""
     reads = samples = 0
     for record, num_samples in iter_records(pod5_path):
+        pace(num_samples)
         out.write(record)
         reads += 1
         samples += num_samples
@@ -632,7 +639,11 @@ def fastq_header_tags(header: dict, read: SimRead) -> dict[str, str]:
 
 
 def write_dorado_output(
-    paths: Sequence[Path], out: str | Path, options: DoradoOptions, command_line: str
+    paths: Sequence[Path],
+    out: str | Path,
+    options: DoradoOptions,
+    command_line: str,
+    pace: Callable[[int], None] = _unpaced,
 ) -> tuple[int, int]:
     """Basecall pod5 files into one BAM (or FASTQ) at `out` ("-": stdout); (reads, samples)."""
     import pysam
@@ -644,9 +655,11 @@ def write_dorado_output(
         try:
             for path in paths:
                 for read in iter_sim_reads(path, options):
+                    ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
+                    pace(ns)
                     target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
                     reads += 1
-                    samples += int(read.tags["ns"][0])  # type: ignore[call-overload]
+                    samples += ns
         finally:
             target.flush()
             if target is not sys.stdout:
@@ -656,9 +669,11 @@ def write_dorado_output(
     with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
         for path in paths:
             for read in iter_sim_reads(path, options):
+                ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
+                pace(ns)
                 bam.write(to_segment(read, bam.header))
                 reads += 1
-                samples += int(read.tags["ns"][0])  # type: ignore[call-overload]
+                samples += ns
     return reads, samples
 
 
@@ -672,7 +687,26 @@ class BasecallResult:
     samples: int
 
 
-def basecall_folder(input_dir: Path, output_dir: Path) -> tuple[BasecallResult, list[Path]]:
+class Pacer:
+    """A simulated GPU's clock: a read comes out once its samples are basecalled at
+    `samples_per_s` from `start`, so output grows during a batch as Dorado's does (the
+    engine's progress reports measure it). Unthrottled (rate <= 0 or inf): at once."""
+
+    def __init__(self, start: float, samples_per_s: float) -> None:
+        self.start = start
+        self.samples_per_s = samples_per_s if _throttled(samples_per_s) else math.inf
+        self.samples = 0
+
+    def __call__(self, samples: int) -> None:
+        self.samples += samples
+        wait = self.start + self.samples / self.samples_per_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+
+def basecall_folder(
+    input_dir: Path, output_dir: Path, pace: Callable[[int], None] = _unpaced
+) -> tuple[BasecallResult, list[Path]]:
     """Write each pod5's FASTQ under a temporary name in `output_dir`.
 
     Returns the result and the temporary files; `publish` renames them into `pass/`.
@@ -681,7 +715,7 @@ def basecall_folder(input_dir: Path, output_dir: Path) -> tuple[BasecallResult, 
 
     def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
         with open(partial, "w", encoding="ascii") as out:
-            return write_fastq(pod5_path, out)
+            return write_fastq(pod5_path, out, pace)
 
     return _write_partials(input_dir, output_dir, ".fastq", write_one)
 
@@ -752,7 +786,11 @@ def _pythonpath_env() -> dict[str, str]:
 
 
 def basecall_dorado_style(
-    input_dir: Path, output_dir: Path, options: DoradoOptions, command_line: str
+    input_dir: Path,
+    output_dir: Path,
+    options: DoradoOptions,
+    command_line: str,
+    pace: Callable[[int], None] = _unpaced,
 ) -> tuple[BasecallResult, list[Path]]:
     """Write each pod5's Dorado-like BAM (or FASTQ) under a temporary name in `output_dir`.
 
@@ -760,7 +798,7 @@ def basecall_dorado_style(
     """
 
     def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
-        return write_dorado_output([pod5_path], partial, options, command_line)
+        return write_dorado_output([pod5_path], partial, options, command_line, pace)
 
     return _write_partials(
         input_dir, output_dir, ".fastq" if options.emit_fastq else ".bam", write_one
@@ -833,6 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulated basecaller: input folder {args.input_dir} not found", file=sys.stderr)
         return 1
     mark = wait_for_startup(started, args.startup_s, args.output_dir)
+    pace = Pacer(started + args.startup_s, args.samples_per_s)
     options = DoradoOptions(
         model=args.model,
         kit_name=args.kit_name or None,
@@ -848,19 +887,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             given = list(sys.argv[1:] if argv is None else argv)
             command_line = f"{parser.prog} {shlex.join(given)}"
             result, partials = basecall_dorado_style(
-                args.input_dir, args.output_dir, options, command_line
+                args.input_dir, args.output_dir, options, command_line, pace
             )
         else:
-            result, partials = basecall_folder(args.input_dir, args.output_dir)
+            result, partials = basecall_folder(args.input_dir, args.output_dir, pace)
     except (Pod5ReadError, StandInError) as exc:
         print(f"simulated basecaller: {exc}", file=sys.stderr)
         mark.unlink(missing_ok=True)
         return 1
-    if _throttled(args.samples_per_s):
-        basecall_from = started + args.startup_s
-        remaining = basecall_from + result.samples / args.samples_per_s - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
     publish(partials, args.output_dir, "pass" if args.style == "legacy" else NATIVE_DIR)
     mark.unlink(missing_ok=True)
     log.info(
