@@ -30,9 +30,12 @@ every batch, time scaled by `--scale`; the before and after commits side by side
 engine's GPU busy share and the makespan against S + total samples / the fleet's rate
 (section `e2e-startup`; see `startup_main`):
 
-    python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed
+    python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed \
+        --samples 40000
 
-While changing the scheduler, `--only after --after worktree` runs this checkout's code
+(reads of ~40,000 samples, a 3 kb read: with the default ~4,000 a pod5's fixed overhead
+is a sixth of a small file, so its bytes say its samples to +-7 %, and the manager counts
+pod5 bytes.) While changing the scheduler, `--only after --after worktree` runs this checkout's code
 alone (uncommitted changes too, nothing written to docs/benchmarks.md).
 """
 

@@ -143,3 +143,33 @@ def test_a_dorado_like_engine_writes_the_original_fastq_names_in_the_legacy_layo
     assert len(names) == 4 and all(n.startswith("job_id_") and n.endswith(".fastq") for n in names)
     assert not any(p.is_dir() for p in out.iterdir() if p.name.endswith(("_pass", "_fail")))
     assert_exactly_once(run, out)  # split reads count for their parent (pi in the header)
+
+
+def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
+    run_dirs, start_manager, start_engine
+) -> None:
+    """Mid-batch the manager knows how far the engine is (its basecaller's start-up, how
+    long it has basecalled, the output written so far, growing): what sizes other engines'
+    batches before this one ends."""
+    inp, out = run_dirs
+    run = make_run(inp, 8, reads=10, samples=2000)
+    m = start_manager(inp, out, "--batch-size", "8", "--lease", "1.5")  # heartbeats: 0.5 s
+    wait_until(lambda: m.status()["files_total"] == 8, what="the scan")
+    e = start_engine(
+        m.url, "gpu1", "--until-empty", "--startup-s", "0.3", "--samples-per-s", "40000"
+    )  # 160,000 samples: 4 s of basecalling in one batch
+    said: list[dict] = []
+
+    def progress_twice() -> bool:
+        (seen,) = m.status()["engines"] or [{"progress": None}]
+        p = seen["progress"]
+        if p is not None and (not said or p["basecall_s"] > said[-1]["basecall_s"]):
+            said.append(p)
+        return len(said) >= 2
+
+    wait_until(progress_twice, timeout=30, what="two heartbeats with progress")
+    assert all(0.2 <= p["startup_s"] <= 1.5 for p in said), said
+    assert 0 < said[0]["output_bytes"] < said[1]["output_bytes"], said
+    assert e.wait(timeout=60) == 0, e.log.read_text()
+    assert_exactly_once(run, out)
+    assert [j["n_files"] for j in jobs_of(m)] == [8]

@@ -343,3 +343,84 @@ def test_the_speed_model_predicts_claim_to_report_and_trusts_long_batches_more()
     legacy = EngineSeen("old", 0.0)  # no timing: claim to report is all basecalling
     legacy.record_batch(10_000_000, 20.0, None)
     assert legacy.speed == Speed(0.0, 500_000.0)
+
+
+def test_an_engine_at_its_first_batch_is_known_by_its_progress() -> None:
+    """Its output so far over the output a pod5 byte makes is what it has basecalled:
+    a rate, and how long its batch still takes. Not before that ratio is learnt, nor from
+    a first second of output (mostly buffered)."""
+    ratio = 0.25  # output bytes per pod5 byte
+    seen = scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, ratio, since_s=2.0)
+    assert seen is not None
+    assert seen.bytes_per_s == pytest.approx(2e6)  # 20e6 pod5 bytes in 10 s
+    assert seen.busy_s == pytest.approx((60e6 - 20e6 - 2 * 2e6) / 2e6)
+    assert seen.startup_s == 1.0
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, None) is None
+    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 5e6, ratio) is None
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, ratio) is None
+    done = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, ratio)  # output over-counted
+    assert done is not None and done.busy_s == 0.0
+
+
+def run_from_nothing(
+    ledger: Ledger, truth: dict[str, Speed], policy: Policy, progress: bool
+) -> dict[str, list[float]]:
+    """Engines of unknown speeds start on a backlog together, each claiming as soon as it
+    is free: an engine's speed is known once it ends its first batch, and (with
+    `progress`) from its progress mid-batch once any batch has taught the output ratio,
+    as the manager sees it. Each engine's batch sizes in bytes."""
+    ratio = 0.3
+    free = dict.fromkeys(truth, 0.0)
+    held: dict[str, tuple[float, float]] = {}  # name -> (claimed, bytes) of a first batch
+    measured: dict[str, Speed] = {}
+    sizes: dict[str, list[float]] = {name: [] for name in truth}
+    while free:
+        name = min(free, key=lambda n: (free[n], n))
+        now = free[name]
+        if name in held:
+            measured[name] = truth[name]
+            del held[name]
+        speeds = {}
+        for n, s in truth.items():
+            if n in measured:
+                speeds[n] = replace(measured[n], busy_s=max(0.0, free.get(n, now) - now))
+            elif n in held:
+                claimed, size = held[n]
+                running = now - claimed - s.startup_s
+                guess = None
+                if progress and measured:
+                    out = max(0.0, running) * (s.bytes_per_s or 0.0) * ratio
+                    guess = scheduler.speed_from_progress(size, s.startup_s, running, out, ratio)
+                speeds[n] = guess or Speed(held_bytes=size, held_s=now - claimed)
+            else:
+                speeds[n] = Speed()
+        fleet = Fleet.of(speeds, at=now)
+        got = scheduler.claim(ledger, name, None, now, policy, "v1", speeds[name], fleet)
+        if got is None:
+            del free[name]
+            continue
+        size = sum(f.size for f in got.files)
+        if name not in measured:
+            held[name] = (now, size)
+        free[name] = now + truth[name].batch_s(size)
+        sizes[name].append(size)
+    return sizes
+
+
+def test_with_progress_every_engine_basecalls_a_backlog_in_two_batches(tmp_path: Path) -> None:
+    """Engines of mixed, unknown speeds: a first batch each (a quarter of an even split),
+    then one part of the tail. Without progress a fast engine ends its first batch while
+    the slower ones have said nothing, takes them to be as fast as itself, and its second
+    batch ends early: a third start-up."""
+    truth = {f"gpu{k}": Speed(1.0, f * 1e6) for k, f in enumerate((1.0, 1.5, 2.0, 3.0))}
+    policy = Policy(max_batch=10_000, target_batch_s=6.0)
+    counts = {}
+    for progress in (False, True):
+        db = Ledger(tmp_path / f"{progress}.sqlite3")
+        sizes = [80_000, 135_000, 260_000]
+        db.add_files([NewFile(f"f{i:04d}.pod5", sizes[i % 3]) for i in range(1200)], now=0.0)
+        batches = run_from_nothing(db, truth, policy, progress)
+        assert db.file_counts()[FileState.QUEUED] == 0
+        counts[progress] = {name: len(b) for name, b in batches.items()}
+    assert max(counts[False].values()) == 3, counts  # what progress mends
+    assert set(counts[True].values()) == {2}, counts

@@ -897,6 +897,7 @@ class Manager:
                     "files_done": e.files_done,
                     "startup_s": round(e.speed.startup_s, 3),
                     "bytes_per_s": e.speed.bytes_per_s,
+                    "progress": progress_view(e.progress, now),
                 }
                 for e in sorted(self.engines.values(), key=lambda e: e.engine)
             ],
@@ -941,6 +942,19 @@ def rescan_pause(rescan_s: float, last_scan_s: float) -> float:
     itself is slow (a flat folder of a million files), so rescans never take more than a
     few percent of the manager's time. inotify hints and new folders still wake it early."""
     return max(rescan_s, RESCAN_COST_FACTOR * last_scan_s)
+
+
+def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict | None:
+    """An engine's last word on the batch it holds (v1 heartbeats), None before any."""
+    if progress is None:
+        return None
+    at, p = progress
+    return {
+        "startup_s": round(p.startup_s, 3),
+        "basecall_s": round(p.basecall_s, 3),
+        "output_bytes": p.output_bytes,
+        "age_s": round(now - at, 3),
+    }
 
 
 def job_view(job: JobRow) -> dict[str, object]:

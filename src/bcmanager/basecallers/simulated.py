@@ -241,17 +241,13 @@ def iter_records(pod5_path: Path) -> Iterator[tuple[str, int]]:
         raise Pod5ReadError(f"cannot read {pod5_path}: {exc}") from exc
 
 
-def _unpaced(samples: int) -> None:
-    """Write each read as soon as it is made."""
-
-
-def write_fastq(
-    pod5_path: Path, out: TextIO, pace: Callable[[int], None] = _unpaced
-) -> tuple[int, int]:
-    """Write the FASTQ of one pod5 to `out`; returns (reads, samples)."""
+def write_fastq(pod5_path: Path, out: TextIO, pace: Pacer | None = None) -> tuple[int, int]:
+    """Write the FASTQ of one pod5 to `out`; returns (reads, samples). With `pace`, each
+    read when a GPU would have called it."""
     reads = samples = 0
     for record, num_samples in iter_records(pod5_path):
-        pace(num_samples)
+        if pace is not None:
+            pace(num_samples)
         out.write(record)
         reads += 1
         samples += num_samples
@@ -643,9 +639,13 @@ def write_dorado_output(
     out: str | Path,
     options: DoradoOptions,
     command_line: str,
-    pace: Callable[[int], None] = _unpaced,
+    pace: Pacer | None = None,
 ) -> tuple[int, int]:
-    """Basecall pod5 files into one BAM (or FASTQ) at `out` ("-": stdout); (reads, samples)."""
+    """Basecall pod5 files into one BAM (or FASTQ) at `out` ("-": stdout); (reads, samples).
+
+    With `pace`, each read is written (and flushed) when a GPU would have called it: the
+    output grows read by read, as Dorado's real reads fill its BAM's blocks (these reads
+    are short; a 64 KiB block would hold a whole file's)."""
     import pysam
 
     header_dict = bam_header(run_infos(paths), options, command_line)
@@ -656,8 +656,11 @@ def write_dorado_output(
             for path in paths:
                 for read in iter_sim_reads(path, options):
                     ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
-                    pace(ns)
+                    if pace is not None:
+                        pace(ns)
                     target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
+                    if pace is not None:
+                        target.flush()
                     reads += 1
                     samples += ns
         finally:
@@ -670,8 +673,11 @@ def write_dorado_output(
         for path in paths:
             for read in iter_sim_reads(path, options):
                 ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
-                pace(ns)
+                if pace is not None:
+                    pace(ns)
                 bam.write(to_segment(read, bam.header))
+                if pace is not None:
+                    bam.flush()
                 reads += 1
                 samples += ns
     return reads, samples
@@ -690,11 +696,11 @@ class BasecallResult:
 class Pacer:
     """A simulated GPU's clock: a read comes out once its samples are basecalled at
     `samples_per_s` from `start`, so output grows during a batch as Dorado's does (the
-    engine's progress reports measure it). Unthrottled (rate <= 0 or inf): at once."""
+    engine's progress reports measure it)."""
 
     def __init__(self, start: float, samples_per_s: float) -> None:
         self.start = start
-        self.samples_per_s = samples_per_s if _throttled(samples_per_s) else math.inf
+        self.samples_per_s = samples_per_s
         self.samples = 0
 
     def __call__(self, samples: int) -> None:
@@ -705,7 +711,7 @@ class Pacer:
 
 
 def basecall_folder(
-    input_dir: Path, output_dir: Path, pace: Callable[[int], None] = _unpaced
+    input_dir: Path, output_dir: Path, pace: Pacer | None = None
 ) -> tuple[BasecallResult, list[Path]]:
     """Write each pod5's FASTQ under a temporary name in `output_dir`.
 
@@ -790,7 +796,7 @@ def basecall_dorado_style(
     output_dir: Path,
     options: DoradoOptions,
     command_line: str,
-    pace: Callable[[int], None] = _unpaced,
+    pace: Pacer | None = None,
 ) -> tuple[BasecallResult, list[Path]]:
     """Write each pod5's Dorado-like BAM (or FASTQ) under a temporary name in `output_dir`.
 
@@ -871,7 +877,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulated basecaller: input folder {args.input_dir} not found", file=sys.stderr)
         return 1
     mark = wait_for_startup(started, args.startup_s, args.output_dir)
-    pace = Pacer(started + args.startup_s, args.samples_per_s)
+    pace = (
+        Pacer(started + args.startup_s, args.samples_per_s)
+        if _throttled(args.samples_per_s)
+        else None
+    )
     options = DoradoOptions(
         model=args.model,
         kit_name=args.kit_name or None,
