@@ -174,6 +174,35 @@ def test_v1_claim_heartbeat_complete_and_fencing(run_dirs, start_manager) -> Non
     assert legacy_late.status_code == 200 and legacy_late.json() == {"late": True}
 
 
+def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
+    run_dirs, start_manager
+) -> None:
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    job = m.post("/v1/claim", {"engine_id": "e1"}).json()["job"]
+    beat = f"/v1/jobs/{job['job_id']}/heartbeat"
+    lease = m.get(f"/v1/jobs/{job['job_id']}").json()["lease_expires"]
+    good = {"startup_s": 1.5, "basecall_s": 3.0, "output_bytes": 4096}
+    for bad in (
+        {**good, "output_bytes": -1},
+        {**good, "basecall_s": "soon"},
+        {**good, "startup_s": 1e12},
+        {**good, "files": 3},
+        [1, 2],
+    ):
+        r = m.post(beat, {"token": job["token"], "progress": bad})
+        assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+        (engine,) = m.status()["engines"]
+        assert engine["progress"] is None
+        assert m.get(f"/v1/jobs/{job['job_id']}").json()["lease_expires"] == lease
+    assert m.post(beat, {"token": job["token"], "progress": good}).status_code == 200
+    (engine,) = m.status()["engines"]
+    assert {k: engine["progress"][k] for k in good} == good
+    assert m.post(beat, {"token": job["token"]}).status_code == 200  # progress is optional
+
+
 def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_manager) -> None:
     inp, out = run_dirs
     m = start_manager(inp, out)

@@ -499,9 +499,11 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         return manager.job_detail(job_id)
 
     @app.get("/v1/status", tags=["v1"], responses=_answers())
-    def v1_status() -> dict[str, Any]:
+    def v1_status() -> JSONResponse:
         """Files, jobs, engines, runs, progress, throughput and ETA (see docs/observability.md)."""
-        return progress.status()  # sync: runs in the thread pool, off the event loop
+        # sync: built and encoded in the thread pool. Returned as a dict, FastAPI would
+        # encode it on the event loop: at 5,000 engines, a stall of every claim.
+        return JSONResponse(progress.status())
 
     @app.get("/v1/events", tags=["v1"], responses=_answers(None, 422))
     async def v1_events(

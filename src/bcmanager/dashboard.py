@@ -14,10 +14,8 @@ table names the generation of each row; throughput is the whole fleet's.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from bcmanager.progress import Progress
 
@@ -31,10 +29,10 @@ def router(progress: Progress) -> APIRouter:
         return HTMLResponse(PAGE, headers={"cache-control": "no-store"})
 
     @routes.get("/v1/history", tags=["v1"])
-    def history() -> dict[str, Any]:
+    def history() -> JSONResponse:
         """Files, bytes, reads and samples basecalled per time bucket (`bucket_s` wide):
         `points` every generation together, `generations[]` each one's own."""
-        return progress.history()
+        return JSONResponse(progress.history())  # encoded here, off the event loop
 
     return routes
 
