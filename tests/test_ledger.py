@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bcmanager.errors import CorruptState
-from bcmanager.ledger import Ledger, NewFile
+from bcmanager.ledger import Ledger, NewFile, checkpoint
 from bcmanager.runstats import LedgerReader
 from bcmanager.states import FileState, JobState
 
@@ -83,3 +83,25 @@ def test_lease_renewal_only_for_running_jobs(ledger: Ledger) -> None:
     ledger.set_job_state(job, JobState.ASSIGNED, JobState.EXPIRED, 117.0)
     with pytest.raises(CorruptState):
         ledger.renew_lease(job, 118.0)
+
+
+def test_a_ledger_checkpointed_elsewhere_leaves_its_commits_free_of_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own checkpoint (every 1,000 pages of log) runs, with an fsync, in the call
+    that commits: on the manager's event loop. Turned off, the log grows past that until
+    `checkpoint`, on a connection of its own, copies all of it."""
+    many = [NewFile(f"run/f{i:06d}.pod5", 1000 + i) for i in range(60_000)]
+    chunks = [many[i : i + 20_000] for i in range(0, len(many), 20_000)]  # ~530 pages each
+    own = Ledger(tmp_path / "own.sqlite3")
+    for chunk in chunks:
+        own.add_files(chunk, now=0.0)
+    frames, _ = checkpoint(own.path)
+    assert frames < 1_000  # SQLite checkpointed (and restarted its log) while committing
+    elsewhere = Ledger(tmp_path / "elsewhere.sqlite3")
+    elsewhere.checkpoint_elsewhere()
+    for chunk in chunks:
+        elsewhere.add_files(chunk, now=0.0)
+    frames, copied = checkpoint(elsewhere.path)
+    assert frames > 1_000 and copied == frames
+    assert Ledger(elsewhere.path).file_counts()[FileState.QUEUED] == len(many)

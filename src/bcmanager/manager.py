@@ -21,6 +21,7 @@ from typing import Any
 
 from bcmanager import failpoints, scheduler
 from bcmanager.backfill import LiveDemand, may_backfill
+from bcmanager.checkpointer import Checkpointer
 from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost, NotFound
 from bcmanager.generations import Generation, implicit
@@ -206,6 +207,7 @@ class Manager:
         self._output_sums: dict[int, tuple[float, float]] = {}  # output, pod5 bytes by gen
         self._looking_lock = threading.Lock()
         self._janitor: Janitor | None = None
+        self._checkpointer: Checkpointer | None = None
         self._looking_now = 0
 
     # -- life cycle -------------------------------------------------------------------
@@ -248,7 +250,9 @@ class Manager:
         return StartupReport(str(self.db.path), rebuilt, merging, running, counts)
 
     def start_background(self) -> None:
-        """Start the scanning, lease-expiry and folder-removing threads."""
+        """Start the scanning, lease-expiry, folder-removing and checkpointing threads."""
+        self.db.checkpoint_elsewhere()
+        self._checkpointer = Checkpointer(self.db.path)
         self._janitor = Janitor(remove_tree)
         self.layout.remove_job_dir = self._janitor.remove
         self._threads = [
@@ -286,6 +290,9 @@ class Manager:
             self.layout.remove_job_dir = remove_tree
             self._janitor.close()
             self._janitor = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         with self.lock:
             for reader in (self._reader, self._views):
                 if reader is not None:
@@ -944,7 +951,7 @@ def rescan_pause(rescan_s: float, last_scan_s: float) -> float:
     return max(rescan_s, RESCAN_COST_FACTOR * last_scan_s)
 
 
-def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict | None:
+def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str, object] | None:
     """An engine's last word on the batch it holds (v1 heartbeats), None before any."""
     if progress is None:
         return None
