@@ -7,9 +7,10 @@ The engine runs it like any other backend, as a subprocess::
 It opens every `*.pod5` in INPUT (the job's symlinks), derives a deterministic
 sequence and quality string from each read's signal, and writes each read when a GPU
 basecalling `N` samples per second would have called it (counted from its own process
-start, so interpreter start-up is not added on top): its output grows as Dorado's does. Each FASTQ is written under a temporary
-name and renamed into `OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never leaves a
-half-written file under a final name. An unreadable pod5 fails the whole job (exit 1),
+start, so interpreter start-up is not added on top): its output grows as Dorado's does.
+Each FASTQ is written under a temporary name and renamed into
+`OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never leaves a half-written file under a
+final name. An unreadable pod5 fails the whole job (exit 1),
 as a real basecaller would.
 
 With `--style dorado` it instead writes what Dorado 1.4.0 would (see "Dorado-like
