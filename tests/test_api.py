@@ -201,6 +201,10 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
     (engine,) = m.status()["engines"]
     assert {k: engine["progress"][k] for k in good} == good
     assert m.post(beat, {"token": job["token"]}).status_code == 200  # progress is optional
+    done = f"/v1/jobs/{job['job_id']}/complete"
+    assert m.post(done, {"token": job["token"], "outcome": "released"}).status_code == 200
+    (engine,) = m.status()["engines"]
+    assert engine["progress"] is None  # it speaks of the batch the engine holds: none now
 
 
 def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_manager) -> None:

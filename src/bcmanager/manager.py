@@ -632,10 +632,10 @@ class Manager:
             return Completion(job, late=late, repeated=True)
 
     def _forget_job(self, job: JobRow) -> EngineSeen | None:
-        """The engine no longer holds `job` (it ended or its lease expired)."""
+        """The engine no longer holds `job` (it ended or its lease expired): nor its progress."""
         engine = self.engines.get(job.engine)
         if engine is not None and engine.job_id == job.id:
-            engine.job_id = None
+            engine.job_id, engine.progress = None, None
         return engine
 
     def _finish(
