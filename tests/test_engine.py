@@ -1,8 +1,12 @@
 """Real engines (subprocesses) against a real manager: late leases, SIGTERM, manager restarts."""
 
 import signal
+import threading
 import time
 
+import bcmanager.engine as engine_module
+from bcmanager.basecallers import make_basecaller
+from bcmanager.engine import Engine, EngineConfig
 from tests.helpers import assert_exactly_once, make_run
 
 
@@ -173,3 +177,44 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
     assert e.wait(timeout=60) == 0, e.log.read_text()
     assert_exactly_once(run, out)
     assert [j["n_files"] for j in jobs_of(m)] == [8]
+
+
+def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept(
+    run_dirs, start_manager, monkeypatch
+) -> None:
+    """Filing a batch (splitting its BAM into the layout) is CPU work on the GPU node: the
+    engine claims and basecalls its next batch meanwhile, and keeps the filed batch's lease
+    alive however long filing takes (here longer than the lease)."""
+    inp, out = run_dirs
+    run = make_run(inp, 2, reads=4, samples=2000)
+    m = start_manager(inp, out, "--lease", "1.5")  # heartbeats every 0.5 s
+    wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
+    filing, real_filing = threading.Event(), engine_module.file_native_output
+    first_filed = threading.Event()
+
+    def slow_filing(*args, **kwargs):  # as a large BAM takes: until the test says
+        if not first_filed.is_set():
+            filing.set()
+            first_filed.wait(timeout=60)
+        return real_filing(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "file_native_output", slow_filing)
+    config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=True, wait_s=5)
+    engine = Engine(config, make_basecaller("simulated"))
+    worker = threading.Thread(target=engine.run)
+    worker.start()
+    try:
+        wait_until(filing.is_set, what="the first batch's filing")
+        # the second batch is claimed and basecalled while the first is being filed
+        wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+        time.sleep(2.5)  # filing outlasts the 1.5 s lease: heartbeats keep it
+        running = running_jobs(m)
+        assert len(running) == 2 and m.status()["jobs"]["expired"] == 0, running
+    finally:
+        first_filed.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert [r.outcome for r in engine.results] == ["done", "done"], engine.results
+    assert_exactly_once(run, out)
+    jobs = jobs_of(m)
+    assert [j["state"] for j in jobs] == ["done", "done"], jobs

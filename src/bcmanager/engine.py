@@ -1,8 +1,11 @@
 """The engine: claims batches over the v1 API and keeps one basecaller busy.
 
 Loop: long-poll claim -> run the basecaller as a subprocess while a thread sends
-heartbeats -> report done/failed by exit code -> claim again at once. An idle
-engine is answered the moment work exists, so no GPU waits on a sleep.
+heartbeats -> claim again at once. A batch whose basecaller succeeded is filed into
+the output layout and reported DONE in the background while the next batch's
+basecaller starts, so the GPU never waits on filing (one batch filed at a time,
+reports in job order); a failed one is reported at once. An idle engine is answered
+the moment work exists, so no GPU waits on a sleep.
 
 - Told it is late (409), it stops the basecaller and drops the batch (its output
   is set aside by the manager, never merged).
@@ -20,7 +23,7 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,38 @@ class BatchClock:
 
 
 @dataclass
+class Batch:
+    """A claimed job on this engine, from claim to report: a heartbeat thread keeps its
+    lease the whole time, filing included (a large BAM takes a while to split)."""
+
+    job: dict[str, Any]
+    started: float
+    late: threading.Event = field(default_factory=threading.Event)
+    reported: threading.Event = field(default_factory=threading.Event)
+    proc: subprocess.Popen[bytes] | None = None
+    clock: BatchClock | None = None
+    final: dict[str, float] | None = None  # its progress when the basecaller exited
+    beat: threading.Thread | None = None
+
+    @property
+    def job_id(self) -> int:
+        return int(self.job["job_id"])
+
+    def progress(self, now: float) -> dict[str, float] | None:
+        """What the heartbeats say of it: as it grows, then as it was at the basecaller's
+        exit (while filing rewrites the output folder)."""
+        if self.final is not None:
+            return self.final
+        return self.clock.progress(now) if self.clock is not None else None
+
+    def end(self) -> None:
+        """Reported (or given up): its heartbeats stop."""
+        self.reported.set()
+        if self.beat is not None and self.beat is not threading.current_thread():
+            self.beat.join()
+
+
+@dataclass
 class JobResult:
     job_id: int
     outcome: str  # done | failed | released | dropped
@@ -96,8 +131,9 @@ class Engine:
         )
         self.stopping = threading.Event()
         self.results: list[JobResult] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._clock: BatchClock | None = None  # of the batch being basecalled
+        self._proc: subprocess.Popen[bytes] | None = None  # the basecaller running now
+        self._delivery: threading.Thread | None = None  # filing and reporting a batch
+        self._delivery_error: BaseException | None = None
         self.idle = True  # waiting on a claim, no batch in hand
         self._recipes: dict[tuple, Basecaller] = {}  # generations' basecallers, prepared
 
@@ -133,22 +169,28 @@ class Engine:
                 self.idle = True
                 job, more_expected = self.claim()
                 self.idle = job is None
+                self._check_delivery()
                 if job is not None and self.stopping.is_set():
                     self._report(job, "released", "engine stopping")
                     break
                 if job is None:
                     if self.config.until_empty and not more_expected:
+                        if self._await_delivery():  # its report may hand files back
+                            continue
                         log.info(
                             "nothing queued, settling or being scanned; exiting (--until-empty)"
                         )
                         return 0
                     continue
-                self.results.append(self.run_job(job))
+                self.run_job(job)
+            self._await_delivery()
         except ManagerGone:
             pass
         except ManagerRefused as exc:
             log.error("the manager refused this engine: %s", exc)
             return 2
+        finally:  # a batch being filed is reported before the engine goes, even on SIGTERM
+            self._await_delivery(raise_errors=False)
         log.info("engine %s stopped after %d job(s)", self.config.engine_id, len(self.results))
         return 0
 
@@ -187,61 +229,92 @@ class Engine:
             log.info("generation %s: %s", gen.get("name"), other.describe())
         return self._recipes[key]
 
-    def run_job(self, job: dict[str, Any]) -> JobResult:
-        job_id = job["job_id"]
-        started = time.monotonic()
-        log.info("job %d: %d file(s)", job_id, len(job["files"]))
+    def run_job(self, job: dict[str, Any]) -> None:
+        """Basecall one batch. A failed one is reported now; a successful one is handed to
+        a delivery thread (filing, then the report) and the engine claims its next batch."""
+        batch = Batch(job, time.monotonic())
+        log.info("job %d: %d file(s)", batch.job_id, len(job["files"]))
         try:
             basecaller = self.basecaller_for(job)
         except ConfigError as exc:
-            log.error("job %d: cannot run generation %s: %s", job_id, job.get("generation"), exc)
+            log.error(
+                "job %d: cannot run generation %s: %s", batch.job_id, job.get("generation"), exc
+            )
             self._report(job, "failed", f"cannot run this generation here: {exc}"[:1000])
-            return JobResult(job_id, "failed", time.monotonic() - started, len(job["files"]))
-        late, finished = threading.Event(), threading.Event()
-        self._clock = None
-        beat = threading.Thread(
+            self._ended(batch, "failed")
+            return
+        batch.beat = threading.Thread(
             target=self._heartbeat_loop,
-            args=(job, late, finished),
-            name=f"heartbeat-{job_id}",
+            args=(batch,),
+            name=f"heartbeat-{batch.job_id}",
             daemon=True,
         )
-        beat.start()
+        batch.beat.start()
         try:
-            returncode, timing = self._basecall(
-                basecaller, Path(job["input_dir"]), Path(job["output_dir"]), late
-            )
-        finally:
-            finished.set()
-            beat.join()
-        if late.is_set():
-            outcome = "dropped"
-            log.warning("job %d: lease lost; basecaller stopped, batch dropped", job_id)
+            returncode = self._basecall(basecaller, batch)
+        except BaseException:
+            batch.end()
+            raise
+        if batch.late.is_set():
+            log.warning("job %d: lease lost; basecaller stopped, batch dropped", batch.job_id)
             self._report(job, "failed", "lease lost")
+            self._ended(batch, "dropped")
         elif self.stopping.is_set():
-            outcome = "released"
             self._report(job, "released", "engine stopping")
-            log.info("job %d handed back (engine stopping)", job_id)
+            log.info("job %d handed back (engine stopping)", batch.job_id)
+            self._ended(batch, "released")
         elif returncode != 0:
-            outcome = "failed"
             self._report(job, "failed", f"basecaller exit code {returncode}")
+            self._ended(batch, "failed")
         else:
-            outcome = self._deliver(job, timing, basecaller)
-        return JobResult(job_id, outcome, time.monotonic() - started, len(job["files"]))
+            self._await_delivery()  # one batch filed at a time: reports stay in job order
+            self._delivery = threading.Thread(
+                target=self._deliver, args=(batch, basecaller), name=f"deliver-{batch.job_id}"
+            )
+            self._delivery.start()
 
-    def _deliver(
-        self, job: dict[str, Any], timing: dict[str, float] | None, basecaller: Basecaller
-    ) -> str:
+    def _ended(self, batch: Batch, outcome: str) -> None:
+        batch.end()
+        seconds = time.monotonic() - batch.started
+        self.results.append(JobResult(batch.job_id, outcome, seconds, len(batch.job["files"])))
+
+    def _deliver(self, batch: Batch, basecaller: Basecaller) -> None:
         """File the basecaller's output and report DONE (with its yield and timing); the
         job's outcome: done, failed (filing failed) or dropped (the lease ran out)."""
-        filed = self._file_output(job, basecaller)
-        if isinstance(filed, str):
-            self._report(job, "failed", filed)
-            return "failed"
-        yields = [y.to_dict() for y in filed.yields] if filed is not None else None
-        if self._report(job, "done", None, yields, timing) == 409:
-            log.warning("job %d: lease lost before the report; batch dropped", job["job_id"])
-            return "dropped"
-        return "done"
+        outcome = "failed"
+        try:
+            job = batch.job
+            filed = self._file_output(job, basecaller)
+            if isinstance(filed, str):
+                self._report(job, "failed", filed)
+                return
+            yields = [y.to_dict() for y in filed.yields] if filed is not None else None
+            if self._report(job, "done", None, yields, batch.final) == 409:
+                log.warning("job %d: lease lost before the report; batch dropped", batch.job_id)
+                outcome = "dropped"
+            else:
+                outcome = "done"
+        except BaseException as exc:  # handed to the engine's loop (e.g. ManagerRefused)
+            self._delivery_error = exc
+        finally:
+            self._ended(batch, outcome)
+
+    def _await_delivery(self, raise_errors: bool = True) -> bool:
+        """Wait until the batch being delivered is reported; whether one was."""
+        delivery = self._delivery
+        if delivery is None:
+            return False
+        delivery.join()
+        self._delivery = None
+        if raise_errors:
+            self._check_delivery()
+        return True
+
+    def _check_delivery(self) -> None:
+        """Raise in the engine's loop what stopped a delivery (the manager refused it)."""
+        error, self._delivery_error = self._delivery_error, None
+        if error is not None:
+            raise error
 
     def _file_output(self, job: dict[str, Any], basecaller: Basecaller) -> Filed | str | None:
         """File a native basecaller's reads into the manager's layout: what was filed, None
@@ -278,11 +351,11 @@ class Engine:
 
     # -- the basecaller subprocess ----------------------------------------------------
 
-    def _basecall(
-        self, basecaller: Basecaller, input_dir: Path, output_dir: Path, late: threading.Event
-    ) -> tuple[int, dict[str, float] | None]:
-        """Run the basecaller; its exit code and, for a backend that writes as it goes,
-        its start-up (to its first output), basecalling time and output bytes."""
+    def _basecall(self, basecaller: Basecaller, batch: Batch) -> int:
+        """Run the basecaller; its exit code. For a backend that writes as it goes, the
+        batch's `final` progress: its start-up (to its first output), basecalling time and
+        output bytes."""
+        input_dir, output_dir = Path(batch.job["input_dir"]), Path(batch.job["output_dir"])
         output_dir.mkdir(parents=True, exist_ok=True)
         inv = basecaller.invocation(input_dir, output_dir)
         log_path = output_dir / "basecaller.log"
@@ -303,27 +376,29 @@ class Engine:
             except OSError as exc:
                 log.error("cannot start the basecaller %s: %s", inv.argv[0], exc)
                 log_file.write(f"cannot start {inv.argv}: {exc}\n".encode())
-                return 127, None
+                return 127
             finally:
                 if stdout is not log_file:
                     stdout.close()
-            clock = self._clock = BatchClock(output_dir, log_path, time.monotonic())
+            proc = batch.proc = self._proc
+            clock = batch.clock = BatchClock(output_dir, log_path, time.monotonic())
             watch_output = basecaller.native_output
-            proc = self._proc
             while True:
                 try:
                     returncode = proc.wait(timeout=READY_POLL_S)
                     break
                 except subprocess.TimeoutExpired:
-                    if late.is_set() or self.stopping.is_set():
-                        self._terminate()
+                    if batch.late.is_set() or self.stopping.is_set():
+                        self._terminate(proc)
                     if watch_output and clock.ready is None and output_bytes(output_dir, log_path):
                         clock.ready = time.monotonic()
         # not a backend that writes as it goes, or done within one poll: no timing
-        return returncode, clock.progress(time.monotonic())
+        batch.final = clock.progress(time.monotonic())
+        return returncode
 
-    def _terminate(self) -> None:
-        proc = self._proc
+    def _terminate(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Stop a basecaller (by default the one running now), its whole process group."""
+        proc = proc or self._proc
         if proc is None or proc.poll() is not None:
             return
         try:
@@ -337,14 +412,12 @@ class Engine:
 
     # -- talking to the manager -------------------------------------------------------
 
-    def _heartbeat_loop(
-        self, job: dict[str, Any], late: threading.Event, finished: threading.Event
-    ) -> None:
-        job_id, interval = job["job_id"], max(0.05, float(job["heartbeat_s"]))
-        while not finished.wait(interval):
+    def _heartbeat_loop(self, batch: Batch) -> None:
+        job, job_id = batch.job, batch.job_id
+        interval = max(0.05, float(job["heartbeat_s"]))
+        while not batch.reported.wait(interval):
             body: dict[str, Any] = {"token": job["token"]}
-            clock = self._clock
-            progress = clock.progress(time.monotonic()) if clock is not None else None
+            progress = batch.progress(time.monotonic())
             if progress is not None:
                 body["progress"] = progress
             try:
@@ -353,8 +426,9 @@ class Engine:
                 log.warning("job %d: heartbeat failed (%s); will try again", job_id, exc)
                 continue
             if r.status_code in (404, 409):
-                late.set()
-                self._terminate()
+                batch.late.set()
+                if batch.proc is not None:  # else its basecaller is not started: it sees `late`
+                    self._terminate(batch.proc)
                 return
 
     def _report(
