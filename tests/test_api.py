@@ -207,6 +207,45 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
     assert engine["progress"] is None  # it speaks of the batch the engine holds: none now
 
 
+def test_a_basecalled_heartbeat_teaches_the_engines_speed_before_its_report(
+    run_dirs, start_manager
+) -> None:
+    """An engine whose basecaller has finished says so (`basecalled`) before it files the
+    output and claims its next batch: the manager learns its speed then, once, and does
+    not count the batch again at the report."""
+    inp, out = run_dirs
+    make_run(inp, 1)
+    size = (inp / "f0000.pod5").stat().st_size
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    job = m.post("/v1/claim", {"engine_id": "e1"}).json()["job"]
+    beat = f"/v1/jobs/{job['job_id']}/heartbeat"
+    # within the time since the claim: an account longer than that is capped to it
+    timing = {"startup_s": 0.0, "basecall_s": 0.002, "output_bytes": 4096}
+    for bad in ("yes", 1, None):
+        r = m.post(beat, {"token": job["token"], "progress": timing, "basecalled": bad})
+        assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+        (engine,) = m.status()["engines"]
+        assert engine["job_id"] == job["job_id"] and engine["bytes_per_s"] is None
+    r = m.post(beat, {"token": job["token"], "progress": timing, "basecalled": True})
+    assert r.status_code == 200, r.text
+    (engine,) = m.status()["engines"]
+    assert engine["bytes_per_s"] == pytest.approx(size / 0.002)
+    assert engine["job_id"] is None and engine["progress"] is None  # its GPU is free
+    # heartbeats go on while it files, and change nothing more
+    assert (
+        m.post(beat, {"token": job["token"], "progress": timing, "basecalled": True}).status_code
+        == 200
+    )
+    slower = {**timing, "basecall_s": 0.008}
+    done = f"/v1/jobs/{job['job_id']}/complete"
+    r = m.post(done, {"token": job["token"], "outcome": "done", "timing": slower})
+    assert r.status_code == 200, r.text
+    (engine,) = m.status()["engines"]
+    assert engine["bytes_per_s"] == pytest.approx(size / 0.002)  # learnt once
+    assert engine["jobs_done"] == 1
+
+
 def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_manager) -> None:
     inp, out = run_dirs
     m = start_manager(inp, out)

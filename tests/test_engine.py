@@ -200,13 +200,15 @@ def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept
 
     monkeypatch.setattr(engine_module, "file_native_output", slow_filing)
     config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=True, wait_s=5)
-    engine = Engine(config, make_basecaller("simulated"))
+    engine = Engine(config, make_basecaller("simulated", samples_per_s=20_000))  # 0.4 s a batch
     worker = threading.Thread(target=engine.run)
     worker.start()
     try:
         wait_until(filing.is_set, what="the first batch's filing")
         # the second batch is claimed and basecalled while the first is being filed
         wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+        (seen,) = m.status()["engines"]
+        assert seen["bytes_per_s"] > 0  # learnt when the first was basecalled, not reported
         time.sleep(2.5)  # filing outlasts the 1.5 s lease: heartbeats keep it
         running = running_jobs(m)
         assert len(running) == 2 and m.status()["jobs"]["expired"] == 0, running

@@ -141,6 +141,13 @@ class TimingReport(_Body):
 
 class HeartbeatRequest(TokenRequest):
     progress: TimingReport | None = None
+    basecalled: Annotated[
+        bool,
+        Field(
+            description="the basecaller has finished the batch (exit 0) and `progress` is its"
+            " whole account; the engine files the output and claims its next batch meanwhile"
+        ),
+    ] = False
 
 
 class CompleteRequest(TokenRequest):
@@ -455,7 +462,9 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     )
     async def v1_heartbeat(job_id: JobIdPath, body: HeartbeatRequest) -> dict[str, Any]:
         progress = Timing(**body.progress.model_dump()) if body.progress else None
-        job = manager.keepalive(job_id, token=body.token, progress=progress)
+        job = manager.keepalive(
+            job_id, token=body.token, progress=progress, basecalled=body.basecalled
+        )
         return {"late": False, "lease_expires": job.lease_expires, "lease_s": job.lease_s}
 
     @app.post(

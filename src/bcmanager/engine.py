@@ -91,6 +91,7 @@ class Batch:
     proc: subprocess.Popen[bytes] | None = None
     clock: BatchClock | None = None
     final: dict[str, float] | None = None  # its progress when the basecaller exited
+    basecalled: bool = False  # the basecaller finished it (exit 0): being filed
     beat: threading.Thread | None = None
 
     @property
@@ -103,6 +104,16 @@ class Batch:
         if self.final is not None:
             return self.final
         return self.clock.progress(now) if self.clock is not None else None
+
+    def heartbeat(self, now: float) -> dict[str, Any]:
+        """A heartbeat's body: the token, its progress, whether it is basecalled."""
+        body: dict[str, Any] = {"token": self.job["token"]}
+        progress = self.progress(now)
+        if progress is not None:
+            body["progress"] = progress
+        if self.basecalled:
+            body["basecalled"] = True
+        return body
 
     def end(self) -> None:
         """Reported (or given up): its heartbeats stop."""
@@ -255,15 +266,19 @@ class Engine:
         except BaseException:
             batch.end()
             raise
+        if returncode == 0 and not batch.late.is_set():
+            batch.basecalled = True  # filed and reported even if the engine is stopping
+            if not self.stopping.is_set():
+                self._say_basecalled(batch)
         if batch.late.is_set():
             log.warning("job %d: lease lost; basecaller stopped, batch dropped", batch.job_id)
             self._report(job, "failed", "lease lost")
             self._ended(batch, "dropped")
-        elif self.stopping.is_set():
+        elif not batch.basecalled and self.stopping.is_set():
             self._report(job, "released", "engine stopping")
             log.info("job %d handed back (engine stopping)", batch.job_id)
             self._ended(batch, "released")
-        elif returncode != 0:
+        elif not batch.basecalled:
             self._report(job, "failed", f"basecaller exit code {returncode}")
             self._ended(batch, "failed")
         else:
@@ -412,14 +427,25 @@ class Engine:
 
     # -- talking to the manager -------------------------------------------------------
 
+    def _say_basecalled(self, batch: Batch) -> None:
+        """Tell the manager, before claiming the next batch, that the basecaller has
+        finished this one and how long it took: the next batch is sized from it, not from
+        what the manager knew before (the report comes after filing)."""
+        try:
+            r = self.client.post(
+                f"/v1/jobs/{batch.job_id}/heartbeat", json=batch.heartbeat(time.monotonic())
+            )
+        except httpx.TransportError as exc:  # the report will say it all the same
+            log.warning("job %d: cannot say it is basecalled (%s)", batch.job_id, exc)
+            return
+        if r.status_code in (404, 409):
+            batch.late.set()
+
     def _heartbeat_loop(self, batch: Batch) -> None:
-        job, job_id = batch.job, batch.job_id
-        interval = max(0.05, float(job["heartbeat_s"]))
+        job_id = batch.job_id
+        interval = max(0.05, float(batch.job["heartbeat_s"]))
         while not batch.reported.wait(interval):
-            body: dict[str, Any] = {"token": job["token"]}
-            progress = batch.progress(time.monotonic())
-            if progress is not None:
-                body["progress"] = progress
+            body = batch.heartbeat(time.monotonic())
             try:
                 r = self.client.post(f"/v1/jobs/{job_id}/heartbeat", json=body)
             except httpx.TransportError as exc:

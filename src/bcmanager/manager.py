@@ -98,6 +98,7 @@ class EngineSeen:
     gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
     progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
+    measured_job: int | None = None  # its last batch learnt from at its basecaller's end
 
     def use_generation(self, gen: int) -> None:
         """Make `speed` the one learnt for `gen`'s model: models differ several-fold in
@@ -585,9 +586,15 @@ class Manager:
         )
         return may_backfill(idle, reserve)
 
-    def keepalive(self, job_id: int, token: str | None, progress: Timing | None = None) -> JobRow:
-        """Renew a job's lease (and note the engine's progress on it, where it says);
-        raises LeaseLost when it has expired (or ended)."""
+    def keepalive(
+        self,
+        job_id: int,
+        token: str | None,
+        progress: Timing | None = None,
+        basecalled: bool = False,
+    ) -> JobRow:
+        """Renew a job's lease (and note the engine's progress on it, where it says; with
+        `basecalled`, learn from it at once); raises LeaseLost when it has expired (or ended)."""
         with self.lock:
             now = self.clock()
             job = scheduler.get_job(self.db, job_id)
@@ -596,9 +603,24 @@ class Manager:
             self.last_activity = now
             expires = scheduler.renew(self.db, job, now)
             seen = self.engines[job.engine]
-            if progress is not None and seen.job_id == job.id:
+            if seen.job_id == job.id and basecalled:
+                self._basecalled(seen, job, progress, now)
+            elif seen.job_id == job.id and progress is not None:
                 seen.progress = (now, progress)
             return replace(job, lease_expires=expires)
+
+    def _basecalled(self, seen: EngineSeen, job: JobRow, timing: Timing | None, now: float) -> None:
+        """The engine's basecaller has finished `job`; the engine files its output while it
+        claims its next batch. Its speed is learnt now, from the basecaller's account, not
+        at the report after filing: the next batch it claims, a moment later, is sized from
+        it. Its GPU holds no batch until then."""
+        if timing is not None:
+            if timing.output_bytes:
+                self._learn_output(job.gen, timing.output_bytes, seen.job_bytes)
+            seen.use_generation(job.gen)
+            seen.record_batch(seen.job_bytes, now - job.created, timing)
+            seen.measured_job = job.id
+        seen.job_id, seen.progress = None, None
 
     def complete(
         self,
@@ -671,13 +693,15 @@ class Manager:
             if job.gen == 0:
                 self.live.batch_done(now - job.created)
             size = sum(f.size for f in files)
-            if timing is not None and timing.output_bytes:
+            measured = engine is not None and engine.measured_job == job.id
+            if timing is not None and timing.output_bytes and not measured:
                 self._learn_output(job.gen, timing.output_bytes, size)
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
-                engine.use_generation(job.gen)
-                engine.record_batch(size, now - job.created, timing)
+                if not measured:  # else learnt when its basecaller finished (`_basecalled`)
+                    engine.use_generation(job.gen)
+                    engine.record_batch(size, now - job.created, timing)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
             poisoned = scheduler.fail(self.db, job, why, now, self.policy)
