@@ -1,12 +1,13 @@
 """Real engines (subprocesses) against a real manager: late leases, SIGTERM, manager restarts."""
 
+import os
 import signal
 import threading
 import time
 
 import bcmanager.engine as engine_module
 from bcmanager.basecallers import make_basecaller
-from bcmanager.engine import Engine, EngineConfig
+from bcmanager.engine import BatchClock, Engine, EngineConfig, last_output_age
 from tests.helpers import assert_exactly_once, make_run
 
 
@@ -220,3 +221,25 @@ def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept
     assert_exactly_once(run, out)
     jobs = jobs_of(m)
     assert [j["state"] for j in jobs] == ["done", "done"], jobs
+
+
+def test_basecalling_ends_at_the_last_output_not_at_the_basecallers_exit(tmp_path) -> None:
+    """What a basecaller does after its last read (closing files, freeing the GPU) is a
+    fixed cost of every batch: counted as basecalling, a short first batch's rate would
+    seem slower than the GPU is, and its later batches would be sized short."""
+    out = tmp_path / "out"
+    (out / "basecalls").mkdir(parents=True)
+    log_path = out / "basecaller.log"
+    log_path.write_text("still logging\n")  # the log is not output
+    assert last_output_age(out, log_path) is None
+    bam = out / "basecalls" / "a.bam"
+    bam.write_bytes(b"x" * 100)
+    written = time.time() - 2.0
+    os.utime(bam, (written, written))
+    assert 1.9 <= last_output_age(out, log_path) <= 3.0
+    now = time.monotonic()
+    clock = BatchClock(out, log_path, started=now - 10.0, ready=now - 8.0)
+    end = Engine._basecalling_end(clock)
+    assert now - 3.0 <= end <= now - 1.9  # 6 s of basecalling, not 8
+    progress = clock.progress(end)
+    assert 5.0 <= progress["basecall_s"] <= 6.1 and progress["output_bytes"] == 100
