@@ -237,8 +237,13 @@ def test_a_basecalled_heartbeat_teaches_the_engines_speed_before_its_report(
         m.post(beat, {"token": job["token"], "progress": timing, "basecalled": True}).status_code
         == 200
     )
-    slower = {**timing, "basecall_s": 0.008}
+    slower = {**timing, "basecall_s": 0.008, "filing_s": 0.5}
     done = f"/v1/jobs/{job['job_id']}/complete"
+    for bad in (-1, "slow", 1e12):
+        bad_timing = {**slower, "filing_s": bad}
+        r = m.post(done, {"token": job["token"], "outcome": "done", "timing": bad_timing})
+        assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+        assert m.get(f"/v1/jobs/{job['job_id']}").json()["state"] == "assigned"
     r = m.post(done, {"token": job["token"], "outcome": "done", "timing": slower})
     assert r.status_code == 200, r.text
     (engine,) = m.status()["engines"]

@@ -163,6 +163,40 @@ def test_the_tail_is_shared_so_that_every_engine_finishes_together() -> None:
     assert limit.bytes == pytest.approx(parts["a"])  # near the end the tail part wins
 
 
+def test_the_tail_is_shared_so_that_every_engines_last_batch_is_filed_together() -> None:
+    """A run ends when the last batch's output is filed and merged, not when its last read
+    is basecalled: an engine that files more slowly (fewer cores, a larger batch) stops
+    basecalling a little earlier, so that its result comes in with the others'."""
+    quick = Speed(5.0, 2e6)
+    slow_filer = Speed(5.0, 2e6, filing_s_per_byte=1 / 8e6)  # 8 MB filed per second
+    engines = {"quick": quick, "slow_filer": slow_filer}
+    fleet, left = Fleet.of(engines), 100e6
+    parts = {name: scheduler.tail_bytes(e, fleet, left, name) for name, e in engines.items()}
+    assert sum(parts.values()) == pytest.approx(left)
+    assert parts["slow_filer"] < parts["quick"]
+    filed = {
+        name: e.batch_s(parts[name]) + parts[name] * e.filing_s_per_byte
+        for name, e in engines.items()
+    }
+    assert filed["quick"] == pytest.approx(filed["slow_filer"])  # results together
+    # a steady batch is its GPU time alone: filing runs beside the next batch
+    policy = Policy(target_batch_s=60)
+    assert scheduler.steady_bytes(slow_filer, policy) == scheduler.steady_bytes(quick, policy)
+
+
+def test_an_engine_learns_its_filing_time_per_byte_from_its_reports() -> None:
+    from bcmanager.manager import EngineSeen, Timing
+
+    seen = EngineSeen("gpu1", 0.0)
+    seen.record_batch(60_000_000, 31.0, Timing(startup_s=1.0, basecall_s=30.0))
+    assert seen.speed.filing_s_per_byte == 0.0
+    seen.record_filing(60_000_000, 3.0)
+    assert seen.speed.filing_s_per_byte == pytest.approx(3.0 / 60e6)
+    seen.record_batch(60_000_000, 31.0, Timing(startup_s=1.0, basecall_s=30.0))
+    assert seen.speed.filing_s_per_byte == pytest.approx(3.0 / 60e6)  # kept with new rates
+    assert seen.speed.bytes_per_s == pytest.approx(2e6)
+
+
 def test_a_byte_budget_takes_the_oldest_files_up_to_it(ledger: Ledger) -> None:
     files = ledger.queued_files(10)
     sizes = [f.size for f in files]

@@ -137,6 +137,10 @@ class TimingReport(_Body):
     startup_s: Seconds
     basecall_s: Seconds
     output_bytes: Annotated[Count | None, Field(description="the basecaller's output")] = None
+    filing_s: Annotated[
+        Seconds | None,
+        Field(description="filing the output into the layout, after basecalling (DONE)"),
+    ] = None
 
 
 class HeartbeatRequest(TokenRequest):

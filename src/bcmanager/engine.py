@@ -300,12 +300,14 @@ class Engine:
         outcome = "failed"
         try:
             job = batch.job
+            started = time.monotonic()
             filed = self._file_output(job, basecaller)
             if isinstance(filed, str):
                 self._report(job, "failed", filed)
                 return
             yields = [y.to_dict() for y in filed.yields] if filed is not None else None
-            if self._report(job, "done", None, yields, batch.final) == 409:
+            timing = batch.final and {**batch.final, "filing_s": time.monotonic() - started}
+            if self._report(job, "done", None, yields, timing) == 409:
                 log.warning("job %d: lease lost before the report; batch dropped", batch.job_id)
                 outcome = "dropped"
             else:

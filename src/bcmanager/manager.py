@@ -82,6 +82,7 @@ class Timing:
     startup_s: float
     basecall_s: float
     output_bytes: int | None = None  # what the basecaller wrote (not said by every engine)
+    filing_s: float | None = None  # filing its output, after basecalling (DONE reports)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class EngineSeen:
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
     progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
     measured_job: int | None = None  # its last batch learnt from at its basecaller's end
+    filing_sums: tuple[float, float] = (0.0, 0.0)  # bytes filed and seconds, older halved
 
     def use_generation(self, gen: int) -> None:
         """Make `speed` the one learnt for `gen`'s model: models differ several-fold in
@@ -155,7 +157,15 @@ class EngineSeen:
         rate = self.rate_sums[0] / self.rate_sums[1]
         if self.speed.bytes_per_s is not None:
             startup = SMOOTHING * self.speed.startup_s + (1 - SMOOTHING) * startup
-        self.speed = Speed(startup, rate)
+        self.speed = Speed(startup, rate, filing_s_per_byte=self.speed.filing_s_per_byte)
+
+    def record_filing(self, size_bytes: int, filing_s: float) -> None:
+        """Learn how long the engine takes to file a batch's output, per pod5 byte."""
+        done, spent = self.filing_sums
+        self.filing_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + filing_s)
+        if self.filing_sums[0] > 0:
+            per_byte = self.filing_sums[1] / self.filing_sums[0]
+            self.speed = replace(self.speed, filing_s_per_byte=per_byte)
 
 
 @dataclass
@@ -702,6 +712,8 @@ class Manager:
                 if not measured:  # else learnt when its basecaller finished (`_basecalled`)
                     engine.use_generation(job.gen)
                     engine.record_batch(size, now - job.created, timing)
+                if timing is not None and timing.filing_s is not None and engine.gen == job.gen:
+                    engine.record_filing(size, timing.filing_s)
         elif outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
             poisoned = scheduler.fail(self.db, job, why, now, self.policy)

@@ -80,10 +80,21 @@ class Speed:
     # Of an engine not measured yet: the batch it holds (its first) and for how long.
     held_bytes: float = 0.0
     held_s: float = 0.0
+    # The engine files a batch's output after basecalling it (beside its next batch), so
+    # a run's last batch is merged this much later per byte than its basecalling ends.
+    filing_s_per_byte: float = 0.0
 
     def batch_s(self, size_bytes: float) -> float:
-        """Predicted time of a batch: start-up plus bytes over rate."""
+        """Predicted time of a batch: start-up plus bytes over rate (its GPU time)."""
         return self.startup_s + size_bytes / (self.bytes_per_s or math.inf)
+
+    def last_batch_rate(self) -> float | None:
+        """Bytes per second of a last batch, which ends when it is filed, not basecalled:
+        the tail's parts are sized with it, so that the engines' results (not their GPUs'
+        last reads) come in together."""
+        if not self.bytes_per_s:
+            return None
+        return 1.0 / (1.0 / self.bytes_per_s + self.filing_s_per_byte)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +232,7 @@ def _guess(speed: Speed, typical: Speed, slowest: float) -> Speed:
 def _entry(name: str, speed: Speed, typical: Speed) -> Entry:
     startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
     t = speed.busy_s + startup
-    rate = speed.bytes_per_s or typical.bytes_per_s or 0.0
+    rate = speed.last_batch_rate() or typical.last_batch_rate() or 0.0
     return Entry(t + MIN_TAIL_PART * startup, t, rate, name, speed.busy_s > 0)
 
 
@@ -243,7 +254,7 @@ def tail_bytes(
     seen, if it was there) gives way to `speed`. `now` (default: when the fleet was seen)
     moves the busy engines' times on."""
     typical = fleet.typical if fleet.typical.bytes_per_s else speed
-    rate = speed.bytes_per_s or typical.bytes_per_s
+    rate = speed.last_batch_rate() or typical.last_batch_rate()
     if not rate:
         return queued_bytes
     startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
