@@ -239,7 +239,7 @@ def test_basecalling_ends_at_the_last_output_not_at_the_basecallers_exit(tmp_pat
     assert 1.9 <= last_output_age(out, log_path) <= 3.0
     now = time.monotonic()
     clock = BatchClock(out, log_path, started=now - 10.0, ready=now - 8.0)
-    end = Engine._basecalling_end(clock)
-    assert now - 3.0 <= end <= now - 1.9  # 6 s of basecalling, not 8
+    end = clock.basecalling_end(now)
+    assert now - 3.1 <= end <= now - 1.9  # 6 s of basecalling, not 8
     progress = clock.progress(end)
     assert 5.0 <= progress["basecall_s"] <= 6.1 and progress["output_bytes"] == 100

@@ -79,6 +79,16 @@ class BatchClock:
             "output_bytes": output_bytes(self.output_dir, self.log_path),
         }
 
+    def basecalling_end(self, now: float) -> float:
+        """When the exited basecaller wrote its last read (monotonic), not when it exited:
+        what it does after (closing files, freeing the GPU, its summary) is a fixed cost
+        of every batch, and counted as basecalling it would make a short first batch's
+        rate seem slower than the GPU is (by 1 % in a 16 s batch here)."""
+        age = last_output_age(self.output_dir, self.log_path)
+        if self.ready is None or age is None or now - age <= self.ready:
+            return now
+        return now - age
+
 
 @dataclass
 class Batch:
@@ -267,10 +277,10 @@ class Engine:
         except BaseException:
             batch.end()
             raise
-        if returncode == 0 and not batch.late.is_set():
-            batch.basecalled = True  # filed and reported even if the engine is stopping
-            if not self.stopping.is_set():
-                self._say_basecalled(batch)
+        # stopping: the basecaller was told to stop, and its exit code is not to be trusted
+        if returncode == 0 and not batch.late.is_set() and not self.stopping.is_set():
+            batch.basecalled = True
+            self._say_basecalled(batch)
         if batch.late.is_set():
             log.warning("job %d: lease lost; basecaller stopped, batch dropped", batch.job_id)
             self._report(job, "failed", "lease lost")
@@ -295,8 +305,9 @@ class Engine:
         self.results.append(JobResult(batch.job_id, outcome, seconds, len(batch.job["files"])))
 
     def _deliver(self, batch: Batch, basecaller: Basecaller) -> None:
-        """File the basecaller's output and report DONE (with its yield and timing); the
-        job's outcome: done, failed (filing failed) or dropped (the lease ran out)."""
+        """File the basecaller's output and report DONE (with its yield and timing, filing
+        included); its outcome in `results`: done, failed (filing failed) or dropped (the
+        lease ran out)."""
         outcome = "failed"
         try:
             job = batch.job
@@ -306,7 +317,9 @@ class Engine:
                 self._report(job, "failed", filed)
                 return
             yields = [y.to_dict() for y in filed.yields] if filed is not None else None
-            timing = batch.final and {**batch.final, "filing_s": time.monotonic() - started}
+            timing = None
+            if batch.final is not None:
+                timing = {**batch.final, "filing_s": time.monotonic() - started}
             if self._report(job, "done", None, yields, timing) == 409:
                 log.warning("job %d: lease lost before the report; batch dropped", batch.job_id)
                 outcome = "dropped"
@@ -411,20 +424,8 @@ class Engine:
                     if watch_output and clock.ready is None and output_bytes(output_dir, log_path):
                         clock.ready = time.monotonic()
         # not a backend that writes as it goes, or done within one poll: no timing
-        batch.final = clock.progress(self._basecalling_end(clock))
+        batch.final = clock.progress(clock.basecalling_end(time.monotonic()))
         return returncode
-
-    @staticmethod
-    def _basecalling_end(clock: BatchClock) -> float:
-        """When the basecaller wrote its last read (monotonic), not when it exited: what
-        it does after (closing files, freeing the GPU, its summary) is a fixed cost of
-        every batch, not basecalling, and counted as basecalling it would make a short
-        first batch's rate seem slower than the GPU is (by 1 % in a 16 s batch)."""
-        now = time.monotonic()
-        age = last_output_age(clock.output_dir, clock.log_path)
-        if clock.ready is None or age is None or now - age <= clock.ready:
-            return now
-        return now - age
 
     def _terminate(self, proc: subprocess.Popen[bytes] | None = None) -> None:
         """Stop a basecaller (by default the one running now), its whole process group."""
