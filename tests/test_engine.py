@@ -243,3 +243,46 @@ def test_basecalling_ends_at_the_last_output_not_at_the_basecallers_exit(tmp_pat
     assert now - 3.1 <= end <= now - 1.9  # 6 s of basecalling, not 8
     progress = clock.progress(end)
     assert 5.0 <= progress["basecall_s"] <= 6.1 and progress["output_bytes"] == 100
+
+
+def test_a_stopped_engine_reports_the_batch_it_was_filing_before_it_exits(
+    run_dirs, start_manager, monkeypatch
+) -> None:
+    """SIGTERM (stop) while a basecalled batch is being filed: that batch is still filed
+    and reported DONE before the engine exits; the batch it was basecalling is handed back
+    (or, if it had finished, delivered too). Nothing is left to a lease."""
+    inp, out = run_dirs
+    make_run(inp, 2, reads=4, samples=2000)
+    m = start_manager(inp, out, "--lease", "30")
+    wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
+    filing, go_on, real_filing = (
+        threading.Event(),
+        threading.Event(),
+        engine_module.file_native_output,
+    )
+
+    def held_filing(*args, **kwargs):
+        filing.set()
+        go_on.wait(timeout=60)
+        return real_filing(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "file_native_output", held_filing)
+    config = EngineConfig(m.url, "gpu1", batch_size=1, wait_s=5)
+    engine = Engine(config, make_basecaller("simulated", samples_per_s=4_000))  # 2 s a batch
+    worker = threading.Thread(target=engine.run)
+    worker.start()
+    try:
+        wait_until(filing.is_set, what="the first batch's filing")
+        wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+        engine.stop()
+    finally:
+        go_on.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    outcomes = {r.job_id: r.outcome for r in engine.results}
+    first, second = sorted(outcomes)
+    assert outcomes[first] == "done" and outcomes[second] in ("released", "done"), outcomes
+    status = m.status()
+    assert status["jobs"]["expired"] == 0 and not status["running_jobs"], status["jobs"]
+    done = 1 + (outcomes[second] == "done")
+    assert status["files"]["done"] == done and status["files"]["queued"] == 2 - done
