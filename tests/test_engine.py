@@ -1,4 +1,6 @@
-"""Real engines (subprocesses) against a real manager: late leases, SIGTERM, manager restarts."""
+"""Real engines against a real manager: late leases, SIGTERM, manager restarts, filing.
+
+Engines run as subprocesses, or in this process where a test holds a step (filing)."""
 
 import os
 import signal
@@ -180,6 +182,23 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
     assert [j["n_files"] for j in jobs_of(m)] == [8]
 
 
+def held_filing(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make an in-process engine's filing wait until the test lets it go, as splitting a
+    large BAM takes a while: (a filing is waiting, let filings go). The filing itself is
+    the real one."""
+    waiting, go_on = threading.Event(), threading.Event()
+    real_filing = engine_module.file_native_output
+
+    def filing(*args, **kwargs):
+        if not go_on.is_set():
+            waiting.set()
+            go_on.wait(timeout=60)
+        return real_filing(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "file_native_output", filing)
+    return waiting, go_on
+
+
 def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept(
     run_dirs, start_manager, monkeypatch
 ) -> None:
@@ -190,16 +209,7 @@ def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept
     run = make_run(inp, 2, reads=4, samples=2000)
     m = start_manager(inp, out, "--lease", "1.5")  # heartbeats every 0.5 s
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
-    filing, real_filing = threading.Event(), engine_module.file_native_output
-    first_filed = threading.Event()
-
-    def slow_filing(*args, **kwargs):  # as a large BAM takes: until the test says
-        if not first_filed.is_set():
-            filing.set()
-            first_filed.wait(timeout=60)
-        return real_filing(*args, **kwargs)
-
-    monkeypatch.setattr(engine_module, "file_native_output", slow_filing)
+    filing, go_on = held_filing(monkeypatch)
     config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=True, wait_s=5)
     engine = Engine(config, make_basecaller("simulated", samples_per_s=20_000))  # 0.4 s a batch
     worker = threading.Thread(target=engine.run)
@@ -214,7 +224,7 @@ def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept
         running = running_jobs(m)
         assert len(running) == 2 and m.status()["jobs"]["expired"] == 0, running
     finally:
-        first_filed.set()
+        go_on.set()
         worker.join(timeout=60)
     assert not worker.is_alive()
     assert [r.outcome for r in engine.results] == ["done", "done"], engine.results
@@ -255,18 +265,7 @@ def test_a_stopped_engine_reports_the_batch_it_was_filing_before_it_exits(
     make_run(inp, 2, reads=4, samples=2000)
     m = start_manager(inp, out, "--lease", "30")
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
-    filing, go_on, real_filing = (
-        threading.Event(),
-        threading.Event(),
-        engine_module.file_native_output,
-    )
-
-    def held_filing(*args, **kwargs):
-        filing.set()
-        go_on.wait(timeout=60)
-        return real_filing(*args, **kwargs)
-
-    monkeypatch.setattr(engine_module, "file_native_output", held_filing)
+    filing, go_on = held_filing(monkeypatch)
     config = EngineConfig(m.url, "gpu1", batch_size=1, wait_s=5)
     engine = Engine(config, make_basecaller("simulated", samples_per_s=4_000))  # 2 s a batch
     worker = threading.Thread(target=engine.run)
