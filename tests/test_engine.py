@@ -24,6 +24,12 @@ def running_jobs(m) -> list[dict]:
     return m.status()["running_jobs"]
 
 
+def basecalling(out, engine_id: str) -> bool:
+    """The engine holds a batch and has started its basecaller (the manager shows a job
+    as soon as it is created, before the engine has read the answer to its claim)."""
+    return any(out.glob(f"TMPOUTPUT_*_{engine_id}/basecaller.log"))
+
+
 def test_engines_basecall_a_run_exactly_once_and_exit_when_empty(
     run_dirs, start_manager, start_engine
 ) -> None:
@@ -61,7 +67,7 @@ def test_sigterm_hands_the_batch_back_at_once(run_dirs, start_manager, start_eng
     m = start_manager(inp, out, "--lease", "60")
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
     e = start_engine(m.url, "slow", "--basecaller", "command", "--command", "sleep 60")
-    wait_until(lambda: running_jobs(m), what="a running job")
+    wait_until(lambda: basecalling(out, "slow"), what="the engine basecalling")
     t0 = time.monotonic()
     e.send_signal(signal.SIGTERM)
     assert e.wait(timeout=15) == 0
@@ -80,14 +86,14 @@ def test_an_engine_frozen_past_its_lease_drops_its_batch(
     m = start_manager(inp, out, "--lease", "1.5", "--batch-size", "2")
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
     frozen = start_engine(m.url, "frozen", "--samples-per-s", "400")  # ~ several seconds a batch
-    wait_until(lambda: running_jobs(m), what="a running job")
+    wait_until(lambda: basecalling(out, "frozen"), what="the engine basecalling")
     frozen.send_signal(signal.SIGSTOP)
     wait_until(lambda: m.status()["jobs"]["expired"] == 1, what="the lease to expire")
     rescuer = start_engine(m.url, "rescuer", "--until-empty")
     assert rescuer.wait(timeout=60) == 0
     frozen.send_signal(signal.SIGCONT)
     wait_until(lambda: m.status()["jobs"]["late"] == 1, timeout=30, what="the late report")
-    assert "lease lost" in frozen.log.read_text()
+    wait_until(lambda: "lease lost" in frozen.log.read_text(), what="the engine told it is late")
     assert_exactly_once(run, out)
 
 

@@ -494,7 +494,9 @@ class Engine:
         path = f"/v1/jobs/{job['job_id']}/complete"
         try:
             r = self._call("POST", path, body, ok=(200, 404, 409), retry_while_stopping=True)
-            if r.status_code != 200:
+            if r.status_code == 409:  # e.g. frozen past the lease: the batch was requeued
+                log.warning("job %d: lease lost: %s", job["job_id"], r.json().get("error"))
+            elif r.status_code != 200:
                 log.warning("job %d: manager says %s", job["job_id"], r.json().get("error"))
             return r.status_code
         except ManagerGone:
