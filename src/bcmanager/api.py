@@ -426,8 +426,7 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
             outcome, reason = Outcome.DONE, None
         else:
             outcome, reason = Outcome.FAILED, f"engine reported {job_state}"
-        # in a worker thread: the merge's file moves must not hold up other requests
-        await asyncio.to_thread(manager.complete, int(job_id), outcome, None, reason)
+        manager.complete(int(job_id), outcome, token=None, reason=reason)
         return _legacy_bytes({"ok": True})
 
     @app.get("/heartbeat", tags=["legacy"], responses=_answers(LegacyHeartbeat))
@@ -481,9 +480,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
         yields = [y.model_dump() for y in body.yields] if body.yields else None
         timing = Timing(**body.timing.model_dump()) if body.timing else None
-        # in a worker thread: the merge's file moves must not hold up other requests
-        result = await asyncio.to_thread(
-            manager.complete, job_id, Outcome(body.outcome), body.token, body.reason, yields, timing
+        result = manager.complete(
+            job_id, Outcome(body.outcome), body.token, body.reason, yields, timing
         )
         if result.late:
             raise LeaseLost(f"job {job_id}: the lease had expired; output set aside, not merged")

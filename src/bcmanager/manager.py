@@ -197,8 +197,6 @@ class Manager:
         self.last_scan: dict[str, float | int] = {}
         self._listeners: list[Callable[[bool], None]] = []
         self._unmerged: set[int] = set()
-        # merges one at a time; taken before `lock`, never while holding it (but at start)
-        self._merge_lock = threading.Lock()
         self._merge_retry_at = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -644,19 +642,16 @@ class Manager:
         timing: Timing | None = None,
     ) -> Completion:
         """An engine's final report (with the yield of its reads, when it counted them).
-        Repeats answer the same and change nothing. A DONE batch is journaled under the
-        lock and merged after it (`_merge`), before the answer; call it without the lock."""
+        Repeats answer the same and change nothing."""
         with self.lock:
             now = self.clock()
             job = scheduler.get_job(self.db, job_id)
             scheduler.check_token(job, token)
             self._seen(job.engine, now)
             self.last_activity = now
-            journaled = None
             if job.state is JobState.ASSIGNED:
-                journaled = self._finish(job, outcome, reason, now, yields, timing)
-                if journaled is None:
-                    return Completion(scheduler.get_job(self.db, job_id))
+                self._finish(job, outcome, reason, now, yields, timing)
+                return Completion(scheduler.get_job(self.db, job_id))
             if job.state is JobState.EXPIRED:
                 where = self.layout.set_aside_late_output(job.id, job.engine)
                 scheduler.mark_late(self.db, job, now)
@@ -665,12 +660,8 @@ class Manager:
                     "job %d: late report from %s; output kept in %s", job.id, job.engine, where
                 )
                 return Completion(scheduler.get_job(self.db, job_id), late=True)
-            if journaled is None:
-                late = job.state is JobState.LATE
-                return Completion(job, late=late, repeated=True)
-        self._merge(journaled, now)
-        with self.lock:
-            return Completion(scheduler.get_job(self.db, job_id))
+            late = job.state is JobState.LATE
+            return Completion(job, late=late, repeated=True)
 
     def _forget_job(self, job: JobRow) -> EngineSeen | None:
         """The engine no longer holds `job` (it ended or its lease expired): nor its progress."""
@@ -687,11 +678,8 @@ class Manager:
         now: float,
         yields: list[dict] | None = None,
         timing: Timing | None = None,
-    ) -> JobRow | None:
-        """Record an engine's report on a running job: the job as journaled for its merge
-        (DONE: the caller merges it once the lock is released), else None."""
+    ) -> None:
         engine = self._forget_job(job)
-        journaled = None
         if outcome is Outcome.DONE:
             files = self.db.files_of_job(job.id)
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
@@ -710,7 +698,7 @@ class Manager:
                 plan["yields"] = yields
             scheduler.begin_merge(self.db, job, plan, now)
             failpoints.hit("complete.after-journal")
-            journaled = scheduler.get_job(self.db, job.id)
+            self._merge(scheduler.get_job(self.db, job.id), now)
             self._tell(batch_done(job, files, now))
             if job.gen == 0:
                 self.live.batch_done(now - job.created)
@@ -739,7 +727,6 @@ class Manager:
             self.layout.drop_assignment(job.id, job.engine)
             log.info("job %d handed back by %s", job.id, job.engine)
             self._notify()
-        return journaled
 
     def _run_folder(self, files: list[FileRow]) -> str:
         """The OUTPUT run folder of a batch, for output that does not name its run (FASTQ of
@@ -769,47 +756,31 @@ class Manager:
     def _merge(self, job: JobRow, now: float) -> bool:
         """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later.
 
-        Merges run one at a time (`_merge_lock`), and a merge waits while an earlier job's
-        is unfinished, so summary appends never overtake each other. The files move
-        outside the manager's lock: claims and heartbeats are answered meanwhile. Call it
-        without the lock (or at start, before anything else runs)."""
-        with self._merge_lock:
-            with self.lock:
-                plan = self._merge_plan(job)
-            if plan is None:
-                return False
-            started = time.monotonic()
-            try:
-                plan = self.layout.write_manifest(plan)
-                self.layout.apply_merge(plan)
-            except OSError as exc:
-                with self.lock:
-                    self._unmerged.add(job.id)
-                    log.error("job %d: merge failed (%s); it stays journaled, retried", job.id, exc)
-                    self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
-                return False
-            with self.lock:
-                self._merged(job, plan, now, time.monotonic() - started)
-        return True
-
-    def _merge_plan(self, job: JobRow) -> dict | None:
-        """A journaled job's merge plan, None while an earlier job's merge is unfinished."""
+        Merges run one at a time in job order: a merge waits while an earlier one is
+        unfinished, so summary appends never overtake each other."""
         earlier = [j for j in self._unmerged if j < job.id]
         if earlier:
             self._unmerged.add(job.id)
             log.warning("job %d: merge waits for job %d's", job.id, min(earlier))
-            return None
-        return json.loads(job.merge_plan or "{}")
-
-    def _merged(self, job: JobRow, plan: dict, now: float, seconds: float) -> None:
-        """A merge is on disk: its job and files are done, its yield counted once."""
+            return False
+        plan = json.loads(job.merge_plan or "{}")
+        started = time.monotonic()
+        try:
+            plan = self.layout.write_manifest(plan)
+            self.layout.apply_merge(plan)
+        except OSError as exc:
+            self._unmerged.add(job.id)
+            log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
+            self.db.record_event(now, "merge-error", str(exc), job_id=job.id)
+            return False
         mine = self.yields.setdefault(job.gen, {})
         changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
         scheduler.finish_merge(self.db, job, now, [y.to_dict() for y in changed.values()])
         mine.update(changed)
-        self._tell(Happening("merged", now, job.engine, seconds=seconds))
+        self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self._unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
+        return True
 
     def tick(self) -> None:
         """Expire overdue leases and retry merges that hit a disk error."""
@@ -827,15 +798,12 @@ class Manager:
             retry_merges = self._unmerged and now >= self._merge_retry_at
             if retry_merges:  # a full disk is retried every few seconds, not every tick
                 self._merge_retry_at = now + MERGE_RETRY_S
-            retry = sorted(self._unmerged) if retry_merges else []
-        for job_id in retry:
-            with self.lock:
+            for job_id in sorted(self._unmerged) if retry_merges else ():
                 job = self.db.get_job(job_id)
                 if job is None or job.state is not JobState.MERGING:
                     self._unmerged.discard(job_id)
-                    continue
-            if not self._merge(job, now):
-                break  # the rest wait for this one
+                elif not self._merge(job, now):
+                    break  # the rest wait for this one
         if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()
 
