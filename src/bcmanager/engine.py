@@ -293,7 +293,11 @@ class Engine:
             self._report(job, "failed", f"basecaller exit code {returncode}")
             self._ended(batch, "failed")
         else:
-            self._await_delivery()  # one batch filed at a time: reports stay in job order
+            try:
+                self._await_delivery()  # one batch filed at a time: reports stay in job order
+            except BaseException:  # the last report was refused: the engine stops
+                batch.end()
+                raise
             self._delivery = threading.Thread(
                 target=self._deliver, args=(batch, basecaller), name=f"deliver-{batch.job_id}"
             )
