@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import bcmanager.engine as engine_module
 from bcmanager.basecallers import make_basecaller
@@ -188,10 +190,14 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
     assert [j["n_files"] for j in jobs_of(m)] == [8]
 
 
-def held_filing(monkeypatch) -> tuple[threading.Event, threading.Event]:
-    """Make an in-process engine's filing wait until the test lets it go, as splitting a
-    large BAM takes a while: (a filing is waiting, let filings go). The filing itself is
-    the real one."""
+@contextmanager
+def filing_held(
+    m, monkeypatch, samples_per_s: float, until_empty: bool = False
+) -> Iterator[Engine]:
+    """An in-process engine (batches of one file) whose filing waits until the block ends,
+    as splitting a large BAM takes a while; the filing itself is the real one. Yields once
+    it is filing its first batch and has claimed its next; at the end lets filing go and
+    waits for the engine to finish."""
     waiting, go_on = threading.Event(), threading.Event()
     real_filing = engine_module.file_native_output
 
@@ -202,7 +208,18 @@ def held_filing(monkeypatch) -> tuple[threading.Event, threading.Event]:
         return real_filing(*args, **kwargs)
 
     monkeypatch.setattr(engine_module, "file_native_output", filing)
-    return waiting, go_on
+    config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=until_empty, wait_s=5)
+    engine = Engine(config, make_basecaller("simulated", samples_per_s=samples_per_s))
+    worker = threading.Thread(target=engine.run)
+    worker.start()
+    try:
+        wait_until(waiting.is_set, what="the first batch's filing")
+        wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+        yield engine
+    finally:
+        go_on.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
 
 
 def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept(
@@ -215,24 +232,13 @@ def test_the_next_batch_is_basecalled_while_the_last_is_filed_and_its_lease_kept
     run = make_run(inp, 2, reads=4, samples=2000)
     m = start_manager(inp, out, "--lease", "1.5")  # heartbeats every 0.5 s
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
-    filing, go_on = held_filing(monkeypatch)
-    config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=True, wait_s=5)
-    engine = Engine(config, make_basecaller("simulated", samples_per_s=20_000))  # 0.4 s a batch
-    worker = threading.Thread(target=engine.run)
-    worker.start()
-    try:
-        wait_until(filing.is_set, what="the first batch's filing")
-        # the second batch is claimed and basecalled while the first is being filed
-        wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+    # 0.4 s a batch; the second is claimed and basecalled while the first is being filed
+    with filing_held(m, monkeypatch, samples_per_s=20_000, until_empty=True) as engine:
         (seen,) = m.status()["engines"]
         assert seen["bytes_per_s"] > 0  # learnt when the first was basecalled, not reported
         time.sleep(2.5)  # filing outlasts the 1.5 s lease: heartbeats keep it
         running = running_jobs(m)
         assert len(running) == 2 and m.status()["jobs"]["expired"] == 0, running
-    finally:
-        go_on.set()
-        worker.join(timeout=60)
-    assert not worker.is_alive()
     assert [r.outcome for r in engine.results] == ["done", "done"], engine.results
     assert_exactly_once(run, out)
     jobs = jobs_of(m)
@@ -271,19 +277,8 @@ def test_a_stopped_engine_reports_the_batch_it_was_filing_before_it_exits(
     make_run(inp, 2, reads=4, samples=2000)
     m = start_manager(inp, out, "--lease", "30")
     wait_until(lambda: m.status()["files_total"] == 2, what="the scan")
-    filing, go_on = held_filing(monkeypatch)
-    config = EngineConfig(m.url, "gpu1", batch_size=1, wait_s=5)
-    engine = Engine(config, make_basecaller("simulated", samples_per_s=4_000))  # 2 s a batch
-    worker = threading.Thread(target=engine.run)
-    worker.start()
-    try:
-        wait_until(filing.is_set, what="the first batch's filing")
-        wait_until(lambda: len(running_jobs(m)) == 2, what="the next batch claimed")
+    with filing_held(m, monkeypatch, samples_per_s=4_000) as engine:  # 2 s a batch
         engine.stop()
-    finally:
-        go_on.set()
-        worker.join(timeout=60)
-    assert not worker.is_alive()
     outcomes = {r.job_id: r.outcome for r in engine.results}
     first, second = sorted(outcomes)
     assert outcomes[first] == "done" and outcomes[second] in ("released", "done"), outcomes
