@@ -625,12 +625,20 @@ class Manager:
         at the report after filing: the next batch it claims, a moment later, is sized from
         it. Its GPU holds no batch until then."""
         if timing is not None:
-            if timing.output_bytes:
-                self._learn_output(job.gen, timing.output_bytes, seen.job_bytes)
-            seen.use_generation(job.gen)
-            seen.record_batch(seen.job_bytes, now - job.created, timing)
+            self._learn_batch(seen, job, seen.job_bytes, timing, now)
             seen.measured_job = job.id
         seen.job_id, seen.progress = None, None
+
+    def _learn_batch(
+        self, engine: EngineSeen | None, job: JobRow, size: int, timing: Timing | None, now: float
+    ) -> None:
+        """Learn from a batch once (at its basecaller's end, else at its report): the output
+        a pod5 byte makes with its model, and its engine's speed."""
+        if timing is not None and timing.output_bytes:
+            self._learn_output(job.gen, timing.output_bytes, size)
+        if engine is not None:
+            engine.use_generation(job.gen)
+            engine.record_batch(size, now - job.created, timing)
 
     def complete(
         self,
@@ -703,15 +711,11 @@ class Manager:
             if job.gen == 0:
                 self.live.batch_done(now - job.created)
             size = sum(f.size for f in files)
-            measured = engine is not None and engine.measured_job == job.id
-            if timing is not None and timing.output_bytes and not measured:
-                self._learn_output(job.gen, timing.output_bytes, size)
+            if engine is None or engine.measured_job != job.id:  # else learnt in `_basecalled`
+                self._learn_batch(engine, job, size, timing, now)
             if engine is not None:
                 engine.jobs_done += 1
                 engine.files_done += len(files)
-                if not measured:  # else learnt when its basecaller finished (`_basecalled`)
-                    engine.use_generation(job.gen)
-                    engine.record_batch(size, now - job.created, timing)
                 if timing is not None and timing.filing_s is not None and engine.gen == job.gen:
                     engine.record_filing(size, timing.filing_s)
         elif outcome is Outcome.FAILED:
