@@ -10,8 +10,7 @@ basecalling `N` samples per second would have called it (counted from its own pr
 start, so interpreter start-up is not added on top): its output grows as Dorado's does.
 Each FASTQ is written under a temporary name and renamed into
 `OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never leaves a half-written file under a
-final name. An unreadable pod5 fails the whole job (exit 1),
-as a real basecaller would.
+final name. An unreadable pod5 fails the whole job (exit 1), as a real basecaller would.
 
 With `--style dorado` it instead writes what Dorado 1.4.0 would (see "Dorado-like
 output" below): unaligned BAM, or FASTQ with tags with `--emit-fastq`, one file per pod5
