@@ -38,7 +38,7 @@ Measured after a warm-up (the ramp plus the longest batch), over `--seconds`:
   fires): a lag near the latencies means the generator, not the manager, is the limit.
 
     python bench/fleet.py [--engines 100,1000,5000] [--seconds 90] [--time-scale 1]
-        [--workers 1] [--py-spy DIR] [--code-at REV] [--no-doc]
+        [--workers 1] [--py-spy DIR [--py-spy-gil]] [--code-at REV] [--no-doc]
 """
 
 from __future__ import annotations
@@ -341,13 +341,17 @@ def wait_queued(port: int, n: int, timeout: float = 600.0) -> float:
         time.sleep(0.5)
 
 
-def start_py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+def start_py_spy(
+    pid: int, out: Path, seconds: float, gil_only: bool = False
+) -> subprocess.Popen[bytes] | None:
     exe = Path(sys.executable).parent / "py-spy"
     if not exe.exists():
         print("  (py-spy not installed in the venv: no profile)", flush=True)
         return None
     cmd = [str(exe), "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", str(out)]
     cmd += ["-d", str(max(1, int(seconds))), "--nonblocking"]
+    if gil_only:
+        cmd.append("--gil")
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - lives as long as py-spy
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
@@ -431,7 +435,7 @@ def run_fleet(n: int, args: argparse.Namespace, work: Path) -> FleetRun:
             if args.py_spy is not None:
                 args.py_spy.mkdir(parents=True, exist_ok=True)
                 profile = args.py_spy / f"fleet-{n}.txt"
-                spy = start_py_spy(manager.pid, profile, args.seconds)
+                spy = start_py_spy(manager.pid, profile, args.seconds, args.py_spy_gil)
             queued: list[int] = []
             while time.time() < stop_at:
                 time.sleep(min(args.status_every, max(0.0, stop_at - time.time())))
@@ -634,6 +638,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--status-every", type=float, default=10.0, help="s between status samples")
     p.add_argument("--output-layout", default="minknow", choices=["minknow", "legacy"])
     p.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the manager (raw)")
+    p.add_argument(
+        "--py-spy-gil", action="store_true", help="profile only the interpreter lock's holder"
+    )
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / "_work", help="scratch")
     p.add_argument("--keep", action="store_true", help="keep the scratch folders")
     p.add_argument("--code-at", metavar="REV", help="run bcmanager from this commit")

@@ -257,3 +257,23 @@ def test_a_batch_holds_files_of_one_run_only(run_dirs, clock) -> None:
     while (a := m.claim("e1", 100, api="legacy")) is not None:
         runs.append({f.path.split("/")[2] for f in a.files})
     assert sorted(map(sorted, runs)) == [["run_A"], ["run_B"]]
+
+
+def test_a_large_fleets_speeds_are_summed_again_less_often(run_dirs, clock) -> None:
+    """Summing the fleet's speeds for batch sizing is a pass over every engine on the event
+    loop: a small fleet is summed again each second, one of 3,000 engines every 3 s."""
+    m = open_manager(*run_dirs, clock)
+    for k in range(10):
+        m._seen(f"gpu{k}", clock.t)
+    small = m._fleet(clock.t)
+    clock.t += 1.5
+    assert m._fleet(clock.t) is not small
+    for k in range(10, 3_000):
+        m._seen(f"gpu{k}", clock.t)
+    large = m._fleet(clock.t)
+    assert len(large) == 3_000  # engines first seen since are counted at once
+    clock.t += 1.5
+    assert m._fleet(clock.t) is large
+    clock.t += 1.6
+    assert m._fleet(clock.t) is not large
+    m.close()
