@@ -18,6 +18,7 @@ import pytest
 
 from bcmanager.basecallers.simulated import SimulatedBasecaller
 from bcmanager.layout import link_name
+from bcmanager.output import split
 from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.records import detect_format, read_files
@@ -213,6 +214,38 @@ def test_split_is_repeatable_to_the_byte(job) -> None:
     assert again.files == first.files  # the split's own files in job_out are not read again
     assert {rel: (job_out / rel).read_bytes() for rel in before} == before
     assert not [p for p in job_out.rglob(".partial-*")]
+
+
+def test_outputs_held_back_or_opened_early_hold_the_same_reads_in_order(
+    job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small BAM outputs are held back and written at the end without compression threads
+    (a thread pool costs ~20 ms a file to start and stop); an output that grows large is
+    opened with them at once, and when held back reads add up, the largest is written
+    out early. Whichever way, each file holds the same reads in the basecaller's order."""
+    root, job_in, job_out, _ = job
+    raw = basecall(job_in, job_out, model="hac", kit_name="SQK-NBD114-24")
+    origins = job_origins(job_in, root)
+
+    def reads_by_file(dest: Path) -> dict[str, list[str]]:
+        result = split_output(raw, dest, origins, job_id=3, min_qscore=9, barcoding=True)
+        by_file = {}
+        for rel in result.files:
+            with pysam.AlignmentFile(str(dest / rel), check_sq=False) as bam:
+                by_file[rel] = [r.query_name for r in bam]
+        return by_file
+
+    held = reads_by_file(tmp_path / "held")
+    monkeypatch.setattr(split, "THREADED_BAM_BYTES", 900)  # a few reads: threaded early
+    monkeypatch.setattr(split, "HELD_BYTES", 4_000)  # and the rest released under pressure
+    early = reads_by_file(tmp_path / "early")
+    assert early == held
+    basecalled = []
+    for path in read_files(raw):
+        with pysam.AlignmentFile(str(path), check_sq=False) as bam:
+            basecalled += [r.query_name for r in bam]
+    assert sorted(name for names in held.values() for name in names) == sorted(basecalled)
+    assert len(held) >= 8
 
 
 def test_a_read_of_an_unknown_pod5_fails_the_split_and_leaves_nothing(job) -> None:
