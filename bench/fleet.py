@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -543,6 +544,27 @@ def rows(runs: list[FleetRun]) -> list[list[str]]:
     return out
 
 
+def summary(r: FleetRun) -> dict[str, float]:
+    """One run's headline numbers, for `--json` (what `bench/fleet_compare.py` reads)."""
+    s = r.stats
+
+    def p(values: list[float], q: float) -> float:
+        return percentile(values, q) if values else float("nan")
+
+    return {
+        "engines": r.engines,
+        "claim_p50_ms": p(s.claim_ms, 0.5),
+        "claim_p99_ms": p(s.claim_ms, 0.99),
+        "created_p99_ms": p(s.claim_to_created_ms, 0.99),
+        "heartbeat_p99_ms": p(s.heartbeat_ms, 0.99),
+        "complete_p99_ms": p(s.complete_ms, 0.99),
+        "manager_cpu": r.manager_cpu,
+        "generator_lag_p99_ms": p(s.lag_ms, 0.99),
+        "false_expiries": r.expired + s.late,
+        "errors": sum(s.errors.values()),
+    }
+
+
 def report(runs: list[FleetRun], args: argparse.Namespace) -> str:
     scale = args.time_scale
     lo, hi = REAL_BATCH_S[0] / scale, REAL_BATCH_S[1] / scale
@@ -647,6 +669,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
     p.add_argument("--note", default="", help="a paragraph appended to the doc section")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write each run's numbers here")
     args = p.parse_args(argv)
     args.engines = [int(x.replace(",", "").replace("_", "")) for x in args.engines.split(",") if x]
     return args
@@ -683,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             remove_tree(work)
+    if args.json is not None:
+        args.json.write_text(json.dumps([summary(r) for r in runs], indent=1), encoding="utf-8")
     body = report(runs, args)
     print_table("fleet", HEADERS, rows(runs))
     print(body.rsplit("\n", 1)[-1])
