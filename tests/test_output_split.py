@@ -221,8 +221,8 @@ def test_outputs_held_back_or_opened_early_hold_the_same_reads_in_order(
 ) -> None:
     """Small BAM outputs are held back and written at the end without compression threads
     (a thread pool costs ~20 ms a file to start and stop); an output that grows large is
-    opened with them at once, and when held back reads add up, the largest is written
-    out early. Whichever way, each file holds the same reads in the basecaller's order."""
+    opened with them at once, and when held back reads add up, the largest is opened
+    early. Whichever way, each file holds the same reads in the basecaller's order."""
     root, job_in, job_out, _ = job
     raw = basecall(job_in, job_out, model="hac", kit_name="SQK-NBD114-24")
     origins = job_origins(job_in, root)

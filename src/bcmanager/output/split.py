@@ -66,7 +66,8 @@ def _compression_threads() -> int:
 # thread pool costs ~20 ms of waiting per file, which a batch of many small outputs (a
 # file per barcode and pass/fail, per run) paid one after another: 280 outputs took
 # 6.7 s to file, 1.4 s now. Smaller outputs are held back and written at the end without
-# threads; all held back reads together stay under HELD_BYTES.
+# threads. Held back reads past HELD_BYTES in all mean a large batch of many outputs (a
+# barcode kit's): the largest output is then opened with threads, as a large one is.
 THREADED_BAM_BYTES = 1 << 20
 HELD_BYTES = 64 << 20
 
@@ -243,7 +244,8 @@ class _Writers:
         if self.held_bytes[key] >= THREADED_BAM_BYTES:
             self._release(key, _compression_threads())
         elif self.held_total >= HELD_BYTES:
-            self._release(max(self.held_bytes, key=self.held_bytes.__getitem__), threads=1)
+            largest = max(self.held_bytes, key=self.held_bytes.__getitem__)
+            self._release(largest, _compression_threads())
 
     def _release(self, key: OutputKey, threads: int) -> None:
         """Open `key`'s output and write the reads held back for it."""
