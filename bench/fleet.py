@@ -38,7 +38,7 @@ Measured after a warm-up (the ramp plus the longest batch), over `--seconds`:
   fires): a lag near the latencies means the generator, not the manager, is the limit.
 
     python bench/fleet.py [--engines 100,1000,5000] [--seconds 90] [--time-scale 1]
-        [--workers 1] [--py-spy DIR [--py-spy-gil]] [--code-at REV] [--no-doc]
+        [--workers 1] [--py-spy DIR [--py-spy-gil]] [--code-at REV] [--no-doc] [--json FILE]
 """
 
 from __future__ import annotations
