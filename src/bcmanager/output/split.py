@@ -220,7 +220,7 @@ class _Writers:
         self.open: dict[OutputKey, pysam.AlignmentFile | IO[bytes]] = {}
         self.partials: dict[str, Path] = {}
         self.counts: dict[str, int] = {}
-        self.held: dict[OutputKey, list[Record]] = {}
+        self.held: dict[OutputKey, list[pysam.AlignedSegment]] = {}  # BAM records only
         self.held_bytes: dict[OutputKey, int] = {}
         self.held_total = 0
 
@@ -237,7 +237,8 @@ class _Writers:
         return rel
 
     def _hold(self, key: OutputKey, record: Record) -> None:
-        self.held.setdefault(key, []).append(record)
+        assert record.segment is not None
+        self.held.setdefault(key, []).append(record.segment)  # not its strings: memory
         size = len(record.sequence) + len(record.quality)
         self.held_bytes[key] = self.held_bytes.get(key, 0) + size
         self.held_total += size
@@ -250,8 +251,9 @@ class _Writers:
     def _release(self, key: OutputKey, threads: int) -> None:
         """Open `key`'s output and write the reads held back for it."""
         handle = self._open(key, threads)
-        for record in self.held.pop(key):
-            _write(handle, record)
+        assert isinstance(handle, pysam.AlignmentFile)
+        for segment in self.held.pop(key):
+            handle.write(segment)
         self.held_total -= self.held_bytes.pop(key)
 
     def _open(self, key: OutputKey, threads: int) -> pysam.AlignmentFile | IO[bytes]:
