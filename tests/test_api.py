@@ -227,6 +227,7 @@ def test_a_basecalled_heartbeat_teaches_the_engines_speed_before_its_report(
         assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
         (engine,) = m.status()["engines"]
         assert engine["job_id"] == job["job_id"] and engine["bytes_per_s"] is None
+        assert engine["filing_s_per_gb"] is None
     r = m.post(beat, {"token": job["token"], "progress": timing, "basecalled": True})
     assert r.status_code == 200, r.text
     (engine,) = m.status()["engines"]
@@ -249,6 +250,8 @@ def test_a_basecalled_heartbeat_teaches_the_engines_speed_before_its_report(
     (engine,) = m.status()["engines"]
     assert engine["bytes_per_s"] == pytest.approx(size / 0.002)  # learnt once
     assert engine["jobs_done"] == 1
+    # its filing time, what a run's last batches are sized with, is shown per pod5 GB
+    assert engine["filing_s_per_gb"] == pytest.approx(0.5 / size * 1e9, rel=1e-3)
 
 
 def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_manager) -> None:

@@ -961,6 +961,9 @@ class Manager:
                     "files_done": e.files_done,
                     "startup_s": round(e.speed.startup_s, 3),
                     "bytes_per_s": e.speed.bytes_per_s,
+                    "filing_s_per_gb": round(e.speed.filing_s_per_byte * 1e9, 3)
+                    if e.speed.filing_s_per_byte
+                    else None,
                     "progress": progress_view(e.progress, now),
                 }
                 for e in sorted(self.engines.values(), key=lambda e: e.engine)
