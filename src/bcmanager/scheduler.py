@@ -125,9 +125,9 @@ class Entry(NamedTuple):
 class Fleet:
     """The active engines' speeds as the tail rule needs them, summed once: each engine's
     `Entry`, sorted by key, with their sums; times count from `at`, when the manager
-    looked. Built at most every second by the manager, not per claim (at 5,000 engines a
-    per-claim pass over the fleet is the manager's limit); an engine that claims replaces
-    its own entry (`with_engine`)."""
+    looked. Built by the manager at most every second (every few for thousands of
+    engines), not per claim (at 5,000 engines a per-claim pass over the fleet is the
+    manager's limit); an engine that claims replaces its own entry (`with_engine`)."""
 
     size: int = 0  # engines, speed known or not
     rates: tuple[Entry, ...] = ()
@@ -151,7 +151,7 @@ class Fleet:
             statistics.median(e.bytes_per_s or 0.0 for e in known),
         )
         slowest = min(e.bytes_per_s or 0.0 for e in known)
-        # one pass, no call per measured engine: rebuilt each second over up to 5,000
+        # one pass, no call per measured engine: the manager sums thousands of engines
         typical_rate = typical.last_batch_rate() or 0.0
         index, total, weighted, busy = {}, 0.0, 0.0, 0.0
         for name, e in named.items():
