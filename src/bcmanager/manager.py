@@ -851,9 +851,8 @@ class Manager:
         """The engines seen lately, each with how long the batch it holds is still predicted
         to take; rebuilt at most every `fleet_refresh_s` (a pass over 5,000 engines per
         claim would be the manager's limit)."""
-        if self._fleet_cache is None or now - self._fleet_cache[0] >= fleet_refresh_s(
-            len(self.engines)
-        ):
+        stale_after = fleet_refresh_s(len(self.engines))
+        if self._fleet_cache is None or now - self._fleet_cache[0] >= stale_after:
             horizon = max(60.0, 2 * self.settings.lease_s)
             speeds = {
                 e.engine: e.fleet_speed(now, self._output_per_byte(e.gen))

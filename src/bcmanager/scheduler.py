@@ -151,16 +151,9 @@ class Fleet:
             statistics.median(e.bytes_per_s or 0.0 for e in known),
         )
         slowest = min(e.bytes_per_s or 0.0 for e in known)
-        # one pass, no call per measured engine: the manager sums thousands of engines
-        typical_rate = typical.last_batch_rate() or 0.0
-        index, total, weighted, busy = {}, 0.0, 0.0, 0.0
+        index, total, weighted, busy = {}, 0.0, 0.0, 0.0  # one pass over thousands of engines
         for name, e in named.items():
-            entry = _entry(
-                str(name),
-                e if e.bytes_per_s else _guess(e, typical, slowest),
-                typical,
-                typical_rate,
-            )
+            entry = _entry(str(name), _guess(e, typical, slowest), typical)
             index[entry.name] = entry
             total += entry.rate
             weighted += entry.rate * entry.t
@@ -236,13 +229,10 @@ def _guess(speed: Speed, typical: Speed, slowest: float) -> Speed:
     return Speed(typical.startup_s, rate, busy)
 
 
-def _entry(name: str, speed: Speed, typical: Speed, typical_rate: float | None = None) -> Entry:
-    """`typical_rate`: the typical engine's last batch rate, when the caller has it."""
+def _entry(name: str, speed: Speed, typical: Speed) -> Entry:
     startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
     t = speed.busy_s + startup
-    if typical_rate is None:
-        typical_rate = typical.last_batch_rate() or 0.0
-    rate = speed.last_batch_rate() or typical_rate
+    rate = speed.last_batch_rate() or typical.last_batch_rate() or 0.0
     return Entry(t + MIN_TAIL_PART * startup, t, rate, name, speed.busy_s > 0)
 
 
