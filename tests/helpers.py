@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections import Counter
 from pathlib import Path
 
+from bcmanager.basecallers.abc import Invocation
+from bcmanager.layout import link_name
 from bcmanager.output.naming import RunIds
 from bcmanager.pod5io import read_ids, write_pod5
+
+RUN_A = RunIds(
+    "PAW11111", "000000a1-0000-4000-8000-00000000000a", "000000a2-0000-4000-8000-00000000000a"
+)
+RUN_B = RunIds(
+    "PBC22222", "000000b1-0000-4000-8000-00000000000b", "000000b2-0000-4000-8000-00000000000b"
+)
+
+
+def two_run_job(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """INPUT with a MinKNOW run (run A) and a loose pod5 (run B); a job linking both.
+
+    Returns (INPUT, job input folder, job output folder, {read id: run folder}).
+    """
+    root = tmp_path / "INPUT"
+    rel_a = "exp/sample/20260101_0000_1A_PAW11111_000000a1/pod5/PAW11111_a_0.pod5"
+    rel_b = "loose/b.pod5"
+    where = {
+        rid: "exp/sample/20260101_0000_1A_PAW11111_000000a1"
+        for rid in write_run_pod5(root / rel_a, RUN_A, 60, 11)
+    }
+    where.update(
+        {rid: "loose/PBC22222_000000b2" for rid in write_run_pod5(root / rel_b, RUN_B, 40, 12)}
+    )
+    job_in = tmp_path / "ASSIGNED_7_e1"
+    job_in.mkdir()
+    for rel in (rel_a, rel_b):
+        os.symlink(root / rel, job_in / link_name(rel))
+    job_out = tmp_path / "TMPOUTPUT_7_e1"
+    job_out.mkdir()
+    return root, job_in, job_out, where
 
 
 def write_run_pod5(path: Path, ids: RunIds, n_reads: int, seed: int) -> list[str]:
@@ -71,17 +105,27 @@ def basecall_dir(job_input: Path, job_output: Path) -> int:
     return n
 
 
+def run_invocation(inv: Invocation, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a basecaller's invocation as the engine does: argv, extra env, stdout to its
+    file when it prints its reads (Dorado, the simulated one in Dorado style)."""
+    env = {**os.environ, **inv.env}
+    if inv.stdout_path is None:
+        return subprocess.run(inv.argv, env=env, capture_output=True, text=True, timeout=timeout)
+    with open(inv.stdout_path, "w") as out:
+        return subprocess.run(
+            inv.argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=timeout
+        )
+
+
 def basecall_native(job_input: Path, job_output: Path, job_id: int, input_root: Path) -> None:
     """What `bcm engine --kit-name K` with the simulated basecaller leaves for the manager:
     Dorado-like BAM split into MinKNOW's tree, with a summary fragment per run."""
-    import subprocess
-    import sys
-
+    from bcmanager.basecallers.simulated import SimulatedBasecaller
     from bcmanager.output.filing import file_native_output
 
-    argv = [sys.executable, "-m", "bcmanager.basecallers.simulated", str(job_input)]
-    argv += [str(job_output), "--style", "dorado", "--kit-name", "SQK-NBD114-24"]
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    basecaller = SimulatedBasecaller(0, kit_name="SQK-NBD114-24")
+    done = run_invocation(basecaller.invocation(job_input, job_output))
+    assert done.returncode == 0, done.stderr
     files = [
         {"name": e.name, "path": os.path.relpath(os.readlink(e.path), input_root)}
         for e in os.scandir(job_input)

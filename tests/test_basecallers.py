@@ -22,6 +22,7 @@ from bcmanager.errors import ConfigError
 from bcmanager.layout import POD5_SIGNATURE, link_name
 from bcmanager.output.records import detect_format, parse_tags
 from bcmanager.pod5io import count_reads, write_pod5
+from tests.helpers import run_invocation
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -49,15 +50,7 @@ def fake_dorado(monkeypatch: pytest.MonkeyPatch) -> Path:
     return FAKES / "dorado"
 
 
-def run(inv: Invocation, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run an invocation the way the engine does: argv, extra env, stdout to a file if asked."""
-    env = {**os.environ, **inv.env}
-    if inv.stdout_path is None:
-        return subprocess.run(inv.argv, env=env, capture_output=True, text=True, timeout=timeout)
-    with open(inv.stdout_path, "w") as out:
-        return subprocess.run(
-            inv.argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=timeout
-        )
+run = run_invocation
 
 
 def fastq_records(folder: Path) -> list[tuple[str, str, str, str]]:
@@ -83,7 +76,9 @@ def test_simulated_argv_runs_this_module_with_its_speed(tmp_path: Path) -> None:
     assert inv.argv[:3] == [sys.executable, "-m", "bcmanager.basecallers.simulated"]
     assert inv.argv[3:5] == [str(tmp_path / "in"), str(tmp_path / "out")]
     assert float(inv.argv[inv.argv.index("--samples-per-s") + 1]) == 2.5e6
-    assert inv.stdout_path is None
+    assert inv.stdout_path == tmp_path / "out" / "basecalls" / "basecalls.bam"  # as Dorado's
+    legacy = SimulatedBasecaller(2.5e6, style="legacy").invocation(tmp_path / "i", tmp_path / "o")
+    assert legacy.stdout_path is None  # it writes its own files
 
 
 def test_simulated_writes_one_record_per_read_per_pod5(job: tuple[Path, Path, list[str]]) -> None:
@@ -127,12 +122,16 @@ def test_simulated_fails_on_an_unreadable_pod5(
     bad = tmp_path / "bad.pod5"
     bad.write_bytes(POD5_SIGNATURE + os.urandom(500) + POD5_SIGNATURE)
     os.symlink(bad, input_dir / "zz_bad.pod5")
-    result = run(SimulatedBasecaller(0).invocation(input_dir, output_dir))
+    result = run(SimulatedBasecaller(0, style="legacy").invocation(input_dir, output_dir))
     assert result.returncode != 0
     assert "zz_bad.pod5" in result.stderr
     pass_dir = output_dir / "pass"
     assert not pass_dir.exists() or not list(pass_dir.iterdir())  # no FASTQ under a final name
     assert not [p for p in output_dir.iterdir() if p.name != "pass"]  # temporaries removed
+    inv = SimulatedBasecaller(0).invocation(input_dir, tmp_path / "dorado-style")
+    result = run(inv)
+    assert result.returncode != 0  # Dorado style: the engine reports the batch failed
+    assert "zz_bad.pod5" in result.stderr
 
 
 def test_simulated_takes_at_least_samples_over_speed(job: tuple[Path, Path, list[str]]) -> None:
@@ -367,45 +366,45 @@ def test_simulated_dorado_style_writes_bam_with_dorados_tags(
     basecaller = SimulatedBasecaller(0, style="dorado", model="hac", kit_name="SQK-NBD114-24")
     result = run(basecaller.invocation(input_dir, output_dir))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (output_dir / "basecalls").iterdir()) == [
-        "pod5__a_0.bam",
-        "pod5__a_1.bam",
-    ]
-    reads = []
-    for path in sorted((output_dir / "basecalls").iterdir()):
-        header, file_reads = bam_reads(path)
-        assert header["HD"]["VN"] == "1.6"
-        assert header["PG"][0]["ID"] == "basecaller" and header["PG"][0]["PN"] == "dorado"
-        plain = [rg for rg in header["RG"] if "SM" not in rg]
-        assert len(plain) == 1  # one run per pod5 here
-        rg = plain[0]
-        assert rg["ID"] == "run1_dna_r10.4.1_e8.2_400bps_hac@v5.2.0" or rg["ID"].startswith("run2_")
+    # one stream of every pod5's reads, as Dorado prints on stdout
+    assert [p.name for p in (output_dir / "basecalls").iterdir()] == ["basecalls.bam"]
+    header, reads = bam_reads(output_dir / "basecalls" / "basecalls.bam")
+    assert header["HD"]["VN"] == "1.6"
+    assert header["PG"][0]["ID"] == "basecaller" and header["PG"][0]["PN"] == "dorado"
+    plain = [rg for rg in header["RG"] if "SM" not in rg]
+    assert len(plain) == 2  # a read group per run
+    for rg in plain:
+        assert rg["ID"] in (
+            "run1_dna_r10.4.1_e8.2_400bps_hac@v5.2.0",
+            "run2_dna_r10.4.1_e8.2_400bps_hac@v5.2.0",
+        )
         assert "basecall_model=dna_r10.4.1_e8.2_400bps_hac@v5.2.0" in rg["DS"]
         assert f"runid={rg['ID'].split('_')[0]}" in rg["DS"]
         assert rg["PL"] == "ONT" and rg["PU"].startswith("FA") and rg["LB"] == "sim"
-        for read in file_reads:
-            assert read.is_unmapped
-            for tag in (
-                "qs",
-                "ch",
-                "st",
-                "du",
-                "ns",
-                "ts",
-                "mx",
-                "rn",
-                "fn",
-                "sm",
-                "sd",
-                "sv",
-                "RG",
-            ):
-                assert read.has_tag(tag), tag
-            assert read.get_tag("fn") == path.stem + ".pod5"
-            assert read.get_tag("sv") in ("pa", "quantile")
-            assert read.get_tag("RG") in {g["ID"] for g in header["RG"]}
-            assert 0 <= read.get_tag("ts") < read.get_tag("ns")
-        reads += file_reads
+    pod5_names = {"pod5__a_0.pod5", "pod5__a_1.pod5"}
+    for read in reads:
+        assert read.is_unmapped
+        for tag in (
+            "qs",
+            "ch",
+            "st",
+            "du",
+            "ns",
+            "ts",
+            "mx",
+            "rn",
+            "fn",
+            "sm",
+            "sd",
+            "sv",
+            "RG",
+        ):
+            assert read.has_tag(tag), tag
+        assert read.get_tag("fn") in pod5_names
+        assert read.get_tag("sv") in ("pa", "quantile")
+        assert read.get_tag("RG") in {g["ID"] for g in header["RG"]}
+        assert 0 <= read.get_tag("ts") < read.get_tag("ns")
+    assert {r.get_tag("fn") for r in reads} == pod5_names
     parents = parents_of(reads)
     assert set(parents) == set(ids)
     split = [r for r in reads if r.has_tag("pi")]
@@ -436,7 +435,7 @@ def test_simulated_modified_bases_give_mm_ml(job: tuple[Path, Path, list[str]]) 
     input_dir, output_dir, _ = job
     basecaller = SimulatedBasecaller(0, style="dorado", modified_bases=["5mCG_5hmCG"])
     assert run(basecaller.invocation(input_dir, output_dir)).returncode == 0
-    header, reads = bam_reads(output_dir / "basecalls" / "pod5__a_0.bam")
+    header, reads = bam_reads(output_dir / "basecalls" / "basecalls.bam")
     assert (
         "modbase_models=dna_r10.4.1_e8.2_400bps_hac@v5.2.0_5mCG_5hmCG@v2" in header["RG"][0]["DS"]
     )

@@ -155,7 +155,8 @@ def test_a_dorado_like_engine_writes_the_original_fastq_names_in_the_legacy_layo
     e = start_engine(m.url, "gpu1", "--until-empty")
     assert e.wait(timeout=60) == 0, e.log.read_text()
     names = sorted(p.name for p in (out / "pass").iterdir())
-    assert len(names) == 4 and all(n.startswith("job_id_") and n.endswith(".fastq") for n in names)
+    batches = sorted(j["job_id"] for j in jobs_of(m))
+    assert names == [f"job_id_{n}_basecalls.fastq" for n in batches]  # one stream per batch
     assert not any(p.is_dir() for p in out.iterdir() if p.name.endswith(("_pass", "_fail")))
     assert_exactly_once(run, out)  # split reads count for their parent (pi in the header)
 
@@ -199,15 +200,18 @@ def filing_held(
     it is filing its first batch and has claimed its next; at the end lets filing go and
     waits for the engine to finish."""
     waiting, go_on = threading.Event(), threading.Event()
-    real_filing = engine_module.file_native_output
 
-    def filing(*args, **kwargs):
-        if not go_on.is_set():
-            waiting.set()
-            go_on.wait(timeout=60)
-        return real_filing(*args, **kwargs)
+    def held(real_filing):
+        def filing(*args, **kwargs):
+            if not go_on.is_set():
+                waiting.set()
+                go_on.wait(timeout=60)
+            return real_filing(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "file_native_output", filing)
+        return filing
+
+    for name in ("file_native_output", "finish_stream_filing"):  # whole files, or a stream's end
+        monkeypatch.setattr(engine_module, name, held(getattr(engine_module, name)))
     config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=until_empty, wait_s=5)
     engine = Engine(config, make_basecaller("simulated", samples_per_s=samples_per_s))
     worker = threading.Thread(target=engine.run)
@@ -286,3 +290,31 @@ def test_a_stopped_engine_reports_the_batch_it_was_filing_before_it_exits(
     assert status["jobs"]["expired"] == 0 and not status["running_jobs"], status["jobs"]
     done = 1 + (outcomes[second] == "done")
     assert status["files"]["done"] == done and status["files"]["queued"] == 2 - done
+
+
+def test_a_batch_whose_stream_filing_fails_is_filed_from_its_file(
+    run_dirs, start_manager, monkeypatch
+) -> None:
+    """Filing the basecaller's stream as it is written only saves time: when it fails
+    (here: told to, at its end), the engine files the complete file the basecaller wrote,
+    and the batch is done with every read once."""
+    inp, out = run_dirs
+    run = make_run(inp, 3, reads=5, samples=2000)
+    m = start_manager(inp, out)
+    wait_until(lambda: m.status()["files_total"] == 3, what="the scan")
+    streams_tried = []
+
+    def failing(filing, output_dir):
+        streams_tried.append(filing.path)
+        filing.abandon()
+        raise OSError("no space left on the stream's way")
+
+    monkeypatch.setattr(engine_module, "finish_stream_filing", failing)
+    engine = Engine(
+        EngineConfig(m.url, "gpu1", until_empty=True, wait_s=5),
+        make_basecaller("simulated", samples_per_s=0),
+    )
+    assert engine.run() == 0
+    assert streams_tried and all(r.outcome == "done" for r in engine.results), engine.results
+    assert_exactly_once(run, out)
+    assert m.status()["files"]["done"] == 3

@@ -34,11 +34,12 @@ from pathlib import Path
 import pysam
 import pytest
 
+from bcmanager.basecallers.simulated import SimulatedBasecaller
 from bcmanager.layout import link_name
 from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.split import split_output
-from tests.helpers import write_run_pod5
+from tests.helpers import run_invocation, write_run_pod5
 
 BIN = Path(sys.executable).parent
 KIT = "SQK-NBD114-24"
@@ -93,9 +94,8 @@ def basecall_and_split(input_root: Path, work: Path, dest: Path, job_id: int) ->
     job_out.mkdir(parents=True)
     for rel in JOBS[job_id][1]:
         os.symlink(input_root / rel, job_in / link_name(rel))
-    argv = [sys.executable, "-m", "bcmanager.basecallers.simulated", str(job_in), str(job_out)]
-    argv += ["--style", "dorado", "--model", "hac", "--kit-name", KIT]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    basecaller = SimulatedBasecaller(0, model="hac", kit_name=KIT)
+    done = run_invocation(basecaller.invocation(job_in, job_out))
     assert done.returncode == 0, done.stderr
     split_output(
         job_out / "basecalls",

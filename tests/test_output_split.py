@@ -7,9 +7,7 @@ back with pysam.
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -17,21 +15,13 @@ import pysam
 import pytest
 
 from bcmanager.basecallers.simulated import SimulatedBasecaller
-from bcmanager.layout import link_name
 from bcmanager.output import split
-from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.records import detect_format, read_files
 from bcmanager.output.split import SplitError, SplitResult, split_output
 from bcmanager.output.summary import COLUMNS, read_summary
-from tests.helpers import write_run_pod5
+from tests.helpers import RUN_A, RUN_B, run_invocation, two_run_job
 
-RUN_A = RunIds(
-    "PAW11111", "000000a1-0000-4000-8000-00000000000a", "000000a2-0000-4000-8000-00000000000a"
-)
-RUN_B = RunIds(
-    "PBC22222", "000000b1-0000-4000-8000-00000000000b", "000000b2-0000-4000-8000-00000000000b"
-)
 NAME = re.compile(
     r"^(?P<fc>[A-Z0-9]+)_(?P<status>pass|fail)_(?:(?P<bc>barcode\d\d|unclassified)_)?"
     r"(?P<prot>[0-9a-f]{8})_(?P<run>[0-9a-f]{8})_(?P<job>\d+)\.(?P<ext>bam|fastq\.gz)$"
@@ -40,35 +30,14 @@ NAME = re.compile(
 
 @pytest.fixture
 def job(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
-    """INPUT with a MinKNOW run (run A) and a loose pod5 (run B); a job linking both.
-
-    Returns (INPUT, job input folder, job output folder, {read id: run folder}).
-    """
-    root = tmp_path / "INPUT"
-    rel_a = "exp/sample/20260101_0000_1A_PAW11111_000000a1/pod5/PAW11111_a_0.pod5"
-    rel_b = "loose/b.pod5"
-    where = {
-        rid: "exp/sample/20260101_0000_1A_PAW11111_000000a1"
-        for rid in write_run_pod5(root / rel_a, RUN_A, 60, 11)
-    }
-    where.update(
-        {rid: "loose/PBC22222_000000b2" for rid in write_run_pod5(root / rel_b, RUN_B, 40, 12)}
-    )
-    job_in = tmp_path / "ASSIGNED_7_e1"
-    job_in.mkdir()
-    for rel in (rel_a, rel_b):
-        os.symlink(root / rel, job_in / link_name(rel))
-    job_out = tmp_path / "TMPOUTPUT_7_e1"
-    job_out.mkdir()
-    return root, job_in, job_out, where
+    """INPUT with a MinKNOW run (run A) and a loose pod5 (run B); a job linking both."""
+    return two_run_job(tmp_path)
 
 
 def basecall(job_in: Path, job_out: Path, **options: object) -> Path:
     """Run the simulated basecaller in Dorado style; returns its raw output folder."""
     inv = SimulatedBasecaller(0, style="dorado", **options).invocation(job_in, job_out)  # type: ignore[arg-type]
-    result = subprocess.run(
-        inv.argv, env={**os.environ, **inv.env}, capture_output=True, text=True, timeout=120
-    )
+    result = run_invocation(inv)
     assert result.returncode == 0, result.stderr
     return job_out / "basecalls"
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ from bcmanager.output.origin import job_origins
 from bcmanager.output.split import split_output
 from bcmanager.pod5io import write_pod5
 from bcmanager.verify import output_read_ids, verify_run
-from tests.helpers import fastq_read_ids, write_run_pod5
+from tests.helpers import fastq_read_ids, run_invocation, write_run_pod5
 
 
 class Run:
@@ -243,9 +242,7 @@ class MinknowRun:
         job_out = self.output / f"TMPOUTPUT_{job_id}_e1"
         job_out.mkdir()
         inv = SimulatedBasecaller(0, style="dorado", **options).invocation(job_in, job_out)  # type: ignore[arg-type]
-        done = subprocess.run(
-            inv.argv, env={**os.environ, **inv.env}, capture_output=True, text=True, timeout=120
-        )
+        done = run_invocation(inv)
         assert done.returncode == 0, done.stderr
         staged = self.root / f"split_{job_id}"
         result = split_output(

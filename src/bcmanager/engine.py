@@ -32,7 +32,14 @@ import httpx
 
 from bcmanager.basecallers.abc import Basecaller
 from bcmanager.errors import ConfigError
-from bcmanager.output.filing import Filed, file_native_output
+from bcmanager.output.filing import (
+    Filed,
+    file_native_output,
+    finish_stream_filing,
+    stream_filing,
+)
+from bcmanager.output.split import STAGING_DIR
+from bcmanager.output.stream import StreamFiling
 
 log = logging.getLogger("bcmanager.engine")
 
@@ -104,6 +111,7 @@ class Batch:
     final: dict[str, float] | None = None  # its progress when the basecaller exited
     basecalled: bool = False  # the basecaller finished it (exit 0): being filed
     beat: threading.Thread | None = None
+    filing: StreamFiling | None = None  # its stdout filed as it is written
 
     @property
     def job_id(self) -> int:
@@ -127,8 +135,11 @@ class Batch:
         return body
 
     def end(self) -> None:
-        """Reported (or given up): its heartbeats stop."""
+        """Reported (or given up): its heartbeats stop, and a stream filing not finished
+        is abandoned."""
         self.reported.set()
+        if self.filing is not None:
+            self.filing.abandon()
         if self.beat is not None and self.beat is not threading.current_thread():
             self.beat.join()
 
@@ -316,7 +327,7 @@ class Engine:
         try:
             job = batch.job
             started = time.monotonic()
-            filed = self._file_output(job, basecaller)
+            filed = self._file_output(batch, basecaller)
             if isinstance(filed, str):
                 self._report(job, "failed", filed)
                 return
@@ -351,26 +362,38 @@ class Engine:
         if error is not None:
             raise error
 
-    def _file_output(self, job: dict[str, Any], basecaller: Basecaller) -> Filed | str | None:
-        """File a native basecaller's reads into the manager's layout: what was filed, None
-        for a basecaller that writes the layout's own FASTQ, or why filing failed."""
+    def _file_output(self, batch: Batch, basecaller: Basecaller) -> Filed | str | None:
+        """File a native basecaller's reads into the manager's layout (the rest of its
+        stream, when filed as it was written): what was filed, None for a basecaller that
+        writes the layout's own FASTQ, or why filing failed."""
         if not basecaller.native_output:
             return None
+        job = batch.job
         try:
-            filed = file_native_output(
-                Path(job["output_dir"]),
-                Path(job["input_dir"]),
-                job["files"],
-                layout=job.get("output_layout", "legacy"),
-                job_id=job["job_id"],
-                min_qscore=self.min_qscore(basecaller.model),
-                barcoding=basecaller.barcoding,
-            )
+            filed = self._finish_stream(batch)
+            if filed is None:
+                filed = file_native_output(**self._filing(basecaller, job))
         except Exception as exc:  # a bad BAM, a read of no pod5 of the job, a full disk
             log.error("job %d: cannot file the basecaller's output: %s", job["job_id"], exc)
             return f"filing the output failed: {exc}"[:1000]
         log.info("job %d: %d read(s) into %d file(s)", job["job_id"], filed.reads, len(filed.files))
         return filed
+
+    def _finish_stream(self, batch: Batch) -> Filed | None:
+        """The batch's stream filed to its end; None when it was not followed, or when
+        following failed (the basecaller's whole output is then filed from its file,
+        which is complete: a stream's trouble never loses a batch)."""
+        if batch.filing is None:
+            return None
+        try:
+            return finish_stream_filing(batch.filing, Path(batch.job["output_dir"]))
+        except Exception as exc:
+            log.warning(
+                "job %d: filing the basecaller's stream failed (%s); filing its file",
+                batch.job_id,
+                exc,
+            )
+            return None
 
     def min_qscore(self, model: str | None = None) -> float:
         """The pass threshold: --min-qscore, else MinKNOW's for the model (the engine's
@@ -417,6 +440,9 @@ class Engine:
                     stdout.close()
             proc = batch.proc = self._proc
             clock = batch.clock = BatchClock(output_dir, log_path, time.monotonic())
+            if basecaller.native_output and inv.stdout_path is not None:
+                # filed while it is written (None: a layout filed at the end)
+                batch.filing = stream_filing(inv.stdout_path, **self._filing(basecaller, batch.job))
             watch_output = basecaller.native_output
             while True:
                 try:
@@ -427,9 +453,23 @@ class Engine:
                         self._terminate(proc)
                     if watch_output and clock.ready is None and output_bytes(output_dir, log_path):
                         clock.ready = time.monotonic()
+        if batch.filing is not None:
+            batch.filing.basecaller_exited()
         # not a backend that writes as it goes, or done within one poll: no timing
         batch.final = clock.progress(clock.basecalling_end(time.monotonic()))
         return returncode
+
+    def _filing(self, basecaller: Basecaller, job: dict[str, Any]) -> dict[str, Any]:
+        """What filing a job's output needs to know (`output.filing`'s arguments)."""
+        return {
+            "output_dir": Path(job["output_dir"]),
+            "input_dir": Path(job["input_dir"]),
+            "files": job["files"],
+            "layout": job.get("output_layout", "legacy"),
+            "job_id": job["job_id"],
+            "min_qscore": self.min_qscore(basecaller.model),
+            "barcoding": basecaller.barcoding,
+        }
 
     def _terminate(self, proc: subprocess.Popen[bytes] | None = None) -> None:
         """Stop a basecaller (by default the one running now), its whole process group."""
@@ -551,7 +591,10 @@ def last_output_age(output_dir: Path, log_path: Path) -> float | None:
 
 
 def _output_stats(output_dir: Path, log_path: Path) -> Iterator[os.stat_result]:
-    for folder, _dirs, names in os.walk(output_dir):
+    """The basecaller's files: not its log, nor the reads being filed from its stream."""
+    for folder, dirs, names in os.walk(output_dir):
+        if folder == str(output_dir) and STAGING_DIR in dirs:
+            dirs.remove(STAGING_DIR)
         for name in names:
             path = os.path.join(folder, name)
             if path != str(log_path):

@@ -12,11 +12,11 @@ Each FASTQ is written under a temporary name and renamed into
 `OUTPUT/pass/<pod5 stem>.fastq`, so a killed run never leaves a half-written file under a
 final name. An unreadable pod5 fails the whole job (exit 1), as a real basecaller would.
 
-With `--style dorado` it instead writes what Dorado 1.4.0 would (see "Dorado-like
-output" below): unaligned BAM, or FASTQ with tags with `--emit-fastq`, one file per pod5
-in `OUTPUT/basecalls/<pod5 stem>.bam`, honouring Dorado's `--model`, `--kit-name`,
-`--min-qscore`, `--modified-bases` and `--models-directory`. The legacy style stays the
-default until the manager merges the split MinKNOW tree (`bcmanager.output`).
+With `--style dorado` (the backend's default) it instead prints what Dorado 1.4.0 would
+on stdout (see "Dorado-like output" below): unaligned BAM, or FASTQ with tags with
+`--emit-fastq`, every pod5's reads in one stream, honouring Dorado's `--model`,
+`--kit-name`, `--min-qscore`, `--modified-bases` and `--models-directory`; the engine
+sends it to `OUTPUT/basecalls/basecalls.bam`, as it sends Dorado's.
 
 The record-formatting helpers are shared with the stand-in `dorado` used in tests.
 """
@@ -63,8 +63,8 @@ class Pod5ReadError(Exception):
 class SimulatedBasecaller(Basecaller):
     """Runs this module as the basecaller, throttled to `samples_per_s` (<= 0 or inf: no wait).
 
-    `style="dorado"` (the default) writes what Dorado would (BAM, or FASTQ with
-    `emit_fastq`) into `OUTPUT/basecalls/<stem>.bam`, honouring the Dorado flags
+    `style="dorado"` (the default) prints what Dorado would (BAM, or FASTQ with
+    `emit_fastq`) on stdout, sent to `OUTPUT/basecalls/basecalls.bam`, honouring the Dorado flags
     `model`, `kit_name`, `min_qscore`, `modified_bases` and `models_directory`; the
     engine files it into the output layout. `style="legacy"` keeps the original output:
     one FASTQ record per read in `OUTPUT/pass/<stem>.fastq`.
@@ -151,10 +151,12 @@ class SimulatedBasecaller(Basecaller):
         if self.startup_s:
             argv += ["--startup-s", repr(self.startup_s)]
         if self.style == "legacy":
-            argv += ["--style", "legacy"]
-        else:
-            argv += dorado_flags(self.style, self.options, self.models_directory)
-        return Invocation(argv=argv, env=_pythonpath_env())
+            return Invocation(argv=[*argv, "--style", "legacy"], env=_pythonpath_env())
+        argv += dorado_flags(self.style, self.options, self.models_directory)
+        name = "basecalls.fastq" if self.options.emit_fastq else "basecalls.bam"
+        native = output_dir / NATIVE_DIR  # the engine opens stdout_path; its folder must exist
+        native.mkdir(parents=True, exist_ok=True)
+        return Invocation(argv=argv, env=_pythonpath_env(), stdout_path=native / name)
 
     def prepare(self) -> None:
         """What `dorado download --models-directory` does for Dorado, once per engine."""
@@ -791,26 +793,6 @@ def _pythonpath_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([src, *parts])}
 
 
-def basecall_dorado_style(
-    input_dir: Path,
-    output_dir: Path,
-    options: DoradoOptions,
-    command_line: str,
-    pace: Pacer | None = None,
-) -> tuple[BasecallResult, list[Path]]:
-    """Write each pod5's Dorado-like BAM (or FASTQ) under a temporary name in `output_dir`.
-
-    Returns the result and the temporary files; `publish(..., NATIVE_DIR)` renames them.
-    """
-
-    def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
-        return write_dorado_output([pod5_path], partial, options, command_line, pace)
-
-    return _write_partials(
-        input_dir, output_dir, ".fastq" if options.emit_fastq else ".bam", write_one
-    )
-
-
 def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
     """Dorado's own flags, as `dorado basecaller` names them."""
     parser.add_argument("--emit-fastq", action="store_true", help="FASTQ instead of BAM")
@@ -846,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bcmanager.basecallers.simulated",
         description="Write one FASTQ record per read of every pod5 in INPUT into OUTPUT/pass/"
-        " (--style legacy), or Dorado-like BAM/FASTQ into OUTPUT/basecalls/ (--style dorado).",
+        " (--style legacy), or Dorado-like BAM/FASTQ on stdout (--style dorado).",
     )
     parser.add_argument("input_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
@@ -896,16 +878,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 require_model(args.models_directory, args.model)
             given = list(sys.argv[1:] if argv is None else argv)
             command_line = f"{parser.prog} {shlex.join(given)}"
-            result, partials = basecall_dorado_style(
-                args.input_dir, args.output_dir, options, command_line, pace
-            )
+            paths = list_pod5(args.input_dir)
+            reads, samples = write_dorado_output(paths, "-", options, command_line, pace)
+            result = BasecallResult(len(paths), reads, samples)
         else:
             result, partials = basecall_folder(args.input_dir, args.output_dir, pace)
+            publish(partials, args.output_dir)
     except (Pod5ReadError, StandInError) as exc:
         print(f"simulated basecaller: {exc}", file=sys.stderr)
         mark.unlink(missing_ok=True)
         return 1
-    publish(partials, args.output_dir, "pass" if args.style == "legacy" else NATIVE_DIR)
     mark.unlink(missing_ok=True)
     log.info(
         "basecalled %d file(s), %d read(s), %d sample(s) in %.2f s",

@@ -10,7 +10,8 @@ manager's layout merges with renames alone:
   read, tags kept in the header (as `dorado --emit-fastq` prints them).
 
 The raw `basecalls/` folder is removed once filed, so a job's output is on disk once.
-Runs on the GPU node, never in the manager.
+Runs on the GPU node, never in the manager. A basecaller that prints its reads on
+stdout (Dorado) is filed for `minknow` while it runs (`stream_filing`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from bcmanager.basecallers.abc import NATIVE_DIR
 from bcmanager.output.origin import origin_of
 from bcmanager.output.records import fastq_text, read_files
-from bcmanager.output.split import iter_source, split_output
+from bcmanager.output.split import SplitResult, iter_source, split_output
+from bcmanager.output.stream import StreamFiling
 from bcmanager.output.yields import Yield, yields_from_rows
 
 
@@ -50,26 +52,60 @@ def file_native_output(
     answer lists them (`path`: INPUT-relative, `name`: the link in `input_dir`)."""
     native = output_dir / NATIVE_DIR
     if layout == "minknow":
-        filed = _split(native, output_dir, input_dir, files, job_id, min_qscore, barcoding)
+        origins = _origins(input_dir, files)
+        filed = _filed(
+            split_output(
+                native,
+                output_dir,
+                origins,
+                job_id=job_id,
+                min_qscore=min_qscore,
+                barcoding=barcoding,
+            )
+        )
     else:
         filed = _as_legacy_fastq(native, output_dir / "pass")
     shutil.rmtree(native, ignore_errors=True)
     return filed
 
 
-def _split(
-    native: Path,
+def stream_filing(
+    stream: Path,
     output_dir: Path,
     input_dir: Path,
     files: list[dict],
+    *,
+    layout: str,
     job_id: int,
     min_qscore: float,
     barcoding: bool,
-) -> Filed:
-    origins = {f["name"]: origin_of(input_dir / f["name"], f["path"]) for f in files}
-    result = split_output(
-        native, output_dir, origins, job_id=job_id, min_qscore=min_qscore, barcoding=barcoding
-    )
+) -> StreamFiling | None:
+    """Filing of a basecaller's stdout `stream` (under `output_dir/basecalls/`) as it is
+    written, started; None for a layout filed from whole files (`legacy`)."""
+    if layout != "minknow":
+        return None
+    return StreamFiling(
+        stream,
+        output_dir,
+        lambda: _origins(input_dir, files),
+        job_id=job_id,
+        min_qscore=min_qscore,
+        barcoding=barcoding,
+    ).start()
+
+
+def finish_stream_filing(filing: StreamFiling, output_dir: Path) -> Filed:
+    """The stream's last reads filed and its outputs in place; the raw stream removed."""
+    filed = _filed(filing.finish())
+    shutil.rmtree(output_dir / NATIVE_DIR, ignore_errors=True)
+    return filed
+
+
+def _origins(input_dir: Path, files: list[dict]) -> dict:
+    return {f["name"]: origin_of(input_dir / f["name"], f["path"]) for f in files}
+
+
+def _filed(result: SplitResult) -> Filed:
     yields, start = [], 0
     for rel, count in sorted(result.summaries.items()):  # rows come in this order
         run = rel.rpartition("/")[0] or "."

@@ -21,6 +21,7 @@ import pysam
 FileFormat = Literal["bam", "sam", "fastq"]
 TagValue = Any  # int | float | str | array; what pysam gives for a tag
 READ_SUFFIXES = (".bam", ".sam", ".fastq", ".fq", ".fastq.gz", ".fq.gz")
+SAM_HEADER_STARTS = (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t")  # FASTQ starts "@" too
 _BARCODE = re.compile(r"(?:^|_)(barcode\d+)$")
 
 
@@ -50,7 +51,7 @@ def detect_format(path: Path) -> FileFormat | None:
         if head == b"BAM\x01":
             return "bam"
     if head.startswith(b"@"):
-        return "sam" if head[:4] in (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t") else "fastq"
+        return "sam" if head[:4] in SAM_HEADER_STARTS else "fastq"
     return None
 
 

@@ -9,8 +9,11 @@ output folder goes to exactly one file::
 
 BAM stays BAM with every tag, under the basecaller's header with only that run's read
 groups; FASTQ becomes gzipped FASTQ with its header tags. Pass/fail is the read's mean
-qscore (`qs`) against `min_qscore`. Files are written under temporary names and renamed
-when all are complete, so a repeated split overwrites the same names.
+qscore (`qs`) against `min_qscore`. Files are written under `<dest>/.filing/` and renamed
+into place when all are complete, so a repeated split overwrites the same names.
+
+`Splitter` takes reads one at a time, so the engine can file a basecaller's stream as
+it is written (`bcmanager.output.stream`); `split_output` splits finished files.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import gzip
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +51,7 @@ log = logging.getLogger("bcmanager.output.split")
 MIN_QSCORE_BY_SPEED = {"fast": 8, "hac": 9, "sup": 10}  # MinKNOW's defaults per model
 _SPEED = re.compile(r"(?:^|[_,/@])(fast|hac|sup)(?:$|[_,@/])")
 _DS_FIELD = re.compile(r"(\w+)=(\S*)")
-_PARTIAL_PREFIX = ".partial-"
+STAGING_DIR = ".filing"  # partial outputs, under the destination
 
 
 def _compression_threads() -> int:
@@ -156,7 +160,8 @@ def _run_id_of(record: Record) -> str:
     return rg.split("_", 1)[0] if isinstance(rg, str) else ""
 
 
-def _read_group_strides(header: Mapping) -> dict[str, int]:
+def read_group_strides(header: Mapping) -> dict[str, int]:
+    """The model stride per read group, from its DS (`model_stride=`), for summaries."""
     strides = {}
     for rg in header.get("RG", []):
         fields = dict(_DS_FIELD.findall(str(rg.get("DS", ""))))
@@ -209,14 +214,18 @@ def header_for_run(header: Mapping, run_id: str) -> dict:
 
 
 class _Writers:
-    """One open output file per key, under temporary names until `publish`. A BAM's reads
-    are held back until they make it large enough for compression threads (or until
-    `close`, when it is written without them)."""
+    """One open output file per key, in the staging folder until `publish`. With
+    `hold_back`, a BAM's reads are held back until they make it large enough for
+    compression threads (or until `close`, when it is written without them); without
+    (a stream filed as it comes, with time to spare), every output is written at once
+    on one thread."""
 
-    def __init__(self, dest: Path, job_id: int, header: Mapping) -> None:
+    def __init__(self, dest: Path, job_id: int, header: Mapping, *, hold_back: bool) -> None:
         self.dest = dest
+        self.staging = dest / STAGING_DIR
         self.job_id = job_id
         self.header = header
+        self.hold_back = hold_back
         self.open: dict[OutputKey, pysam.AlignmentFile | IO[bytes]] = {}
         self.partials: dict[str, Path] = {}
         self.counts: dict[str, int] = {}
@@ -229,7 +238,7 @@ class _Writers:
         handle = self.open.get(key)
         if handle is not None:
             _write(handle, record)
-        elif key.fmt == "bam":
+        elif key.fmt == "bam" and self.hold_back:
             self._hold(key, record)
         else:
             _write(self._open(key, threads=1), record)
@@ -258,9 +267,9 @@ class _Writers:
 
     def _open(self, key: OutputKey, threads: int) -> pysam.AlignmentFile | IO[bytes]:
         rel = output_path(key, self.job_id)
-        final = self.dest / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(_PARTIAL_PREFIX + final.name)
+        # flat in the staging folder, which is never made here: a job folder moved aside
+        # (its lease lost) while its stream is filed is not made again
+        partial = self.staging / f"{len(self.partials)}-{rel.rsplit('/', 1)[-1]}"
         self.partials[rel] = partial
         handle: pysam.AlignmentFile | IO[bytes]
         if key.fmt == "bam":
@@ -290,15 +299,17 @@ class _Writers:
         for rel, partial in self.partials.items():
             with open(partial, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(partial, self.dest / rel)
+            final = self.dest / rel
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, final)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def discard(self) -> None:
         self.held.clear()
         self.held_bytes.clear()
         self.held_total = 0
         self._close_handles()
-        for partial in self.partials.values():
-            partial.unlink(missing_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _write(handle: pysam.AlignmentFile | IO[bytes], record: Record) -> None:
@@ -315,7 +326,7 @@ def iter_source(paths: list[Path]) -> Iterator[tuple[Format, Record, dict[str, i
         kind = detect_format(path)
         if kind in ("bam", "sam"):
             with open_alignments(path) as handle:
-                strides = _read_group_strides(handle.header.to_dict())
+                strides = read_group_strides(handle.header.to_dict())
                 for record in iter_alignment_records(handle):
                     yield "bam", record, strides
         elif kind == "fastq":
@@ -332,6 +343,77 @@ def classify(
     barcode = (barcode_of(record) or UNCLASSIFIED) if barcoding else None
     passed = qscore_of(record) >= min_qscore
     return OutputKey(origin.run_folder, origin.ids, fmt, passed, barcode)
+
+
+class Splitter:
+    """Reads taken one at a time into their output files and summary rows; `finish`
+    writes the summaries and renames every output into place, `discard` leaves nothing.
+
+    `header`: the basecaller's BAM header (every run's read groups; {} for FASTQ).
+    `hold_back`: small BAM outputs are held back so that large ones alone get
+    compression threads (a batch's finished files); a stream filed as it comes writes
+    each read at once on one thread."""
+
+    def __init__(
+        self,
+        dest: Path,
+        origins: Mapping[str, Pod5Origin],
+        header: Mapping,
+        *,
+        job_id: int,
+        min_qscore: float,
+        barcoding: bool,
+        hold_back: bool = True,
+    ) -> None:
+        self.dest = dest
+        self.job_id = job_id
+        self.min_qscore = min_qscore
+        self.barcoding = barcoding
+        self.writers = _Writers(dest, job_id, header, hold_back=hold_back)
+        self.writers.staging.mkdir(exist_ok=True)  # in `dest`, which must exist
+        self.finder = _Origins(origins)
+        self.rows_by_summary: dict[str, list[SummaryRow]] = {}
+
+    def add(self, fmt: Format, record: Record, strides: Mapping[str, int]) -> None:
+        """File one read (SplitError if its pod5 or run is not the job's)."""
+        origin = self.finder.of(record)
+        key = classify(record, origin, fmt, self.min_qscore, self.barcoding)
+        rel = self.writers.write(key, record)
+        row = summary_row(
+            record,
+            origin=origin,
+            filename=rel.rsplit("/", 1)[-1],
+            fmt=fmt,
+            passed=key.passed,
+            barcode=key.barcode,
+            model_stride=_model_stride(record, strides),
+        )
+        self.rows_by_summary.setdefault(summary_path(origin, self.job_id), []).append(row)
+
+    def finish(self) -> SplitResult:
+        """Close the outputs, write the summary fragments, rename everything into place."""
+        try:
+            self.writers.close()
+        except BaseException:
+            self.discard()
+            raise
+        result = SplitResult(files=dict(self.writers.counts))
+        for rel, rows in sorted(self.rows_by_summary.items()):
+            result.summaries[rel] = write_summary(self.dest / rel, rows)
+            result.rows.extend(rows)
+        self.writers.publish()
+        log.info(
+            "split %d read(s) into %d file(s) and %d summary fragment(s)",
+            result.reads,
+            len(result.files),
+            len(result.summaries),
+        )
+        return result
+
+    def discard(self) -> None:
+        """Remove what was written: nothing is left under a final name."""
+        self.writers.discard()
+        self.rows_by_summary.clear()
 
 
 def split_output(
@@ -353,40 +435,22 @@ def split_output(
     """
     paths = [p for p in read_files(source) if not _is_split_output(p, source)]
     alignment_paths = [p for p in paths if detect_format(p) in ("bam", "sam")]
-    writers = _Writers(dest, job_id, merged_header(alignment_paths))
-    finder = _Origins(origins)
-    rows_by_summary: dict[str, list[SummaryRow]] = {}
+    dest.mkdir(parents=True, exist_ok=True)
+    splitter = Splitter(
+        dest,
+        origins,
+        merged_header(alignment_paths),
+        job_id=job_id,
+        min_qscore=min_qscore,
+        barcoding=barcoding,
+    )
     try:
         for fmt, record, strides in iter_source(paths):
-            origin = finder.of(record)
-            key = classify(record, origin, fmt, min_qscore, barcoding)
-            rel = writers.write(key, record)
-            row = summary_row(
-                record,
-                origin=origin,
-                filename=rel.rsplit("/", 1)[-1],
-                fmt=fmt,
-                passed=key.passed,
-                barcode=key.barcode,
-                model_stride=_model_stride(record, strides),
-            )
-            rows_by_summary.setdefault(summary_path(origin, job_id), []).append(row)
-        writers.close()
+            splitter.add(fmt, record, strides)
     except BaseException:
-        writers.discard()
+        splitter.discard()
         raise
-    result = SplitResult(files=dict(writers.counts))
-    for rel, rows in sorted(rows_by_summary.items()):
-        result.summaries[rel] = write_summary(dest / rel, rows)
-        result.rows.extend(rows)
-    writers.publish()
-    log.info(
-        "split %d read(s) into %d file(s) and %d summary fragment(s)",
-        result.reads,
-        len(result.files),
-        len(result.summaries),
-    )
-    return result
+    return splitter.finish()
 
 
 _OUTPUT_DIR = re.compile(r"^(bam|fastq)_(pass|fail)$")
