@@ -240,3 +240,26 @@ def test_the_dorado_adapter_output_is_read_by_content(tmp_path: Path) -> None:
     plain = tmp_path / "y.fq"
     plain.write_text("@r1\tqs:f:9\nACGT\n+\n!!!!\n")
     assert [detect_format(p) for p in (bam, fastq_gz, plain)] == ["bam", "fastq", "fastq"]
+
+
+def test_a_summary_that_cannot_be_written_leaves_no_output_in_place(
+    job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs and summary fragments are renamed into place only once all are written: a
+    full disk at the second fragment leaves nothing, not the first fragment alone."""
+    root, job_in, job_out, _ = job
+    raw = basecall(job_in, job_out, model="hac")
+    origins = job_origins(job_in, root)
+    written, real = [], split.write_summary
+
+    def full_disk_at_the_second(path: Path, rows) -> int:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return real(path, rows)
+
+    monkeypatch.setattr(split, "write_summary", full_disk_at_the_second)
+    with pytest.raises(OSError, match="No space"):
+        split_output(raw, job_out, origins, job_id=2, min_qscore=9, barcoding=False)
+    left = [p for p in job_out.rglob("*") if p.is_file() and "basecalls" not in p.parts]
+    assert written and left == [] and not (job_out / split.STAGING_DIR).exists()

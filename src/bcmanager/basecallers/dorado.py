@@ -3,10 +3,10 @@
 Dorado reads every pod5 in the job's folder (flat: no `--recursive` needed) and prints
 its reads on stdout: unaligned BAM by default (it keeps every read tag and modified-base
 calls), FASTQ with `--emit-fastq`. The engine sends stdout to
-`OUTPUT/basecalls/basecalls.{bam,fastq}` and then files the reads into the manager's
-output layout (`native_output`). Flags as in Dorado's CLI: `-x/--device` (`cuda:all`,
-`cuda:0,1`, `cpu`, `metal`), `-b/--batchsize` (0 lets Dorado choose), `--kit-name`,
-`--modified-bases`, `--models-directory`.
+`OUTPUT/basecalls/basecalls.{bam,fastq}` and files the reads into the manager's output
+layout as Dorado writes them (`native_output`; `bcmanager.output.stream`). Flags as in
+Dorado's CLI: `-x/--device` (`cuda:all`, `cuda:0,1`, `cpu`, `metal`), `-b/--batchsize`
+(0 lets Dorado choose), `--kit-name`, `--modified-bases`, `--models-directory`.
 
 `--min-qscore` is not passed on: Dorado writing to stdout would drop the reads under it,
 and every read must land somewhere; the engine applies it when it splits pass from fail.

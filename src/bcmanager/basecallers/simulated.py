@@ -64,9 +64,9 @@ class SimulatedBasecaller(Basecaller):
     """Runs this module as the basecaller, throttled to `samples_per_s` (<= 0 or inf: no wait).
 
     `style="dorado"` (the default) prints what Dorado would (BAM, or FASTQ with
-    `emit_fastq`) on stdout, sent to `OUTPUT/basecalls/basecalls.bam`, honouring the Dorado flags
-    `model`, `kit_name`, `min_qscore`, `modified_bases` and `models_directory`; the
-    engine files it into the output layout. `style="legacy"` keeps the original output:
+    `emit_fastq`) on stdout, which the engine sends to `OUTPUT/basecalls/basecalls.bam`,
+    honouring the Dorado flags `model`, `kit_name`, `min_qscore`, `modified_bases` and
+    `models_directory`; the engine files it into the output layout. `style="legacy"` keeps the original output:
     one FASTQ record per read in `OUTPUT/pass/<stem>.fastq`.
     """
 

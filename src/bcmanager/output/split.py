@@ -9,8 +9,9 @@ output folder goes to exactly one file::
 
 BAM stays BAM with every tag, under the basecaller's header with only that run's read
 groups; FASTQ becomes gzipped FASTQ with its header tags. Pass/fail is the read's mean
-qscore (`qs`) against `min_qscore`. Files are written under `<dest>/.filing/` and renamed
-into place when all are complete, so a repeated split overwrites the same names.
+qscore (`qs`) against `min_qscore`. Files (summaries too) are written under
+`<dest>/.filing/` and renamed into place when all are complete, so a repeated split
+overwrites the same names.
 
 `Splitter` takes reads one at a time, so the engine can file a basecaller's stream as
 it is written (`bcmanager.output.stream`); `split_output` splits finished files.
@@ -265,12 +266,17 @@ class _Writers:
             handle.write(segment)
         self.held_total -= self.held_bytes.pop(key)
 
-    def _open(self, key: OutputKey, threads: int) -> pysam.AlignmentFile | IO[bytes]:
-        rel = output_path(key, self.job_id)
-        # flat in the staging folder, which is never made here: a job folder moved aside
-        # (its lease lost) while its stream is filed is not made again
+    def stage(self, rel: str) -> Path:
+        """Where the file for DEST-relative `rel` is written until `publish`: flat in the
+        staging folder, which is never made here (a job folder moved aside while its
+        stream is filed, its lease lost, is not made again)."""
         partial = self.staging / f"{len(self.partials)}-{rel.rsplit('/', 1)[-1]}"
         self.partials[rel] = partial
+        return partial
+
+    def _open(self, key: OutputKey, threads: int) -> pysam.AlignmentFile | IO[bytes]:
+        rel = output_path(key, self.job_id)
+        partial = self.stage(rel)
         handle: pysam.AlignmentFile | IO[bytes]
         if key.fmt == "bam":
             header = pysam.AlignmentHeader.from_dict(header_for_run(self.header, key.ids.run_id))
@@ -398,9 +404,13 @@ class Splitter:
             self.discard()
             raise
         result = SplitResult(files=dict(self.writers.counts))
-        for rel, rows in sorted(self.rows_by_summary.items()):
-            result.summaries[rel] = write_summary(self.dest / rel, rows)
-            result.rows.extend(rows)
+        try:
+            for rel, rows in sorted(self.rows_by_summary.items()):
+                result.summaries[rel] = write_summary(self.writers.stage(rel), rows)
+                result.rows.extend(rows)
+        except BaseException:  # e.g. a full disk: nothing is renamed into place
+            self.discard()
+            raise
         self.writers.publish()
         log.info(
             "split %d read(s) into %d file(s) and %d summary fragment(s)",
