@@ -88,6 +88,7 @@ def test_a_stream_is_filed_while_the_basecaller_writes_it(job, tmp_path: Path) -
     filing.basecaller_exited()
     streamed = filing.finish()
     assert filed_while_running >= streamed.reads // 2, (filed_while_running, streamed.reads)
+    assert filing.reads_at_exit is not None and filing.reads_at_exit >= filed_while_running
     assert not (job_out / STAGING_DIR).exists()
 
     whole = split_output(

@@ -386,7 +386,14 @@ class Engine:
         if batch.filing is None:
             return None
         try:
-            return finish_stream_filing(batch.filing, Path(batch.job["output_dir"]))
+            filed = finish_stream_filing(batch.filing, Path(batch.job["output_dir"]))
+            log.info(
+                "job %d: %s of %d read(s) filed while the basecaller ran",
+                batch.job_id,
+                batch.filing.reads_at_exit,
+                filed.reads,
+            )
+            return filed
         except Exception as exc:
             log.warning(
                 "job %d: filing the basecaller's stream failed (%s); filing its file",

@@ -65,7 +65,8 @@ class StreamFiling:
         self.min_qscore = min_qscore
         self.barcoding = barcoding
         self.poll_s = poll_s
-        self.reads = 0
+        self.reads = 0  # filed so far
+        self.reads_at_exit: int | None = None  # filed when the basecaller exited
         self._exited = threading.Event()
         self._stop = threading.Event()
         self._head = b""  # the stream's first bytes: its format
@@ -88,6 +89,7 @@ class StreamFiling:
 
     def basecaller_exited(self) -> None:
         """The stream is complete once what the file holds now has been read."""
+        self.reads_at_exit = self.reads
         self._exited.set()
 
     def finish(self) -> SplitResult:
