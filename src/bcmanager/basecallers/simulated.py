@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -720,30 +720,15 @@ def basecall_folder(
     Returns the result and the temporary files; `publish` renames them into `pass/`.
     On an unreadable pod5 the temporary files are removed and Pod5ReadError raised.
     """
-
-    def write_one(pod5_path: Path, partial: Path) -> tuple[int, int]:
-        with open(partial, "w", encoding="ascii") as out:
-            return write_fastq(pod5_path, out, pace)
-
-    return _write_partials(input_dir, output_dir, ".fastq", write_one)
-
-
-def _write_partials(
-    input_dir: Path,
-    output_dir: Path,
-    suffix: str,
-    write_one: Callable[[Path, Path], tuple[int, int]],
-) -> tuple[BasecallResult, list[Path]]:
-    """`write_one(pod5, partial)` for each pod5 of `input_dir`, into a temporary name per
-    pod5 in `output_dir`; on any error the temporary files written so far are removed."""
     output_dir.mkdir(parents=True, exist_ok=True)
     result = BasecallResult(0, 0, 0)
     partials: list[Path] = []
     try:
         for pod5_path in list_pod5(input_dir):
-            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}{suffix}"
+            partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}.fastq"
             partials.append(partial)
-            reads, samples = write_one(pod5_path, partial)
+            with open(partial, "w", encoding="ascii") as out:
+                reads, samples = write_fastq(pod5_path, out, pace)
             result.files += 1
             result.reads += reads
             result.samples += samples
@@ -754,9 +739,9 @@ def _write_partials(
     return result, partials
 
 
-def publish(partials: list[Path], output_dir: Path, folder: str = "pass") -> None:
-    """Rename finished files into `output_dir/<folder>/` under their final names."""
-    pass_dir = output_dir / folder
+def publish(partials: list[Path], output_dir: Path) -> None:
+    """Rename finished files into `output_dir/pass/` under their final names."""
+    pass_dir = output_dir / "pass"
     pass_dir.mkdir(parents=True, exist_ok=True)
     for partial in partials:
         with open(partial, "rb") as fh:

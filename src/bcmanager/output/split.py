@@ -233,6 +233,7 @@ class _Writers:
         self.held: dict[OutputKey, list[pysam.AlignedSegment]] = {}  # BAM records only
         self.held_bytes: dict[OutputKey, int] = {}
         self.held_total = 0
+        self.staging.mkdir(exist_ok=True)  # in `dest`, which must exist
 
     def write(self, key: OutputKey, record: Record) -> str:
         rel = output_path(key, self.job_id)
@@ -376,7 +377,6 @@ class Splitter:
         self.min_qscore = min_qscore
         self.barcoding = barcoding
         self.writers = _Writers(dest, job_id, header, hold_back=hold_back)
-        self.writers.staging.mkdir(exist_ok=True)  # in `dest`, which must exist
         self.finder = _Origins(origins)
         self.rows_by_summary: dict[str, list[SummaryRow]] = {}
 
@@ -398,13 +398,10 @@ class Splitter:
 
     def finish(self) -> SplitResult:
         """Close the outputs, write the summary fragments, rename everything into place."""
+        result = SplitResult()
         try:
             self.writers.close()
-        except BaseException:
-            self.discard()
-            raise
-        result = SplitResult(files=dict(self.writers.counts))
-        try:
+            result.files = dict(self.writers.counts)
             for rel, rows in sorted(self.rows_by_summary.items()):
                 result.summaries[rel] = write_summary(self.writers.stage(rel), rows)
                 result.rows.extend(rows)
