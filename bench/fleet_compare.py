@@ -41,6 +41,7 @@ METRICS = [  # (key in fleet.py's --json, label, digits)
     ("complete_p99_ms", "complete p99 ms", 1),
     ("manager_cpu", "manager CPU (1 = a core)", 2),
     ("generator_lag_p99_ms", "generator loop lag p99 ms", 1),
+    ("generator_lag_max_ms", "generator loop lag max ms", 0),
     ("false_expiries", "false expiries", 0),
     ("errors", "errors", 0),
 ]
