@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bcmanager import __version__
+from bcmanager.bulkjson import BulkJSONResponse
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
 from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
@@ -514,9 +515,10 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     @app.get("/v1/status", tags=["v1"], responses=_answers())
     def v1_status() -> JSONResponse:
         """Files, jobs, engines, runs, progress, throughput and ETA (see docs/observability.md)."""
-        # sync: built and encoded in the thread pool. Returned as a dict, FastAPI would
-        # encode it on the event loop: at 5,000 engines, a stall of every claim.
-        return JSONResponse(progress.status())
+        # sync: built and encoded in the thread pool, a slice at a time (`bulkjson`).
+        # Returned as a dict, FastAPI would encode it on the event loop: at 5,000
+        # engines, a stall of every claim.
+        return BulkJSONResponse(progress.status())
 
     @app.get("/v1/events", tags=["v1"], responses=_answers(None, 422))
     async def v1_events(

@@ -895,10 +895,11 @@ class Manager:
         assert self._views is not None, "Manager.open() first"
         return self._views
 
-    def _running_jobs(self, leases: dict[int, float]) -> list[JobRow]:
-        """Jobs assigned or merging, read without the lock, their leases as now renewed."""
+    def _running_jobs(self, leases: dict[int, float]) -> list[dict[str, object]]:
+        """Views of the jobs assigned or merging, read without the lock, their leases as
+        now renewed."""
         return [
-            replace(j, lease_expires=leases[j.id]) if j.id in leases else j
+            job_view(j, leases.get(j.id, j.lease_expires))
             for j in self._status_reader().live_jobs()
         ]
 
@@ -950,7 +951,7 @@ class Manager:
             "files_total": total,
             "finished": total > 0 and files["queued"] == 0 and files["assigned"] == 0,
             "jobs": jobs,
-            "running_jobs": [job_view(j) for j in running],
+            "running_jobs": running,
             "engines": [
                 {
                     "engine": e.engine,
@@ -1023,7 +1024,8 @@ def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str
     }
 
 
-def job_view(job: JobRow) -> dict[str, object]:
+def job_view(job: JobRow, lease_expires: float | None = None) -> dict[str, object]:
+    """A job as the API shows it (`lease_expires`: the lease as now renewed, if known)."""
     return {
         "job_id": job.id,
         "engine": job.engine,
@@ -1031,7 +1033,7 @@ def job_view(job: JobRow) -> dict[str, object]:
         "api": job.api,
         "n_files": job.n_files,
         "lease_s": job.lease_s,
-        "lease_expires": job.lease_expires,
+        "lease_expires": job.lease_expires if lease_expires is None else lease_expires,
         "created": job.created,
         "ended": job.ended,
         "reason": job.reason,
