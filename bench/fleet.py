@@ -95,6 +95,7 @@ REAL_LEASE_S = 90.0
 CELLS_PER_EXPERIMENT = 48  # one PromethION 48 per experiment folder
 LAG_TICK_S = 0.05
 FULL_GC_EVERY = 1000  # the generator's young collections between two full ones
+DRAIN_S = 10.0  # s the fleet goes on after the window, answering the window's last requests
 RETRIES = 5  # heartbeats and reports after a transport error, 1 s apart
 
 
@@ -203,8 +204,7 @@ async def _drive(spec: EngineSpec) -> EngineStats:
         """Heartbeat every heartbeat_s until `seconds` have passed; False if the lease
         was lost."""
         loop = asyncio.get_running_loop()
-        # past the window nothing is measured: the batch ends then (a shorter tail)
-        end = loop.time() + min(seconds, max(0.0, spec.stop_at - time.time()))
+        end = loop.time() + seconds
         every = float(job["heartbeat_s"])
         beat_at = loop.time() + every
         url = f"/v1/jobs/{job['job_id']}/heartbeat"
@@ -271,7 +271,17 @@ async def _drive(spec: EngineSpec) -> EngineStats:
     ]
     calm_garbage_collector()
     try:
-        await asyncio.gather(*tasks)
+        # after the window the fleet goes on at its pace until the window's last requests
+        # are answered, then stops where it is (batches cut at the window's end made
+        # every engine report at once: a burst the window's last requests waited behind)
+        done, pending = await asyncio.wait(
+            tasks, timeout=max(0.0, spec.stop_at + DRAIN_S - time.time())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
     finally:
         for c in clients:
             await c.aclose()
@@ -612,7 +622,8 @@ def report(runs: list[FleetRun], args: argparse.Namespace) -> str:
         f" lease divided by {scale:g}, so N engines here send what {scale:g} x N real ones"
         " would. Engines start over one mean batch; the first"
         f" {args.warmup if args.warmup is not None else (lo + hi) / 2 + hi:g} s (ramp and the"
-        f" longest batch) are not measured, then {args.seconds:g} s are."
+        f" longest batch) are not measured, then {args.seconds:g} s are; the engines go on"
+        f" {DRAIN_S:g} s more (no new claims) and stop in mid-batch."
     )
     work = (
         "- work: hard links of a small real pod5 (2 reads, mtime an hour back) in MinKNOW"
