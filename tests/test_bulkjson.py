@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bcmanager.bulkjson import BulkJSONResponse, dumps_in_slices
+from bcmanager.bulkjson import dumps_in_slices, dumps_steps
 
 
 def _starlette_bytes(value: object) -> str:
@@ -52,9 +52,15 @@ def test_not_a_number_is_refused_as_starlette_refuses_it() -> None:
         dumps_in_slices({"engines": [{"rate": 1.0}] * 300 + [{"rate": math.nan}]})
 
 
-def test_the_response_carries_the_encoded_body() -> None:
-    value = _status_like(450)
-    response = BulkJSONResponse(value)
-    assert response.media_type == "application/json"
-    assert json.loads(response.body) == json.loads(_starlette_bytes(value))
-    assert response.headers["content-length"] == str(len(response.body))
+def test_a_long_list_is_encoded_a_step_per_slice() -> None:
+    steps = dumps_steps({"engines": list(range(1_000)), "short": [1, 2]}, 200)
+    pauses = 0
+    while True:
+        try:
+            assert next(steps) is None
+            pauses += 1
+        except StopIteration as done:
+            body = done.value
+            break
+    assert pauses == 5
+    assert json.loads(body) == {"engines": list(range(1_000)), "short": [1, 2]}

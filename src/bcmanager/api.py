@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bcmanager import __version__
-from bcmanager.bulkjson import BulkJSONResponse
+from bcmanager.bulkjson import dumps_steps
 from bcmanager.dashboard import router as dashboard_router
 from bcmanager.errors import BcmError, LeaseLost, Unauthorized
 from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
@@ -37,6 +37,7 @@ from bcmanager.manager import Manager, Outcome, Timing
 from bcmanager.metrics import Metrics, RequestTimer
 from bcmanager.progress import Progress
 from bcmanager.scheduler import Assignment
+from bcmanager.stepwise import run_on_loop
 
 log = logging.getLogger("bcmanager.api")
 
@@ -513,12 +514,14 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         return manager.job_detail(job_id)
 
     @app.get("/v1/status", tags=["v1"], responses=_answers())
-    def v1_status() -> JSONResponse:
+    async def v1_status() -> Response:
         """Files, jobs, engines, runs, progress, throughput and ETA (see docs/observability.md)."""
-        # sync: built and encoded in the thread pool, a slice at a time (`bulkjson`).
-        # Returned as a dict, FastAPI would encode it on the event loop: at 5,000
-        # engines, a stall of every claim.
-        return BulkJSONResponse(progress.status())
+        # Built and encoded on the event loop a step at a time (`stepwise`), claims and
+        # heartbeats served between steps. In a worker thread, a 5,000-engine status made
+        # every request meanwhile wait for the interpreter lock at each of its system calls.
+        status = await run_on_loop(progress.status_steps())
+        body = await run_on_loop(dumps_steps(status))
+        return Response(body.encode("utf-8"), media_type="application/json")
 
     @app.get("/v1/events", tags=["v1"], responses=_answers(None, 422))
     async def v1_events(

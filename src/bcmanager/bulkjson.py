@@ -1,10 +1,10 @@
 """Large JSON answers (`/v1/status` of thousands of engines) encoded a slice at a time.
 
-`json.dumps` of a 5,000-engine status is one C call of ~30 ms that holds the interpreter
-lock throughout: encoded in a worker thread, it still stops the event loop, and every
-claim and heartbeat arriving meanwhile, for that long. Encoded in slices of a few
-hundred list items, the lock is handed over between slices, so the loop waits a few
-milliseconds at most. The bytes are those Starlette's `JSONResponse` writes.
+`json.dumps` of a 5,000-engine status is one C call of ~30 ms: on the event loop, or in
+a worker thread holding the interpreter lock, it stops every claim and heartbeat for that
+long. Encoded in slices of a few hundred list items, a step each (`bcmanager.stepwise`),
+the loop serves requests between slices. The bytes are those Starlette's `JSONResponse`
+writes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.responses import JSONResponse
+from bcmanager import stepwise
+from bcmanager.stepwise import Steps
 
 SLICE = 200  # list items per json.dumps call: about a millisecond of encoding
 
@@ -21,22 +22,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def dumps_in_slices(value: Any, slice_items: int = SLICE) -> str:
+def dumps_steps(value: Any, slice_items: int = SLICE) -> Steps[str]:
     """`value` as compact JSON, equal to one `json.dumps`, each long list encoded
-    `slice_items` at a time (in dicts with string keys, at any depth)."""
+    `slice_items` at a time, a step each (in dicts with string keys, at any depth)."""
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        inner = ",".join(f"{_dumps(k)}:{dumps_in_slices(v, slice_items)}" for k, v in value.items())
-        return "{" + inner + "}"
+        parts = []
+        for key, item in value.items():
+            parts.append(f"{_dumps(key)}:{(yield from dumps_steps(item, slice_items))}")
+        return "{" + ",".join(parts) + "}"
     if isinstance(value, list) and len(value) > slice_items:
-        slices = (
-            _dumps(value[i : i + slice_items])[1:-1] for i in range(0, len(value), slice_items)
-        )
+        slices = []
+        for i in range(0, len(value), slice_items):
+            slices.append(_dumps(value[i : i + slice_items])[1:-1])
+            yield None
         return "[" + ",".join(slices) + "]"
     return _dumps(value)
 
 
-class BulkJSONResponse(JSONResponse):
-    """A `JSONResponse` encoded by `dumps_in_slices`; build it in a worker thread."""
-
-    def render(self, content: Any) -> bytes:
-        return dumps_in_slices(content).encode("utf-8")
+def dumps_in_slices(value: Any, slice_items: int = SLICE) -> str:
+    """`dumps_steps` driven to the end at once."""
+    return stepwise.run(dumps_steps(value, slice_items))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bcmanager import failpoints, scheduler
+from bcmanager import failpoints, scheduler, stepwise
 from bcmanager.backfill import LiveDemand, may_backfill
 from bcmanager.checkpointer import Checkpointer
 from bcmanager.config import Settings
@@ -27,7 +27,7 @@ from bcmanager.errors import LeaseLost, NotFound
 from bcmanager.generations import Generation, implicit
 from bcmanager.janitor import Janitor
 from bcmanager.layout import Layout, remove_tree
-from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
+from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile, job_row
 from bcmanager.output.layouts import OutputLayout, output_layout
 from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
@@ -35,6 +35,7 @@ from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult, run_of
 from bcmanager.scheduler import Assignment, Fleet, Policy, Speed, speed_from_progress
 from bcmanager.states import FileState, JobState
+from bcmanager.stepwise import Steps, blocking, mapped
 
 log = logging.getLogger("bcmanager.manager")
 
@@ -895,13 +896,16 @@ class Manager:
         assert self._views is not None, "Manager.open() first"
         return self._views
 
-    def _running_jobs(self, leases: dict[int, float]) -> list[dict[str, object]]:
+    def _running_jobs(self, leases: dict[int, float]) -> Steps[list[dict[str, object]]]:
         """Views of the jobs assigned or merging, read without the lock, their leases as
         now renewed."""
-        return [
-            job_view(j, leases.get(j.id, j.lease_expires))
-            for j in self._status_reader().live_jobs()
-        ]
+        rows = yield from blocking(self._status_reader().live_job_rows)
+        return (
+            yield from mapped(
+                rows,
+                lambda r: job_view(job_row(r), leases.get(r[0])),
+            )
+        )
 
     def run_state(self) -> str:
         """'done' once every run has ended and every file is basecalled or quarantined."""
@@ -922,6 +926,11 @@ class Manager:
         }
 
     def status(self) -> dict[str, object]:
+        return stepwise.run(self.status_steps())
+
+    def status_steps(self) -> Steps[dict[str, object]]:
+        """`status`, a step at a time (`bcmanager.stepwise`): thousands of engines and
+        running jobs are viewed a few hundred per step."""
         with self.lock:
             now = self.clock()
             files = {s.value: n for s, n in self.db.file_counts().items()}
@@ -936,9 +945,12 @@ class Manager:
                 for key in sorted(totals)
             ]
         # the heavy reads (thousands of running jobs, per-run counts) outside the lock
-        running = self._running_jobs(leases)
-        runs = self._runs_cached(now)
+        running = yield from self._running_jobs(leases)
+        runs = yield from blocking(lambda: self._runs_cached(now))
         total = sum(files.values())
+        engines = sorted(self.engines.values(), key=lambda e: e.engine)
+        yield None
+        engine_views = yield from mapped(engines, lambda e: engine_view(e, now))
         return {
             "state": self.run_state(),
             "pending": self._discovery.pending_count if self._discovery else 0,
@@ -952,22 +964,7 @@ class Manager:
             "finished": total > 0 and files["queued"] == 0 and files["assigned"] == 0,
             "jobs": jobs,
             "running_jobs": running,
-            "engines": [
-                {
-                    "engine": e.engine,
-                    "last_seen_s": round(now - e.last_seen, 3),
-                    "job_id": e.job_id,
-                    "jobs_done": e.jobs_done,
-                    "files_done": e.files_done,
-                    "startup_s": round(e.speed.startup_s, 3),
-                    "bytes_per_s": e.speed.bytes_per_s,
-                    "filing_s_per_gb": round(e.speed.filing_s_per_byte * 1e9, 3)
-                    if e.speed.filing_s_per_byte
-                    else None,
-                    "progress": progress_view(e.progress, now),
-                }
-                for e in sorted(self.engines.values(), key=lambda e: e.engine)
-            ],
+            "engines": engine_views,
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
             "output_layout": self.output.name,
             "yields": yields,
@@ -1021,6 +1018,23 @@ def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str
         "basecall_s": round(p.basecall_s, 3),
         "output_bytes": p.output_bytes,
         "age_s": round(now - at, 3),
+    }
+
+
+def engine_view(e: EngineSeen, now: float) -> dict[str, object]:
+    """An engine as `/v1/status` shows it."""
+    return {
+        "engine": e.engine,
+        "last_seen_s": round(now - e.last_seen, 3),
+        "job_id": e.job_id,
+        "jobs_done": e.jobs_done,
+        "files_done": e.files_done,
+        "startup_s": round(e.speed.startup_s, 3),
+        "bytes_per_s": e.speed.bytes_per_s,
+        "filing_s_per_gb": round(e.speed.filing_s_per_byte * 1e9, 3)
+        if e.speed.filing_s_per_byte
+        else None,
+        "progress": progress_view(e.progress, now),
     }
 
 

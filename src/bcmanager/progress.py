@@ -33,9 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bcmanager import stepwise
 from bcmanager.manager import Happening, Manager
 from bcmanager.runstats import ALL, LedgerReader, RunTotals, Totals
 from bcmanager.states import FileState
+from bcmanager.stepwise import Steps, blocking, mapped
 
 WINDOW_S = 300.0  # rates are measured over the batches finished in this window
 MIN_CACHE_S = 1.0
@@ -271,12 +273,18 @@ class Progress:
     def status(self) -> dict[str, Any]:
         """`Manager.status()` with progress, throughput, ETA, runs, counters, engine rates,
         per generation where it matters (see the module docstring)."""
-        status: dict[str, Any] = dict(self.manager.status())
+        return stepwise.run(self.status_steps())
+
+    def status_steps(self) -> Steps[dict[str, Any]]:
+        """`status`, a step at a time (`bcmanager.stepwise`): what `/v1/status` builds on
+        the event loop."""
+        status: dict[str, Any] = dict((yield from self.manager.status_steps()))
         now = float(status["now"])
         gens: list[dict[str, Any]] = list(status.get("generations") or [])
-        by_gen = self.runs_by_generation({int(g["id"]): g["files"] for g in gens})
+        counts = {int(g["id"]): g["files"] for g in gens}
+        by_gen = yield from blocking(lambda: self.runs_by_generation(counts))
         rates = self.rates(now)
-        gen_rates = self.generation_rates(now)
+        gen_rates = yield from blocking(lambda: self.generation_rates(now))
         views = [
             _generation_view(g, by_gen.get(int(g["id"]), []), gen_rates.get(int(g["id"])))
             for g in gens
@@ -293,7 +301,8 @@ class Progress:
         status["runs"] = [{**theirs.get(r.run, {}), **_run_view(r)} for r in live_runs]
         status["counters"] = dict(self.counters)
         running = {int(j["job_id"]) for j in status.get("running_jobs", [])}
-        status["engines"] = self._engines_view(
+        yield None
+        status["engines"] = yield from self._engines_view(
             status.get("engines", []), running, status["files"].get("done", 0), now
         )
         status["ledger_bytes"] = self.reader().size_bytes()
@@ -301,26 +310,26 @@ class Progress:
 
     def _engines_view(
         self, engines: list[dict[str, Any]], running: set[int], done_files: int, now: float
-    ) -> list[dict[str, Any]]:
-        totals = self.engine_totals(done_files)
+    ) -> Steps[list[dict[str, Any]]]:
+        totals = yield from blocking(lambda: self.engine_totals(done_files))
         rates = self.engine_rates([e["engine"] for e in engines], now)
+        yield None
         nothing = Totals().as_dict()
-        out = []
-        for entry in engines:
+
+        def view(entry: dict[str, Any]) -> dict[str, Any]:
             name = entry["engine"]
             done = totals.get(name)
             # The manager remembers an engine's last job until its next report; a job
             # that has expired meanwhile is no longer the engine's current one.
             job_id = entry.get("job_id") if entry.get("job_id") in running else None
-            out.append(
-                {
-                    **entry,
-                    "job_id": job_id,
-                    "throughput": rates[name],
-                    "basecalled": done.as_dict() if done else dict(nothing),
-                }
-            )
-        return out
+            return {
+                **entry,
+                "job_id": job_id,
+                "throughput": rates[name],
+                "basecalled": done.as_dict() if done else dict(nothing),
+            }
+
+        return (yield from mapped(engines, view))
 
 
 def _files_by_state(runs: list[RunTotals]) -> dict[str, int]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bcmanager.errors import ConfigError
 from bcmanager.generations import Generation, implicit
-from bcmanager.ledger import LIVE_JOBS_SQL, JobRow, job_row, run_table
+from bcmanager.ledger import LIVE_JOBS_SQL, run_table
 from bcmanager.states import FileState
 
 ALL = None  # `gen=ALL`: every generation, each file counted once per generation
@@ -167,9 +167,10 @@ class LedgerReader:
     def close(self) -> None:
         self._db.close()
 
-    def live_jobs(self) -> list[JobRow]:
-        """Jobs assigned or merging, as the ledger file has them (leases as at assignment)."""
-        return [job_row(r) for r in self._rows(LIVE_JOBS_SQL)]
+    def live_job_rows(self) -> list[tuple]:
+        """Jobs assigned or merging, as the ledger file has them (leases as at assignment):
+        rows that `ledger.job_row` reads, the id first."""
+        return self._rows(LIVE_JOBS_SQL)
 
     def run_table(self) -> list[dict[str, object]]:
         """`Ledger.runs`, asked on this connection."""
