@@ -51,7 +51,7 @@ def run_once(rev: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     """One `fleet.py` run of `rev`'s manager; its numbers."""
     cmd = [sys.executable, str(REPO / "bench" / "fleet.py"), "--engines", str(args.engines)]
     cmd += ["--seconds", repr(args.seconds), "--code-at", rev, "--no-doc", "--no-wait"]
-    cmd += ["--json", str(out)]
+    cmd += ["--status-every", repr(args.status_every), "--json", str(out)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(
@@ -87,14 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", type=int, default=5000, help="fleet size")
     p.add_argument("--rounds", type=int, default=3, help="runs of each commit")
     p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per run")
+    p.add_argument(
+        "--status-every",
+        type=float,
+        default=10.0,
+        help="s between /v1/status polls (a dashboard's, `bcm status --watch`'s)",
+    )
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
     args = p.parse_args(argv)
     names = [r.strip() for r in args.revs.split(",") if r.strip()]
     if len(names) != 2:
         p.error("--revs takes two commits, A,B")
-    if args.rounds < 1 or args.engines < 1 or args.seconds <= 0:
-        p.error("--rounds, --engines and --seconds must be positive")
+    if args.rounds < 1 or args.engines < 1 or args.seconds <= 0 or args.status_every <= 0:
+        p.error("--rounds, --engines, --seconds and --status-every must be positive")
     revs = []
     for name in names:
         commit = _git("rev-parse", "--short", name)
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join(
         [
             section_header("A fleet, two commits interleaved (`bench/fleet_compare.py`)"),
-            f"- runs: `bench/fleet.py --engines {args.engines} --seconds {args.seconds:g}`"
+            f"- runs: `bench/fleet.py --engines {args.engines} --seconds {args.seconds:g}"
+            f" --status-every {args.status_every:g}`"
             f" (its setup, section above) for A = {a} and B = {b} in turn, {args.rounds}"
             " rounds (A B A B ...); medians over the rounds, each run's value beside.",
             "",
