@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import math
 import os
@@ -94,7 +93,6 @@ REAL_BATCH_S = (20.0, 60.0)  # a Dorado batch, claim to report
 REAL_LEASE_S = 90.0
 CELLS_PER_EXPERIMENT = 48  # one PromethION 48 per experiment folder
 LAG_TICK_S = 0.05
-FULL_GC_EVERY = 1000  # the generator's young collections between two full ones
 DRAIN_S = 10.0  # s the fleet goes on after the window, answering the window's last requests
 RETRIES = 5  # heartbeats and reports after a transport error, 1 s apart
 
@@ -161,6 +159,8 @@ async def _drive(spec: EngineSpec) -> EngineStats:
     import ssl
 
     import httpx
+
+    from bcmanager.cli.manager import calm_garbage_collector
 
     stats = EngineStats()
     ssl_ctx = ssl.create_default_context()  # one for all clients (each would make its own)
@@ -269,6 +269,10 @@ async def _drive(spec: EngineSpec) -> EngineStats:
             *(engine(n, c, d) for n, c, d in zip(spec.names, clients, delays, strict=True)),
         )
     ]
+    # as `bcm manager` does for itself: with Python's defaults a full collection walked
+    # 5,000 engines' clients and tasks for ~600 ms every ~7 s, every answer arriving
+    # meanwhile was measured that much late, and the requests held back reached the
+    # manager as one burst
     calm_garbage_collector()
     try:
         # after the window the fleet goes on at its pace until the window's last requests
@@ -286,18 +290,6 @@ async def _drive(spec: EngineSpec) -> EngineStats:
         for c in clients:
             await c.aclose()
     return stats
-
-
-def calm_garbage_collector() -> None:
-    """What `bcm manager` does for itself: thousands of engines' clients and tasks are
-    frozen out of collections, and full collections made rare. Python's defaults had a
-    full collection walk them every ~7 s for ~600 ms at 5,000 engines in one worker: every
-    answer arriving meanwhile was measured that much late, and the requests held back
-    reached the manager as one burst."""
-    gc.collect()
-    gc.freeze()
-    young, middle, _full = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_GC_EVERY)
 
 
 # -- the input: backlog and live feed -----------------------------------------------------

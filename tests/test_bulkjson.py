@@ -7,7 +7,12 @@ import math
 
 import pytest
 
-from bcmanager.bulkjson import dumps_in_slices, dumps_steps
+from bcmanager.bulkjson import SLICE, dumps_steps
+from bcmanager.stepwise import run
+
+
+def dumps_in_slices(value: object, slice_items: int = SLICE) -> str:
+    return run(dumps_steps(value, slice_items))
 
 
 def _starlette_bytes(value: object) -> str:

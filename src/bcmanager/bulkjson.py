@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bcmanager import stepwise
 from bcmanager.stepwise import Steps
 
 SLICE = 200  # list items per json.dumps call: about a millisecond of encoding
@@ -37,8 +36,3 @@ def dumps_steps(value: Any, slice_items: int = SLICE) -> Steps[str]:
             yield None
         return "[" + ",".join(slices) + "]"
     return _dumps(value)
-
-
-def dumps_in_slices(value: Any, slice_items: int = SLICE) -> str:
-    """`dumps_steps` driven to the end at once."""
-    return stepwise.run(dumps_steps(value, slice_items))
