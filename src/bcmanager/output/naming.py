@@ -14,10 +14,19 @@ barcoding is on, exactly as MinKNOW and `dorado basecaller --output-dir` do.
 bcmanager's `<n>` (MinKNOW's batch number) is the job id: a job writes at most one file
 per (run, pass/fail, barcode), so `<n>` = job id is unique, keeps MinKNOW's integer
 shape, and a merge repeated after a crash lands on the same names.
+
+MinKNOW's 8-character short ids tell runs apart because its ids are random (a version 4
+UUID for the protocol run, a UUID or a 40-hex SHA-1 for the acquisition). Ids of any
+other shape (converted, hand-made or test data: `00000000-0000-0000-0000-000000000001`
+and `...0002` share their first 8 characters) get a digest of the whole id after their
+short form, and so do flow cell ids that are not plain letters and digits. The rule
+looks at one id at a time, so every engine, before and after a restart, names a run
+alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +40,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _POD5_FOLDER = re.compile(r"^pod5(_pass|_fail|_skip)?$")
 _BARCODE_FOLDER = re.compile(r"^(barcode\d+|unclassified|mixed)$")
 EXTENSIONS: dict[Format, str] = {"bam": ".bam", "fastq": ".fastq.gz"}
+# The ids MinKNOW writes: random, so their first 8 characters tell them apart.
+_RANDOM_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}|[0-9a-f]{40}"
+)
+_PLAIN_FLOWCELL = re.compile(r"[A-Za-z0-9]+")
+DIGEST_LEN = 8
 
 
 @dataclass(frozen=True)
@@ -48,14 +63,33 @@ def safe(value: str, placeholder: str = "unknown") -> str:
     return cleaned or placeholder
 
 
+def digest(value: str) -> str:
+    """8 hex digits of the SHA-256 of `value`: the same on every machine and run."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LEN]
+
+
 def short_id(value: str) -> str:
-    """MinKNOW's short id: the first 8 characters."""
-    return safe(value)[:SHORT_ID_LEN]
+    """MinKNOW's short id: the first 8 characters of a random id (as MinKNOW writes
+    them); of any other id, its first 8 safe characters, `-` and its digest, so that ids
+    sharing their first 8 characters never share a name."""
+    if _RANDOM_ID.fullmatch(value):
+        return value[:SHORT_ID_LEN]
+    return f"{safe(value)[:SHORT_ID_LEN]}-{digest(value)}"
+
+
+def flowcell_name(value: str) -> str:
+    """A flow cell id as a name part: as it is when plain letters and digits (MinKNOW's
+    `PAW12345`), else made safe with its digest (`a/b` and `a-b` stay apart)."""
+    if _PLAIN_FLOWCELL.fullmatch(value):
+        return value
+    if not value:
+        return UNKNOWN_FLOWCELL
+    return f"{safe(value, UNKNOWN_FLOWCELL)}-{digest(value)}"
 
 
 def fallback_run_folder(ids: RunIds) -> str:
     """The run folder for a pod5 outside any MinKNOW run folder: `<flowcell>_<run8>`."""
-    return f"{safe(ids.flow_cell_id, UNKNOWN_FLOWCELL)}_{short_id(ids.run_id)}"
+    return f"{flowcell_name(ids.flow_cell_id)}_{short_id(ids.run_id)}"
 
 
 def minknow_run_folder(relpath: str) -> str | None:
@@ -95,7 +129,7 @@ def reads_file_name(
     ids: RunIds, fmt: Format, passed: bool, barcode: str | None, job_id: int
 ) -> str:
     """`<flowcell>_<pass|fail>_[<barcode>_]<prot8>_<run8>_<job>.bam` (or `.fastq.gz`)."""
-    parts = [safe(ids.flow_cell_id, UNKNOWN_FLOWCELL), status(passed)]
+    parts = [flowcell_name(ids.flow_cell_id), status(passed)]
     if barcode:
         parts.append(safe(barcode))
     parts += [short_id(ids.protocol_run_id), short_id(ids.run_id), str(int(job_id))]
@@ -112,7 +146,7 @@ def reads_path(
 
 def summary_name(ids: RunIds) -> str:
     """`sequencing_summary_<flowcell>_<prot8>_<run8>.txt`: one per run, in its run folder."""
-    flowcell = safe(ids.flow_cell_id, UNKNOWN_FLOWCELL)
+    flowcell = flowcell_name(ids.flow_cell_id)
     return (
         f"sequencing_summary_{flowcell}_{short_id(ids.protocol_run_id)}_{short_id(ids.run_id)}.txt"
     )

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -199,14 +199,15 @@ def merged_header(paths: list[Path]) -> dict:
     return merged
 
 
-def header_for_run(header: Mapping, run_id: str) -> dict:
-    """`header` with only the read groups of one run (all of them if none matches)."""
+def header_for_runs(header: Mapping, run_ids: set[str]) -> dict:
+    """`header` with only the read groups of the runs `run_ids` (all of them if none
+    matches)."""
     groups = header.get("RG", [])
     mine = [
         rg
         for rg in groups
-        if str(rg.get("ID", "")).startswith(f"{run_id}_")
-        or dict(_DS_FIELD.findall(str(rg.get("DS", "")))).get("runid") == run_id
+        if str(rg.get("ID", "")).split("_", 1)[0] in run_ids
+        or dict(_DS_FIELD.findall(str(rg.get("DS", "")))).get("runid") in run_ids
     ]
     restricted = {k: v for k, v in header.items() if k != "RG"}
     if mine or groups:
@@ -215,84 +216,105 @@ def header_for_run(header: Mapping, run_id: str) -> dict:
 
 
 class _Writers:
-    """One open output file per key, in the staging folder until `publish`. With
-    `hold_back`, a BAM's reads are held back until they make it large enough for
+    """One open output file per output name, in the staging folder until `publish`.
+
+    Outputs are keyed by the name they will have (DEST-relative), never by the ids that
+    lead to it: two keys that name one file (ids that differ where the name does not
+    look) share one writer, never one staged file between two writers. Its header holds
+    the read groups of every run of the job that the name stands for.
+
+    With `hold_back`, a BAM's reads are held back until they make it large enough for
     compression threads (or until `close`, when it is written without them); without
     (a stream filed as it comes, with time to spare), every output is written at once
     on one thread."""
 
-    def __init__(self, dest: Path, job_id: int, header: Mapping, *, hold_back: bool) -> None:
+    def __init__(
+        self,
+        dest: Path,
+        job_id: int,
+        header: Mapping,
+        runs_of_name: Callable[[OutputKey], set[str]],
+        *,
+        hold_back: bool,
+    ) -> None:
         self.dest = dest
         self.staging = dest / STAGING_DIR
         self.job_id = job_id
         self.header = header
+        self.runs_of_name = runs_of_name
         self.hold_back = hold_back
-        self.open: dict[OutputKey, pysam.AlignmentFile | IO[bytes]] = {}
+        self.open: dict[str, pysam.AlignmentFile | IO[bytes]] = {}
         self.partials: dict[str, Path] = {}
         self.counts: dict[str, int] = {}
-        self.held: dict[OutputKey, list[pysam.AlignedSegment]] = {}  # BAM records only
-        self.held_bytes: dict[OutputKey, int] = {}
+        self.keys: dict[str, OutputKey] = {}  # the first key seen for each name
+        self.held: dict[str, list[pysam.AlignedSegment]] = {}  # BAM records only
+        self.held_bytes: dict[str, int] = {}
         self.held_total = 0
         self.staging.mkdir(exist_ok=True)  # in `dest`, which must exist
 
     def write(self, key: OutputKey, record: Record) -> str:
         rel = output_path(key, self.job_id)
-        handle = self.open.get(key)
+        self.keys.setdefault(rel, key)
+        handle = self.open.get(rel)
         if handle is not None:
             _write(handle, record)
         elif key.fmt == "bam" and self.hold_back:
-            self._hold(key, record)
+            self._hold(rel, record)
         else:
-            _write(self._open(key, threads=1), record)
+            _write(self._open(rel, threads=1), record)
         self.counts[rel] = self.counts.get(rel, 0) + 1
         return rel
 
-    def _hold(self, key: OutputKey, record: Record) -> None:
+    def _hold(self, rel: str, record: Record) -> None:
         assert record.segment is not None
-        self.held.setdefault(key, []).append(record.segment)  # not its strings: memory
+        self.held.setdefault(rel, []).append(record.segment)  # not its strings: memory
         size = len(record.sequence) + len(record.quality)
-        self.held_bytes[key] = self.held_bytes.get(key, 0) + size
+        self.held_bytes[rel] = self.held_bytes.get(rel, 0) + size
         self.held_total += size
-        if self.held_bytes[key] >= THREADED_BAM_BYTES:
-            self._release(key, _compression_threads())
+        if self.held_bytes[rel] >= THREADED_BAM_BYTES:
+            self._release(rel, _compression_threads())
         elif self.held_total >= HELD_BYTES:
             largest = max(self.held_bytes, key=self.held_bytes.__getitem__)
             self._release(largest, _compression_threads())
 
-    def _release(self, key: OutputKey, threads: int) -> None:
-        """Open `key`'s output and write the reads held back for it."""
-        handle = self._open(key, threads)
+    def _release(self, rel: str, threads: int) -> None:
+        """Open `rel`'s output and write the reads held back for it."""
+        handle = self._open(rel, threads)
         assert isinstance(handle, pysam.AlignmentFile)
-        for segment in self.held.pop(key):
+        for segment in self.held.pop(rel):
             handle.write(segment)
-        self.held_total -= self.held_bytes.pop(key)
+        self.held_total -= self.held_bytes.pop(rel)
 
     def stage(self, rel: str) -> Path:
         """Where the file for DEST-relative `rel` is written until `publish`: flat in the
         staging folder, which is never made here (a job folder moved aside while its
-        stream is filed, its lease lost, is not made again)."""
+        stream is filed, its lease lost, is not made again). One staged file per name:
+        asking twice is a bug that would put two writers on one file."""
+        if rel in self.partials:
+            raise SplitError(f"{rel}: staged twice")
         partial = self.staging / f"{len(self.partials)}-{rel.rsplit('/', 1)[-1]}"
         self.partials[rel] = partial
         return partial
 
-    def _open(self, key: OutputKey, threads: int) -> pysam.AlignmentFile | IO[bytes]:
-        rel = output_path(key, self.job_id)
+    def _open(self, rel: str, threads: int) -> pysam.AlignmentFile | IO[bytes]:
+        key = self.keys[rel]
         partial = self.stage(rel)
         handle: pysam.AlignmentFile | IO[bytes]
         if key.fmt == "bam":
-            header = pysam.AlignmentHeader.from_dict(header_for_run(self.header, key.ids.run_id))
+            runs = self.runs_of_name(key)
+            header = pysam.AlignmentHeader.from_dict(header_for_runs(self.header, runs))
             handle = pysam.AlignmentFile(str(partial), "wb", header=header, threads=threads)
         else:
             # mtime 0 and no name: the same reads give the same bytes, whenever written.
             # The raw file is closed in close(), after the gzip stream.
             raw = open(partial, "wb")  # noqa: SIM115
             handle = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
-        self.open[key] = handle
+        self.open[rel] = handle
         return handle
 
     def close(self) -> None:
-        for key in list(self.held):
-            self._release(key, threads=1)
+        for rel in list(self.held):
+            self._release(rel, threads=1)
         self._close_handles()
 
     def _close_handles(self) -> None:
@@ -376,9 +398,19 @@ class Splitter:
         self.job_id = job_id
         self.min_qscore = min_qscore
         self.barcoding = barcoding
-        self.writers = _Writers(dest, job_id, header, hold_back=hold_back)
         self.finder = _Origins(origins)
+        self.writers = _Writers(dest, job_id, header, self._runs_named_like, hold_back=hold_back)
         self.rows_by_summary: dict[str, list[SummaryRow]] = {}
+
+    def _runs_named_like(self, key: OutputKey) -> set[str]:
+        """The run ids of the job's pod5 files whose outputs share `key`'s name."""
+        name = naming.reads_file_name(key.ids, key.fmt, key.passed, key.barcode, self.job_id)
+        return {
+            o.ids.run_id
+            for o in self.finder.by_name.values()
+            if o.run_folder == key.run_folder
+            and naming.reads_file_name(o.ids, key.fmt, key.passed, key.barcode, self.job_id) == name
+        } | {key.ids.run_id}
 
     def add(self, fmt: Format, record: Record, strides: Mapping[str, int]) -> None:
         """File one read (SplitError if its pod5 or run is not the job's)."""
