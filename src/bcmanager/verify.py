@@ -35,12 +35,10 @@ never held.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import multiprocessing
 import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -55,19 +53,21 @@ from bcmanager.errors import ConfigError
 from bcmanager.generations import DEFAULT_NAME, TREE_DIR
 from bcmanager.layout import QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
 from bcmanager.output.layouts import LEGACY_SUBDIRS
+from bcmanager.readids import (
+    ID_DTYPE,
+    UUID_STR,
+    ReadFileScan,
+    as_uuid,
+    raw_ids,
+    read_copies,
+    scan_read_file,
+)
 from bcmanager.scanner import walk_pod5
 
 log = logging.getLogger("bcmanager.verify")
 
-ID_DTYPE = np.dtype("S16")  # a UUID's 16 bytes
-_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_UUID_STR = re.compile(_UUID.pattern.decode("ascii"))
-_PARENT_TAG = b"pi:Z:"
-_SPLIT_TAG = b"sp:i:"
 _POD5_CHUNK = 256  # pod5 files per pool task
 _INLINE_BELOW = 64  # fewer files than this: no process pool, its start-up costs more
-UNSPLIT = -1  # `split_at` of a record that is not a piece of a split read
-SPLIT_UNKNOWN = -2  # a piece of a split read without an `sp` tag
 
 READ_SUFFIXES = (".bam", ".sam", ".fastq", ".fq", ".fastq.gz", ".fq.gz")
 SKIPPED_DIR = re.compile(r"^(?:TMPOUTPUT|LOGOUTPUT|FAILEDOUTPUT)_")
@@ -327,165 +327,11 @@ def _pod5_ids(root: str, relpaths: Sequence[str]) -> list[tuple[str, np.ndarray 
     for rel in relpaths:
         try:
             with pod5.Reader(os.path.join(root, rel)) as reader:
-                ids = _raw_ids(reader)
+                ids = raw_ids(reader)
             out.append((rel, ids, ""))
         except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
             out.append((rel, None, f"{type(exc).__name__}: {exc}"))
     return out
-
-
-def _raw_ids(reader: object) -> np.ndarray:
-    try:
-        parts = [
-            np.frombuffer(
-                chunk.buffers()[1], dtype=ID_DTYPE, count=len(chunk), offset=chunk.offset * 16
-            )
-            for chunk in reader.read_ids_raw.chunks  # type: ignore[attr-defined]
-        ]
-        return np.concatenate(parts) if parts else np.empty(0, ID_DTYPE)
-    except (AttributeError, TypeError, ValueError, IndexError):  # another pod5/arrow version
-        ids = [uuid.UUID(str(r)).bytes for r in reader.read_ids]  # type: ignore[attr-defined]
-        return np.array(ids, dtype=ID_DTYPE)
-
-
-@dataclass
-class ReadFileScan:
-    """The read ids of one read file: arrays over its records with UUID ids."""
-
-    path: str
-    fmt: str  # bam, sam, fastq, fastq.gz ("" when unreadable)
-    records: int  # all records, UUID ids or not
-    bases: int
-    own: np.ndarray  # each record's read id
-    present: np.ndarray  # the read it stands for: its parent when split, else `own`
-    split_at: np.ndarray  # int64: `sp` of a piece, UNSPLIT, or SPLIT_UNKNOWN
-    odd: list[str]  # read ids that are not UUIDs (no pod5 has them)
-    error: str = ""
-
-
-class _Ids:
-    """Accumulates one file's ids as bytes, then makes the arrays."""
-
-    def __init__(self) -> None:
-        self.own = bytearray()
-        self.present = bytearray()
-        self.split_at: list[int] = []
-        self.odd: list[str] = []
-
-    def add(self, rid: str, parent: str | None, sp: int | None) -> None:
-        if _UUID_STR.fullmatch(rid) and (parent is None or _UUID_STR.fullmatch(parent)):
-            own = bytes.fromhex(rid.replace("-", ""))
-            self.own += own
-            if parent is None or parent == rid:
-                self.present += own
-                self.split_at.append(UNSPLIT)
-            else:
-                self.present += bytes.fromhex(parent.replace("-", ""))
-                self.split_at.append(sp if sp is not None and sp >= 0 else SPLIT_UNKNOWN)
-        else:
-            self.odd.append(rid)
-
-    def scan(self, path: str, fmt: str, records: int, bases: int, error: str) -> ReadFileScan:
-        return ReadFileScan(
-            path,
-            fmt,
-            records,
-            bases,
-            np.frombuffer(bytes(self.own), dtype=ID_DTYPE),
-            np.frombuffer(bytes(self.present), dtype=ID_DTYPE),
-            np.array(self.split_at, dtype=np.int64),
-            self.odd,
-            error,
-        )
-
-
-def detect_read_format(path: str) -> str | None:
-    """bam, sam, fastq or fastq.gz from a file's first bytes (empty files are FASTQ)."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            inner = fh.read(4)
-        return "bam" if inner == b"BAM\x01" else "fastq.gz" if inner[:1] in (b"@", b"") else None
-    if not head:
-        return "fastq"
-    if head in (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t"):
-        return "sam"
-    return "fastq" if head.startswith(b"@") else None
-
-
-def scan_read_file(path: str) -> ReadFileScan:
-    """Every primary record of a BAM/SAM/FASTQ(.gz) file: ids, parents, split points, bases."""
-    try:
-        fmt = detect_read_format(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        return _Ids().scan(path, "", 0, 0, f"{type(exc).__name__}: {exc}")
-    if fmt is None:
-        return _Ids().scan(path, "", 0, 0, "neither BAM, SAM nor FASTQ")
-    if fmt in ("bam", "sam"):
-        return _scan_alignments(path, fmt)
-    return _scan_fastq(path, fmt)
-
-
-def _scan_alignments(path: str, fmt: str) -> ReadFileScan:
-    import pysam
-
-    ids = _Ids()
-    records = bases = 0
-    error = ""
-    try:
-        with pysam.AlignmentFile(path, "r", check_sq=False) as handle:
-            for segment in handle.fetch(until_eof=True):
-                if segment.is_secondary or segment.is_supplementary:
-                    continue
-                records += 1
-                bases += segment.query_length
-                parent = segment.get_tag("pi") if segment.has_tag("pi") else None
-                sp = segment.get_tag("sp") if parent and segment.has_tag("sp") else None
-                ids.add(segment.query_name or "", parent, sp)
-    except Exception as exc:  # pysam: OSError, ValueError on a truncated or bad file
-        error = f"record {records + 1}: {type(exc).__name__}: {exc}"
-    return ids.scan(path, fmt, records, bases, error)
-
-
-def _scan_fastq(path: str, fmt: str) -> ReadFileScan:
-    ids = _Ids()
-    records = bases = 0
-    error = ""
-    opener = gzip.open if fmt == "fastq.gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            lines = iter(fh)
-            for header in lines:
-                seq = next(lines, None)
-                plus = next(lines, None)
-                qual = next(lines, None)
-                line = 4 * records + 1
-                if not header.startswith(b"@"):
-                    error = f"line {line}: a record must start with '@'"
-                    break
-                if qual is None or seq is None or plus is None:
-                    error = f"line {line}: record cut short (truncated file?)"
-                    break
-                if not plus.startswith(b"+"):
-                    error = f"line {line + 2}: expected '+' (multi-line FASTQ is not supported)"
-                    break
-                records += 1
-                bases += len(seq.rstrip(b"\r\n"))
-                tokens = header[1:].split()
-                if not tokens:
-                    error = f"line {line}: header without a read id"
-                    break
-                parent = sp = None
-                for token in tokens[1:]:
-                    if token.startswith(_PARENT_TAG):
-                        parent = token[5:].decode("utf-8", "replace")
-                    elif token.startswith(_SPLIT_TAG) and token[5:].isdigit():
-                        sp = int(token[5:])
-                ids.add(tokens[0].decode("utf-8", "replace"), parent, sp if parent else None)
-    except (OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    return ids.scan(path, fmt, records, bases, error)
 
 
 def _scan_read_files(paths: Sequence[str]) -> list[ReadFileScan]:
@@ -535,7 +381,7 @@ def scan_summary(path: str) -> SummaryScan:
                     name = (cells[col_bam] if col_bam is not None else "") or (
                         cells[col_fq] if col_fq is not None else ""
                     )
-                    if _UUID_STR.fullmatch(rid):
+                    if UUID_STR.fullmatch(rid):
                         ids += bytes.fromhex(rid.replace("-", ""))
                         name_of_row.append(names.setdefault(name, len(names)))
                     else:
@@ -560,43 +406,6 @@ def _scan_summaries(paths: Sequence[str]) -> list[SummaryScan]:
 # -- the read-id reader the tests share ------------------------------------------------
 
 
-def read_copies(
-    own: np.ndarray, present: np.ndarray, split_at: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct parent reads, how many times each is present) over a set of records.
-
-    A parent is present as often as its unsplit records, plus the record count of its
-    most repeated piece (a piece: the parent and `sp`, or the child's own id without it).
-    """
-    if not len(own):
-        return np.empty(0, ID_DTYPE), np.empty(0, np.int64)
-    unsplit = split_at == UNSPLIT
-    u_ids, u_counts = np.unique(present[unsplit], return_counts=True)
-    pieces = ~unsplit
-    if pieces.any():
-        n = int(pieces.sum())
-        second = np.ascontiguousarray(own[pieces]).view(np.uint8).reshape(n, 16).copy()
-        sp = split_at[pieces]
-        known = sp >= 0
-        second[known, :8] = sp[known].astype("<i8").view(np.uint8).reshape(-1, 8)
-        second[known, 8:] = 0xFF
-        first = np.ascontiguousarray(present[pieces]).view(np.uint8).reshape(n, 16)
-        keys = np.ascontiguousarray(np.hstack([first, second])).view("S32").ravel()
-        k_ids, k_counts = np.unique(keys, return_counts=True)
-        k_parents = k_ids.astype("S32").view(np.uint8).reshape(-1, 32)[:, :16].copy()
-        k_parents = k_parents.view(ID_DTYPE).ravel()
-        # Keys are sorted, so each parent's pieces are adjacent: take the max per parent.
-        starts = np.flatnonzero(np.r_[True, k_parents[1:] != k_parents[:-1]])
-        c_ids, c_counts = k_parents[starts], np.maximum.reduceat(k_counts, starts)
-    else:
-        c_ids, c_counts = np.empty(0, ID_DTYPE), np.empty(0, np.int64)
-    parents = np.union1d(u_ids, c_ids).astype(ID_DTYPE)
-    copies = np.zeros(len(parents), dtype=np.int64)
-    copies[np.searchsorted(parents, u_ids)] += u_counts
-    copies[np.searchsorted(parents, c_ids)] += c_counts
-    return parents, copies
-
-
 def output_read_ids(output_dir: Path, *, workers: int | None = 0) -> Counter[str]:
     """How many times each read is present in OUTPUT (either layout): {read id: copies}.
 
@@ -614,7 +423,7 @@ def output_read_ids(output_dir: Path, *, workers: int | None = 0) -> Counter[str
     own, present, split_at, _ = _concat_scans(scans)
     parents, copies = read_copies(own, present, split_at)
     counts: Counter[str] = Counter(
-        {_as_uuid(p): int(c) for p, c in zip(parents, copies, strict=True)}
+        {as_uuid(p): int(c) for p, c in zip(parents, copies, strict=True)}
     )
     for scan in scans:
         counts.update(scan.odd)
@@ -808,13 +617,13 @@ def _compare(
     report.extra_records += sum(n - 1 for n in odd_dups.values())
     dup_rows = np.flatnonzero(np.isin(present, dup_reads[:limit]))
     for rid, rows in _groups(present[dup_rows], dup_rows, limit):
-        report.duplicate_locations[_as_uuid(rid)] = [scans[where[r]].path for r in rows]
+        report.duplicate_locations[as_uuid(rid)] = [scans[where[r]].path for r in rows]
     for rid in list(odd_dups)[: max(0, limit - len(report.duplicate_locations))]:
         report.duplicate_locations[rid] = [s.path for s in scans for r in s.odd if r == rid]
 
     unexpected = parents[~np.isin(parents, in_unique)]
     report.unexpected = len(unexpected) + len(odd)
-    report.unexpected_ids = [_as_uuid(r) for r in unexpected[:limit]]
+    report.unexpected_ids = [as_uuid(r) for r in unexpected[:limit]]
     report.unexpected_ids += list(odd)[: max(0, limit - len(report.unexpected_ids))]
 
     # Per input file: missing (unless quarantined) and duplicated reads.
@@ -829,7 +638,7 @@ def _compare(
         for owner, hit in _groups(in_owner[rows], rows, None):
             entry = file_report(pod5_rel[int(owner)])
             setattr(entry, attr, len(hit))
-            getattr(entry, f"{attr}_ids").extend(_as_uuid(r) for r in in_ids[hit[:limit]])
+            getattr(entry, f"{attr}_ids").extend(as_uuid(r) for r in in_ids[hit[:limit]])
     for idx, rel in enumerate(pod5_rel):
         if rel in by_file and not by_file[rel].reads and idx < len(reads_per_file):
             by_file[rel].reads = int(reads_per_file[idx])
@@ -937,14 +746,14 @@ def _check_summary(
     ids_unique, ids_counts = np.unique(row_ids, return_counts=True)
     doubled = ids_unique[ids_counts > 1]
     check.duplicated_rows = len(doubled)
-    check.duplicated_row_ids = [_as_uuid(r) for r in doubled[:limit]]
+    check.duplicated_row_ids = [as_uuid(r) for r in doubled[:limit]]
     no_read = ~np.isin(row_ids, rec_ids)
     check.rows_without_read = int(no_read.sum()) + len(odd)
-    check.rows_without_read_ids = [_as_uuid(r) for r in row_ids[no_read][:limit]]
+    check.rows_without_read_ids = [as_uuid(r) for r in row_ids[no_read][:limit]]
     check.rows_without_read_ids += odd[: max(0, limit - len(check.rows_without_read_ids))]
     wrong = ~no_read & ~dangling & ~np.isin(_keys(row_ids, row_names), _keys(rec_ids, rec_names))
     check.wrong_file_rows = int(wrong.sum())
-    check.wrong_file_ids = [_as_uuid(r) for r in row_ids[wrong][:limit]]
+    check.wrong_file_ids = [as_uuid(r) for r in row_ids[wrong][:limit]]
 
     # Records: each has a row, unless its file is a plain FASTQ that no row names.
     has_row = np.isin(rec_ids, row_ids)
@@ -954,7 +763,7 @@ def _check_summary(
     check.matched = int(np.isin(_keys(rec_ids, rec_names), _keys(row_ids, row_names)).sum())
     check.legacy_records = int(legacy.sum())
     check.records_without_row = int(without.sum())
-    check.records_without_row_ids = [_as_uuid(r) for r in rec_ids[without][:limit]]
+    check.records_without_row_ids = [as_uuid(r) for r in rec_ids[without][:limit]]
     return check
 
 
@@ -972,7 +781,3 @@ def _groups(
         if limit is not None and n >= limit:
             return
         yield keys[start], rows[start:end]
-
-
-def _as_uuid(raw: bytes) -> str:
-    return str(uuid.UUID(bytes=bytes(raw).ljust(16, b"\0")))
