@@ -277,3 +277,47 @@ def test_a_large_fleets_speeds_are_summed_again_less_often(run_dirs, clock) -> N
     clock.t += 1.6
     assert m._fleet(clock.t) is not large
     m.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("x.bam", lambda good: good + b"stale bytes of another writer"),
+        ("x.bam", lambda good: good[: len(good) // 2]),
+        ("x.fastq.gz", lambda good: b""),
+    ],
+)
+def test_a_broken_output_is_not_merged_and_the_batch_fails(run_dirs, clock, name, damage) -> None:
+    """Cheap checks before any rename: a BAM without its EOF block (cut short, or with
+    stale bytes after it) or a gzip that is not one fails the batch; nothing reaches
+    OUTPUT and the folder is kept for inspection."""
+    import gzip
+
+    import pysam
+
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = open_manager(inp, out, clock, max_attempts=3)
+    a = m.claim("e1", None, api="v1")
+    reads = m.layout.tmp_output_dir(a.job.id, "e1") / "run/bam_pass"
+    reads.mkdir(parents=True)
+    whole = reads / f".whole-{name}"
+    if name.endswith(".bam"):
+        header = {"HD": {"VN": "1.6"}}
+        with pysam.AlignmentFile(str(whole), "wb", header=header) as bam:
+            seg = pysam.AlignedSegment(bam.header)
+            seg.query_name, seg.query_sequence, seg.flag = "r1", "ACGT", 4
+            bam.write(seg)
+    else:
+        with gzip.open(whole, "wb") as fh:
+            fh.write(b"@r1\nACGT\n+\n!!!!\n")
+    (reads / name).write_bytes(damage(whole.read_bytes()))
+    whole.unlink()
+    m.complete(a.job.id, Outcome.DONE, a.job.token)
+    job = m.db.get_job(a.job.id)
+    assert job.state is JobState.FAILED
+    assert "not merged" in (job.reason or "") and name in (job.reason or "")
+    assert not (out / "run").exists()
+    kept = out / f"FAILEDOUTPUT_{a.job.id}_e1" / "run/bam_pass" / name
+    assert kept.is_file()
+    assert m.db.get_file("f0000.pod5").state is FileState.QUEUED  # retried

@@ -99,3 +99,27 @@ def test_default_min_qscore_follows_the_model(model: str, qscore: int) -> None:
 def test_default_min_qscore_needs_a_speed() -> None:
     with pytest.raises(ValueError, match="min-qscore"):
         default_min_qscore("/models/my_custom_model")
+
+
+def test_minknows_random_ids_keep_their_8_characters_other_ids_get_a_digest() -> None:
+    """MinKNOW's ids are random, so 8 characters tell them apart; ids that share their
+    first 8 characters (converted or hand-made data) never share a name."""
+    assert naming.short_id("e05460c6-1111-4222-8333-444455556666") == "e05460c6"
+    assert naming.short_id("a" * 40) == "aaaaaaaa"  # an acquisition id (SHA-1)
+    one = naming.short_id("00000000-0000-0000-0000-000000000001")
+    two = naming.short_id("00000000-0000-0000-0000-000000000002")
+    assert one != two and one.startswith("00000000-") and two.startswith("00000000-")
+    assert naming.short_id("run1") == naming.short_id("run1")  # the same on every engine
+    assert naming.flowcell_name("PAW12345") == "PAW12345"
+    assert naming.flowcell_name("a/b") != naming.flowcell_name("a-b")
+    assert "/" not in naming.flowcell_name("../x") and naming.flowcell_name("") == "UNKNOWN"
+
+
+def test_runs_whose_short_ids_would_collide_get_distinct_file_names() -> None:
+    ids = [
+        RunIds("PAK00000", f"00000000-0000-0000-0000-{i:012d}", "aaaaaaaa-0000-4000-8000-0000")
+        for i in range(1, 21)
+    ]
+    names = {naming.reads_file_name(r, "bam", True, None, 1) for r in ids}
+    summaries = {naming.summary_name(r) for r in ids}
+    assert len(names) == 20 and len(summaries) == 20

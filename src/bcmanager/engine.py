@@ -32,10 +32,12 @@ import httpx
 
 from bcmanager.basecallers.abc import Basecaller
 from bcmanager.errors import ConfigError
+from bcmanager.output.check import check_batch, filtered_list_name, write_filtered_lists
 from bcmanager.output.filing import (
     Filed,
     file_native_output,
     finish_stream_filing,
+    run_folder_of,
     stream_filing,
 )
 from bcmanager.output.split import STAGING_DIR
@@ -377,7 +379,53 @@ class Engine:
             log.error("job %d: cannot file the basecaller's output: %s", job["job_id"], exc)
             return f"filing the output failed: {exc}"[:1000]
         log.info("job %d: %d read(s) into %d file(s)", job["job_id"], filed.reads, len(filed.files))
-        return filed
+        problem = self._check_batch(job, basecaller, filed)
+        return filed if problem is None else problem
+
+    def _check_batch(self, job: dict[str, Any], basecaller: Basecaller, filed: Filed) -> str | None:
+        """Every read of the batch's pod5 files in its filed outputs exactly once, every
+        output whole (`output.check`); why not, or None. Reads the basecaller says it
+        filtered are listed beside their run's outputs."""
+        started = time.monotonic()
+        input_dir, output_dir = Path(job["input_dir"]), Path(job["output_dir"])
+        pod5_files = {f["name"]: input_dir / f["name"] for f in job["files"]}
+        try:
+            said = basecaller.filtered_reads(
+                (output_dir / "basecaller.log").read_text(encoding="utf-8", errors="replace")
+            )
+        except OSError:
+            said = 0
+        check = check_batch(
+            pod5_files, [output_dir / rel for rel in filed.files], filtered_by_basecaller=said
+        )
+        problem = check.problem()
+        if problem is not None:
+            log.error("job %d: the batch check failed: %s", job["job_id"], problem)
+            return f"batch check: {problem}"[:1000]
+        if check.filtered:
+            folders = {
+                f["name"]: run_folder_of(
+                    input_dir / f["name"], f["path"], job.get("output_layout", "legacy")
+                )
+                for f in job["files"]
+                if f["name"] in check.missing
+            }
+            write_filtered_lists(output_dir, check.missing, folders, job["job_id"])
+            log.warning(
+                "job %d: %d read(s) filtered by the basecaller (it says %d), listed in %s",
+                job["job_id"],
+                check.n_missing,
+                said,
+                filtered_list_name(job["job_id"]),
+            )
+        log.info(
+            "job %d: checked %d read(s) in %d output(s) in %.2f s",
+            job["job_id"],
+            check.reads,
+            len(filed.files),
+            time.monotonic() - started,
+        )
+        return None
 
     def _finish_stream(self, batch: Batch) -> Filed | None:
         """The batch's stream filed to its end; None when it was not followed, or when

@@ -29,6 +29,7 @@ from bcmanager.janitor import Janitor
 from bcmanager.layout import Layout, remove_tree
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile, job_row
 from bcmanager.output.layouts import OutputLayout, output_layout
+from bcmanager.output.whole import merge_problem
 from bcmanager.output.yields import Yield, added
 from bcmanager.recovery import Recovery
 from bcmanager.runstats import LedgerReader
@@ -704,7 +705,7 @@ class Manager:
         timing: Timing | None = None,
     ) -> None:
         engine = self._forget_job(job)
-        if outcome is Outcome.DONE:
+        if outcome is Outcome.DONE:  # checked before anything is journaled or moved
             files = self.db.files_of_job(job.id)
             inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
             gen = self.generation(job.gen)
@@ -716,6 +717,12 @@ class Manager:
                 lambda: self._run_folder(files),
                 root=gen.output_root,
             )
+            problem = merge_problem(
+                self.layout.tmp_output_dir(job.id, job.engine), [src for src, _ in plan["outputs"]]
+            )
+            if problem is not None:  # nothing renamed; its folder kept in FAILEDOUTPUT_*
+                outcome, reason = Outcome.FAILED, f"not merged: {problem}"
+        if outcome is Outcome.DONE:
             if gen.id or gen.model is not None:
                 plan["generation"] = gen.to_dict()
             if yields:

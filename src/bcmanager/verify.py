@@ -12,7 +12,10 @@ bcmanager's own folders (`TMPOUTPUT_*`, `LOGOUTPUT_*`, `FAILEDOUTPUT_*`, `QUARAN
 `.bcmanager`) and hidden names are skipped. It then reports, per input file, the reads
 that are missing or present more than once, and the records that come from no pod5.
 Files listed in OUTPUT/QUARANTINE/quarantined.tsv are expected to be missing; their
-reads are still checked for duplicates.
+reads are still checked for duplicates. Reads a basecaller filtered on purpose (Dorado
+drops sequences under 5 bases), which an engine lists in `filtered_reads_<job>.txt`
+beside the run's outputs, are reported as filtered, not missing: the engine's check
+before DONE (`bcmanager.output.check`) accepts them the same way.
 
 Split reads (Dorado's `pi` tag, in BAM or in a FASTQ header) count for their parent: a
 parent is present as many times as its unsplit records plus the most repeated of its
@@ -53,6 +56,7 @@ from bcmanager.errors import ConfigError
 from bcmanager.generations import DEFAULT_NAME, TREE_DIR
 from bcmanager.layout import QUARANTINE_DIR, STATE_DIR, Layout, is_complete_pod5
 from bcmanager.output.layouts import LEGACY_SUBDIRS
+from bcmanager.output.naming import FILTERED_LIST
 from bcmanager.readids import (
     ID_DTYPE,
     UUID_STR,
@@ -178,6 +182,7 @@ class VerifyReport:
     bases: int = 0
     formats: dict[str, int] = field(default_factory=dict)  # files per format
     missing: int = 0  # input reads without a record (quarantined files excepted)
+    filtered: int = 0  # reads without a record that the basecaller filtered (listed)
     duplicated: int = 0  # reads present more than once
     extra_records: int = 0  # copies beyond the first of each duplicated read
     unexpected: int = 0  # read ids in the output but in no pod5
@@ -247,6 +252,7 @@ class OutputFile:
 class OutputTree:
     read_files: list[OutputFile] = field(default_factory=list)
     summaries: dict[str, list[str]] = field(default_factory=dict)  # run folder -> paths
+    filtered_lists: list[str] = field(default_factory=list)  # `filtered_reads_<job>.txt`
 
     @property
     def layout(self) -> str:
@@ -305,6 +311,8 @@ def scan_output_tree(output: Path) -> OutputTree:
                 tree.read_files.append(OutputFile(entry.path, rel, run, status, barcode))
             elif _SUMMARY.match(entry.name):
                 tree.summaries.setdefault(rel_dir or ".", []).append(entry.path)
+            elif FILTERED_LIST.match(entry.name):
+                tree.filtered_lists.append(entry.path)
     tree.read_files.sort(key=lambda f: f.rel)
     for paths in tree.summaries.values():
         paths.sort()
@@ -512,9 +520,25 @@ def verify_run(
                 if progress is not None:
                     progress(done, total)
     ordered = [scans[f.path] for f in tree.read_files]
-    _compare(report, pod5_rel, pod5_results, ordered)
+    _compare(report, pod5_rel, pod5_results, ordered, filtered_ids(tree.filtered_lists))
     _yields_and_summaries(report, tree, ordered, summaries, output_dir)
     return report
+
+
+def filtered_ids(paths: Sequence[str]) -> np.ndarray:
+    """The read ids that basecallers filtered on purpose, from the lists engines leave
+    beside a run's outputs (`bcmanager.output.check`); lines that are not UUIDs skipped."""
+    ids = bytearray()
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    rid = line.strip()
+                    if UUID_STR.fullmatch(rid):
+                        ids += bytes.fromhex(rid.replace("-", ""))
+        except OSError as exc:
+            log.warning("%s: cannot read the list of filtered reads (%s)", path, exc)
+    return np.frombuffer(bytes(ids), dtype=ID_DTYPE)
 
 
 def generation_root(layout: Layout, name: str | None) -> str:
@@ -567,6 +591,7 @@ def _compare(
     pod5_rel: list[str],
     pod5_results: dict[str, tuple[np.ndarray | None, str]],
     scans: list[ReadFileScan],
+    filtered: np.ndarray,
 ) -> None:
     limit = report.max_listed
     by_file: dict[str, FileReport] = {}
@@ -630,6 +655,9 @@ def _compare(
     is_present = np.isin(in_ids, parents)
     in_quarantine = np.isin(in_owner, np.array(quarantined_idx, dtype=np.int32))
     missing_mask = ~is_present & ~in_quarantine
+    filtered_mask = missing_mask & np.isin(in_ids, filtered)
+    report.filtered = len(np.unique(in_ids[filtered_mask]))
+    missing_mask &= ~filtered_mask
     duplicated_mask = np.isin(in_ids, dup_reads)
     report.missing = len(np.unique(in_ids[missing_mask]))
     reads_per_file = np.bincount(in_owner, minlength=len(pod5_rel))

@@ -9,6 +9,7 @@ convention does. Backends live one per module beside this file.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from bcmanager.errors import ConfigError
 
+# Dorado's last log lines say how many reads it left out on purpose (every basecalled
+# sequence under 5 bases, and any under --min-qscore; dorado #585, #937).
+_DORADO_FILTERED = re.compile(r"Simplex reads filtered:\s*(\d+)")
 NATIVE_DIR = "basecalls"  # where a native basecaller writes, under the job's output folder
 
 
@@ -68,3 +72,15 @@ class Basecaller(ABC):
     def describe(self) -> str:
         """One line for the engine's start-up log."""
         return self.name
+
+    def filtered_reads(self, log_text: str) -> int:
+        """How many reads the basecaller says (in its log of one batch) it left out on
+        purpose; they may be missing from its output (`bcmanager.output.check`). Ours
+        leave none out."""
+        return 0
+
+
+def dorado_filtered_count(log_text: str) -> int:
+    """The reads a Dorado log (or its stand-ins') says were filtered; 0 if it says none."""
+    found = _DORADO_FILTERED.findall(log_text)
+    return sum(int(n) for n in found)

@@ -23,7 +23,12 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
+from bcmanager.basecallers.abc import (
+    NATIVE_DIR,
+    Basecaller,
+    Invocation,
+    dorado_filtered_count,
+)
 from bcmanager.basecallers.script import require_executable
 from bcmanager.errors import ConfigError
 
@@ -137,3 +142,7 @@ class DoradoBasecaller(Basecaller):
     def describe(self) -> str:
         extras = f", kit {self.kit_name}" if self.kit_name else ""
         return f"dorado ({self.dorado}) model {self.model} on {self.device}{extras}"
+
+    def filtered_reads(self, log_text: str) -> int:
+        """The reads Dorado says it filtered (its `Simplex reads filtered: N` line)."""
+        return dorado_filtered_count(log_text)

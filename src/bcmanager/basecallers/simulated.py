@@ -39,7 +39,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
+from bcmanager.basecallers.abc import (
+    NATIVE_DIR,
+    Basecaller,
+    Invocation,
+    dorado_filtered_count,
+)
 from bcmanager.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,6 +57,7 @@ _IMPORTED_AT = time.monotonic()  # the process start, where /proc cannot tell it
 log = logging.getLogger("bcmanager.basecallers.simulated")
 
 _BASES = b"ACGT"
+MIN_SEQUENCE_LENGTH = 5  # Dorado drops every basecalled sequence shorter (dorado #585)
 _PARTIAL_PREFIX = ".partial-"
 READY_MARK = ".basecalling"  # the first output, written when the start-up is over
 
@@ -162,6 +168,10 @@ class SimulatedBasecaller(Basecaller):
         """What `dorado download --models-directory` does for Dorado, once per engine."""
         if self.style == "dorado" and self.models_directory is not None:
             download_model(Path(self.models_directory), self.options.model)
+
+    def filtered_reads(self, log_text: str) -> int:
+        """What it says it filtered, in Dorado's words (Dorado style only)."""
+        return dorado_filtered_count(log_text) if self.style == "dorado" else 0
 
     def describe(self) -> str:
         output = "" if self.style == "legacy" else f", Dorado-like {self.options.basecall_model()}"
@@ -481,6 +491,8 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
         picked = body[::10][: len(sequence)] if len(body) else np.zeros(1, dtype=np.int64)
         quality = _qualities(read_id, picked)
         qscore = _mean_qscore(quality)
+        if len(sequence) < MIN_SEQUENCE_LENGTH:
+            continue  # Dorado's fixed filter (dorado #585)
         if options.min_qscore is not None and qscore < options.min_qscore:
             continue
         pa = (body + record.calibration.offset) * record.calibration.scale
@@ -522,14 +534,36 @@ def _mean_qscore(quality: str) -> float:
     return round(mean_qscore(quality), 4)
 
 
-def iter_sim_reads(pod5_path: Path, options: DoradoOptions) -> Iterator[SimRead]:
-    """Dorado-like reads of every read of a pod5; Pod5ReadError if it cannot be read."""
+@dataclass
+class Tally:
+    """Dorado's closing counts: reads basecalled, and reads it left out (no output)."""
+
+    basecalled: int = 0
+    filtered: int = 0
+
+    def log_lines(self) -> str:
+        """What Dorado prints at its end (the engine reads the filtered count)."""
+        return (
+            f"[info] > Simplex reads basecalled: {self.basecalled}\n"
+            f"[info] > Simplex reads filtered: {self.filtered}\n"
+        )
+
+
+def iter_sim_reads(
+    pod5_path: Path, options: DoradoOptions, tally: Tally | None = None
+) -> Iterator[SimRead]:
+    """Dorado-like reads of every read of a pod5; Pod5ReadError if it cannot be read.
+    Reads that come out as none (Dorado's filters) are counted in `tally`."""
     import pod5
 
+    tally = tally if tally is not None else Tally()
     try:
         with pod5.Reader(pod5_path) as reader:
             for record in reader.reads():
-                yield from simulate_read(record, pod5_path.name, options)
+                reads = simulate_read(record, pod5_path.name, options)
+                tally.basecalled += 1 if reads else 0
+                tally.filtered += 0 if reads else 1
+                yield from reads
     except Pod5ReadError:
         raise
     except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
@@ -648,32 +682,59 @@ def write_dorado_output(
     With `pace`, each read is written (and flushed) when a GPU would have called it: the
     output grows read by read, as Dorado's real reads fill its BAM's blocks (these reads
     are short; a 64 KiB block would hold a whole file's)."""
+    header_dict = bam_header(run_infos(paths), options, command_line)
+    tally = Tally()
+    try:
+        if options.emit_fastq:
+            return _write_fastq_stream(paths, out, options, header_dict, pace, tally)
+        return _write_bam_stream(paths, out, options, header_dict, pace, tally)
+    finally:
+        print(tally.log_lines(), end="", file=sys.stderr, flush=True)
+
+
+def _write_fastq_stream(
+    paths: Sequence[Path],
+    out: str | Path,
+    options: DoradoOptions,
+    header_dict: dict,
+    pace: Pacer | None,
+    tally: Tally,
+) -> tuple[int, int]:
+    reads = samples = 0
+    target = sys.stdout if str(out) == "-" else open(out, "w", encoding="ascii")  # noqa: SIM115
+    try:
+        for path in paths:
+            for read in iter_sim_reads(path, options, tally):
+                ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
+                if pace is not None:
+                    pace(ns)
+                target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
+                if pace is not None:
+                    target.flush()
+                reads += 1
+                samples += ns
+    finally:
+        target.flush()
+        if target is not sys.stdout:
+            target.close()
+    return reads, samples
+
+
+def _write_bam_stream(
+    paths: Sequence[Path],
+    out: str | Path,
+    options: DoradoOptions,
+    header_dict: dict,
+    pace: Pacer | None,
+    tally: Tally,
+) -> tuple[int, int]:
     import pysam
 
-    header_dict = bam_header(run_infos(paths), options, command_line)
     reads = samples = 0
-    if options.emit_fastq:
-        target = sys.stdout if str(out) == "-" else open(out, "w", encoding="ascii")  # noqa: SIM115
-        try:
-            for path in paths:
-                for read in iter_sim_reads(path, options):
-                    ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
-                    if pace is not None:
-                        pace(ns)
-                    target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
-                    if pace is not None:
-                        target.flush()
-                    reads += 1
-                    samples += ns
-        finally:
-            target.flush()
-            if target is not sys.stdout:
-                target.close()
-        return reads, samples
     sys.stdout.flush()
     with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
         for path in paths:
-            for read in iter_sim_reads(path, options):
+            for read in iter_sim_reads(path, options, tally):
                 ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
                 if pace is not None:
                     pace(ns)

@@ -126,6 +126,7 @@ def _print_report(report: VerifyReport, out: Console) -> None:
         ("summary files", report.summary_files, False),
         ("summary rows", report.summary_rows, False),
         ("missing reads", report.missing, True),
+        ("filtered by the basecaller (listed)", report.filtered, False),
         ("duplicated reads", report.duplicated, True),
         ("unexpected reads", report.unexpected, True),
         ("unreadable pod5 files", report.unreadable, True),

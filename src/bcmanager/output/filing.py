@@ -101,6 +101,12 @@ def finish_stream_filing(filing: StreamFiling, output_dir: Path) -> Filed:
     return filed
 
 
+def run_folder_of(pod5: Path, relpath: str, layout: str) -> str:
+    """Where a pod5's reads go in the job's output folder: its run folder (`minknow`),
+    or the folder itself (`legacy`)."""
+    return origin_of(pod5, relpath).run_folder if layout == "minknow" else "."
+
+
 def _origins(input_dir: Path, files: list[dict]) -> dict:
     return {f["name"]: origin_of(input_dir / f["name"], f["path"]) for f in files}
 

@@ -11,6 +11,9 @@ Two layouts, chosen once per OUTPUT (the ledger remembers it):
   engine left in `TMPOUTPUT/{pass,fail}/` (an original engine, a script backend) goes
   to `OUTPUT/<the job's run folder>/fastq_{pass,fail}/job_id_<job>_NAME`.
 
+In both, a job's list of the reads its basecaller filtered on purpose,
+`filtered_reads_<job>.txt` (`bcmanager.output.check`), moves to the same place in OUTPUT.
+
 A plan only names paths; the layout module (`bcmanager.layout`) carries it out, so the
 manager never reads a read. Pure: no I/O but listing the job's output folder.
 """
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bcmanager.output.naming import join
+from bcmanager.output.naming import filtered_list_name, join
 
 LEGACY_SUBDIRS = ("pass", "fail")
 _READS_DIR = re.compile(r"^(bam|fastq)_(pass|fail)$")
@@ -59,6 +62,8 @@ class LegacyOutput(OutputLayout):
         parts = MergeParts()
         for sub, name in _legacy_files(tmp):
             parts.moves.append([f"{sub}/{name}", f"{sub}/{legacy_name(job_id, name)}"])
+        if (tmp / filtered_list_name(job_id)).is_file():
+            parts.moves.append([filtered_list_name(job_id)] * 2)
         return parts
 
     def ensure_dirs(self, output: Path) -> None:
@@ -82,7 +87,9 @@ class MinknowOutput(OutputLayout):
             fragment = _FRAGMENT.match(name)
             if fragment is not None and int(fragment.group(2)) == job_id:
                 parts.appends.append([rel, join(folder, f"{fragment.group(1)}.txt")])
-            elif any(_READS_DIR.match(p) for p in folder.split("/")):
+            elif any(_READS_DIR.match(p) for p in folder.split("/")) or name == filtered_list_name(
+                job_id
+            ):
                 parts.moves.append([rel, rel])
         return parts
 

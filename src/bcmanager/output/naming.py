@@ -46,6 +46,8 @@ _RANDOM_ID = re.compile(
 )
 _PLAIN_FLOWCELL = re.compile(r"[A-Za-z0-9]+")
 DIGEST_LEN = 8
+FILTERED_LIST_PREFIX = "filtered_reads_"
+FILTERED_LIST = re.compile(r"^filtered_reads_\d+\.txt$")
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,12 @@ def summary_name(ids: RunIds) -> str:
 def summary_fragment_name(ids: RunIds, job_id: int) -> str:
     """A job's rows of a run's summary: the summary's name with `_<job>` before `.txt`."""
     return summary_name(ids).removesuffix(".txt") + f"_{int(job_id)}.txt"
+
+
+def filtered_list_name(job_id: int) -> str:
+    """`filtered_reads_<job>.txt`: beside a run's outputs, the reads of a job that the
+    basecaller left out on purpose (`bcmanager.output.check`), one read id a line."""
+    return f"{FILTERED_LIST_PREFIX}{int(job_id)}.txt"
 
 
 def join(*parts: str) -> str:

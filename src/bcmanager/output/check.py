@@ -1,0 +1,145 @@
+"""An engine's check of its batch before it reports DONE.
+
+The engine knows the read ids of the pod5 files it was given (their read tables, read on
+the GPU node, never on the manager's hand-out path). After filing, every one of them must
+be in the filed outputs exactly once, counted as `bcm verify` counts them (split reads
+for their parent, secondary and supplementary records never), no output may hold a read
+of no pod5 of the batch, and every output must be whole: read to its end by pysam with
+its truncation check on (a BAM's every block and its EOF block), or by gzip to its
+trailer. A batch that fails is reported FAILED with what is wrong, retried and in the
+end quarantined, never DONE.
+
+A basecaller may leave reads out on purpose: Dorado drops every read whose basecalled
+sequence is shorter than 5 bases and says how many in its log ("Simplex reads filtered:
+N"). Missing reads are accepted up to the number the basecaller says it filtered; their
+ids are then listed in `filtered_reads_<job>.txt` beside the run's outputs, which `bcm
+verify` reads and counts as filtered, not missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bcmanager.output.naming import filtered_list_name
+from bcmanager.readids import ID_DTYPE, as_uuid, pod5_read_ids, read_copies, scan_read_file
+
+MAX_LISTED = 5  # ids named in a problem's message
+
+
+@dataclass
+class BatchCheck:
+    """What a batch's filed outputs hold against its pod5 files."""
+
+    reads: int = 0  # distinct read ids in the batch's pod5 files
+    records: int = 0  # primary records in its outputs
+    missing: dict[str, list[str]] = field(default_factory=dict)  # pod5 name -> read ids
+    duplicated: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    broken: dict[str, str] = field(default_factory=dict)  # output -> what is wrong
+    unreadable: dict[str, str] = field(default_factory=dict)  # pod5 name -> error
+    filtered_by_basecaller: int = 0  # what the basecaller says it left out
+
+    @property
+    def n_missing(self) -> int:
+        return sum(len(ids) for ids in self.missing.values())
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the missing reads are the ones the basecaller says it filtered."""
+        return 0 < self.n_missing <= self.filtered_by_basecaller
+
+    def problem(self) -> str | None:
+        """Why the batch must not be reported DONE, in one line; None when it may."""
+        parts = []
+        if self.broken:
+            path, why = next(iter(self.broken.items()))
+            parts.append(f"{len(self.broken)} output(s) not whole, e.g. {path}: {why}")
+        if self.unreadable:
+            name, why = next(iter(self.unreadable.items()))
+            parts.append(f"{len(self.unreadable)} pod5 file(s) unreadable, e.g. {name}: {why}")
+        if self.n_missing and not self.filtered:
+            ids = [i for ids in self.missing.values() for i in ids][:MAX_LISTED]
+            said = self.filtered_by_basecaller
+            parts.append(
+                f"{self.n_missing} of {self.reads} read(s) missing from the outputs"
+                f" (the basecaller says it filtered {said}), e.g. {', '.join(ids)}"
+            )
+        if self.duplicated:
+            parts.append(
+                f"{len(self.duplicated)} read(s) filed more than once, e.g."
+                f" {', '.join(self.duplicated[:MAX_LISTED])}"
+            )
+        if self.unexpected:
+            parts.append(
+                f"{len(self.unexpected)} read(s) of no pod5 of the batch, e.g."
+                f" {', '.join(self.unexpected[:MAX_LISTED])}"
+            )
+        return "; ".join(parts) or None
+
+
+def check_batch(
+    pod5_files: Mapping[str, Path],
+    outputs: Sequence[Path],
+    *,
+    filtered_by_basecaller: int = 0,
+) -> BatchCheck:
+    """Check the filed `outputs` against the batch's `pod5_files` ({name: path})."""
+    check = BatchCheck(filtered_by_basecaller=filtered_by_basecaller)
+    expected: dict[str, np.ndarray] = {}
+    for name, path in pod5_files.items():
+        try:
+            expected[name] = pod5_read_ids(str(path))
+        except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
+            check.unreadable[name] = f"{type(exc).__name__}: {exc}"
+    scans = [scan_read_file(str(p)) for p in outputs]
+    for scan in scans:
+        if scan.error:
+            check.broken[scan.path] = scan.error
+        check.records += scan.records
+    check.unexpected = [odd for scan in scans for odd in scan.odd]
+    parents, copies = read_copies(
+        _joined([s.own for s in scans], ID_DTYPE),
+        _joined([s.present for s in scans], ID_DTYPE),
+        _joined([s.split_at for s in scans], np.dtype(np.int64)),
+    )
+    all_expected = np.unique(_joined(list(expected.values()), ID_DTYPE))
+    check.reads = len(all_expected)
+    for name, ids in expected.items():
+        lost = ids[~np.isin(ids, parents)]
+        if len(lost):
+            check.missing[name] = [as_uuid(raw) for raw in lost]
+    check.duplicated = [as_uuid(p) for p in parents[copies > 1]]
+    check.unexpected += [as_uuid(p) for p in parents[~np.isin(parents, all_expected)]]
+    return check
+
+
+def _joined(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype)
+
+
+def write_filtered_lists(
+    dest: Path, missing: Mapping[str, list[str]], run_folder_of: Mapping[str, str], job_id: int
+) -> list[str]:
+    """List the reads the basecaller filtered, one file per run folder (DEST-relative
+    paths written): `<run folder>/filtered_reads_<job>.txt`, one read id a line."""
+    by_folder: dict[str, list[str]] = {}
+    for name, ids in missing.items():
+        by_folder.setdefault(run_folder_of.get(name, "."), []).extend(ids)
+    written = []
+    for folder, ids in sorted(by_folder.items()):
+        rel = (
+            filtered_list_name(job_id)
+            if folder == "."
+            else f"{folder}/{filtered_list_name(job_id)}"
+        )
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".partial-{path.name}")
+        partial.write_text("".join(f"{rid}\n" for rid in sorted(ids)), encoding="ascii")
+        partial.replace(path)
+        written.append(rel)
+    return written
