@@ -701,7 +701,7 @@ def _write_fastq_stream(
     tally: Tally,
 ) -> tuple[int, int]:
     reads = samples = 0
-    target = sys.stdout if str(out) == "-" else open(out, "w", encoding="ascii")  # noqa: SIM115
+    target = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115
     try:
         for path in paths:
             for read in iter_sim_reads(path, options, tally):
@@ -788,7 +788,7 @@ def basecall_folder(
         for pod5_path in list_pod5(input_dir):
             partial = output_dir / f"{_PARTIAL_PREFIX}{pod5_path.stem}.fastq"
             partials.append(partial)
-            with open(partial, "w", encoding="ascii") as out:
+            with open(partial, "w", encoding="utf-8") as out:
                 reads, samples = write_fastq(pod5_path, out, pace)
             result.files += 1
             result.reads += reads

@@ -127,7 +127,7 @@ def _as_legacy_fastq(native: Path, pass_dir: Path) -> Filed:
         stem = path.name.split(".", 1)[0]
         target = pass_dir / f"{stem}.fastq"
         partial = pass_dir / f".partial-{target.name}"
-        with open(partial, "w", encoding="ascii") as out:
+        with open(partial, "w", encoding="utf-8") as out:
             for _fmt, record, _strides in iter_source([path]):
                 out.write(fastq_text(record))
                 filed.reads += 1

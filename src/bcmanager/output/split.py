@@ -52,6 +52,7 @@ log = logging.getLogger("bcmanager.output.split")
 MIN_QSCORE_BY_SPEED = {"fast": 8, "hac": 9, "sup": 10}  # MinKNOW's defaults per model
 _SPEED = re.compile(r"(?:^|[_,/@])(fast|hac|sup)(?:$|[_,@/])")
 _DS_FIELD = re.compile(r"(\w+)=(\S*)")
+_DS_RUNID = re.compile(r"(?:^|\s)runid=(.*?)(?=\s\w+=|$)")
 STAGING_DIR = ".filing"  # partial outputs, under the destination
 
 
@@ -203,16 +204,18 @@ def header_for_runs(header: Mapping, run_ids: set[str]) -> dict:
     """`header` with only the read groups of the runs `run_ids` (all of them if none
     matches)."""
     groups = header.get("RG", [])
-    mine = [
-        rg
-        for rg in groups
-        if str(rg.get("ID", "")).split("_", 1)[0] in run_ids
-        or dict(_DS_FIELD.findall(str(rg.get("DS", "")))).get("runid") in run_ids
-    ]
+    mine = [rg for rg in groups if _run_of_read_group(rg) in run_ids]
     restricted = {k: v for k, v in header.items() if k != "RG"}
     if mine or groups:
         restricted["RG"] = mine or list(groups)
     return restricted
+
+
+def _run_of_read_group(rg: Mapping) -> str:
+    """A read group's run id: its DS `runid=` (to the next ` key=`, so an id with a
+    space stays whole), else its ID up to the first `_` (Dorado's `<runid>_<model>`)."""
+    said = _DS_RUNID.search(str(rg.get("DS", "")))
+    return said.group(1) if said else str(rg.get("ID", "")).split("_", 1)[0]
 
 
 class _Writers:
@@ -346,7 +349,7 @@ def _write(handle: pysam.AlignmentFile | IO[bytes], record: Record) -> None:
         assert record.segment is not None
         handle.write(record.segment)
     else:
-        handle.write(fastq_text(record).encode("ascii"))
+        handle.write(fastq_text(record).encode("utf-8"))
 
 
 def iter_source(paths: list[Path]) -> Iterator[tuple[Format, Record, dict[str, int]]]:

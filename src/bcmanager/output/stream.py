@@ -214,7 +214,7 @@ def iter_fastq_stream(stream: IO[bytes]) -> Iterator[Record]:
         bases, scores = sequence.rstrip(b"\r\n"), quality.rstrip(b"\r\n")
         if not header.startswith(b"@") or not plus.startswith(b"+") or len(bases) != len(scores):
             raise SplitError(f"not a FASTQ record: {header[:80]!r}")
-        name, *comment = header[1:].decode("ascii").split(None, 1) or [""]  # as FastxFile
+        name, *comment = header[1:].decode("utf-8").split(None, 1) or [""]  # as FastxFile
         yield Record(
             read_id=name,
             sequence=bases.decode("ascii"),
