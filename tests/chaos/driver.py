@@ -1,7 +1,8 @@
 """A seeded chaos run: a real manager, real engines, real pod5, and faults at random instants.
 
 `run_chaos(seed, workdir)` writes ~150 real pod5 files (in waves, as a sequencer
-does), starts a `bcm manager` and three `bcm engine --basecaller simulated`
+does; every other one of a run whose files share a flow cell and an acquisition id but
+each have their own protocol run id, all sharing their first 8 hex digits: issue 22), starts a `bcm manager` and three `bcm engine --basecaller simulated`
 subprocesses, and works through a fault plan drawn from the seed:
 
 - manager-kill       SIGKILL the manager at a random instant, restart it on the same port
@@ -16,7 +17,9 @@ subprocesses, and works through a fault plan drawn from the seed:
 
 Then it waits for the run to finish and checks, independently of the manager, that
 every read id written is in exactly one FASTQ record (its own read-id bookkeeping
-against the FASTQ headers, and `bcmanager.verify.verify_run`). The plan depends on
+against the FASTQ headers, and `bcmanager.verify.verify_run`), that every output file
+reads to its end as users' tools read it (pysam with its truncation check, gzip to its
+end), and that the real `bcm verify` passes for every generation. The plan depends on
 the seed alone, so a failing seed replays the same faults (process timing varies).
 """
 
@@ -42,7 +45,14 @@ import httpx
 from bcmanager.pod5io import write_pod5
 from bcmanager.verify import verify_run
 from tests.conftest import ManagerProcess
-from tests.helpers import fastq_read_ids, free_port
+from tests.helpers import (
+    assert_outputs_whole,
+    bcm_verify,
+    fastq_read_ids,
+    file_run_ids,
+    free_port,
+    write_run_pod5,
+)
 
 FAILPOINTS = (
     "claim.after-commit",
@@ -71,6 +81,9 @@ class ChaosConfig:
     faults: int = 8  # ledger-loss included
     finish_timeout_s: float = 150.0
     generations: tuple[str, ...] = ()  # --generation specs; () the implicit one
+    # every n-th file (0: none) is of one run whose files share a flow cell and an
+    # acquisition id but each have their own protocol run id (`file_run_ids`)
+    per_file_run_ids_every: int = 2
 
     def generation_names(self) -> list[str | None]:
         """The generations whose trees to check (None: the implicit one, at OUTPUT)."""
@@ -263,14 +276,17 @@ class ChaosRun:
     def write_files(self, n: int) -> None:
         """Write the next `n` pod5 files (a sequencer's output arriving)."""
         start = len(self.expected)
+        every = self.config.per_file_run_ids_every
         for i in range(start, min(self.config.files, start + n)):
             rel = f"chaos_{i:04d}.pod5"
-            self.expected[rel] = write_pod5(
-                self.input / rel,
-                self.config.reads,
-                self.config.samples,
-                seed=self.seed * 100_000 + i + 1,
-            )
+            seed = self.seed * 100_000 + i + 1
+            reads, samples = self.config.reads, self.config.samples
+            if every and i % every == 0:
+                self.expected[rel] = write_run_pod5(
+                    self.input / rel, file_run_ids(seed), reads, seed, samples
+                )
+            else:
+                self.expected[rel] = write_pod5(self.input / rel, reads, samples, seed=seed)
 
     # -- the manager ----------------------------------------------------------------
 
@@ -577,8 +593,16 @@ class ChaosRun:
     # -- the independent check ------------------------------------------------------
 
     def check_output(self) -> None:
+        try:  # every read file of every tree, as users' tools read it
+            assert_outputs_whole(self.output)
+        except AssertionError as exc:
+            self.problem(str(exc))
         for gen_id, name in enumerate(self.config.generation_names()):
             self.check_generation(gen_id, name)
+            try:  # the real CLI, as users run it
+                bcm_verify(self.input, self.output, name)
+            except AssertionError as exc:
+                self.problem(f"generation {name or 'default'}: {exc}")
         left = [d for d in os.listdir(self.input) if d.startswith("ASSIGNED_")]
         if left:
             self.problem(f"job folders left in INPUT: {left[:5]}")

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from bcmanager.pod5io import read_ids, write_pod5
-from tests.helpers import assert_exactly_once, make_run
+from tests.helpers import assert_exactly_once, assert_run_complete, make_run
 
 
 def test_until_empty_engines_started_with_the_manager_wait_for_a_file_still_being_written(
@@ -28,3 +28,4 @@ def test_until_empty_engines_started_with_the_manager_wait_for_a_file_still_bein
     assert_exactly_once(run, out)
     done = m.status()["files"]["done"]
     assert done == 7
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.helpers import LegacyDriver, assert_exactly_once, make_run
+from tests.helpers import LegacyDriver, assert_exactly_once, assert_run_complete, make_run
 
 
 def _wait_scanned(m, n: int) -> None:
@@ -43,6 +43,7 @@ def test_kill9_at_the_worst_instant_loses_nothing(run_dirs, start_manager, failp
     assert restarted.status()["files"]["done"] == 6
     assert restarted.terminate() == 0  # a clean stop removes the job folders still queued
     assert not [d for d in os.listdir(inp) if d.startswith("ASSIGNED_")]
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
     report = verify_run(inp, out, workers=0)  # the summary: one row per read, none twice
     assert report.ok and report.summary_rows == report.records, report.to_dict()
 
@@ -76,3 +77,4 @@ def test_a_ledger_lost_after_kill9_is_rebuilt_without_loss_or_duplicates(
     assert finished._get("/completed", job_id=running["jobid"], job_state="DONE") == {"ok": True}
     assert LegacyDriver(restarted.url, inp, out, "c").run() == "finished"
     assert_exactly_once(run, out)
+    assert_run_complete(inp, out)

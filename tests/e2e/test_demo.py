@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+from tests.helpers import assert_run_complete
+
 
 def test_the_demo_basecalls_every_read_exactly_once(tmp_path) -> None:
     workdir = tmp_path / "demo"
@@ -33,6 +35,7 @@ def test_the_demo_basecalls_every_read_exactly_once(tmp_path) -> None:
     assert "barcode0" in r.stdout and "summary rows" in r.stdout
     listed = (workdir / "output" / "QUARANTINE" / "quarantined.tsv").read_text().splitlines()
     assert len(listed) == 1  # the one corrupt file, nothing else
+    assert_run_complete(workdir / "input", output)  # read as users' tools do; `bcm verify`
 
 
 def test_the_demo_refuses_a_used_workdir(tmp_path) -> None:

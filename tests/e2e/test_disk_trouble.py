@@ -22,6 +22,7 @@ from bcmanager.verify import output_read_files, verify_run
 from tests.helpers import (
     LegacyDriver,
     assert_exactly_once,
+    assert_run_complete,
     basecall_dir,
     basecall_native,
     free_port,
@@ -119,6 +120,7 @@ def test_a_full_output_disk_keeps_the_merge_journaled_until_space_returns(
     assert again.json() == {"ok": True, "state": "done", "repeated": True}
     assert LegacyDriver(m.url, inp, out, "gpu2", native=True).run() == "finished"
     assert_exactly_once(run, out)
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
     report = verify_run(inp, out, workers=0)
     assert report.ok and report.summary_rows == report.records
 
@@ -153,6 +155,7 @@ def test_a_full_disk_under_the_ledger_too_loses_and_wedges_nothing(
     assert LegacyDriver(m.url, inp, out, "gpu2").run(timeout=30) == "finished"
     assert_exactly_once(run, out)
     assert "Traceback" not in m.log.read_text()
+    assert_run_complete(inp, out)  # the disk was full mid-run: nothing half-written stays
 
 
 def test_a_read_only_output_is_a_clear_error_at_start(tmp_path, mount_tmpfs) -> None:
@@ -185,6 +188,7 @@ def test_an_input_that_vanishes_and_returns_is_survived(run_dirs, start_manager)
     wait_until(lambda: m.status()["files_total"] == 3, what="the file written after the return")
     assert LegacyDriver(m.url, inp, out).run() == "finished"
     assert_exactly_once(run, out)
+    assert_run_complete(inp, out)
 
 
 def _corrupt_pod5(path: Path) -> None:
@@ -216,6 +220,8 @@ def test_an_unreadable_pod5_is_retried_then_quarantined_with_the_reason(
     assert_exactly_once(run, out)  # the good files, every read once
     failed_logs = [p for p in out.glob("FAILEDOUTPUT_*/basecaller.log")]
     assert any("broken.pod5" in p.read_text() for p in failed_logs)
+    (verified,) = assert_run_complete(inp, out)  # `bcm verify` expects broken.pod5 missing
+    assert list(verified["quarantined"]) == ["broken.pod5"]
 
 
 def _manager_cli(inp: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,8 @@
-"""Model generations end to end: real manager, real `bcm engine`s, real pod5 and BAM."""
+"""Model generations end to end: real manager, real `bcm engine`s, real pod5 and BAM.
+
+The first files of each run are one run whose files each have their own protocol run id,
+all sharing their first 8 hex digits (`tests.helpers.file_run_ids`): a batch of them once
+made two outputs share a name and lost reads (issue 22)."""
 
 import sqlite3
 import subprocess
@@ -10,14 +14,14 @@ from pathlib import Path
 import pysam
 
 from bcmanager.verify import verify_run
-from tests.helpers import LegacyDriver, make_run
+from tests.helpers import LegacyDriver, assert_run_complete, make_run
 
 RUN = "exp/sample/20261129_1200_1A_FAX1_abcd1234"
 SIM = ["--basecaller", "simulated", "--samples-per-s", "0"]
 
 
-def _live_run(inp: Path, n: int, prefix: str, seed: int) -> None:
-    make_run(inp / RUN / "pod5", n, prefix=prefix, seed=seed)
+def _live_run(inp: Path, n: int, prefix: str, seed: int, per_file_run_ids: bool = False) -> None:
+    make_run(inp / RUN / "pod5", n, prefix=prefix, seed=seed, per_file_run_ids=per_file_run_ids)
 
 
 def _wait(m, done, timeout: float = 120) -> dict:
@@ -51,7 +55,7 @@ def test_a_live_run_and_its_backfill_each_basecall_every_read_once(
     run_dirs, start_manager, start_engine
 ) -> None:
     inp, out = run_dirs
-    _live_run(inp, 6, "a", 1)
+    _live_run(inp, 6, "a", 1, per_file_run_ids=True)
     m = start_manager(
         inp,
         out,
@@ -77,6 +81,7 @@ def test_a_live_run_and_its_backfill_each_basecall_every_read_once(
         engine.wait(timeout=30)
     assert _generation_files(status, "fast")["done"] == 12
     assert _generation_files(status, "sup")["done"] == 12
+    assert_run_complete(inp, out, ("fast", "sup"))  # read as users' tools do; `bcm verify`
     for name in ("fast", "sup"):
         report = verify_run(inp, out, workers=0, generation=name)
         assert report.ok and report.summary_rows == report.records, report.to_dict()
@@ -94,7 +99,7 @@ def test_a_generation_added_after_the_run_survives_kill9_of_the_manager(
     run_dirs, start_manager, start_engine
 ) -> None:
     inp, out = run_dirs
-    _live_run(inp, 6, "a", 3)
+    _live_run(inp, 6, "a", 3, per_file_run_ids=True)
     m = start_manager(inp, out, "--batch-size", "2")
     first = start_engine(m.url, "gpu1", *SIM, "--until-empty")
     assert first.wait(timeout=120) == 0  # the run is basecalled
@@ -133,6 +138,7 @@ def test_a_generation_added_after_the_run_survives_kill9_of_the_manager(
     status = restarted.status()
     assert _generation_files(status, "sup")["done"] == 6
     assert _generation_files(status, "default")["done"] == 6
+    assert_run_complete(inp, out, (None, "sup"))  # read as users' tools do; `bcm verify`
     report = verify_run(inp, out, workers=0, generation="sup")
     assert report.ok and report.summary_rows == report.records, report.to_dict()
     assert verify_run(inp, out, workers=0).ok  # the live tree, untouched:

@@ -5,6 +5,7 @@ import time
 
 from bcmanager.simulate import simulate_run
 from bcmanager.verify import verify_run
+from tests.helpers import assert_run_complete
 
 
 def test_a_live_minknow_run_is_basecalled_as_written_and_the_manager_exits_when_done(
@@ -39,6 +40,7 @@ def test_a_live_minknow_run_is_basecalled_as_written_and_the_manager_exits_when_
     assert m.proc.wait(timeout=60) == 0  # --exit-when-done: every run ended, all basecalled
     for e in engines:
         e.kill()
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
     report = verify_run(inp, out)
     assert report.ok, report.to_dict()
     corrupt = [str(f.path.relative_to(inp)) for f in result["run"].files if f.corrupt]

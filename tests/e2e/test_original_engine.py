@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import assert_exactly_once, make_run
+from tests.helpers import assert_exactly_once, assert_run_complete, make_run
 
 # The original code (MIT) sits beside the checkout in ../shared; $BCM_REFERENCE overrides.
 REFERENCE = Path(
@@ -116,3 +116,4 @@ def test_original_engines_started_with_the_manager_basecall_everything(
         fastq = sorted(os.listdir(out / run_folder / "fastq_pass"))
         assert len(fastq) == 7 and all(name.startswith("job_id_") for name in fastq)
         assert not (out / "pass").exists()
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`

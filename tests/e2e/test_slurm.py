@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SlurmCluster
-from tests.helpers import assert_exactly_once, make_run
+from tests.helpers import (
+    assert_exactly_once,
+    assert_outputs_whole,
+    assert_run_complete,
+    bcm_verify,
+    make_run,
+)
 
 
 def bcm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -105,6 +111,7 @@ def test_slurm_engines_basecall_a_live_run_once_and_are_released_when_idle(
         time.sleep(1)
     wait_until(lambda: m.status()["files"]["done"] == 12, logs, 90, "the run to be basecalled")
     assert_exactly_once(run, out)
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
     engines = slurm_engines(m.status(), ids)
     assert sum(e["files_done"] for e in engines.values()) == 12
     assert {e["engine"] for e in m.status()["engines"]} == {e["engine"] for e in engines.values()}
@@ -169,6 +176,7 @@ def test_busy_engines_are_spared_and_a_scancel_mid_batch_loses_nothing(
     ]
     wait_until(lambda: m.status()["files"]["done"] == 2, logs, 60, "the rescue engine")
     assert_exactly_once(run, out)
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
 
     loop = subprocess.Popen(
         [sys.executable, "-m", "bcmanager.cli", "slurm", "controller", "--manager", m.url,
@@ -246,3 +254,6 @@ def test_an_engine_wanted_only_for_backfill_runs_in_the_backfill_partition(
     assert squeue.stdout.strip() == backfill_partition
     # it runs there and reaches the manager; which batches it gets is the manager's call
     wait_until(lambda: slurm_engines(m.status(), [job_id]), logs, 60, "the backfill engine")
+    # the live generation is complete (sup's backfill may be merging: its tree is not read)
+    assert_outputs_whole(out, skip_generations=True)
+    bcm_verify(inp, out)

@@ -1,17 +1,22 @@
-"""A whole run: three engines, one killed with SIGKILL mid-batch, a corrupt file quarantined."""
+"""A whole run: three engines, one killed with SIGKILL mid-batch, a corrupt file quarantined.
+
+Half the files are one run whose files each have their own protocol run id, all sharing
+their first 8 hex digits (`tests.helpers.file_run_ids`): a batch of them once made two
+outputs share a name and lost reads (issue 22)."""
 
 import signal
 import time
 
 from bcmanager.verify import verify_run
-from tests.helpers import make_run
+from tests.helpers import assert_run_complete, make_run
 
 
 def test_three_engines_one_killed_mid_batch_and_a_poison_file(
     run_dirs, start_manager, start_engine
 ) -> None:
     inp, out = run_dirs
-    make_run(inp, 24, reads=8, samples=2000)
+    make_run(inp, 12, reads=8, samples=2000)
+    make_run(inp, 12, reads=8, samples=2000, prefix="g", seed=1, per_file_run_ids=True)
     (inp / "corrupt.pod5").write_bytes(b"\x8bPOD\r\n\x1a\n" + b"\x00" * 4096 + b"\x8bPOD\r\n\x1a\n")
     m = start_manager(inp, out, "--lease", "3", "--max-attempts", "2", "--batch-size", "3")
     deadline = time.monotonic() + 20
@@ -38,6 +43,7 @@ def test_three_engines_one_killed_mid_batch_and_a_poison_file(
     for e in others:
         e.send_signal(signal.SIGTERM)
         assert e.wait(timeout=20) == 0
+    assert_run_complete(inp, out)  # every file read as users' tools read it; `bcm verify`
     report = verify_run(inp, out)
     assert report.ok, report.to_dict()
     assert report.quarantined == {"corrupt.pod5": status["quarantined"][0]["reason"]}
