@@ -57,6 +57,8 @@ def test_legacy_routes_answer_as_the_original_manager(run_dirs, start_manager) -
     assert (out / f"LOGOUTPUT_{body['jobid']}_dgx001").is_dir()
     rest = m.get("/assignwork", engineid="dgx001", batchsize=0).json()  # 0 = default size
     assert rest["batch"] == ["f0002.pod5"]
+    # until its engine says it has the job, its files may come back: a claim waits
+    m.get("/keepalive", job_id=rest["jobid"], job_state="PROCESSING")
     empty = m.get("/assignwork", engineid="dgx001", batchsize=5).json()
     assert (empty["jobid"], empty["batch_size"], empty["batch"]) == ("-1", 0, [])
     hb = m.get("/heartbeat").json()
@@ -271,6 +273,7 @@ def test_a_waiting_claim_is_answered_as_soon_as_a_file_appears(run_dirs, start_m
     waiter.join(timeout=25)
     assert result["job"] is not None and result["job"]["files"][0]["path"] == "f0000.pod5"
     assert result["took"] < 15  # answered when the file appeared, not when the wait ran out
+    _confirm(m, result["job"])
     nothing = m.post("/v1/claim", {"engine_id": "waiter", "wait_s": 0.2}).json()
     assert nothing == {"job": None, "more_expected": False}
 
@@ -288,6 +291,7 @@ def test_with_a_token_every_mutating_call_needs_it(run_dirs, start_manager, tmp_
     assert m.status()["files"]["queued"] == 2
     ok = m.post("/v1/claim", {"engine_id": "e1"}, headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200 and ok.json()["job"] is not None
+    _confirm(m, ok.json()["job"], headers={"Authorization": "Bearer s3cret"})
     assert (
         m.get("/assignwork", engineid="e1", batchsize=1, token="s3cret").json()["batch_size"] == 0
     )
@@ -323,6 +327,36 @@ def test_a_missing_input_directory_is_a_clear_error(tmp_path) -> None:
         timeout=30,
     )
     assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def _confirm(m, job: dict, headers: dict | None = None) -> None:
+    """What a real engine does as soon as it has a job: its first heartbeat, which tells
+    the manager the claim's answer arrived (until then its files may come back, and an
+    until-empty claim is told more work is expected)."""
+    r = m.post(f"/v1/jobs/{job['job_id']}/heartbeat", {"token": job["token"]}, headers=headers)
+    assert r.status_code == 200, r.text
+
+
+def test_an_until_empty_claim_waits_for_a_job_its_engine_has_not_confirmed(
+    run_dirs, start_manager
+) -> None:
+    """Issue 28: a claim's answer can be lost; until the engine heartbeats the job, its
+    files may come back, so an until-empty claim is not told to go home."""
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    body = {"engine_id": "e1", "wait_s": 0.3, "until_empty": True}
+    job = m.post("/v1/claim", body).json()["job"]
+    assert m.post("/v1/claim", {**body, "engine_id": "e2"}).json() == {
+        "job": None,
+        "more_expected": True,
+    }
+    _confirm(m, job)
+    assert m.post("/v1/claim", {**body, "engine_id": "e2"}).json() == {
+        "job": None,
+        "more_expected": False,
+    }
 
 
 def _half_written(inp, tmp_path, name: str = "half.pod5") -> bytes:
@@ -394,6 +428,7 @@ def test_a_v1_until_empty_claim_says_whether_more_work_is_expected(
     answer = m.post("/v1/claim", {**body, "wait_s": 10}).json()
     assert [f["path"] for f in answer["job"]["files"]] == ["half.pod5"]
     assert answer["more_expected"] is True
+    _confirm(m, answer["job"])
     t0 = time.monotonic()
     assert m.post("/v1/claim", {**body, "wait_s": 10}).json() == {
         "job": None,

@@ -321,3 +321,42 @@ def test_a_broken_output_is_not_merged_and_the_batch_fails(run_dirs, clock, name
     kept = out / f"FAILEDOUTPUT_{a.job.id}_e1" / "run/bam_pass" / name
     assert kept.is_file()
     assert m.db.get_file("f0000.pod5").state is FileState.QUEUED  # retried
+
+
+def test_files_of_a_claim_the_engine_never_heard_keep_until_empty_engines_waiting(
+    run_dirs, clock
+) -> None:
+    """Issue 28: the manager died after committing a claim and before its answer left
+    (failpoint `claim.after-commit`). After the restart the engine basecalled the other
+    files and was told nothing more would come, while the lost claim's files were still
+    leased to it: it went home, and they came back with no engine left. A job is now
+    expected to come back until its engine has confirmed it (a heartbeat or a report)."""
+    inp, out = run_dirs
+    run = make_run(inp, 4)
+    first = open_manager(inp, out, clock)
+    lost = first.claim("e1", None, api="v1")  # committed; the answer never reached e1
+    assert lost is not None
+    first.close()
+    m = open_manager(inp, out, clock)
+    while m.queued():  # e1 claims and basecalls the other two files
+        work(m)
+    assert m.work_expected(), "an until-empty engine would go home with two files leased"
+    clock.t += 31  # the lost claim's lease runs out; its files come back
+    m.tick()
+    assert m.queued() == 2 and m.work_expected()
+    while m.queued():
+        work(m)
+    assert not m.work_expected()
+    assert_exactly_once(run, out)
+
+
+def test_a_job_its_engine_confirmed_does_not_keep_others_waiting(run_dirs, clock) -> None:
+    """An engine confirms a job with its first heartbeat, sent as soon as it has the job:
+    until-empty engines then go home at the end of a run without waiting on it."""
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    assert m.work_expected()  # unconfirmed: its answer may not have reached e1
+    m.keepalive(a.job.id, a.job.token)
+    assert not m.work_expected()

@@ -559,7 +559,9 @@ class Engine:
     def _heartbeat_loop(self, batch: Batch) -> None:
         job_id = batch.job_id
         interval = max(0.05, float(batch.job["heartbeat_s"]))
-        while not batch.reported.wait(interval):
+        wait = 0.0  # the first at once: it tells the manager this engine has the job
+        while not batch.reported.wait(wait):
+            wait = interval
             body = batch.heartbeat(time.monotonic())
             try:
                 r = self.client.post(f"/v1/jobs/{job_id}/heartbeat", json=body)

@@ -214,6 +214,11 @@ class Manager:
         self.last_scan: dict[str, float | int] = {}
         self._listeners: list[Callable[[bool], None]] = []
         self._unmerged: set[int] = set()
+        # Jobs whose engine has not yet said it has them (a heartbeat or a report): the
+        # answer to a claim can be lost (the manager killed after committing it, an
+        # engine's request timed out), and then their files come back when the lease
+        # runs out. Until-empty engines are told to wait for them (`work_expected`).
+        self._unconfirmed: set[int] = set()
         self._merge_retry_at = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -271,6 +276,7 @@ class Manager:
             merging = len(self.db.jobs_in([JobState.MERGING]))
             recovery.reconcile(now)
             running = scheduler.renew_all(self.db, now)
+            self._unconfirmed = {j.id for j in self.db.jobs_in([JobState.ASSIGNED])}
             self.db.record_event(now, "manager", "started" + (" (rebuilt)" if rebuilt else ""))
         if scan_now and not rebuilt:
             self.scan()
@@ -473,9 +479,10 @@ class Manager:
     def work_expected(self, any_model: bool = True) -> bool:
         """Whether an engine that found nothing to claim should hold on rather than go home:
         files are queued (for a generation it can basecall), settling or being looked at,
-        or the first scan since start has not finished. Call it after a claim that found
-        nothing, so that no file can slip between the two."""
-        if not self.scan_done.is_set() or self._looking_now:
+        the first scan since start has not finished, or a job's engine has not confirmed
+        it yet (its files come back if the answer to its claim was lost). Call it after a
+        claim that found nothing, so that no file can slip between the two."""
+        if not self.scan_done.is_set() or self._looking_now or self._unconfirmed:
             return True
         if self._discovery is not None and self._discovery.pending_count:
             return True
@@ -582,6 +589,7 @@ class Manager:
             if prepare:
                 self.prepare_folders(assignment)
             self.last_activity = now
+            self._unconfirmed.add(job.id)
             seen = self.engines[engine]
             seen.job_id, seen.job_claimed, seen.progress = job.id, now, None
             seen.job_bytes = sum(f.size for f in assignment.files)
@@ -629,6 +637,7 @@ class Manager:
             self._seen(job.engine, now)
             self.last_activity = now
             expires = scheduler.renew(self.db, job, now)
+            self._unconfirmed.discard(job.id)
             seen = self.engines[job.engine]
             if seen.job_id == job.id and basecalled:
                 self._basecalled(seen, job, progress, now)
@@ -690,6 +699,7 @@ class Manager:
 
     def _forget_job(self, job: JobRow) -> EngineSeen | None:
         """The engine no longer holds `job` (it ended or its lease expired): nor its progress."""
+        self._unconfirmed.discard(job.id)
         engine = self.engines.get(job.engine)
         if engine is not None and engine.job_id == job.id:
             engine.job_id, engine.progress = None, None

@@ -78,3 +78,25 @@ def test_a_ledger_lost_after_kill9_is_rebuilt_without_loss_or_duplicates(
     assert LegacyDriver(restarted.url, inp, out, "c").run() == "finished"
     assert_exactly_once(run, out)
     assert_run_complete(inp, out)
+
+
+def test_an_until_empty_engine_stays_for_a_claim_whose_answer_was_lost(
+    run_dirs, start_manager, start_engine
+) -> None:
+    """Issue 28: the manager is killed after committing a claim and before its answer
+    leaves. After the restart the engine basecalls the rest; it must not go home while
+    the lost claim's files are still leased to it, but wait until they come back
+    (lease expiry) and basecall them too."""
+    inp, out = run_dirs
+    run = make_run(inp, 6, per_file_run_ids=True)
+    crashing = start_manager(
+        inp, out, "--lease", "3", "--batch-size", "2", env={"BCM_FAILPOINT": "claim.after-commit"}
+    )
+    _wait_scanned(crashing, 6)
+    engine = start_engine(crashing.url, "gpu1", "--until-empty")
+    assert crashing.proc.wait(timeout=30) == -9  # died with the first claim committed
+    restarted = start_manager(inp, out, "--lease", "3", "--batch-size", "2", port=crashing.port)
+    assert engine.wait(timeout=120) == 0, engine.log.read_text()
+    assert restarted.status()["files"]["done"] == 6, engine.log.read_text()
+    assert_exactly_once(run, out)
+    assert_run_complete(inp, out)
