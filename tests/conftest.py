@@ -146,3 +146,31 @@ def start_engine(tmp_path: Path) -> Iterator:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-hogs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N busy processes running for the whole session: the tests run on a "
+        "machine whose cores are taken, as a sequencing centre's manager node often is "
+        "(a race that needs CPU pressure shows; see scripts/under-load.sh)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_hogs(request: pytest.FixtureRequest) -> Iterator[int]:
+    """`--cpu-hogs N`: N processes spinning on a core each until the session ends."""
+    n = max(0, int(request.config.getoption("--cpu-hogs")))
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+    try:
+        yield n
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
