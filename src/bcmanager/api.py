@@ -78,7 +78,7 @@ class ClaimRequest(_Body):
         bool,
         Field(
             description="answer at once, without a job, when no more work is expected"
-            " (nothing queued, settling or being scanned): for engines that exit then"
+            " (nothing queued, settling, being scanned or unconfirmed): for engines that exit then"
         ),
     ] = False
     models: Annotated[
@@ -447,7 +447,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         """Claim a batch; with `wait_s` the call waits until work exists (long-poll).
 
         `more_expected` says whether work is still on its way (files queued, settling or
-        being scanned, or the first scan since start not finished)."""
+        being scanned, the first scan since start not finished, or a job its engine has
+        not yet confirmed with a heartbeat)."""
         any_model = body.models == "any"
         assignment, expected = await claim_or_wait(
             lambda: manager.claim(

@@ -213,7 +213,7 @@ class Engine:
                         if self._await_delivery():  # its report may hand files back
                             continue
                         log.info(
-                            "nothing queued, settling or being scanned; exiting (--until-empty)"
+                            "nothing queued, settling, being scanned or unconfirmed; exiting (--until-empty)"
                         )
                         return 0
                     continue

@@ -31,7 +31,10 @@ def default_engine_id() -> str:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="files per batch [manager's]")
 @click.option(
-    "--until-empty", is_flag=True, help="exit 0 once nothing is queued, settling or being scanned"
+    "--until-empty",
+    is_flag=True,
+    help="exit 0 once nothing is queued, settling, being scanned or in a job its engine "
+    "has not confirmed",
 )
 @click.option(
     "--model", default="", help="basecalling model (dorado, script, command; dorado-server: config)"
