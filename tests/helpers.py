@@ -11,8 +11,8 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from bcmanager.basecallers.abc import Invocation
@@ -381,6 +381,36 @@ class LegacyDriver:
         r.raise_for_status()
         return r.json()
 
+    @contextmanager
+    def _keeping_alive(self, job_id: str, lease_s: float) -> Iterator[None]:
+        """Keepalives while the job is basecalled, as the original engine sends them: the
+        first at once, then a few per lease (a busy machine must not expire the lease
+        of a driver that is working)."""
+        import threading
+
+        import httpx
+
+        done = threading.Event()
+
+        def beat() -> None:
+            wait = 0.0
+            while not done.wait(wait):
+                wait = max(0.1, lease_s / 4)
+                with suppress(httpx.HTTPError):
+                    httpx.get(
+                        f"{self.url}/keepalive",
+                        params={"job_id": job_id, "job_state": "PROCESSING"},
+                        timeout=5,
+                    )
+
+        beater = threading.Thread(target=beat, daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beater.join()
+
     def run(self, until_finished: bool = True, timeout: float = 60) -> str:
         """Work until the run is finished ('finished') or the manager is gone ('down')."""
         import time
@@ -403,10 +433,11 @@ class LegacyDriver:
                     continue
                 job_input = self.input / job["job_input_dir"]
                 job_output = self.output / job["job_output_dir"]
-                if self.native:
-                    basecall_native(job_input, job_output, int(job["jobid"]), self.input)
-                else:
-                    basecall_dir(job_input, job_output)
+                with self._keeping_alive(job["jobid"], float(job["report_back_interval"])):
+                    if self.native:
+                        basecall_native(job_input, job_output, int(job["jobid"]), self.input)
+                    else:
+                        basecall_dir(job_input, job_output)
                 self.unreported.append((job["jobid"], "DONE"))
                 self._get("/completed", job_id=job["jobid"], job_state="DONE")
                 self.unreported.pop()

@@ -30,7 +30,7 @@ def test_kill9_at_the_worst_instant_loses_nothing(run_dirs, start_manager, failp
     from bcmanager.verify import verify_run
 
     inp, out = run_dirs
-    run = make_run(inp / "exp/s/20261128_1200_1A_FAX1_abcd1234/pod5", 6)
+    run = make_run(inp / "exp/s/20261128_1200_1A_FAX1_abcd1234/pod5", 6, per_file_run_ids=True)
     run = {f"exp/s/20261128_1200_1A_FAX1_abcd1234/pod5/{k}": v for k, v in run.items()}
     crashing = start_manager(inp, out, "--lease", "2", env={"BCM_FAILPOINT": failpoint})
     _wait_scanned(crashing, 6)
