@@ -360,3 +360,34 @@ def test_a_job_its_engine_confirmed_does_not_keep_others_waiting(run_dirs, clock
     assert m.work_expected()  # unconfirmed: its answer may not have reached e1
     m.keepalive(a.job.id, a.job.token)
     assert not m.work_expected()
+
+
+def test_an_original_engines_merge_never_opens_a_pod5_with_the_pod5_library(
+    run_dirs, clock, monkeypatch
+) -> None:
+    """Issue 23: the run folder of a flat INPUT's file comes from its run table alone
+    (`pod5footer.run_ids`), not from `pod5.Reader` under the manager's lock."""
+    import pod5
+
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    opened: list[object] = []
+    real = pod5.Reader
+
+    def counted(*args: object, **kw: object) -> object:
+        opened.append(args)
+        return real(*args, **kw)
+
+    while m.db.file_counts()[FileState.QUEUED]:
+        a = m.claim("orig", 1, api="legacy")
+        job_in = m.layout.assigned_dir(a.job.id, "orig")
+        basecall_dir(job_in, m.layout.tmp_output_dir(a.job.id, "orig"))
+        with monkeypatch.context() as patched:  # the merge alone, not the stand-in basecall
+            patched.setattr(pod5, "Reader", counted)
+            m.complete(a.job.id, Outcome.DONE, None)
+    assert opened == []
+    landed = sorted(p.relative_to(out).as_posix() for p in out.glob("*/fastq_pass/*.fastq"))
+    folders = [p.split("/")[0] for p in landed]
+    assert [f.split("_")[0] for f in folders] == ["FA00001", "FA00002"], landed
+    assert folders[0].startswith("FA00001_run1-") and folders[1].startswith("FA00002_run2-")

@@ -78,3 +78,35 @@ def test_missing_and_unreadable_paths_are_not_whole(tmp_path: Path) -> None:
     assert not footer_is_whole(_write(tmp_path, b""))
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling.pod5")
     assert not footer_is_whole(tmp_path / "dangling.pod5")
+
+
+def test_run_ids_come_from_the_run_table_alone(tmp_path) -> None:
+    """A file's one run, as the pod5 library reads it; None for a file of several runs
+    (the caller asks the pod5 library) and for one that is not whole."""
+    from bcmanager.output.naming import RunIds
+    from bcmanager.pod5footer import run_ids
+    from tests.helpers import write_run_pod5
+
+    ids = RunIds("PA/K 01ü", "00000000-0000-0000-0000-000000000001", "acq-1")
+    one = tmp_path / "one.pod5"
+    write_run_pod5(one, ids, 5, seed=1)
+    assert run_ids(one) == (ids.flow_cell_id, ids.protocol_run_id, ids.run_id)
+    cut = tmp_path / "cut.pod5"
+    cut.write_bytes(one.read_bytes()[:-100])
+    assert run_ids(cut) is None
+    assert run_ids(tmp_path / "missing.pod5") is None
+
+
+def test_run_ids_of_a_merged_file_of_two_runs_is_none(tmp_path) -> None:
+    import dataclasses
+
+    import pod5
+
+    from bcmanager.pod5footer import run_ids
+    from bcmanager.pod5io import make_reads
+
+    a, b = make_reads(2, 400, seed=1), make_reads(2, 400, seed=2)  # runs run1, run2
+    merged = tmp_path / "merged.pod5"
+    with pod5.Writer(merged) as writer:
+        writer.add_reads([*a, *[dataclasses.replace(r) for r in b]])
+    assert run_ids(merged) is None

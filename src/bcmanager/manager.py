@@ -771,14 +771,14 @@ class Manager:
         their run (from the pod5 itself); the OUTPUT root when a flat folder's batch mixes
         runs, since the manager never reads reads to tell them apart."""
         from bcmanager.output.naming import minknow_run_folder
-        from bcmanager.output.origin import origin_of
+        from bcmanager.output.origin import run_folder_of_pod5
 
         folders = set()
         for f in files:
             folder = minknow_run_folder(f.path)
             if folder is None:
-                try:
-                    folder = origin_of(self.layout.input / f.path, f.path).run_folder
+                try:  # its run table alone, not the pod5 library: this runs under the lock
+                    folder = run_folder_of_pod5(self.layout.input / f.path, f.path)
                 except Exception as exc:  # unreadable pod5: its INPUT folder
                     log.warning("%s: cannot read its run information (%s)", f.path, exc)
                     folder = run_of(f.path)

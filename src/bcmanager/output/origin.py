@@ -15,6 +15,7 @@ from pathlib import Path
 import pod5
 
 from bcmanager.output.naming import RunIds, run_folder
+from bcmanager.pod5footer import run_ids
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,18 @@ def origin_of(pod5_path: Path, relpath: str) -> Pod5Origin:
         experiment_id=experiment,
         acquisition_start=_utc(started),
     )
+
+
+def run_folder_of_pod5(pod5_path: Path, relpath: str) -> str:
+    """The OUTPUT run folder of a pod5's reads, from its run information table alone
+    (`pod5footer.run_ids`: a tenth of what opening it with the pod5 library costs, so the
+    manager can afford it when it merges an original engine's FASTQ). A file of several
+    runs is opened with the pod5 library and named after its first read's run, as
+    `origin_of` does; OSError or the pod5 library's error when it cannot be read."""
+    ids = run_ids(pod5_path)
+    if ids is None:
+        return origin_of(pod5_path, relpath).run_folder
+    return run_folder(relpath, RunIds(*ids))
 
 
 def job_origins(input_dir: Path, input_root: Path) -> dict[str, Pod5Origin]:
