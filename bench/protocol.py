@@ -346,6 +346,16 @@ def manager_label(args: argparse.Namespace) -> str:
     return " ".join(["bcmanager", *args.manager_arg])
 
 
+def _layout_of(manager_args: Sequence[str]) -> str:
+    """The OUTPUT layout bcmanager ran with: minknow (the default) unless told."""
+    for i, arg in enumerate(manager_args):
+        if arg.startswith("--output-layout="):
+            return f"`{arg.split('=', 1)[1]}`"
+        if arg == "--output-layout" and i + 1 < len(manager_args):
+            return f"`{manager_args[i + 1]}`"
+    return "`minknow` (the default)"
+
+
 def section_name(args: argparse.Namespace) -> str:
     """`protocol`, or `protocol-no-watch` (a slug of the extra manager arguments)."""
     if not args.manager_arg:
@@ -458,6 +468,8 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
         f" template; load generator `{args.client}` (HTTP/1.1 keep-alive where the server"
         " allows it: the original answers `Connection: close`, so its clients reconnect per"
         " request, as the original engine's `requests.get` calls do).",
+        f"- OUTPUT layout: {_layout_of(args.manager_arg)}; an original engine's FASTQ is"
+        " merged into its run folder, found from the pod5's run table (issue 23).",
         "- connections: TCP connections the load generator opened (warm-up included)."
         " errors / dry: non-200 answers / `jobid -1` answers (none expected).",
         "- server CPU ms/req: utime + stime of the server process (all threads) over the"
