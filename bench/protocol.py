@@ -4,6 +4,7 @@ Closed-loop load: each client loops
 
     GET /assignwork?engineid=cN&batchsize=1
     GET /keepalive?job_id=J&job_state=PROCESSING
+    (write the job's FASTQ under TMPOUTPUT_<job>_<engine>/pass/, as an original engine does)
     GET /completed?job_id=J&job_state=DONE
 
 at 1, 8 and 32 concurrent clients, for a fixed time per point, first against
@@ -25,7 +26,7 @@ development machine httpx spent 10 to 50 times the client CPU per request of the
 raw streams (1.2-3.5 ms against 0.06-0.2 ms) and so capped req/s much lower, which
 is why raw is the default.
 
-    python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000]
+    python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000] [--no-fastq]
 
 `--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager`, e.g.
 `--manager-arg=--no-watch` (inotify off, rescans only); such a run is labelled with
@@ -211,8 +212,12 @@ async def _timed(get: Getter, path: str, route: str, win: Window, res: PointResu
     return body if status == 200 else None
 
 
-async def client_loop(n: int, get: Getter, win: Window, res: PointResult) -> None:
-    """One engine-like client: claim one file, report PROCESSING, report DONE; repeat."""
+async def client_loop(
+    n: int, get: Getter, win: Window, res: PointResult, output_dir: Path | None = None
+) -> None:
+    """One engine-like client: claim one file, report PROCESSING, write the job's FASTQ
+    (with `output_dir`, as an original engine does: the manager merges it), report DONE;
+    repeat."""
     engine = f"c{n}"
     while not win.stop:
         body = await _timed(
@@ -221,17 +226,34 @@ async def client_loop(n: int, get: Getter, win: Window, res: PointResult) -> Non
         if body is None:
             await asyncio.sleep(0.01)
             continue
-        job = json.loads(body)["jobid"]
+        answer = json.loads(body)
+        job = answer["jobid"]
         if job == "-1":
             res.dry += 1
             await asyncio.sleep(0.01)
             continue
         await _timed(get, f"/keepalive?job_id={job}&job_state=PROCESSING", "keepalive", win, res)
+        if output_dir is not None:
+            write_job_fastq(output_dir / answer["job_output_dir"], answer["batch"])
         await _timed(get, f"/completed?job_id={job}&job_state=DONE", "completed", win, res)
 
 
+def write_job_fastq(job_output: Path, batch: list[str]) -> None:
+    """What an original engine leaves: one small FASTQ per pod5 under `pass/`."""
+    passed = job_output / "pass"
+    passed.mkdir(parents=True, exist_ok=True)
+    for rel in batch:
+        stem = rel.rsplit("/", 1)[-1].removesuffix(".pod5")
+        (passed / f"{stem}.fastq").write_text(f"@{stem}\nACGT\n+\n!!!!\n")
+
+
 async def measure(
-    server: Server, clients: int, seconds: float, warmup: float, kind: str
+    server: Server,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    kind: str,
+    output_dir: Path | None = None,
 ) -> PointResult:
     """Run `clients` loops against the server; measure `seconds` after `warmup`."""
     from _common import cpu_seconds
@@ -245,7 +267,9 @@ async def measure(
     else:
         conns = [RawConnection(HOST, PORT) for _ in range(clients)]
         getters = [c.get for c in conns]
-    tasks = [asyncio.create_task(client_loop(i, g, win, res)) for i, g in enumerate(getters)]
+    tasks = [
+        asyncio.create_task(client_loop(i, g, win, res, output_dir)) for i, g in enumerate(getters)
+    ]
     await asyncio.sleep(warmup)
     cpu0, own0 = cpu_seconds(server.pid), _own_cpu()
     win.start, wall_start = time.perf_counter(), time.time()
@@ -320,7 +344,8 @@ def run_point(
         name, input_dir, output_dir, folder / "server.log", args.files, args.manager_arg
     )
     try:
-        res = run_async(measure(server, clients, args.seconds, args.warmup, args.client))
+        fastq_to = output_dir if args.fastq else None
+        res = run_async(measure(server, clients, args.seconds, args.warmup, args.client, fastq_to))
         if name == "bcmanager":
             status = http_get_json("/v1/status") or {}
             scan = status.get("scan") or {}
@@ -468,8 +493,14 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
         f" template; load generator `{args.client}` (HTTP/1.1 keep-alive where the server"
         " allows it: the original answers `Connection: close`, so its clients reconnect per"
         " request, as the original engine's `requests.get` calls do).",
-        f"- OUTPUT layout: {_layout_of(args.manager_arg)}; an original engine's FASTQ is"
-        " merged into its run folder, found from the pod5's run table (issue 23).",
+        f"- OUTPUT layout: {_layout_of(args.manager_arg)}; "
+        + (
+            "each client writes its job's FASTQ (one 4-line record per pod5 under `pass/`)"
+            " before it reports DONE, as an original engine does, and the manager merges it"
+            " (in the `minknow` layout into the run folder of the job's pod5)."
+            if args.fastq
+            else "clients write no FASTQ (`--no-fastq`): the bare protocol."
+        ),
         "- connections: TCP connections the load generator opened (warm-up included)."
         " errors / dry: non-200 answers / `jobid -1` answers (none expected).",
         "- server CPU ms/req: utime + stime of the server process (all threads) over the"
@@ -520,6 +551,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--code-at", metavar="REV", help="run bcmanager from this commit, not the working tree"
     )
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument(
+        "--no-fastq",
+        dest="fastq",
+        action="store_false",
+        help="clients write no FASTQ (the bare protocol; by default each job leaves one"
+        " small FASTQ per pod5 under pass/, as an original engine does, for the manager to"
+        " merge)",
+    )
     p.add_argument(
         "--manager-arg",
         action="append",
