@@ -18,8 +18,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ import pysam
 import pytest
 
 from bcmanager.output.naming import RunIds
-from tests.helpers import write_run_pod5
+from tests.helpers import bcm_verify, write_run_pod5
 
 READS_PER_FILE = 3
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -131,22 +129,7 @@ def records_of(path: Path) -> list[str]:
 def check_output(inp: Path, out: Path, run_of_read: dict[str, RunIds]) -> None:
     """`bcm verify` passes; every read file reads to its end and holds one run's reads;
     everything under OUTPUT lies inside it, the outputs under safe names."""
-    verify = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bcmanager.cli",
-            "verify",
-            "--input",
-            str(inp),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert verify.returncode == 0, f"bcm verify exited {verify.returncode}:\n{verify.stdout}"
+    bcm_verify(inp, out)
 
     root = out.resolve()
     problems, seen = [], set()
