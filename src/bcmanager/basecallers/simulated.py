@@ -692,6 +692,18 @@ def write_dorado_output(
         print(tally.log_lines(), end="", file=sys.stderr, flush=True)
 
 
+def _paced_reads(
+    paths: Sequence[Path], options: DoradoOptions, tally: Tally, pace: Pacer | None
+) -> Iterator[tuple[SimRead, int]]:
+    """Every read of the files with its sample count, each when a GPU would have called it."""
+    for path in paths:
+        for read in iter_sim_reads(path, options, tally):
+            ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
+            if pace is not None:
+                pace(ns)
+            yield read, ns
+
+
 def _write_fastq_stream(
     paths: Sequence[Path],
     out: str | Path,
@@ -703,16 +715,11 @@ def _write_fastq_stream(
     reads = samples = 0
     target = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115
     try:
-        for path in paths:
-            for read in iter_sim_reads(path, options, tally):
-                ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
-                if pace is not None:
-                    pace(ns)
-                target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
-                if pace is not None:
-                    target.flush()
-                reads += 1
-                samples += ns
+        for read, ns in _paced_reads(paths, options, tally, pace):
+            target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
+            if pace is not None:
+                target.flush()
+            reads, samples = reads + 1, samples + ns
     finally:
         target.flush()
         if target is not sys.stdout:
@@ -733,16 +740,11 @@ def _write_bam_stream(
     reads = samples = 0
     sys.stdout.flush()
     with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
-        for path in paths:
-            for read in iter_sim_reads(path, options, tally):
-                ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
-                if pace is not None:
-                    pace(ns)
-                bam.write(to_segment(read, bam.header))
-                if pace is not None:
-                    bam.flush()
-                reads += 1
-                samples += ns
+        for read, ns in _paced_reads(paths, options, tally, pace):
+            bam.write(to_segment(read, bam.header))
+            if pace is not None:
+                bam.flush()
+            reads, samples = reads + 1, samples + ns
     return reads, samples
 
 
