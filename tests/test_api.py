@@ -57,8 +57,6 @@ def test_legacy_routes_answer_as_the_original_manager(run_dirs, start_manager) -
     assert (out / f"LOGOUTPUT_{body['jobid']}_dgx001").is_dir()
     rest = m.get("/assignwork", engineid="dgx001", batchsize=0).json()  # 0 = default size
     assert rest["batch"] == ["f0002.pod5"]
-    # until its engine says it has the job, its files may come back: a claim waits
-    m.get("/keepalive", job_id=rest["jobid"], job_state="PROCESSING")
     empty = m.get("/assignwork", engineid="dgx001", batchsize=5).json()
     assert (empty["jobid"], empty["batch_size"], empty["batch"]) == ("-1", 0, [])
     hb = m.get("/heartbeat").json()
@@ -291,7 +289,6 @@ def test_with_a_token_every_mutating_call_needs_it(run_dirs, start_manager, tmp_
     assert m.status()["files"]["queued"] == 2
     ok = m.post("/v1/claim", {"engine_id": "e1"}, headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200 and ok.json()["job"] is not None
-    _confirm(m, ok.json()["job"], headers={"Authorization": "Bearer s3cret"})
     assert (
         m.get("/assignwork", engineid="e1", batchsize=1, token="s3cret").json()["batch_size"] == 0
     )
@@ -357,6 +354,21 @@ def test_an_until_empty_claim_waits_for_a_job_its_engine_has_not_confirmed(
         "job": None,
         "more_expected": False,
     }
+
+
+def test_a_legacy_assignwork_is_not_held_for_a_job_its_engine_has_not_confirmed(
+    run_dirs, start_manager
+) -> None:
+    """Original engines confirm a job at their first keepalive, a lease away: an original
+    engine asking meanwhile gets its empty answer at once, not after --legacy-wait."""
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    assert m.post("/v1/claim", {"engine_id": "e1"}).json()["job"] is not None
+    t0 = time.monotonic()
+    empty = m.get("/assignwork", engineid="orig", batchsize=1).json()
+    assert empty["jobid"] == "-1" and time.monotonic() - t0 < 5
 
 
 def _half_written(inp, tmp_path, name: str = "half.pod5") -> bytes:

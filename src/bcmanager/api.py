@@ -333,6 +333,7 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         wait_s: float,
         until_empty: bool,
         any_model: bool = False,
+        unconfirmed_count: bool = True,
     ) -> tuple[Assignment | None, bool]:
         """Claim, waiting up to `wait_s` for work; with `until_empty`, give up as soon as
         no more work is expected. Returns the assignment and whether work is expected."""
@@ -349,7 +350,8 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
                 # the job's folders: system calls that must not hold up other requests
                 await asyncio.to_thread(manager.prepare_folders, assignment)
                 return assignment, True
-            expected = manager.work_expected(any_model)  # after the claim: none slips between
+            # after the claim: none slips between
+            expected = manager.work_expected(any_model, unconfirmed_count)
             remaining = deadline - loop.time()
             if remaining <= 0 or (until_empty and not expected):
                 signal.forget(place)
@@ -391,10 +393,13 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     ) -> Response:
         # The original engine exits at its first empty answer (and its request has no
         # timeout): while work is still expected, hold the request until there is some.
+        # Not for jobs still unconfirmed: original engines confirm at their first
+        # keepalive, which may be a lease away, and would be held for as long.
         assignment, _ = await claim_or_wait(
             lambda: manager.claim(engineid, batchsize, api="legacy", prepare=False),
             settings.legacy_wait_s,
             until_empty=True,
+            unconfirmed_count=False,
         )
         return _legacy_bytes(_legacy_batch(assignment, engineid, settings.lease_s))
 

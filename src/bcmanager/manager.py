@@ -476,13 +476,17 @@ class Manager:
             with self._looking_lock:
                 self._looking_now -= 1
 
-    def work_expected(self, any_model: bool = True) -> bool:
+    def work_expected(self, any_model: bool = True, unconfirmed_count: bool = True) -> bool:
         """Whether an engine that found nothing to claim should hold on rather than go home:
         files are queued (for a generation it can basecall), settling or being looked at,
         the first scan since start has not finished, or a job's engine has not confirmed
         it yet (its files come back if the answer to its claim was lost). Call it after a
-        claim that found nothing, so that no file can slip between the two."""
-        if not self.scan_done.is_set() or self._looking_now or self._unconfirmed:
+        claim that found nothing, so that no file can slip between the two.
+        `unconfirmed_count` False: unconfirmed jobs do not count (for original engines,
+        which confirm at their first keepalive, a lease away)."""
+        if not self.scan_done.is_set() or self._looking_now:
+            return True
+        if unconfirmed_count and self._unconfirmed:
             return True
         if self._discovery is not None and self._discovery.pending_count:
             return True
