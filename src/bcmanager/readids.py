@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,3 +227,24 @@ def read_copies(
 
 def as_uuid(raw: bytes) -> str:
     return str(uuid.UUID(bytes=bytes(raw).ljust(16, b"\0")))
+
+
+def concat_scans(
+    scans: Sequence[ReadFileScan],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """own, present, split_at and the index of each record's file, over all scans."""
+    if not scans:
+        empty = np.empty(0, ID_DTYPE)
+        return empty, empty, np.empty(0, np.int64), np.empty(0, np.int32)
+    return (
+        np.concatenate([s.own for s in scans]),
+        np.concatenate([s.present for s in scans]),
+        np.concatenate([s.split_at for s in scans]),
+        np.concatenate([np.full(len(s.own), i, dtype=np.int32) for i, s in enumerate(scans)]),
+    )
+
+
+def copies_over(scans: Sequence[ReadFileScan]) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct parent reads, how many times each is present) over all scans' records."""
+    own, present, split_at, _ = concat_scans(scans)
+    return read_copies(own, present, split_at)

@@ -62,6 +62,8 @@ from bcmanager.readids import (
     UUID_STR,
     ReadFileScan,
     as_uuid,
+    concat_scans,
+    copies_over,
     raw_ids,
     read_copies,
     scan_read_file,
@@ -428,8 +430,7 @@ def output_read_ids(output_dir: Path, *, workers: int | None = 0) -> Counter[str
     with _pool(workers, len(tasks), len(tasks)) as pool:
         for result in _run_tasks(tasks, pool):
             scans.extend(result)
-    own, present, split_at, _ = _concat_scans(scans)
-    parents, copies = read_copies(own, present, split_at)
+    parents, copies = copies_over(scans)
     counts: Counter[str] = Counter(
         {as_uuid(p): int(c) for p, c in zip(parents, copies, strict=True)}
     )
@@ -571,21 +572,6 @@ def _run_tasks(tasks: list[tuple[Callable, tuple]], pool: Executor | None) -> It
             yield func(*args)
 
 
-def _concat_scans(
-    scans: Sequence[ReadFileScan],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """own, present, split_at and the index of each record's file, over all scans."""
-    if not scans:
-        empty = np.empty(0, ID_DTYPE)
-        return empty, empty, np.empty(0, np.int64), np.empty(0, np.int32)
-    return (
-        np.concatenate([s.own for s in scans]),
-        np.concatenate([s.present for s in scans]),
-        np.concatenate([s.split_at for s in scans]),
-        np.concatenate([np.full(len(s.own), i, dtype=np.int32) for i, s in enumerate(scans)]),
-    )
-
-
 def _compare(
     report: VerifyReport,
     pod5_rel: list[str],
@@ -627,7 +613,7 @@ def _compare(
     report.input_duplicates = int(np.count_nonzero(in_counts > 1))
 
     # The output side.
-    own, present, split_at, where = _concat_scans(scans)
+    own, present, split_at, where = concat_scans(scans)
     report.records = sum(s.records for s in scans)
     report.bases = sum(s.bases for s in scans)
     report.formats = dict(sorted(Counter(s.fmt or "unreadable" for s in scans).items()))
@@ -708,7 +694,7 @@ def _yields_and_summaries(
     run_index = {folder: i for i, folder in enumerate(sorted(runs))}
     file_run = np.array([run_index[f.run_folder] for f in tree.read_files], dtype=np.int32)
     plain_fastq = np.array([s.fmt == "fastq" for s in scans], dtype=bool)
-    own, _, _, where = _concat_scans(scans)
+    own, _, _, where = concat_scans(scans)
     rec_run = file_run[where] if len(where) else np.empty(0, np.int32)
     order = np.argsort(rec_run, kind="stable")
     bounds = np.searchsorted(rec_run[order], np.arange(len(run_index) + 1))

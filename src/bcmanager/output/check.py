@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcmanager.output.naming import filtered_list_name
-from bcmanager.readids import ID_DTYPE, as_uuid, pod5_read_ids, read_copies, scan_read_file
+from bcmanager.output.naming import filtered_list_name, join
+from bcmanager.readids import ID_DTYPE, as_uuid, copies_over, pod5_read_ids, scan_read_file
 
 MAX_LISTED = 5  # ids named in a problem's message
 
@@ -101,12 +101,10 @@ def check_batch(
             check.broken[scan.path] = scan.error
         check.records += scan.records
     check.unexpected = [odd for scan in scans for odd in scan.odd]
-    parents, copies = read_copies(
-        _joined([s.own for s in scans], ID_DTYPE),
-        _joined([s.present for s in scans], ID_DTYPE),
-        _joined([s.split_at for s in scans], np.dtype(np.int64)),
+    parents, copies = copies_over(scans)
+    all_expected = np.unique(
+        np.concatenate(list(expected.values())) if expected else np.empty(0, ID_DTYPE)
     )
-    all_expected = np.unique(_joined(list(expected.values()), ID_DTYPE))
     check.reads = len(all_expected)
     for name, ids in expected.items():
         lost = ids[~np.isin(ids, parents)]
@@ -115,10 +113,6 @@ def check_batch(
     check.duplicated = [as_uuid(p) for p in parents[copies > 1]]
     check.unexpected += [as_uuid(p) for p in parents[~np.isin(parents, all_expected)]]
     return check
-
-
-def _joined(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    return np.concatenate(arrays) if arrays else np.empty(0, dtype)
 
 
 def write_filtered_lists(
@@ -131,11 +125,7 @@ def write_filtered_lists(
         by_folder.setdefault(run_folder_of.get(name, "."), []).extend(ids)
     written = []
     for folder, ids in sorted(by_folder.items()):
-        rel = (
-            filtered_list_name(job_id)
-            if folder == "."
-            else f"{folder}/{filtered_list_name(job_id)}"
-        )
+        rel = join(folder, filtered_list_name(job_id))
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".partial-{path.name}")
