@@ -69,12 +69,12 @@ def run_ids(path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
     except OSError:
         return None
     try:
-        footer = _footer(fd, os.fstat(fd).st_size)
-        for offset, length in sorted(_embedded_tables(footer or b""), key=lambda t: t[1]):
-            names, rows = _arrow_table(os.pread(fd, length, offset))
-            if "read_id" in names or not all(c in names for c in _RUN_COLUMNS):
-                continue  # the reads or signal table: the run table is the smallest
-            return rows if isinstance(rows, tuple) else None
+        found = _whole_footer(fd, os.fstat(fd).st_size)
+        tables = _embedded_tables(found[0]) if found is not None else []
+        for offset, length in sorted(tables, key=lambda t: t[1]):  # the run table is small
+            is_run_table, ids = _run_table(os.pread(fd, length, offset))
+            if is_run_table:
+                return ids
         return None
     except (OSError, _Malformed, struct.error, ValueError):
         return None
@@ -82,24 +82,9 @@ def run_ids(path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
         os.close(fd)
 
 
-def _footer(fd: int, end: int) -> bytes | None:
-    """The footer flatbuffer of a file whose tail is whole, else None."""
-    if end < HEAD_LEN + len(FOOTER_MAGIC) + TRAILER_LEN:
-        return None
-    tail_start = max(0, end - TAIL_READ)
-    tail = os.pread(fd, end - tail_start, tail_start)
-    if tail[-8:] != SIGNATURE:
-        return None
-    (footer_len,) = struct.unpack_from("<q", tail, len(tail) - TRAILER_LEN)
-    footer_start = end - TRAILER_LEN - footer_len
-    if not 0 < footer_len <= MAX_FOOTER or footer_start < HEAD_LEN:
-        return None
-    return os.pread(fd, footer_len, footer_start)
-
-
-def _arrow_table(data: bytes) -> tuple[list[str], tuple[str, str, str] | int]:
-    """An embedded Arrow file's column names, and the run ids of its only row (else how
-    many rows it has)."""
+def _run_table(data: bytes) -> tuple[bool, tuple[str, str, str] | None]:
+    """Whether an embedded Arrow file is the run information table, and the run ids of
+    its only row (None when it has several)."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -109,45 +94,54 @@ def _arrow_table(data: bytes) -> tuple[list[str], tuple[str, str, str] | int]:
         raise ValueError(str(exc)) from exc
     names = reader.schema.names
     if "read_id" in names or not all(c in names for c in _RUN_COLUMNS):
-        return names, 0
+        return False, None  # the reads or the signal table
     if reader.num_record_batches != 1:
-        return names, reader.num_record_batches  # not one row (MinKNOW writes one batch)
+        return True, None  # not one row (MinKNOW writes one batch)
     batch = reader.get_batch(0)
     if batch.num_rows != 1:
-        return names, batch.num_rows
+        return True, None
     flow_cell, protocol, acquisition = (
         str(batch.column(names.index(c))[0].as_py() or "") for c in _RUN_COLUMNS
     )
-    return names, (flow_cell, protocol, acquisition)
+    return True, (flow_cell, protocol, acquisition)
 
 
 def _whole(fd: int, end: int) -> bool:
-    if end < HEAD_LEN + len(FOOTER_MAGIC) + TRAILER_LEN:
+    found = _whole_footer(fd, end)
+    if found is None:
         return False
+    footer, magic_start, marker = found
+    tables = _embedded_tables(footer)
+    return bool(tables) and all(
+        _marker_after(fd, offset, length, magic_start, marker) for offset, length in tables
+    )
+
+
+def _whole_footer(fd: int, end: int) -> tuple[bytes, int, bytes] | None:
+    """(footer flatbuffer, where its magic starts, the section marker) of a file whose
+    head, tail and footer frame are whole; None otherwise."""
+    if end < HEAD_LEN + len(FOOTER_MAGIC) + TRAILER_LEN:
+        return None
     head = os.pread(fd, HEAD_LEN, 0)
     if head[:8] != SIGNATURE:
-        return False
+        return None
     marker = head[8:]
     tail_start = max(0, end - TAIL_READ)
     tail = os.pread(fd, end - tail_start, tail_start)
     if len(tail) != end - tail_start or tail[-8:] != SIGNATURE or tail[-24:-8] != marker:
-        return False
+        return None
     (footer_len,) = struct.unpack_from("<q", tail, len(tail) - TRAILER_LEN)
     footer_start = end - TRAILER_LEN - footer_len
     magic_start = footer_start - len(FOOTER_MAGIC)
     if not 0 < footer_len <= MAX_FOOTER or magic_start - MARKER_LEN < HEAD_LEN:
-        return False
+        return None
     if magic_start - MARKER_LEN < tail_start:  # a large footer: read all of it
         tail_start = magic_start - MARKER_LEN
         tail = os.pread(fd, end - tail_start, tail_start)
     at = magic_start - tail_start
     if tail[at : at + 8] != FOOTER_MAGIC or tail[at - MARKER_LEN : at] != marker:
-        return False
-    footer = tail[at + 8 : at + 8 + footer_len]
-    tables = _embedded_tables(footer)
-    return bool(tables) and all(
-        _marker_after(fd, offset, length, magic_start, marker) for offset, length in tables
-    )
+        return None
+    return tail[at + 8 : at + 8 + footer_len], magic_start, marker
 
 
 def _marker_after(fd: int, offset: int, length: int, limit: int, marker: bytes) -> bool:
