@@ -48,6 +48,7 @@ log = logging.getLogger("bcmanager.engine")
 MAX_BACKOFF_S = 2.0  # a GPU waits at most this long once the manager is back
 KILL_GRACE_S = 5.0
 READY_POLL_S = 0.1  # how often the engine looks for the basecaller's first output
+BASECALLER_LOG = "basecaller.log"  # its stderr, in the job's output folder
 DEFAULT_MIN_QSCORE = 9.0  # MinKNOW's hac threshold, for models whose speed is not named
 
 
@@ -391,7 +392,7 @@ class Engine:
         pod5_files = {f["name"]: input_dir / f["name"] for f in job["files"]}
         try:
             said = basecaller.filtered_reads(
-                (output_dir / "basecaller.log").read_text(encoding="utf-8", errors="replace")
+                (output_dir / BASECALLER_LOG).read_text(encoding="utf-8", errors="replace")
             )
         except OSError:
             said = 0
@@ -471,7 +472,7 @@ class Engine:
         input_dir, output_dir = Path(batch.job["input_dir"]), Path(batch.job["output_dir"])
         output_dir.mkdir(parents=True, exist_ok=True)
         inv = basecaller.invocation(input_dir, output_dir)
-        log_path = output_dir / "basecaller.log"
+        log_path = output_dir / BASECALLER_LOG
         with open(log_path, "ab") as log_file:
             stdout = log_file
             if inv.stdout_path is not None:

@@ -561,8 +561,10 @@ def iter_sim_reads(
         with pod5.Reader(pod5_path) as reader:
             for record in reader.reads():
                 reads = simulate_read(record, pod5_path.name, options)
-                tally.basecalled += 1 if reads else 0
-                tally.filtered += 0 if reads else 1
+                if reads:
+                    tally.basecalled += 1
+                else:
+                    tally.filtered += 1
                 yield from reads
     except Pod5ReadError:
         raise

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bcmanager.basecallers.abc import NATIVE_DIR
-from bcmanager.output.origin import origin_of
+from bcmanager.output.origin import origin_of, run_folder_of_pod5
 from bcmanager.output.records import fastq_text, read_files
 from bcmanager.output.split import SplitResult, iter_source, split_output
 from bcmanager.output.stream import StreamFiling
@@ -104,7 +104,7 @@ def finish_stream_filing(filing: StreamFiling, output_dir: Path) -> Filed:
 def run_folder_of(pod5: Path, relpath: str, layout: str) -> str:
     """Where a pod5's reads go in the job's output folder: its run folder (`minknow`),
     or the folder itself (`legacy`)."""
-    return origin_of(pod5, relpath).run_folder if layout == "minknow" else "."
+    return run_folder_of_pod5(pod5, relpath) if layout == "minknow" else "."
 
 
 def _origins(input_dir: Path, files: list[dict]) -> dict:
