@@ -153,3 +153,34 @@ def test_filing_a_batch_of_only_filtered_reads_leaves_no_read_file(tmp_path: Pat
     assert filed.reads == 0 and filed.files == []
     check = check_batch({"tiny.pod5": job_in / "tiny.pod5"}, [], filtered_by_basecaller=3)
     assert check.problem() is None and check.n_missing == 3
+
+
+def test_a_read_in_two_pod5_files_of_the_batch_is_wanted_twice(filed, tmp_path: Path) -> None:
+    """Hard links of one pod5 under two names (a copied backlog) are two files to
+    basecall: each of their reads must be filed twice, once is a loss, thrice too many."""
+    pod5s, _out, outputs = filed
+    name, path = next(iter(pod5s.items()))
+    link = tmp_path / f"linked-{name}"
+    os.link(path, link)
+    both = {**pod5s, link.name: link}
+    again = tmp_path / "again"
+    again.mkdir()
+    copies = [again / f"{k}-{p.name}" for k, p in enumerate(outputs)]
+    for src, dst in zip(outputs, copies, strict=True):
+        shutil.copy(src, dst)
+    twice = check_batch(both, [*outputs, *copies])
+    linked_reads = twice.reads
+    assert twice.problem() is not None  # the other files' reads are now filed twice
+    once = check_batch(both, outputs)
+    assert set(once.missing) == {link.name}  # the later file's copies are the missing ones
+    assert once.n_missing == len(once.missing[link.name]) == len(_ids_of(path))
+    assert once.reads == linked_reads == 100
+    only_linked = check_batch({name: path, link.name: link}, outputs + copies)
+    assert not only_linked.missing and not only_linked.duplicated
+
+
+def _ids_of(path: Path) -> list[str]:
+    import pod5
+
+    with pod5.Reader(path) as reader:
+        return [str(r.read_id) for r in reader.reads()]

@@ -102,17 +102,42 @@ def check_batch(
         check.records += scan.records
     check.unexpected = [odd for scan in scans for odd in scan.odd]
     parents, copies = copies_over(scans)
-    all_expected = np.unique(
-        np.concatenate(list(expected.values())) if expected else np.empty(0, ID_DTYPE)
-    )
+    names = list(expected)
+    ids = np.concatenate(list(expected.values())) if expected else np.empty(0, ID_DTYPE)
+    owner = np.repeat(np.arange(len(names)), [len(expected[n]) for n in names])
+    all_expected, wanted = np.unique(ids, return_counts=True)
     check.reads = len(all_expected)
-    for name, ids in expected.items():
-        lost = ids[~np.isin(ids, parents)]
-        if len(lost):
-            check.missing[name] = [as_uuid(raw) for raw in lost]
-    check.duplicated = [as_uuid(p) for p in parents[copies > 1]]
-    check.unexpected += [as_uuid(p) for p in parents[~np.isin(parents, all_expected)]]
+    found = _copies_of(all_expected, parents, copies)
+    lost = _beyond_found(ids, found[np.searchsorted(all_expected, ids)])
+    for k in np.unique(owner[lost]):
+        check.missing[names[k]] = [as_uuid(raw) for raw in ids[lost & (owner == k)]]
+    over = _copies_of(parents, all_expected, wanted)
+    check.duplicated = [as_uuid(p) for p in parents[(copies > over) & (over > 0)]]
+    check.unexpected += [as_uuid(p) for p in parents[over == 0]]
     return check
+
+
+def _copies_of(ids: np.ndarray, known: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """How many copies `counts` gives each of `ids` (sorted `known`; 0 where absent)."""
+    if not len(known):
+        return np.zeros(len(ids), dtype=np.int64)
+    at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    return np.where(known[at] == ids, counts[at], 0)
+
+
+def _beyond_found(ids: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Which occurrences of the batch's read ids (in file order) no output record covers:
+    a read in two pod5 files of the batch (hard links of one file, say) must be filed
+    twice, and the later files' copies are the ones counted missing when it is not."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    if not len(ids):
+        return np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    rank_sorted = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = rank_sorted
+    return rank >= found
 
 
 def write_filtered_lists(
