@@ -92,40 +92,40 @@ def test_merge_is_journaled_then_finished(ledger: Ledger) -> None:
     assert ledger.file_counts()[FileState.DONE] == 2
 
 
-def test_with_nothing_measured_a_small_queue_goes_out_in_default_batches() -> None:
+def test_with_nothing_measured_a_first_batch_is_the_default_batch_at_most() -> None:
     policy = Policy(default_batch=10, max_batch=500, target_batch_s=60)
     limit = scheduler.batch_limit
     unknown = Speed()
     one, eight = Fleet.of([unknown]), Fleet.of([unknown] * 8)
-    # 20 files of 1e6 bytes: a quarter of an even split is under the default
-    assert limit(None, unknown, one, 20, 2e7, policy, "e") == BatchLimit(500, 5e6, 10)
+    assert limit(None, unknown, one, 20, 2e7, policy, "e") == BatchLimit(10, 5e6, 10)
     assert limit(40, unknown, one, 100, 1e8, policy, "e") == BatchLimit(40, 2.5e7, 40)
     assert limit(None, unknown, eight, 20, 2e7, policy, "e").least == 3  # an even part
+    assert limit(None, unknown, one, 100_000, 1e11, policy, "e").files == 10  # a big backlog
     with pytest.raises(InvalidInput):
         limit(501, unknown, one, 1000, 1e9, policy, "e")
 
 
-def test_with_nothing_measured_a_backlog_starts_with_a_quarter_of_an_even_split(
+def test_the_first_engine_to_claim_a_backlog_gets_a_probe_not_a_quarter_of_it(
     tmp_path: Path,
 ) -> None:
-    """Engines waiting when a backlog arrives each get far more than the default batch:
-    a part large enough to measure their speed, small enough for a slow GPU to end it
-    long before the others run dry."""
+    """Engines arrive one by one (Slurm starts them as nodes come free): the first to claim
+    a backlog sees a fleet of one. It gets a probe, so that a slow GPU cannot hold the tail
+    while the engines that arrive after it run dry (issue 23: it got 100 of 400 files)."""
     db = Ledger(tmp_path / "l.sqlite3")
     db.add_files([NewFile(f"f{i:03d}.pod5", 1000) for i in range(400)], now=0.0)
     policy = Policy(default_batch=10, max_batch=10_000)
-    fleet = Fleet.of({f"gpu{k}": Speed() for k in range(4)}, at=0.0)
-    sizes = [
-        len(scheduler.claim(db, f"gpu{k}", None, 0.1, policy, "v1", Speed(), fleet).files)
-        for k in range(4)
-    ]
-    assert sizes[0] == 400 // (4 * scheduler.PROBE_SPLIT) == 25
-    assert all(20 <= n <= 25 for n in sizes), sizes  # a quarter of what each finds queued
+    sizes = []
+    for k in range(4):  # each arrives before the others' speeds are known
+        fleet = Fleet.of({f"gpu{j}": Speed() for j in range(k + 1)}, at=0.0)
+        a = scheduler.claim(db, f"gpu{k}", None, 0.1 * k, policy, "v1", Speed(), fleet)
+        sizes.append(len(a.files))
+    assert sizes == [10, 10, 10, 10]
 
 
-def test_an_engine_not_measured_yet_counts_as_a_typical_engine_of_the_fleet() -> None:
-    """An engine arriving at a fleet that knows its speeds gets a batch sized in bytes
-    from the fleet's median start-up and rate, not the default number of files."""
+def test_beside_measured_engines_a_new_engine_gets_a_part_of_a_typical_batch() -> None:
+    """An engine arriving at a fleet that knows its speeds gets a probe sized in bytes from
+    the fleet's median start-up and rate, over PROBE_SPLIT: if it is that many times slower
+    than the typical engine, it still ends its first batch as the others end theirs."""
     policy = Policy(default_batch=10, max_batch=10_000, target_batch_s=60)
     speeds = {
         "v100": Speed(2.0, 1e6, busy_s=30.0),
@@ -135,10 +135,15 @@ def test_an_engine_not_measured_yet_counts_as_a_typical_engine_of_the_fleet() ->
     }
     fleet = Fleet.of(speeds, at=0.0)
     assert fleet.typical == Speed(3.0, 2e6)
+    split = scheduler.PROBE_SPLIT
     limit = scheduler.batch_limit(None, Speed(), fleet, 100_000, 1e12, policy, "new")
-    assert limit.bytes == scheduler.steady_bytes(fleet.typical, policy)
+    assert limit.bytes == pytest.approx(scheduler.steady_bytes(fleet.typical, policy) / split)
     near_end = scheduler.batch_limit(None, Speed(), fleet, 100, 1e8, policy, "new")
-    assert near_end.bytes == pytest.approx(scheduler.tail_bytes(Speed(3.0, 2e6), fleet, 1e8, "new"))
+    typical_part = scheduler.tail_bytes(Speed(3.0, 2e6), fleet, 1e8, "new")
+    assert near_end.bytes == pytest.approx(typical_part / split)
+    # a GPU PROBE_SPLIT times slower than typical ends it within the typical part's time
+    slow = Speed(3.0, 2e6 / split)
+    assert slow.batch_s(near_end.bytes) <= Speed(3.0, 2e6).batch_s(typical_part) + 1e-9
 
 
 def test_a_steady_batch_makes_start_up_at_most_1_percent_of_it() -> None:
@@ -442,12 +447,14 @@ def run_from_nothing(
 
 
 def test_with_progress_every_engine_basecalls_a_backlog_in_two_batches(tmp_path: Path) -> None:
-    """Engines of mixed, unknown speeds: a first batch each (a quarter of an even split),
-    then one part of the tail. Without progress a fast engine ends its first batch while
-    the slower ones have said nothing, takes them to be as fast as itself, and its second
-    batch ends early: a third start-up."""
+    """Engines of mixed, unknown speeds: a probe each, then one part of the tail. Without
+    progress a fast engine ends its probe while the slower ones have said nothing, takes
+    them to be as fast as itself, and its second batch ends early: a third start-up.
+
+    The probe (the default batch) lasts seconds here, as Dorado's default of 10 files of
+    4,000 reads lasts minutes: longer than the MIN_PROGRESS_S progress needs."""
     truth = {f"gpu{k}": Speed(1.0, f * 1e6) for k, f in enumerate((1.0, 1.5, 2.0, 3.0))}
-    policy = Policy(max_batch=10_000, target_batch_s=6.0)
+    policy = Policy(default_batch=40, max_batch=10_000, target_batch_s=6.0)
     counts = {}
     for progress in (False, True):
         db = Ledger(tmp_path / f"{progress}.sqlite3")

@@ -54,9 +54,11 @@ def batch_size(requested: int | None, policy: Policy) -> int:
 # 3 %; a busy share of 97 % needs it well under that, since gaps and the tail come on top.
 STARTUP_SHARE = 0.01
 
-# With no engine's speed measured yet, an engine's first batch is this part of an even
-# split of the queue: large enough to measure its rate well, small enough that a GPU this
-# many times slower than the fleet's mean still ends it before the others run dry.
+# An engine whose speed is not known yet gets a probe: with nothing measured, at most the
+# default batch (or the size it asked) and 1/PROBE_SPLIT of an even split of the queue;
+# beside measured engines, 1/PROBE_SPLIT of what a typical engine would get. Either way a
+# GPU this many times slower than the fleet's mean still ends it before the others run
+# dry, whether the others are waiting already or still arriving one by one.
 PROBE_SPLIT = 4
 
 # Near the end an engine is counted on for a part of what is left only when basecalling
@@ -296,22 +298,23 @@ def batch_limit(
 
     An engine with a measured speed gets a steady batch (`steady_bytes`), or near the end
     of the queue its equal-finish part of what is left (`tail_bytes`). One not measured yet
-    counts as a typical engine of the fleet (the median start-up and rate); when no engine
-    has been measured, it gets 1/PROBE_SPLIT of an even split of the queue (the first
-    batches of a backlog, all engines starting at once). An engine's own request is a
-    ceiling on files (legacy engines always ask a fixed size)."""
+    gets a probe (see PROBE_SPLIT): sized as a typical engine of the fleet (the median
+    start-up and rate) would be, over PROBE_SPLIT, or with no engine measured, the default
+    batch at most. Its first batch never holds the tail: the engine may be the slowest GPU,
+    and the first of several arriving. An engine's own request is a ceiling on files
+    (legacy engines always ask a fixed size)."""
     ceiling = batch_size(requested, policy) if requested and requested > 0 else policy.max_batch
     files = max(1, min(ceiling, policy.max_batch))
-    if speed.bytes_per_s or fleet.typical.bytes_per_s:
-        like = speed if speed.bytes_per_s else fleet.typical
+    if speed.bytes_per_s:
         tail = tail_bytes(speed, fleet, queued_bytes, engine, now)
-        return BatchLimit(files, min(steady_bytes(like, policy), tail))
-    # Nothing measured: the default batch (or the size asked), at most an even part of the
-    # queue, or more when the queue is large: 1/PROBE_SPLIT of an even split of its bytes.
+        return BatchLimit(files, min(steady_bytes(speed, policy), tail))
+    if fleet.typical.bytes_per_s:
+        typical = tail_bytes(speed, fleet, queued_bytes, engine, now)
+        return BatchLimit(files, min(steady_bytes(fleet.typical, policy), typical) / PROBE_SPLIT)
     engines = max(1, len(fleet))
-    size = requested if requested and requested > 0 else policy.default_batch
-    least = max(1, min(size, files, math.ceil(queued_files / engines)))
-    return BatchLimit(files, queued_bytes / (engines * PROBE_SPLIT), least)
+    size = min(requested if requested and requested > 0 else policy.default_batch, files)
+    least = max(1, min(size, math.ceil(queued_files / engines)))
+    return BatchLimit(size, queued_bytes / (engines * PROBE_SPLIT), least)
 
 
 def take_bytes(files: list[FileRow], budget: float | None, least: int = 1) -> list[FileRow]:
