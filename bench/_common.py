@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -837,10 +837,32 @@ def check_all_done(output: Path, n: int, port: int, fastq: bool = True) -> None:
 
 @dataclass
 class BacklogRun:
-    makespan_s: float  # from the rename into INPUT to the last merge
+    makespan_s: float  # from t0 to the last merge
     total_samples: int
     jobs: list[JobTimes]
-    t0: float  # the rename into INPUT (time.time())
+    t0: float  # the rename into INPUT, or with arrivals all files queued (time.time())
+    # when each engine was spawned, seconds after t0 (engines dict order): negative when
+    # the engines started before t0 and waited in claims, else its actual arrival
+    engine_starts_s: dict[str, float] = field(default_factory=dict)
+
+
+def wait_files_queued(port: int, n: int, manager: Server, timeout: float = 120.0) -> None:
+    """Until the manager has queued all `n` files of a backlog (v1 status files.queued)."""
+    seen: list[object] = [None]
+
+    def queued() -> bool:
+        seen[0] = ((http_get_json("/v1/status", port, timeout=10) or {}).get("files") or {}).get(
+            "queued"
+        )
+        return seen[0] == n
+
+    wait_while_alive(
+        queued,
+        [manager],
+        timeout,
+        lambda: f"the manager queued {seen[0]} of {n} files in {timeout:g} s (no engines yet)",
+        interval=0.05,
+    )
 
 
 def run_backlog(
@@ -852,13 +874,22 @@ def run_backlog(
     batch_size: int = 10,
     before_stop: Callable[[int], None] | None = None,
     lease_s: float = 90,
+    arrivals: Sequence[float] | None = None,
 ) -> BacklogRun:
     """A whole run over a backlog of `n_files` hard links of `sources`.
 
     `bcm engine` processes (name -> options) start first and wait in long-poll claims;
     then the backlog folder is renamed into INPUT and the clock starts; it stops at the
     last merge in the manager's event log. Every file is checked DONE with its FASTQ.
-    `before_stop(port)`, when given, runs while the manager still answers."""
+    `before_stop(port)`, when given, runs while the manager still answers.
+
+    With `arrivals` (seconds after t0, one per engine in `engines` order), engines arrive
+    one by one as GPU nodes come free: the backlog is renamed into INPUT first, the clock
+    starts once the manager has queued all `n_files`, and each engine is spawned at
+    t0 + its arrival (in order of arrival). `engine_starts_s` holds when each engine was
+    actually spawned, seconds after t0."""
+    if arrivals is not None and len(arrivals) != len(engines):
+        raise ValueError(f"{len(arrivals)} arrivals for {len(engines)} engines")
     remove_tree(work)
     (work / "input").mkdir(parents=True)
     staged = work / "staging" / "run1"
@@ -877,13 +908,33 @@ def run_backlog(
     try:
         wait_bcm_ready(manager)
         logs = [work / "logs" / f"engine-{name}.log" for name in engines]
-        for (name, options), log in zip(engines.items(), logs, strict=True):
-            started.append(start_bcm_engine(name, port, log, options))
-        wait_engines_seen(port, list(engines), started)
-        events = EventLog(port)
-        events.poll()
-        t0 = time.time()
-        os.rename(staged, work / "input" / staged.name)
+        spawned: dict[str, float] = {}
+        if arrivals is None:
+            for (name, options), log in zip(engines.items(), logs, strict=True):
+                spawned[name] = time.time()
+                started.append(start_bcm_engine(name, port, log, options))
+            wait_engines_seen(port, list(engines), started)
+            events = EventLog(port)
+            events.poll()
+            t0 = time.time()
+            os.rename(staged, work / "input" / staged.name)
+        else:
+            events = EventLog(port)
+            events.poll()
+            os.rename(staged, work / "input" / staged.name)
+            wait_files_queued(port, n_files, manager)
+            t0 = time.time()
+            plan = sorted(
+                zip(arrivals, engines.items(), logs, strict=True), key=lambda item: item[0]
+            )
+            for at, (name, options), log in plan:
+                while (wait := t0 + at - time.time()) > 0:
+                    for s in started:
+                        if not s.alive():
+                            raise ServerDied(f"{s.name} exited early:\n{s.log_tail()}")
+                    time.sleep(min(wait, 0.25))
+                spawned[name] = time.time()
+                started.append(start_bcm_engine(name, port, log, options))
         wait_files_done(events, n_files, started)
         check_all_done(work / "output", n_files, port)
         jobs = bcm_jobs(events, logs, work / "output")
@@ -893,4 +944,5 @@ def run_backlog(
     finally:
         for s in reversed(started):
             kill_tree(s)
-    return BacklogRun(finished - t0, total, jobs, t0)
+    starts = {name: spawned[name] - t0 for name in engines}
+    return BacklogRun(finished - t0, total, jobs, t0, starts)

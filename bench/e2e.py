@@ -28,7 +28,11 @@ line of `/completed` (whole seconds).
 Start-up mode (`--startup S`, issue 12): a basecaller that pays Dorado's start-up S before
 every batch, time scaled by `--scale`; the before and after commits side by side, each
 engine's GPU busy share and the makespan against S + total samples / the fleet's rate
-(section `e2e-startup`; see `startup_main`):
+(section `e2e-startup`; see `startup_main`). Each run goes in two modes (`--modes`):
+`together` (every engine waits in a claim, then the backlog arrives: t0) and `arrival`
+(the backlog is queued first: t0; then the engines start one by one, as Slurm starts
+them when GPU nodes come free, gaps uniform in [0, `--arrival-gap`] Dorado seconds from a
+fixed seed per engine count; the ideal then counts each engine from its arrival):
 
     python bench/e2e.py --startup 10 --target 60 --scale 0.1 --engines 4,8 --speeds mixed \
         --samples 40000
@@ -44,10 +48,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -486,6 +492,8 @@ def report(results: list[RunResult], setup: str) -> str:
 SPEED_MIX = (1.0, 1.5, 2.0, 3.0)  # engine i runs at SPEED_MIX[i % 4] x the slowest
 TARGET_BUSY = 0.97
 TARGET_STARTUP_MAKESPAN = 1.03
+MODES = ("together", "arrival")  # engines all waiting at t0 | arriving one by one after t0
+ARRIVAL_ORDERS = ("given", "slow-first", "fast-first")
 BEFORE_REV = "234f5e5"
 AFTER_REV = "e116cae"
 WORKTREE = "worktree"  # --after worktree: this checkout's src/, uncommitted changes too
@@ -534,11 +542,58 @@ class EngineStats:
     last_end: float  # last basecaller end, seconds after t0
     timeline: list[tuple[float, float, int]]  # (start, end, files), seconds after t0
     reported: tuple[float, float | None] | None = None  # manager's startup_s, bytes/s
+    arrival_s: float = 0.0  # spawned this long after t0 (arrival mode; together: 0)
+
+    def present_s(self, makespan_s: float) -> float:
+        """How long the engine was there: from its arrival to the end of the run."""
+        return makespan_s - self.arrival_s
+
+
+def ideal_makespan(
+    rates: Sequence[float], arrivals: Sequence[float], startup: float, total: float
+) -> float:
+    """The earliest F with sum_i rates[i] * max(0, F - arrivals[i] - startup) = total: a
+    perfect split in which every engine pays one start-up after its arrival and all that
+    get work finish at once. Exact: sorted by arrival, the sum is piecewise linear in F.
+    With every arrival 0: startup + total / sum(rates)."""
+    ready = sorted(zip((a + startup for a in arrivals), rates, strict=True))
+    rate = weighted = 0.0
+    for k, (at, r) in enumerate(ready):
+        rate += r
+        weighted += r * at
+        f = (total + weighted) / rate  # with engines 0..k working: rate * F - weighted
+        if k + 1 == len(ready) or f <= ready[k + 1][0]:
+            return f
+    raise ValueError("no engines")
+
+
+def arrival_plan(factors: Sequence[float], gap_s: float, seed: int, order: str) -> list[float]:
+    """When each engine (in `factors` order) arrives, seconds after t0: the first at 0,
+    then gaps uniform in [0, gap_s] from random.Random(seed), in start order `order`
+    (given: the list's order; slow-first / fast-first: by speed factor, ties as given)."""
+    rng = random.Random(seed)
+    offsets = [0.0]
+    for _ in range(len(factors) - 1):
+        offsets.append(offsets[-1] + rng.uniform(0.0, gap_s))
+    position = list(range(len(factors)))
+    if order == "slow-first":
+        position.sort(key=lambda i: factors[i])
+    elif order == "fast-first":
+        position.sort(key=lambda i: -factors[i])
+    arrivals = [0.0] * len(factors)
+    for at, i in zip(offsets, position, strict=True):
+        arrivals[i] = at
+    return arrivals
+
+
+def arrival_seed(base: int, n_engines: int) -> int:
+    return 1000 * base + n_engines
 
 
 @dataclass
 class StartupRun:
     variant: Variant
+    mode: str  # together | arrival
     code: str
     n_engines: int
     files: int
@@ -553,15 +608,30 @@ class StartupRun:
 
     @property
     def ideal_s(self) -> float:
-        """A perfect split: every engine starts its basecaller once, and all finish at once."""
-        return self.startup_s + self.total_samples / self.fleet_rate
+        """A perfect split: every engine starts its basecaller once after its arrival, and
+        all finish at once (see ideal_makespan)."""
+        return ideal_makespan(
+            [e.rate for e in self.engines],
+            [e.arrival_s for e in self.engines],
+            self.startup_s,
+            self.total_samples,
+        )
 
     @property
     def ratio(self) -> float:
         return self.makespan_s / self.ideal_s
 
+    def share(self, e: EngineStats, wall: bool = False) -> float:
+        """An engine's basecalling over the time it was there (NaN: it came after the end)."""
+        present = e.present_s(self.makespan_s)
+        if present <= 0:
+            return float("nan")
+        return (e.busy_wall_s if wall else e.busy_model_s) / present
+
     def busy(self, wall: bool = False) -> list[float]:
-        return [(e.busy_wall_s if wall else e.busy_model_s) / self.makespan_s for e in self.engines]
+        """Busy shares of the engines that arrived before the run ended."""
+        shares = [self.share(e, wall) for e in self.engines]
+        return [b for b in shares if b == b]
 
     @property
     def batches(self) -> int:
@@ -641,7 +711,9 @@ def run_startup_variant(
     factors: list[float],
     fleet_rate: float,
     args: argparse.Namespace,
+    arrivals: list[float] | None = None,
 ) -> StartupRun:
+    """One run; with `arrivals` (seconds after t0 per engine), in arrival mode."""
     code = use_code_at(variant.rev, work.parent / "code")
     wrapper = work.parent / "startup_wrapper.py"
     wrapper.write_text(STARTUP_WRAPPER, encoding="utf-8")
@@ -667,6 +739,7 @@ def run_startup_variant(
         batch_size=args.first_batch,
         before_stop=before_stop,
         lease_s=LEASE_S * args.scale,
+        arrivals=arrivals,
     )
     samples = job_samples(work / "output", sources)
     stats = []
@@ -689,10 +762,12 @@ def run_startup_variant(
                     for j, end in zip(mine, ends, strict=True)
                 ],
                 reported.get(name),
+                max(0.0, run.engine_starts_s[name]) if arrivals is not None else 0.0,
             )
         )
     return StartupRun(
         variant,
+        "together" if arrivals is None else "arrival",
         code.describe,
         len(factors),
         n_files,
@@ -705,6 +780,7 @@ def run_startup_variant(
 
 STARTUP_HEADERS = [
     "code",
+    "mode",
     "engines",
     "files",
     "batches",
@@ -719,7 +795,12 @@ STARTUP_HEADERS = [
 
 
 def pct(value: float) -> str:
-    return f"{100 * value:.1f} %"
+    return f"{100 * value:.1f} %" if value == value else "-"
+
+
+def idle_at_end(r: StartupRun, e: EngineStats) -> float:
+    """From an engine's last basecaller end (or its arrival, if it had no batch) to the end."""
+    return r.makespan_s - e.last_end if e.timeline else max(0.0, e.present_s(r.makespan_s))
 
 
 def startup_rows(results: list[StartupRun]) -> list[list[str]]:
@@ -729,6 +810,7 @@ def startup_rows(results: list[StartupRun]) -> list[list[str]]:
         out.append(
             [
                 r.variant.label,
+                r.mode,
                 str(r.n_engines),
                 str(r.files),
                 str(r.batches),
@@ -738,7 +820,7 @@ def startup_rows(results: list[StartupRun]) -> list[list[str]]:
                 fmt(r.ratio, 3),
                 f"{pct(sum(busy) / len(busy))} / {pct(min(busy))}",
                 f"{pct(sum(wall) / len(wall))} / {pct(min(wall))}",
-                fmt(max(r.makespan_s - e.last_end for e in r.engines), 1),
+                fmt(max(idle_at_end(r, e) for e in r.engines), 1),
             ]
         )
     return out
@@ -746,9 +828,11 @@ def startup_rows(results: list[StartupRun]) -> list[list[str]]:
 
 ENGINE_HEADERS = [
     "code",
+    "mode",
     "engines",
     "engine",
     "speed",
+    "arrival s",
     "batches",
     "files per batch",
     "busy share",
@@ -766,13 +850,15 @@ def engine_rows(results: list[StartupRun]) -> list[list[str]]:
             out.append(
                 [
                     r.variant.label,
+                    r.mode,
                     str(r.n_engines),
                     e.name,
                     f"{e.factor:g}x",
+                    fmt(e.arrival_s, 1),
                     str(e.batches),
-                    " ".join(str(s) for s in sizes),
-                    pct(e.busy_model_s / r.makespan_s),
-                    pct(e.busy_wall_s / r.makespan_s),
+                    " ".join(str(s) for s in sizes) or "-",
+                    pct(r.share(e)),
+                    pct(r.share(e, wall=True)),
                     fmt(e.last_end, 1),
                     fmt(e.reported[0], 2) if e.reported else "-",
                 ]
@@ -782,38 +868,48 @@ def engine_rows(results: list[StartupRun]) -> list[list[str]]:
 
 LOSS_HEADERS = [
     "code",
+    "mode",
     "engines",
     "batches per engine",
     "in batches, not basecalling s",
     "between batches s",
     "idle at the end s",
-    "makespan - basecalling s",
+    "makespan - arrival - basecalling s",
 ]
 
 
 def loss_rows(results: list[StartupRun]) -> list[list[str]]:
     """Where each engine's makespan goes besides basecalling (means over engines): inside
     its batches (start-up, Python's start, reading), between its batches (report, claim,
-    spawn), after its last batch."""
+    spawn), after its last batch; all counted from its arrival (together mode: t0)."""
     out = []
     for r in results:
         inside, between, end = [], [], []
         for e in r.engines:
-            inside.append(sum(t - s for s, t, _ in e.timeline) - e.busy_model_s)
             starts = [s for s, _, _ in e.timeline]
             ends = [t for _, t, _ in e.timeline]
-            between.append(starts[0] + sum(s - t for t, s in zip(ends, starts[1:], strict=False)))
+            present = max(0.0, e.present_s(r.makespan_s))
+            if not starts:  # no batch at all: there, idle, until the end
+                inside.append(0.0)
+                between.append(0.0)
+                end.append(present)
+                continue
+            inside.append(sum(t - s for s, t, _ in e.timeline) - e.busy_model_s)
+            gaps = sum(s - t for t, s in zip(ends, starts[1:], strict=False))
+            between.append(starts[0] - e.arrival_s + gaps)
             end.append(r.makespan_s - e.last_end)
         n = len(r.engines)
+        there = [max(0.0, e.present_s(r.makespan_s)) - e.busy_model_s for e in r.engines]
         out.append(
             [
                 r.variant.label,
+                r.mode,
                 str(n),
                 fmt(r.batches / n, 1),
                 fmt(sum(inside) / n, 1),
                 fmt(sum(between) / n, 1),
                 fmt(sum(end) / n, 1),
-                fmt(r.makespan_s - sum(e.busy_model_s for e in r.engines) / n, 1),
+                fmt(sum(there) / n, 1),
             ]
         )
     return out
@@ -821,13 +917,15 @@ def loss_rows(results: list[StartupRun]) -> list[list[str]]:
 
 def comparison_rows(results: list[StartupRun]) -> list[list[str]]:
     out = []
-    for n in sorted({r.n_engines for r in results}):
-        by = {r.variant.key: r for r in results if r.n_engines == n}
+    keys = sorted({(r.mode, r.n_engines) for r in results}, key=lambda k: (MODES.index(k[0]), k[1]))
+    for mode, n in keys:
+        by = {r.variant.key: r for r in results if (r.mode, r.n_engines) == (mode, n)}
         before, after = by.get("before"), by.get("after")
         if before is None or after is None:
             continue
         out.append(
             [
+                mode,
                 str(n),
                 f"{fmt(before.ratio, 3)} -> {fmt(after.ratio, 3)}",
                 fmt(after.makespan_s / before.makespan_s, 3),
@@ -846,7 +944,7 @@ def startup_targets(results: list[StartupRun]) -> list[list[str]]:
         low = min(r.busy())
         out.append(
             [
-                f"busy share, {r.n_engines} engines (min over engines)",
+                f"busy share, {r.mode}, {r.n_engines} engines (min over engines)",
                 pct(low),
                 f">= {pct(TARGET_BUSY)}",
                 "met" if low >= TARGET_BUSY else "NOT met",
@@ -854,7 +952,7 @@ def startup_targets(results: list[StartupRun]) -> list[list[str]]:
         )
         out.append(
             [
-                f"makespan, {r.n_engines} engines",
+                f"makespan, {r.mode}, {r.n_engines} engines",
                 f"{r.ratio:.3f} x ideal",
                 f"<= {TARGET_STARTUP_MAKESPAN} x ideal",
                 "met" if r.ratio <= TARGET_STARTUP_MAKESPAN else "NOT met",
@@ -864,10 +962,10 @@ def startup_targets(results: list[StartupRun]) -> list[list[str]]:
 
 
 def timeline(r: StartupRun) -> str:
-    lines = [f"{r.variant.label}, {r.n_engines} engines (seconds after t0; files):"]
+    lines = [f"{r.variant.label}, {r.mode}, {r.n_engines} engines (seconds after t0; files):"]
     for e in r.engines:
-        spans = " ".join(f"[{s:.1f}-{t:.1f} {f}]" for s, t, f in e.timeline)
-        lines.append(f"  {e.name} {e.factor:g}x: {spans}")
+        spans = " ".join(f"[{s:.1f}-{t:.1f} {f}]" for s, t, f in e.timeline) or "no batch"
+        lines.append(f"  {e.name} {e.factor:g}x, arrives {e.arrival_s:.1f}: {spans}")
     return "\n".join(lines)
 
 
@@ -888,32 +986,48 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
     sources = write_mixed_sources(work / "sources", reads, args.distinct, args.samples, grouped)
     per_file = sum(s for _, s in sources) / len(sources)
     results: list[StartupRun] = []
+    gap = args.arrival_gap * args.scale
     for n in args.engines:
         factors = engine_factors(n, args.speeds)
         n_files = args.files_per_engine * n
         # files are linked round robin over the sources: whole rounds, then a part of one
         total = sum(sources[i % len(sources)][1] for i in range(n_files))
         fleet_rate = total / (args.work * args.scale)
+        plan = arrival_plan(factors, gap, arrival_seed(args.arrival_seed, n), args.arrival_order)
         with_fallback = n in args.fallback_engines and args.only != "before"
         runs = [*variants, fallback] if with_fallback else variants
         for variant in runs:
-            print(
-                f"{variant.label}: {n} engines x {args.files_per_engine} files,"
-                f" {fleet_rate:,.0f} samples/s in all ...",
-                flush=True,
-            )
-            r = run_startup_variant(
-                work / f"{variant.key}-{n}", variant, sources, n_files, factors, fleet_rate, args
-            )
-            results.append(r)
-            busy = r.busy()
-            print(
-                f"  makespan {r.makespan_s:.1f} s, ideal {r.ideal_s:.1f} s ({r.ratio:.3f}),"
-                f" busy mean {pct(sum(busy) / len(busy))} min {pct(min(busy))},"
-                f" {r.batches} batches",
-                flush=True,
-            )
-            print(timeline(r), flush=True)
+            for mode in args.modes:
+                arrivals = plan if mode == "arrival" else None
+                planned = (
+                    " arriving at " + ", ".join(f"{a:.1f}" for a in plan) + " s"
+                    if arrivals is not None
+                    else ""
+                )
+                print(
+                    f"{variant.label}, {mode}: {n} engines x {args.files_per_engine} files,"
+                    f" {fleet_rate:,.0f} samples/s in all{planned} ...",
+                    flush=True,
+                )
+                r = run_startup_variant(
+                    work / f"{variant.key}-{mode}-{n}",
+                    variant,
+                    sources,
+                    n_files,
+                    factors,
+                    fleet_rate,
+                    args,
+                    arrivals,
+                )
+                results.append(r)
+                busy = r.busy()
+                print(
+                    f"  makespan {r.makespan_s:.1f} s, ideal {r.ideal_s:.1f} s ({r.ratio:.3f}),"
+                    f" busy mean {pct(sum(busy) / len(busy))} min {pct(min(busy))},"
+                    f" {r.batches} batches",
+                    flush=True,
+                )
+                print(timeline(r), flush=True)
     summary, per_engine = startup_rows(results), engine_rows(results)
     compare, targets = comparison_rows(results), startup_targets(results)
     print_table("start-up: whole runs", STARTUP_HEADERS, summary)
@@ -921,6 +1035,7 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
     losses = loss_rows(results)
     print_table("start-up: where the makespan goes besides basecalling", LOSS_HEADERS, losses)
     c_headers = [
+        "mode",
         "engines",
         "makespan / ideal, before -> after",
         "makespan after / before",
@@ -965,25 +1080,48 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             " start-up); after, command backend: the after code with the same basecaller"
             " through the `command` backend (`--style legacy`), whose engine does not report"
             " start-up and basecalling time, so the manager falls back to claim -> report.",
-            "- makespan: from the rename of the backlog into INPUT (engines waiting in claims)"
-            " to the last merge. ideal = S + total samples / the fleet's total rate (a perfect"
-            " split: one start-up per engine, every engine finishing at once).",
-            "- busy share: an engine's basecalling over the makespan. `busy share`: the sum of"
+            f"- modes ({', '.join(args.modes)}): `together`: every engine starts first and"
+            " waits in a long-poll claim; t0 is the rename of the backlog into INPUT."
+            " `arrival` (Slurm starting engines as GPU nodes come free): the backlog is"
+            " renamed into INPUT first, t0 is the moment the manager has queued all its files"
+            " (v1 status files.queued), and engine k is spawned at t0 + a_k: a_0 = 0, the gaps"
+            f" between consecutive starts uniform in [0, {args.arrival_gap:g}] s"
+            f" ([0, {gap:g}] s here; `--arrival-gap`), drawn from"
+            f" `random.Random(1000 x {args.arrival_seed} + engines)`, the same arrivals for"
+            " every code of one engine count; engines start in"
+            + (
+                " the order of the speeds above (so a slow one may come first)"
+                if args.arrival_order == "given"
+                else f" {args.arrival_order} order of speed"
+            )
+            + f" (`--arrival-order {args.arrival_order}`). An arriving engine pays its"
+            " Python start and its first claim after a_k (in together mode both lie before"
+            " t0); a_k in the tables is when it was actually spawned.",
+            "- makespan: from t0 to the last merge. ideal: the earliest F with sum over"
+            " engines of rate_i x max(0, F - a_i - S) = total samples (a perfect split: one"
+            " start-up per engine after its arrival, every engine that gets work finishing at"
+            " once; solved exactly, piecewise linear in F); in together mode every a_i = 0, so"
+            " ideal = S + total samples / the fleet's total rate.",
+            "- busy share: an engine's basecalling over the time it was there, makespan - a_i"
+            " (together mode: the makespan). `busy share`: the sum of"
             " samples / rate over its batches (samples per batch from the ledger's files),"
             " exactly what the simulated GPU basecalls; `(wall)`: the sum of (basecaller end -"
             " start - S), start = the engine's `job N` log line (just before it spawns the"
             " basecaller), end = the mtime of the batch's basecaller.log, so it counts Python's"
             " start and file reading beyond S as busy. idle at the end: makespan - an engine's"
-            " last basecaller end. manager's start-up: what the manager had learnt (v1 status).",
+            " last basecaller end. manager's start-up: what the manager had learnt (v1 status)."
+            " Targets, for each mode and engine count: min busy share >="
+            f" {pct(TARGET_BUSY)}, makespan <= {TARGET_STARTUP_MAKESPAN} x ideal.",
             "",
             markdown_table(STARTUP_HEADERS, summary),
             "",
             markdown_table(ENGINE_HEADERS, per_engine),
             "",
-            "Where an engine's makespan goes besides basecalling (seconds, mean over engines):"
-            " inside its batches (start-up S, plus Python's start and file reading where they"
-            " outlast S), between its batches (from t0 to its first batch, then basecaller"
-            " end -> next start: report, claim, spawn), and idle after its last batch.",
+            "Where an engine's time from its arrival (together mode: t0) to the end goes besides"
+            " basecalling (seconds, mean over engines): inside its batches (start-up S, plus"
+            " Python's start and file reading where they outlast S), between its batches (from"
+            " its arrival to its first batch, then basecaller end -> next start: report,"
+            " claim, spawn), and idle after its last batch.",
             "",
             markdown_table(LOSS_HEADERS, losses),
             "",
@@ -991,7 +1129,7 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             "",
             markdown_table(t_headers, targets),
             "",
-            "Batch timelines (seconds after t0, files per batch):",
+            "Batch timelines (seconds after t0, each engine's arrival, files per batch):",
             "",
             "```",
             *[timeline(r) for r in results],
@@ -1057,7 +1195,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="4",
         help="engine counts that also run the after code through the command backend",
     )
+    s.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="together: every engine waits in a claim before the backlog arrives; arrival:"
+        " the backlog is queued first and the engines start one by one (comma-separated)",
+    )
+    s.add_argument(
+        "--arrival-gap",
+        type=float,
+        default=300.0,
+        metavar="GAP",
+        help="arrival mode: gaps between engine starts uniform in [0, GAP] Dorado seconds",
+    )
+    s.add_argument(
+        "--arrival-order",
+        choices=ARRIVAL_ORDERS,
+        default="given",
+        help="arrival mode: engines start in the speeds' order, or sorted by speed",
+    )
+    s.add_argument(
+        "--arrival-seed",
+        type=int,
+        default=1,
+        help="arrival mode: the gaps come from random.Random(1000 x this + engines)",
+    )
     args = p.parse_args(argv)
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or set(args.modes) - set(MODES):
+        p.error(f"--modes: a comma-separated choice of {', '.join(MODES)}")
     args.engines = [int(e) for e in args.engines.split(",") if e]
     args.fallback_engines = [int(e) for e in args.fallback_engines.split(",") if e]
     return args

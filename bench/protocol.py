@@ -7,10 +7,23 @@ Closed-loop load: each client loops
     (write the job's FASTQ under TMPOUTPUT_<job>_<engine>/pass/, as an original engine does)
     GET /completed?job_id=J&job_state=DONE
 
-at 1, 8 and 32 concurrent clients, for a fixed time per point, first against
-bcmanager and then against the original Flask manager, each on port 40765 in turn
-and each point over a fresh server and a fresh input folder of N hard links of one
-small real pod5 file (the original lists its input only when it starts).
+at 1, 8 and 32 concurrent clients, for a fixed time per point, against bcmanager in
+both OUTPUT layouts, the default first, and then against the original Flask manager,
+each on port 40765 in turn and each point over a fresh server and a fresh input
+folder of N hard links of one small real pod5 file (the original lists its input only
+when it starts):
+
+- `bcmanager`: the default layout, `minknow`: a job's FASTQ is merged into the run
+  folder of the job's pod5 (`OUTPUT/<run folder>/fastq_pass/job_id_<job>_NAME`);
+- `bcmanager-legacy`: `--output-layout legacy`, the original's names: the FASTQ goes
+  to `OUTPUT/pass/job_id_<job>_NAME`;
+- `original`: the original BC-pipelines manager.
+
+Each bcmanager variant is compared with the original (ratios per client count), and
+at the top client count against issue 23's goals, which are stated for the default
+layout: req/s at least 1.5 times the original's, server CPU per request at most 0.6
+times, and the p99 latency of every call (assignwork, keepalive, completed) at most
+half the original's.
 
 Measured per point: requests per second, p50/p99 latency per route, and the
 server's CPU time per request (utime + stime of the server process over the
@@ -27,11 +40,14 @@ raw streams (1.2-3.5 ms against 0.06-0.2 ms) and so capped req/s much lower, whi
 is why raw is the default.
 
     python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000] [--no-fastq]
+                             [--servers bcmanager,bcmanager-legacy,original]
 
-`--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager`, e.g.
+`--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager` (both variants), e.g.
 `--manager-arg=--no-watch` (inotify off, rescans only); such a run is labelled with
 its arguments and written to its own section of docs/benchmarks.md
-(`protocol-no-watch`), right after the default one, which it leaves alone.
+(`protocol-no-watch`), right after the default one, which it leaves alone. Where ARG
+names a layout (`--output-layout=legacy`), `bcmanager` runs in it, and
+`bcmanager-legacy` is left out when that would measure the same layout twice.
 """
 
 from __future__ import annotations
@@ -75,8 +91,15 @@ from _common import (
 )
 
 ROUTES = ("assignwork", "keepalive", "completed")
-SERVERS = ("bcmanager", "original")
-TARGETS = {"cpu": 1 / 3, "rps": 2.0, "p99": 1 / 2}
+SERVERS = ("bcmanager", "bcmanager-legacy", "original")  # the order they run and are listed in
+# bcmanager's variants: the extra `bcm manager` arguments that make each (after --manager-arg)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "bcmanager": (),
+    "bcmanager-legacy": ("--output-layout", "legacy"),
+}
+GOAL_LAYOUT = "minknow"  # issue 23's goals are stated for the default layout
+# Issue 23's goals at the top client count, as bcmanager / original ratios.
+GOALS = {"rps": 1.5, "cpu": 0.6, "p99": 1 / 2}
 
 Getter = Callable[[str], Awaitable[tuple[int, bytes]]]
 
@@ -306,7 +329,7 @@ def start_server(
     manager_args: Sequence[str] = (),
 ) -> Server:
     """Start one manager over a fresh folder and wait until all its files are claimable."""
-    if name == "bcmanager":
+    if name in VARIANTS:
 
         def start() -> Server:
             return start_bcmanager(
@@ -341,12 +364,13 @@ def run_point(
     make_farm(input_dir, args.files, source)
     output_dir.mkdir(parents=True)
     server = start_server(
-        name, input_dir, output_dir, folder / "server.log", args.files, args.manager_arg
+        name, input_dir, output_dir, folder / "server.log", args.files, manager_args(name, args)
     )
     try:
         fastq_to = output_dir if args.fastq else None
         res = run_async(measure(server, clients, args.seconds, args.warmup, args.client, fastq_to))
-        if name == "bcmanager":
+        res.server = name  # both bcmanager variants' processes are called bcmanager
+        if name in VARIANTS:
             status = http_get_json("/v1/status") or {}
             scan = status.get("scan") or {}
             if "seconds" in scan and "at" in scan:
@@ -366,19 +390,38 @@ def run_point(
 # -- report -----------------------------------------------------------------------------
 
 
-def manager_label(args: argparse.Namespace) -> str:
-    """`bcmanager`, or `bcmanager --no-watch` when extra manager arguments were given."""
-    return " ".join(["bcmanager", *args.manager_arg])
+def manager_args(name: str, args: argparse.Namespace) -> list[str]:
+    """The extra `bcm manager` arguments of a bcmanager variant: --manager-arg, then the
+    variant's own (last, so they win); none for the original."""
+    if name not in VARIANTS:
+        return []
+    return [*args.manager_arg, *VARIANTS[name]]
 
 
-def _layout_of(manager_args: Sequence[str]) -> str:
-    """The OUTPUT layout bcmanager ran with: minknow (the default) unless told."""
+def _layout_of(manager_args: Sequence[str]) -> str | None:
+    """The OUTPUT layout named in these arguments (the last one), or None: the default."""
+    layout = None
     for i, arg in enumerate(manager_args):
         if arg.startswith("--output-layout="):
-            return f"`{arg.split('=', 1)[1]}`"
-        if arg == "--output-layout" and i + 1 < len(manager_args):
-            return f"`{manager_args[i + 1]}`"
-    return "`minknow` (the default)"
+            layout = arg.split("=", 1)[1]
+        elif arg == "--output-layout" and i + 1 < len(manager_args):
+            layout = manager_args[i + 1]
+    return layout
+
+
+def is_goal(name: str, args: argparse.Namespace) -> bool:
+    """Whether issue 23's goals are stated for this variant's layout (the default)."""
+    return name in VARIANTS and (_layout_of(manager_args(name, args)) or "minknow") == GOAL_LAYOUT
+
+
+def server_label(name: str, args: argparse.Namespace) -> str:
+    """`bcmanager (minknow, default)`, `bcmanager (legacy layout)` or `original`; with
+    --manager-arg, its arguments follow (`bcmanager (minknow, default) --no-watch`)."""
+    if name not in VARIANTS:
+        return name
+    layout = _layout_of(manager_args(name, args))
+    label = "bcmanager (minknow, default)" if layout is None else f"bcmanager ({layout} layout)"
+    return " ".join([label, *args.manager_arg])
 
 
 def section_name(args: argparse.Namespace) -> str:
@@ -389,13 +432,13 @@ def section_name(args: argparse.Namespace) -> str:
     return f"protocol-{slug}"
 
 
-def absolute_rows(results: list[PointResult], label: str = "bcmanager") -> list[list[str]]:
+def absolute_rows(results: list[PointResult], args: argparse.Namespace) -> list[list[str]]:
     rows = []
     for r in results:
         lat = [f"{fmt(r.pct(route, 0.5), 2)} / {fmt(r.pct(route, 0.99), 2)}" for route in ROUTES]
         rows.append(
             [
-                label if r.server == "bcmanager" else r.server,
+                server_label(r.server, args),
                 str(r.clients),
                 fmt(r.rps, 0),
                 fmt(r.cpu_ms_per_req, 3),
@@ -447,60 +490,90 @@ RATIO_HEADERS = [
 ]
 
 
-def target_rows(ours: PointResult, orig: PointResult) -> list[list[str]]:
-    cpu = ratio(ours.cpu_ms_per_req, orig.cpu_ms_per_req)
+def goal_checks(ours: PointResult, orig: PointResult) -> list[tuple[float, bool]]:
+    """(bcmanager / original, met?) for each of issue 23's goals, in GOAL_HEADERS' order."""
     rps = ratio(ours.rps, orig.rps)
-    rows = [
-        _target("server CPU per request", cpu, f"<= {TARGETS['cpu']:.2f}", cpu <= TARGETS["cpu"]),
-        _target("req/s", rps, f">= {TARGETS['rps']:.1f}", rps >= TARGETS["rps"]),
-    ]
+    cpu = ratio(ours.cpu_ms_per_req, orig.cpu_ms_per_req)
+    checks = [(rps, rps >= GOALS["rps"]), (cpu, cpu <= GOALS["cpu"])]
     for route in ROUTES:
         p99 = ratio(ours.pct(route, 0.99), orig.pct(route, 0.99))
-        rows.append(_target(f"p99 {route}", p99, f"<= {TARGETS['p99']:.2f}", p99 <= TARGETS["p99"]))
-    return rows
+        checks.append((p99, p99 <= GOALS["p99"]))  # a NaN ratio (no calls) is not met
+    return checks
 
 
-def _target(what: str, value: float, wanted: str, met: bool) -> list[str]:
-    return [what, fmt(value, 2), wanted, "met" if met else "NOT met"]
+GOAL_HEADERS = [
+    f"req/s (>= {GOALS['rps']:.1f})",
+    f"server CPU/req (<= {GOALS['cpu']:.1f})",
+    *[f"p99 {r} (<= {GOALS['p99']:.1f})" for r in ROUTES],
+    "all goals",
+]
 
 
-TARGET_HEADERS = ["target at 32 clients", "bcmanager / original", "wanted", "result"]
+def goal_row(label: str, ours: PointResult, orig: PointResult, goal: bool) -> list[str]:
+    checks = goal_checks(ours, orig)
+    cells = [f"{fmt(value, 2)} {'met' if met else 'NOT met'}" for value, met in checks]
+    everything = "met" if all(met for _, met in checks) else "NOT met"
+    return [label + (" (the goal's)" if goal else ""), *cells, everything]
+
+
+def _fastq_line(args: argparse.Namespace) -> str:
+    """What the docs say about the layouts measured and what each does with the FASTQ."""
+    what = {
+        "minknow": "merges each job's FASTQ into the run folder of the job's pod5"
+        " (`OUTPUT/<run folder>/fastq_pass/job_id_<job>_NAME`)",
+        "legacy": "moves each job's FASTQ to `OUTPUT/pass/job_id_<job>_NAME`, the original's names",
+    }
+    variants = [n for n in args.servers if n in VARIANTS]
+    described = []
+    for name in variants:
+        named = _layout_of(manager_args(name, args))
+        layout, how = (named, f"`--output-layout {named}`") if named else ("minknow", "the default")
+        described.append(
+            f"`{layout}` ({how}; rows `{server_label(name, args)}`) {what.get(layout, '')}".rstrip()
+        )
+    if len(variants) > 1:
+        head = "- OUTPUT layouts: bcmanager is measured in both, the default first: "
+    else:
+        head = "- OUTPUT layout: "
+    line = head + "; ".join(described) + ". "
+    if args.fastq:
+        line += (
+            "Each client writes its job's FASTQ (one 4-line record per pod5 under `pass/` of"
+            " its job's TMPOUTPUT folder) before it reports DONE, as an original engine does,"
+            " and the manager merges it at `/completed`."
+        )
+    else:
+        line += "Clients write no FASTQ (`--no-fastq`): the bare protocol, nothing to merge."
+    return line
 
 
 def report(results: list[PointResult], args: argparse.Namespace) -> str:
     by = {(r.server, r.clients): r for r in results}
-    pairs = [
-        (by[("bcmanager", c)], by[("original", c)])
-        for c in args.clients
-        if ("bcmanager", c) in by and ("original", c) in by
-    ]
-    label = manager_label(args)
-    abs_rows, rat_rows = absolute_rows(results, label), ratio_rows(pairs)
+    variants = [n for n in args.servers if n in VARIANTS]
+    abs_rows = absolute_rows(results, args)
     print_table("legacy protocol, absolute", ABS_HEADERS, abs_rows)
-    print_table(f"{label} / original", RATIO_HEADERS, rat_rows)
-    title = "Legacy protocol under load (`bench/protocol.py`)"
+    title = "Legacy protocol under load, bcmanager in both OUTPUT layouts (`bench/protocol.py`)"
     if args.manager_arg:
         started = " ".join(f"`{a}`" for a in args.manager_arg)
         title = (
             f"Legacy protocol under load, bcmanager started with {started} (`bench/protocol.py`)"
         )
+    legacy_args = " ".join(VARIANTS["bcmanager-legacy"])
     parts = [
         section_header(title),
         f"- setup: {args.files:,} hard links of one 2-read pod5 per point, a fresh server and"
         f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured;"
-        f" bcmanager with `{' '.join(['--lease 600 --batch-size 1', *args.manager_arg])}`,"
-        " the original with the config"
+        f" bcmanager with `{' '.join(['--lease 600 --batch-size 1', *args.manager_arg])}`"
+        + (
+            f" (and `{legacy_args}` for the legacy layout)"
+            if "bcmanager-legacy" in variants
+            else ""
+        )
+        + ", the original with the config"
         f" template; load generator `{args.client}` (HTTP/1.1 keep-alive where the server"
         " allows it: the original answers `Connection: close`, so its clients reconnect per"
         " request, as the original engine's `requests.get` calls do).",
-        f"- OUTPUT layout: {_layout_of(args.manager_arg)}; "
-        + (
-            "each client writes its job's FASTQ (one 4-line record per pod5 under `pass/`)"
-            " before it reports DONE, as an original engine does, and the manager merges it"
-            " (in the `minknow` layout into the run folder of the job's pod5)."
-            if args.fastq
-            else "clients write no FASTQ (`--no-fastq`): the bare protocol."
-        ),
+        _fastq_line(args),
         "- connections: TCP connections the load generator opened (warm-up included)."
         " errors / dry: non-200 answers / `jobid -1` answers (none expected).",
         "- server CPU ms/req: utime + stime of the server process (all threads) over the"
@@ -508,28 +581,67 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
         " as seen by the client, including its own queueing.",
         "",
         markdown_table(ABS_HEADERS, abs_rows),
-        "",
-        f"Ratios {label} / original (below 1 is better for CPU and latency, above 1 for req/s):",
-        "",
-        markdown_table(RATIO_HEADERS, rat_rows),
     ]
+    for name in variants:
+        pairs = [
+            (by[(name, c)], by[("original", c)])
+            for c in args.clients
+            if (name, c) in by and ("original", c) in by
+        ]
+        if not pairs:
+            continue
+        label = server_label(name, args)
+        rat_rows = ratio_rows(pairs)
+        print_table(f"{label} / original", RATIO_HEADERS, rat_rows)
+        parts += [
+            "",
+            f"Ratios {label} / original (below 1 is better for CPU and latency, above 1 for"
+            " req/s):",
+            "",
+            markdown_table(RATIO_HEADERS, rat_rows),
+        ]
     top = max(args.clients)
-    if ("bcmanager", top) in by and ("original", top) in by:
-        t_rows = target_rows(by[("bcmanager", top)], by[("original", top)])
-        headers = [f"target at {top} clients", f"{label} / original", *TARGET_HEADERS[2:]]
-        print_table(f"targets at {top} clients", headers, t_rows)
-        parts += ["", markdown_table(headers, t_rows)]
-    scanned = [r for r in results if r.scan_s is not None and r.scan_overlap_s is not None]
-    if scanned:
+    goal_rows = [
+        goal_row(server_label(n, args), by[(n, top)], by[("original", top)], is_goal(n, args))
+        for n in variants
+        if (n, top) in by and ("original", top) in by
+    ]
+    if goal_rows:
+        headers = [f"at {top} clients, bcmanager / original", *GOAL_HEADERS]
+        print_table(
+            f"issue 23's goals at {top} clients (stated for the default layout, {GOAL_LAYOUT})",
+            headers,
+            goal_rows,
+        )
+        parts += [
+            "",
+            f"Issue 23's goals at {top} clients, as ratios to the original: req/s at least"
+            f" {GOALS['rps']:g} times, server CPU per request at most {GOALS['cpu']:g} times,"
+            f" and the p99 of every call at most {GOALS['p99']:g} times the original's. They"
+            f" are stated for the default layout (`{GOAL_LAYOUT}`): the row marked the goal's"
+            " is the one they judge"
+            + ("; the other layout's row is for comparison." if len(goal_rows) > 1 else "."),
+            "",
+            markdown_table(headers, goal_rows),
+        ]
+    for name in variants:
+        scanned = [
+            r
+            for r in results
+            if r.server == name and r.scan_s is not None and r.scan_overlap_s is not None
+        ]
+        if not scanned:
+            continue
         took = ", ".join(fmt(r.scan_s or 0.0, 2) for r in scanned)
         overlap = ", ".join(fmt(r.scan_overlap_s or 0.0, 2) for r in scanned)
         parts += [
             "",
-            f"{label}'s last finished input scan before each point ended (`scan` in"
-            " `/v1/status`; rescans start 10 s after the last one ended, or 30 times its"
-            " duration when that is longer; the input folder's mtime changes with every job"
-            f" folder, so a rescan lists it again) took {took} s and overlapped the measured"
-            f" window by {overlap} s; the CPU of any overlap is part of the figures above.",
+            f"{server_label(name, args)}: the last finished input scan before each point"
+            " ended (`scan` in `/v1/status`; rescans start 10 s after the last one ended, or"
+            " 30 times its duration when that is longer; the input folder's mtime changes"
+            " with every job folder, so a rescan lists it again) took"
+            f" {took} s and overlapped the measured window by {overlap} s; the CPU of any"
+            " overlap is part of the figures above.",
         ]
     return "\n".join(parts)
 
@@ -543,7 +655,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
     p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     p.add_argument("--files", type=int, default=200_000, help="pod5 files in each input folder")
-    p.add_argument("--servers", default=",".join(SERVERS), help="bcmanager,original")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated, run in this order whatever the order given: bcmanager (the"
+        " default layout, minknow), bcmanager-legacy (--output-layout legacy), original",
+    )
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator")
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / "_work", help="scratch")
     p.add_argument("--keep", action="store_true", help="keep the scratch folders")
@@ -569,10 +686,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c]
-    args.servers = [s for s in args.servers.split(",") if s]
-    unknown = set(args.servers) - set(SERVERS)
+    named = {s for s in args.servers.split(",") if s}
+    unknown = named - set(SERVERS)
     if unknown:
         p.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    args.servers = [s for s in SERVERS if s in named]  # the default layout first
+    if {"bcmanager", "bcmanager-legacy"} <= named and _layout_of(args.manager_arg) == "legacy":
+        print("--manager-arg names the legacy layout: bcmanager-legacy would measure it twice")
+        args.servers.remove("bcmanager-legacy")
     return args
 
 
