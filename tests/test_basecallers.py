@@ -20,8 +20,8 @@ from bcmanager.basecallers.script import ScriptBasecaller
 from bcmanager.basecallers.simulated import SimulatedBasecaller, download_model
 from bcmanager.errors import ConfigError
 from bcmanager.layout import POD5_SIGNATURE, link_name
-from bcmanager.output.records import detect_format, parse_tags
 from bcmanager.pod5io import count_reads, write_pod5
+from bcmanager.records import detect_format, parse_tags
 from tests.helpers import run_invocation
 
 FAKES = Path(__file__).parent / "fakes"

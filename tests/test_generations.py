@@ -338,7 +338,7 @@ def test_a_command_template_naming_the_model_runs_each_generations_model(tmp_pat
 
 
 def test_an_engines_speed_is_learnt_per_generation(run_dirs: tuple[Path, Path]) -> None:
-    from bcmanager.manager import Timing
+    from bcmanager.reports import Timing
 
     inp, out = run_dirs
     make_run(inp, 4)

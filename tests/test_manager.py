@@ -137,7 +137,7 @@ def test_a_lost_ledger_is_rebuilt_from_the_layout(run_dirs, clock) -> None:
     done_job = work(m)  # f0, f1 done
     failed = m.claim("e1", 1, api="v1")  # f2 fails alone: quarantined (max 1)
     m.complete(failed.job.id, Outcome.FAILED, failed.job.token)
-    running = m.claim("e2", 2, api="v1")  # f3, f4 running on e2
+    running = m.claim("e2", 2, api="legacy")  # f3, f4 running on e2 (as asked: legacy)
     m.close()
     os.remove(m.settings.ledger_path)
     clock.t += 5
@@ -186,7 +186,7 @@ def test_a_restart_gives_running_jobs_a_fresh_lease(run_dirs, clock) -> None:
 
 
 def test_rescans_back_off_when_a_scan_itself_is_slow() -> None:
-    from bcmanager.manager import rescan_pause
+    from bcmanager.intake import rescan_pause
 
     assert rescan_pause(10.0, 0.01) == 10.0
     assert rescan_pause(10.0, 2.0) == 60.0  # a 2 s scan of a huge folder: at most ~3% of the time
@@ -264,18 +264,18 @@ def test_a_large_fleets_speeds_are_summed_again_less_often(run_dirs, clock) -> N
     loop: a small fleet is summed again each second, one of 3,000 engines every 3 s."""
     m = open_manager(*run_dirs, clock)
     for k in range(10):
-        m._seen(f"gpu{k}", clock.t)
-    small = m._fleet(clock.t)
+        m.roster.seen(f"gpu{k}", clock.t)
+    small = m.roster.fleet(clock.t)
     clock.t += 1.5
-    assert m._fleet(clock.t) is not small
+    assert m.roster.fleet(clock.t) is not small
     for k in range(10, 3_000):
-        m._seen(f"gpu{k}", clock.t)
-    large = m._fleet(clock.t)
+        m.roster.seen(f"gpu{k}", clock.t)
+    large = m.roster.fleet(clock.t)
     assert len(large) == 3_000  # engines first seen since are counted at once
     clock.t += 1.5
-    assert m._fleet(clock.t) is large
+    assert m.roster.fleet(clock.t) is large
     clock.t += 1.6
-    assert m._fleet(clock.t) is not large
+    assert m.roster.fleet(clock.t) is not large
     m.close()
 
 

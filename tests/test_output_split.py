@@ -17,9 +17,9 @@ import pytest
 from bcmanager.basecallers.simulated import SimulatedBasecaller
 from bcmanager.output import split
 from bcmanager.output.origin import job_origins
-from bcmanager.output.records import detect_format, read_files
 from bcmanager.output.split import SplitError, SplitResult, split_output
 from bcmanager.output.summary import COLUMNS, read_summary
+from bcmanager.records import detect_format, read_files
 from tests.helpers import RUN_A, RUN_B, run_invocation, two_run_job
 
 NAME = re.compile(

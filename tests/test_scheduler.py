@@ -190,7 +190,8 @@ def test_the_tail_is_shared_so_that_every_engines_last_batch_is_filed_together()
 
 
 def test_an_engine_learns_its_filing_time_per_byte_from_its_reports() -> None:
-    from bcmanager.manager import EngineSeen, Timing
+    from bcmanager.reports import Timing
+    from bcmanager.roster import EngineSeen
 
     seen = EngineSeen("gpu1", 0.0)
     seen.record_batch(60_000_000, 31.0, Timing(startup_s=1.0, basecall_s=30.0))
@@ -368,7 +369,8 @@ def test_an_engine_still_on_its_first_batch_counts_as_no_faster_than_the_slowest
 
 
 def test_the_speed_model_predicts_claim_to_report_and_trusts_long_batches_more() -> None:
-    from bcmanager.manager import EngineSeen, Timing
+    from bcmanager.reports import Timing
+    from bcmanager.roster import EngineSeen
 
     seen = EngineSeen("gpu1", 0.0)
     # a 10 s first batch whose report put 1 s of basecalling in its start-up, then a 100 s

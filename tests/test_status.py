@@ -231,7 +231,7 @@ def basecall(m: Manager, engine: str, n: int = 2) -> int | None:
     """Claim up to `n` files, basecall them with the FASTQ stand-in and report DONE with
     the reads' yield, ten seconds later; the job's generation, or None when none is left."""
     m.clock.t += 5
-    a = m.claim(engine, n, api="v1", any_model=True)
+    a = m.claim(engine, n, api="legacy", any_model=True)  # legacy: exactly n, not a probe
     if a is None:
         return None
     reads = basecall_dir(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,9 +25,12 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bcmanager import __version__
-from bcmanager.manager import Happening, Manager
 from bcmanager.progress import Progress
+from bcmanager.reports import Happening
 from bcmanager.states import FileState, JobState
+
+if TYPE_CHECKING:
+    from bcmanager.manager import Manager
 
 # Requests include long-poll claims that wait up to a minute on purpose.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

@@ -31,13 +31,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bcmanager import stepwise
-from bcmanager.manager import Happening, Manager
+from bcmanager.reports import Happening
 from bcmanager.runstats import ALL, LedgerReader, RunTotals, Totals
 from bcmanager.states import FileState
 from bcmanager.stepwise import Steps, blocking, mapped
+
+if TYPE_CHECKING:
+    from bcmanager.manager import Manager
 
 WINDOW_S = 300.0  # rates are measured over the batches finished in this window
 MIN_CACHE_S = 1.0

@@ -38,9 +38,9 @@ from bcmanager import __version__
 from bcmanager.errors import ConfigError
 from bcmanager.generations import Generation
 from bcmanager.layout import Layout
-from bcmanager.output.records import detect_format, open_alignments
 from bcmanager.output.yields import Yield
 from bcmanager.progress import nice_bucket
+from bcmanager.records import detect_format, open_alignments
 from bcmanager.runstats import ALL, FileTimes, JobSpan, LedgerReader, RunTotals
 
 if TYPE_CHECKING:

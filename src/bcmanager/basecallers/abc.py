@@ -20,7 +20,6 @@ from bcmanager.errors import ConfigError
 # Dorado's last log lines say how many reads it left out on purpose (every basecalled
 # sequence under 5 bases, and any under --min-qscore; dorado #585, #937).
 _DORADO_FILTERED = re.compile(r"Simplex reads filtered:\s*(\d+)")
-NATIVE_DIR = "basecalls"  # where a native basecaller writes, under the job's output folder
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bcmanager.basecallers.abc import (
-    NATIVE_DIR,
     Basecaller,
     Invocation,
     dorado_filtered_count,
 )
 from bcmanager.basecallers.script import require_executable
 from bcmanager.errors import ConfigError
+from bcmanager.records import NATIVE_DIR
 
 log = logging.getLogger("bcmanager.basecallers.dorado")
 

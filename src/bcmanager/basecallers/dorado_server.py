@@ -48,9 +48,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bcmanager.basecallers.abc import NATIVE_DIR, Basecaller, Invocation
+from bcmanager.basecallers.abc import Basecaller, Invocation
 from bcmanager.basecallers.script import require_executable
 from bcmanager.errors import ConfigError
+from bcmanager.records import NATIVE_DIR
 
 log = logging.getLogger("bcmanager.basecallers.dorado_server")
 

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bcmanager.basecallers.abc import (
-    NATIVE_DIR,
     Basecaller,
     Invocation,
     dorado_filtered_count,
 )
 from bcmanager.errors import ConfigError
+from bcmanager.records import NATIVE_DIR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -529,7 +529,7 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
 
 
 def _mean_qscore(quality: str) -> float:
-    from bcmanager.output.records import mean_qscore
+    from bcmanager.records import mean_qscore
 
     return round(mean_qscore(quality), 4)
 
@@ -656,8 +656,8 @@ def to_segment(read: SimRead, header: pysam.AlignmentHeader) -> pysam.AlignedSeg
 
 def fastq_text(read: SimRead, header_tags: dict[str, str]) -> str:
     """A Dorado-like FASTQ record: tab-separated `key:type:value` tags after the id."""
-    from bcmanager.output.records import Record
-    from bcmanager.output.records import fastq_text as record_text
+    from bcmanager.records import Record
+    from bcmanager.records import fastq_text as record_text
 
     tags: dict[str, object] = {k: v for k, (v, kind) in read.tags.items() if kind != "B"}
     tags.update(header_tags)

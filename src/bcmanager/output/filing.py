@@ -21,12 +21,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bcmanager.basecallers.abc import NATIVE_DIR
 from bcmanager.output.origin import origin_of, run_folder_of_pod5
-from bcmanager.output.records import fastq_text, read_files
 from bcmanager.output.split import SplitResult, iter_source, split_output
 from bcmanager.output.stream import StreamFiling
 from bcmanager.output.yields import Yield, yields_from_rows
+from bcmanager.records import NATIVE_DIR, fastq_text, read_files
 
 
 @dataclass

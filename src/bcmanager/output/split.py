@@ -34,7 +34,8 @@ import pysam
 from bcmanager.output import naming
 from bcmanager.output.naming import UNCLASSIFIED, Format, RunIds
 from bcmanager.output.origin import Pod5Origin, by_run_id
-from bcmanager.output.records import (
+from bcmanager.output.summary import SummaryRow, summary_row, write_summary
+from bcmanager.records import (
     Record,
     barcode_of,
     detect_format,
@@ -45,7 +46,6 @@ from bcmanager.output.records import (
     qscore_of,
     read_files,
 )
-from bcmanager.output.summary import SummaryRow, summary_row, write_summary
 
 log = logging.getLogger("bcmanager.output.split")
 

@@ -25,13 +25,13 @@ from typing import IO
 import pysam
 
 from bcmanager.output.origin import Pod5Origin
-from bcmanager.output.records import (
+from bcmanager.output.split import SplitError, SplitResult, Splitter, read_group_strides
+from bcmanager.records import (
     SAM_HEADER_STARTS,
     Record,
     iter_alignment_records,
     parse_tags,
 )
-from bcmanager.output.split import SplitError, SplitResult, Splitter, read_group_strides
 
 log = logging.getLogger("bcmanager.output.stream")
 

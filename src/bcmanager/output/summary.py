@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bcmanager.output.naming import UNCLASSIFIED, Format
 from bcmanager.output.origin import Pod5Origin
-from bcmanager.output.records import Record, barcode_kit_of, qscore_of
+from bcmanager.records import Record, barcode_kit_of, qscore_of
 
 COLUMNS: tuple[str, ...] = (
     "filename_fastq",

@@ -4,6 +4,9 @@ Dorado writes unaligned BAM with its read tags (`qs`, `ch`, `st`, `fn`, `pi`, ..
 with `--emit-fastq` FASTQ whose header carries some of those tags as SAM-style
 `key:type:value` fields after the read id, separated by tabs. The format of a file is
 told by its content, not its name: the dorado adapter sends stdout to a fixed name.
+
+Shared by the basecallers (which write records) and `bcmanager.output` (which files
+them), so that neither imports the other.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pysam
+
+NATIVE_DIR = "basecalls"  # where a native basecaller writes, under the job's output folder
 
 FileFormat = Literal["bam", "sam", "fastq"]
 TagValue = Any  # int | float | str | array; what pysam gives for a tag

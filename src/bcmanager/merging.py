@@ -1,0 +1,165 @@
+"""Merging a finished batch into OUTPUT: plan, check, journal, apply, and quarantine.
+
+A DONE report's outputs are planned into the OUTPUT layout, checked whole (a truncated
+BAM or gzip is never merged), journaled in the ledger (the job turns MERGING), then
+renamed into place. A merge that hits a disk error stays journaled and is retried
+every MERGE_RETRY_S; merges finish in job order, so summary appends never overtake each
+other. A crash between journal and rename is finished at the next start
+(`bcmanager.recovery`, which calls `Merger.merge`).
+
+Every method runs under the manager's lock: it reads and writes the ledger, the yields
+and the set of unfinished merges, which claims and views read under that lock too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from bcmanager import failpoints, scheduler
+from bcmanager.generations import Generation
+from bcmanager.layout import Layout
+from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.output.layouts import OutputLayout, output_layout
+from bcmanager.output.whole import merge_problem
+from bcmanager.output.yields import Yield, added
+from bcmanager.reports import Happening
+from bcmanager.scanner import run_of
+from bcmanager.states import JobState
+
+log = logging.getLogger("bcmanager.manager")
+
+MERGE_RETRY_S = 5.0
+
+
+class Merger:
+    """The manager's merges and quarantine records, and the yields merged so far."""
+
+    def __init__(
+        self,
+        db: Callable[[], Ledger],
+        layout: Layout,
+        generation: Callable[[int], Generation],
+        tell: Callable[[Happening], None],
+    ) -> None:
+        self._db = db
+        self.layout = layout
+        self._generation = generation
+        self._tell = tell
+        self.output: OutputLayout = output_layout("minknow")  # settled by Manager.open()
+        # merged jobs' yield: per generation, then per run and barcode
+        self.yields: dict[int, dict[tuple[str, str], Yield]] = {}
+        self.unmerged: set[int] = set()  # journaled merges a disk error left unfinished
+        self._retry_at = 0.0
+
+    def load_yields(self) -> None:
+        """The yields of every merge the ledger holds (at start)."""
+        self.yields = {}
+        for d in self._db().yield_totals():
+            self.yields.setdefault(d["gen"], {})[(d["run"], d["barcode"])] = Yield.from_dict(d)
+
+    def merge_done(
+        self, job: JobRow, files: list[FileRow], yields: list[dict] | None, now: float
+    ) -> str | None:
+        """Plan a DONE batch's merge, check its outputs whole, journal it and run it.
+        Returns what stops it (then nothing is journaled or renamed), or None."""
+        inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
+        gen = self._generation(job.gen)
+        plan = self.layout.plan_merge(
+            job.id,
+            job.engine,
+            inputs,
+            self.output,
+            lambda: self.run_folder(files),
+            root=gen.output_root,
+        )
+        problem = merge_problem(
+            self.layout.tmp_output_dir(job.id, job.engine), [src for src, _ in plan["outputs"]]
+        )
+        if problem is not None:
+            return problem
+        if gen.id or gen.model is not None:
+            plan["generation"] = gen.to_dict()
+        if yields:
+            plan["yields"] = yields
+        scheduler.begin_merge(self._db(), job, plan, now)
+        failpoints.hit("complete.after-journal")
+        self.merge(scheduler.get_job(self._db(), job.id), now)
+        return None
+
+    def run_folder(self, files: list[FileRow]) -> str:
+        """The OUTPUT run folder of a batch, for output that does not name its run (FASTQ of
+        an original engine). MinKNOW's run folder, or for pod5 outside one the folder of
+        their run (from the pod5's run table); the OUTPUT root when a flat folder's batch
+        mixes runs, since the manager never reads reads to tell them apart."""
+        from bcmanager.output.naming import minknow_run_folder
+        from bcmanager.output.origin import run_folder_of_pod5
+
+        folders = set()
+        for f in files:
+            folder = minknow_run_folder(f.path)
+            if folder is None:
+                try:  # its run table alone, not the pod5 library: this runs under the lock
+                    folder = run_folder_of_pod5(self.layout.input / f.path, f.path)
+                except Exception as exc:  # unreadable pod5: its INPUT folder
+                    log.warning("%s: cannot read its run information (%s)", f.path, exc)
+                    folder = run_of(f.path)
+            folders.add(folder)
+        if len(folders) > 1:
+            log.warning(
+                "a batch of %d runs from a flat folder: its FASTQ goes to OUTPUT", len(folders)
+            )
+            return "."
+        return folders.pop()
+
+    def merge(self, job: JobRow, now: float) -> bool:
+        """Run (or finish) a journaled merge; on a disk error keep it journaled and retry later.
+
+        Merges run one at a time in job order: a merge waits while an earlier one is
+        unfinished, so summary appends never overtake each other."""
+        earlier = [j for j in self.unmerged if j < job.id]
+        if earlier:
+            self.unmerged.add(job.id)
+            log.warning("job %d: merge waits for job %d's", job.id, min(earlier))
+            return False
+        plan = json.loads(job.merge_plan or "{}")
+        started = time.monotonic()
+        try:
+            plan = self.layout.write_manifest(plan)
+            self.layout.apply_merge(plan)
+        except OSError as exc:
+            self.unmerged.add(job.id)
+            log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
+            self._db().record_event(now, "merge-error", str(exc), job_id=job.id)
+            return False
+        mine = self.yields.setdefault(job.gen, {})
+        changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
+        scheduler.finish_merge(self._db(), job, now, [y.to_dict() for y in changed.values()])
+        mine.update(changed)
+        self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
+        self.unmerged.discard(job.id)
+        log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
+        return True
+
+    def retry_due(self, now: float) -> None:
+        """Retry the merges a disk error left unfinished: a full disk is retried every few
+        seconds, not at every tick, in job order, stopping at the first that fails again."""
+        if not self.unmerged or now < self._retry_at:
+            return
+        self._retry_at = now + MERGE_RETRY_S
+        for job_id in sorted(self.unmerged):
+            job = self._db().get_job(job_id)
+            if job is None or job.state is not JobState.MERGING:
+                self.unmerged.discard(job_id)
+            elif not self.merge(job, now):
+                break  # the rest wait for this one
+
+    def record_quarantine(self, files: list[FileRow]) -> None:
+        """Write quarantined files into their generation's QUARANTINE record."""
+        for f in files:
+            fresh = self._db().get_file(f.path, f.gen)
+            why = fresh.reason if fresh and fresh.reason else "quarantined"
+            self.layout.record_quarantine(f.path, why, self._generation(f.gen).output_root)
+            log.error("quarantined %s: %s", f.path, why)

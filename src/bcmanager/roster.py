@@ -1,0 +1,222 @@
+"""The engine roster: what the manager knows of each engine it has seen (`EngineSeen`:
+the batch it holds, its progress, its speed per model), and the fleet model that batch
+sizing reads (`bcmanager.scheduler.Fleet`), kept summed and patched at each claim.
+
+Not thread-safe: the manager calls it under its lock. No clock of its own: every call
+takes `now`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from bcmanager.ledger import JobRow
+from bcmanager.reports import Timing
+from bcmanager.scheduler import Fleet, Speed, speed_from_progress
+
+SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
+FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
+# ... and per engine: re-summing costs about 2 us an engine on the event loop, so a large
+# fleet is re-summed less often (5,000 engines: every 5 s, a 10 ms pass), at most 0.2 % of
+# a core; claims patch the cached fleet in between (`Roster.claimed`).
+FLEET_REFRESH_S_PER_ENGINE = 0.001
+
+
+@dataclass
+class EngineSeen:
+    engine: str
+    last_seen: float
+    job_id: int | None = None
+    jobs_done: int = 0
+    files_done: int = 0
+    speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
+    job_bytes: int = 0  # of the batch it holds
+    job_claimed: float = 0.0
+    rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
+    gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
+    learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
+    progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
+    measured_job: int | None = None  # its last batch learnt from at its basecaller's end
+    filing_sums: tuple[float, float] = (0.0, 0.0)  # bytes filed and seconds, older halved
+
+    def use_generation(self, gen: int) -> None:
+        """Make `speed` the one learnt for `gen`'s model: models differ several-fold in
+        speed (fast, hac, sup), so one generation's rate says little of another's. A
+        generation not seen yet starts with the start-up known (loading a model and
+        starting the GPU cost about the same) and no rate."""
+        if gen == self.gen:
+            return
+        self.learnt[self.gen] = (self.speed, self.rate_sums)
+        fresh = (Speed(self.speed.startup_s), (0.0, 0.0))
+        self.speed, self.rate_sums = self.learnt.get(gen, fresh)
+        self.gen = gen
+
+    def busy_for(self, now: float) -> float:
+        """How much longer the batch it holds is predicted to take (0 without one)."""
+        if self.job_id is None or not self.speed.bytes_per_s:
+            return 0.0
+        return max(0.0, self.job_claimed + self.speed.batch_s(self.job_bytes) - now)
+
+    def fleet_speed(self, now: float, output_per_byte: float | None = None) -> Speed:
+        """Its speed as the tail rule sees it `now`: with what it holds. Not measured yet,
+        from its progress on that batch where it said (`speed_from_progress`)."""
+        speed = self.speed
+        if self.job_id is None:
+            return speed  # holds nothing: as measured (learnt speeds have no busy part)
+        held = not speed.bytes_per_s
+        if held and self.progress is not None:
+            at, p = self.progress
+            guessed = speed_from_progress(
+                self.job_bytes,
+                p.startup_s,
+                p.basecall_s,
+                p.output_bytes or 0,
+                output_per_byte,
+                now - at,
+            )
+            if guessed is not None:
+                return guessed
+        # built directly: `dataclasses.replace` was two thirds of a 5,000-engine refresh
+        return Speed(
+            startup_s=speed.startup_s,
+            bytes_per_s=speed.bytes_per_s,
+            busy_s=self.busy_for(now),
+            held_bytes=self.job_bytes if held else 0.0,
+            held_s=now - self.job_claimed if held else 0.0,
+            filing_s_per_byte=speed.filing_s_per_byte,
+        )
+
+    def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
+        """Learn the engine's speed from a finished batch (`seconds`: claim to report): its
+        rate from its own report of basecalling time, else (an engine that does not say)
+        from claim to report; its start-up is the rest of claim to report (the basecaller's
+        start to its first output, and spawning and reporting), so that start-up plus bytes
+        over rate predicts claim to report of another batch. The rate weighs each batch by its
+        basecalling time: a long batch measures it better than a short first one."""
+        basecall = max(min(timing.basecall_s if timing else seconds, seconds), 1e-3)
+        startup = seconds - basecall
+        done, spent = self.rate_sums
+        self.rate_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + basecall)
+        rate = self.rate_sums[0] / self.rate_sums[1]
+        if self.speed.bytes_per_s is not None:
+            startup = SMOOTHING * self.speed.startup_s + (1 - SMOOTHING) * startup
+        self.speed = Speed(startup, rate, filing_s_per_byte=self.speed.filing_s_per_byte)
+
+    def record_filing(self, size_bytes: int, filing_s: float) -> None:
+        """Learn how long the engine takes to file a batch's output, per pod5 byte."""
+        done, spent = self.filing_sums
+        self.filing_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + filing_s)
+        if self.filing_sums[0] > 0:
+            per_byte = self.filing_sums[1] / self.filing_sums[0]
+            self.speed = replace(self.speed, filing_s_per_byte=per_byte)
+
+
+def fleet_refresh_s(engines: int) -> float:
+    """How long the fleet's summed speeds serve batch sizing before they are summed again."""
+    return max(FLEET_REFRESH_S, engines * FLEET_REFRESH_S_PER_ENGINE)
+
+
+class Roster:
+    """The engines seen lately, by name, and the fleet their speeds make."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.engines: dict[str, EngineSeen] = {}
+        self.horizon_s = horizon_s  # an engine not heard from for longer is out of the fleet
+        self._fleet_cache: tuple[float, Fleet] | None = None
+        self._output_sums: dict[int, tuple[float, float]] = {}  # output, pod5 bytes by gen
+
+    def __getitem__(self, engine: str) -> EngineSeen:
+        return self.engines[engine]
+
+    def get(self, engine: str) -> EngineSeen | None:
+        return self.engines.get(engine)
+
+    def __len__(self) -> int:
+        return len(self.engines)
+
+    def seen(self, engine: str, now: float) -> EngineSeen:
+        """Note that `engine` called; a new one is counted in the fleet at once, so that
+        first batches are split by it."""
+        seen = self.engines.get(engine)
+        if seen is None:
+            seen = self.engines[engine] = EngineSeen(engine, now)
+            if self._fleet_cache is not None:
+                at, fleet = self._fleet_cache
+                self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
+        else:
+            seen.last_seen = now
+        return seen
+
+    def fleet(self, now: float) -> Fleet:
+        """The engines seen lately, each with how long the batch it holds is still predicted
+        to take; rebuilt at most every `fleet_refresh_s` (a pass over 5,000 engines per
+        claim would be the manager's limit)."""
+        stale_after = fleet_refresh_s(len(self.engines))
+        if self._fleet_cache is None or now - self._fleet_cache[0] >= stale_after:
+            speeds = {
+                e.engine: e.fleet_speed(now, self.output_per_byte(e.gen))
+                for e in self.engines.values()
+                if now - e.last_seen <= self.horizon_s
+            }
+            self._fleet_cache = (now, Fleet.of(speeds, now))
+        return self._fleet_cache[1]
+
+    def claimed(self, seen: EngineSeen, job_id: int, job_bytes: int, now: float) -> None:
+        """`seen` holds a new batch. The cached fleet gets it at once, so that claims within
+        the same second share the tail with it as it is (not as idle)."""
+        seen.job_id, seen.job_claimed, seen.progress = job_id, now, None
+        seen.job_bytes = job_bytes
+        if self._fleet_cache is not None:
+            at, fleet = self._fleet_cache
+            speed = seen.fleet_speed(now, self.output_per_byte(seen.gen))
+            self._fleet_cache = (at, fleet.with_engine(seen.engine, speed, now))
+
+    def forget_job(self, job: JobRow) -> EngineSeen | None:
+        """The engine no longer holds `job` (it ended or its lease expired): nor its progress."""
+        engine = self.engines.get(job.engine)
+        if engine is not None and engine.job_id == job.id:
+            engine.job_id, engine.progress = None, None
+        return engine
+
+    def basecalled(self, seen: EngineSeen, job: JobRow, timing: Timing | None, now: float) -> None:
+        """The engine's basecaller has finished `job`; the engine files its output while it
+        claims its next batch. Its speed is learnt now, from the basecaller's account, not
+        at the report after filing: the next batch it claims, a moment later, is sized from
+        it. Its GPU holds no batch until then."""
+        if timing is not None:
+            self.learn_batch(seen, job, seen.job_bytes, timing, now)
+            seen.measured_job = job.id
+        seen.job_id, seen.progress = None, None
+
+    def learn_batch(
+        self, engine: EngineSeen | None, job: JobRow, size: int, timing: Timing | None, now: float
+    ) -> None:
+        """Learn from a batch once (at its basecaller's end, else at its report): the output
+        a pod5 byte makes with its model, and its engine's speed."""
+        if timing is not None and timing.output_bytes:
+            self.learn_output(job.gen, timing.output_bytes, size)
+        if engine is not None:
+            engine.use_generation(job.gen)
+            engine.record_batch(size, now - job.created, timing)
+
+    def learn_output(self, gen: int, output_bytes: int, input_bytes: int) -> None:
+        """How many bytes of output a pod5 byte makes with a generation's model: engines'
+        progress (output so far) becomes pod5 bytes basecalled by it. The first batch of a
+        generation makes the fleet be seen anew, so engines still at their first batch are
+        sized from their progress at once."""
+        out, inp = self._output_sums.get(gen, (0.0, 0.0))
+        self._output_sums[gen] = (out + output_bytes, inp + input_bytes)
+        if not inp:
+            self._fleet_cache = None
+
+    def output_per_byte(self, gen: int) -> float | None:
+        out, inp = self._output_sums.get(gen, (0.0, 0.0))
+        return out / inp if inp else None
+
+    def idle_besides(self, engine: str, now: float) -> int:
+        """Engines seen lately, other than `engine`, that hold no batch."""
+        return sum(
+            1
+            for e in self.engines.values()
+            if e.engine != engine and e.job_id is None and now - e.last_seen <= self.horizon_s
+        )
