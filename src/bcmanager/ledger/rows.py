@@ -1,0 +1,97 @@
+"""The ledger's rows as Python values, and the converters from SQL rows to them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from bcmanager.states import FileState, JobState
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A complete pod5 file found on disk and not yet in the ledger."""
+
+    path: str
+    size: int
+    mtime: float = 0.0
+    run: str | None = None
+    reads: int | None = None
+    samples: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    id: int
+    path: str
+    size: int
+    state: FileState
+    attempts: int
+    job_id: int | None
+    reads: int | None
+    samples: int | None
+    reason: str | None
+    gen: int = 0  # the generation this row tracks the file for
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    engine: str
+    state: JobState
+    token: str
+    api: str
+    lease_s: float
+    lease_expires: float
+    created: float
+    updated: float
+    ended: float | None
+    n_files: int
+    reason: str | None
+    merge_plan: str | None
+    gen: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    at: float
+    entity: str
+    job_id: int | None
+    from_state: str | None
+    to_state: str | None
+    count: int
+    detail: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "entity": self.entity,
+            "job_id": self.job_id,
+            "from": self.from_state,
+            "to": self.to_state,
+            "count": self.count,
+            "detail": self.detail,
+        }
+
+
+FILE_COLS = "id, path, size, state, attempts, job_id, reads, samples, reason, gen"
+JOB_COLS = (
+    "id, engine, state, token, api, lease_s, lease_expires, created, updated, ended,"
+    " n_files, reason, merge_plan, gen"
+)
+EVENT_COLS = "id, at, entity, job_id, from_state, to_state, count, detail"
+
+
+def file_row(row: Sequence) -> FileRow:
+    """A files-table row (its columns in `FILE_COLS` order) as a FileRow."""
+    return FileRow(row[0], row[1], row[2], FileState(row[3]), *row[4:])
+
+
+def job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None) -> JobRow:
+    """A jobs-table row (its columns in `JOB_COLS` order) as a JobRow, with the lease
+    expiry from `leases` (job -> (expires, lease_s)) when given."""
+    job = JobRow(row[0], row[1], JobState(row[2]), *row[3:])
+    lease = leases.get(job.id) if leases else None
+    return job if lease is None else replace(job, lease_expires=lease[0])
