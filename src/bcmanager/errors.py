@@ -1,7 +1,7 @@
 """bcmanager's own small exception hierarchy.
 
 Each error carries the HTTP status it maps to; the API maps them in one place
-(`bcmanager.api`), the CLI prints their message and exits non-zero.
+(`bcmanager.api.errors`), the CLI prints their message and exits non-zero.
 """
 
 from __future__ import annotations

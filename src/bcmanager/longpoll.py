@@ -7,12 +7,23 @@ longest waiter, and a claim that got work and leaves some queued passes the wake
 next waiter (a baton), so a burst of work reaches as many engines as it can feed, one
 claim each. Only a change in whether work is expected (the first scan ended, nothing
 settles any more) wakes every waiter, since until-empty claims must answer then.
+
+`ClaimWaiter` is the claim itself (legacy `/assignwork` and v1 `/v1/claim`): claim, and
+while there is nothing, wait in a `WorkSignal` queue until woken or out of time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bcmanager.manager import Manager
+    from bcmanager.scheduler import Assignment
+
+RECHECK_S = 1.0  # a held claim looks again at least this often
 
 
 class WorkSignal:
@@ -71,3 +82,62 @@ class WorkSignal:
                 future.set_result(None)
                 if not everyone:
                     return
+
+
+class ClaimWaiter:
+    """Claims that wait for work (long-poll), woken by the manager's listener calls.
+
+    Claims of engines that run any model, and of those that run only their own (the live
+    generation), wait in separate queues: a wake is passed on only among claims that could
+    use the same files."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self.signals = {True: WorkSignal(), False: WorkSignal()}
+        manager.add_listener(self.wake)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve wakes on `loop` (the app's, once it runs)."""
+        for signal in self.signals.values():
+            signal.bind(loop)
+
+    def wake(self, everyone: bool) -> None:
+        """The manager's listener (any thread): work arrived, or whether any is expected
+        may have changed (`everyone`)."""
+        for signal in self.signals.values():
+            signal.wake(everyone)
+
+    async def claim_or_wait(
+        self,
+        claim_once: Callable[[], Assignment | None],
+        wait_s: float,
+        until_empty: bool,
+        any_model: bool = False,
+        unconfirmed_count: bool = True,
+    ) -> tuple[Assignment | None, bool]:
+        """Claim, waiting up to `wait_s` for work; with `until_empty`, give up as soon as
+        no more work is expected. Returns the assignment and whether work is expected."""
+        manager = self.manager
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        signal = self.signals[any_model]
+        while True:
+            place = signal.waiter()  # before looking: a wake meanwhile is not lost
+            assignment = claim_once()
+            if assignment is not None:
+                signal.forget(place)
+                if manager.queued(any_model):  # pass the wake on: more engines can be fed
+                    signal.wake_here()
+                # the job's folders: system calls that must not hold up other requests
+                await asyncio.to_thread(manager.prepare_folders, assignment)
+                return assignment, True
+            # after the claim: none slips between
+            expected = manager.work_expected(any_model, unconfirmed_count)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (until_empty and not expected):
+                signal.forget(place)
+                return None, expected
+            # an until-empty claim re-checks now and then whether work is still expected (a
+            # scan may end quietly); a plain long poll only waits for work
+            pause = min(remaining, RECHECK_S) if until_empty else remaining
+            await signal.wait(place, pause)
