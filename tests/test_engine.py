@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import bcmanager.engine as engine_module
+import bcmanager.engine.filing as engine_filing
 from bcmanager.basecallers import make_basecaller
 from bcmanager.engine import BatchClock, Engine, EngineConfig, last_output_age
 from tests.helpers import assert_exactly_once, make_run
@@ -214,7 +214,7 @@ def filing_held(
         return filing
 
     for name in ("file_native_output", "finish_stream_filing"):  # whole files, or a stream's end
-        monkeypatch.setattr(engine_module, name, held(getattr(engine_module, name)))
+        monkeypatch.setattr(engine_filing, name, held(getattr(engine_filing, name)))
     config = EngineConfig(m.url, "gpu1", batch_size=1, until_empty=until_empty, wait_s=5)
     engine = Engine(config, make_basecaller("simulated", samples_per_s=samples_per_s))
     worker = threading.Thread(target=engine.run)
@@ -312,7 +312,7 @@ def test_a_batch_whose_stream_filing_fails_is_filed_from_its_file(
         filing.abandon()
         raise OSError("no space left on the stream's way")
 
-    monkeypatch.setattr(engine_module, "finish_stream_filing", failing)
+    monkeypatch.setattr(engine_filing, "finish_stream_filing", failing)
     engine = Engine(
         EngineConfig(m.url, "gpu1", until_empty=True, wait_s=5),
         make_basecaller("simulated", samples_per_s=0),
