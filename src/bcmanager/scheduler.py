@@ -50,8 +50,9 @@ def batch_size(requested: int | None, policy: Policy) -> int:
     return requested
 
 
-# A basecaller's start-up takes at most this part of a steady batch. The bound is
-# 3 %; a busy share of 97 % needs it well under that, since gaps and the tail come on top.
+# A basecaller's start-up takes at most this part of a steady batch. Users want start-up
+# under 3 % of a GPU's time; a busy share of 97 % needs it well under that, since gaps
+# and the tail come on top.
 STARTUP_SHARE = 0.01
 
 # An engine whose speed is not known yet gets a probe: with nothing measured, at most the

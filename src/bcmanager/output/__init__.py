@@ -1,4 +1,4 @@
-"""Basecalled output as Dorado and MinKNOW users expect it (issue 11).
+"""Basecalled output as Dorado and MinKNOW users expect it.
 
 One module per concept, all pure (files in, files out; no HTTP, threads or clock):
 
