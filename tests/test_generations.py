@@ -355,10 +355,10 @@ def test_an_engines_speed_is_learnt_per_generation(run_dirs: tuple[Path, Path]) 
         return a.job.gen, sum(f.size for f in a.files)
 
     assert batch(1.0)[0] == 0
-    live_rate = m.engines["gpu"].speed.bytes_per_s
+    live_rate = m.roster.engines["gpu"].speed.bytes_per_s
     gen, size = batch(10.0)  # sup: ten times slower on the same GPU
-    assert gen == 1 and m.engines["gpu"].speed.bytes_per_s == pytest.approx(size / 10.0)
+    assert gen == 1 and m.roster.engines["gpu"].speed.bytes_per_s == pytest.approx(size / 10.0)
     make_run(inp, 1, prefix="late")
     m.scan()
     m.claim("gpu", None, api="v1", any_model=True)  # the live file: the live model's speed
-    assert m.engines["gpu"].speed.bytes_per_s == live_rate
+    assert m.roster.engines["gpu"].speed.bytes_per_s == live_rate

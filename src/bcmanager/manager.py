@@ -25,15 +25,15 @@ from bcmanager import failpoints, scheduler
 from bcmanager.backfill import LiveDemand, may_backfill
 from bcmanager.checkpointer import Checkpointer
 from bcmanager.config import Settings
-from bcmanager.errors import LeaseLost, NotFound
-from bcmanager.generations import Generation, implicit
+from bcmanager.errors import LeaseLost
+from bcmanager.generations import Generation
 from bcmanager.intake import Intake
 from bcmanager.janitor import Janitor
 from bcmanager.layout import Layout, remove_tree
 from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.lineup import Lineup
 from bcmanager.merging import Merger
 from bcmanager.output.layouts import OutputLayout, output_layout
-from bcmanager.output.yields import Yield
 from bcmanager.recovery import Recovery
 from bcmanager.reports import Completion, Happening, Outcome, Timing, batch_done
 from bcmanager.roster import EngineSeen, Roster
@@ -56,6 +56,9 @@ class StartupReport:
 
 
 class Manager:
+    """One run's manager: the lock every protocol call and background look holds, the
+    life cycle of its threads, and the protocol itself (claim, keepalive, complete)."""
+
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
@@ -80,7 +83,7 @@ class Manager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._observer: Any = None
-        self.generations: dict[int, Generation] = {}  # by id, settled by open()
+        self.lineup = Lineup(lambda: self.db, self.layout)  # the generations, settled by open()
         # live arrivals and batch time: the engines kept out of backfill (bcmanager.backfill)
         self.live = LiveDemand(window_s=settings.live_window_s)
         self.intake = Intake(self.lock, lambda: self.db, clock, self.live, self._notify)
@@ -101,18 +104,6 @@ class Manager:
     def output(self) -> OutputLayout:
         """OUTPUT's layout, settled by `open` (a new OUTPUT takes the settings')."""
         return self.merger.output
-
-    @property
-    def engines(self) -> dict[str, EngineSeen]:
-        return self.roster.engines
-
-    @property
-    def yields(self) -> dict[int, dict[tuple[str, str], Yield]]:
-        return self.merger.yields
-
-    @property
-    def scan_done(self) -> threading.Event:
-        return self.intake.scan_done
 
     @property
     def watching(self) -> bool:
@@ -136,7 +127,7 @@ class Manager:
                 recovery.settle_output_layout(self.settings.output_layout)
             )
             self.layout.ensure_output_dirs(self.output)
-            self._settle_generations(now)
+            self.lineup.settle(self.settings.generations, now)
             discovery = self.intake.discovery
             rebuilt = self.ledger.created and recovery.rebuild_from_layout(
                 now, lambda: discovery.scan().new if discovery else []
@@ -176,7 +167,7 @@ class Manager:
     def _start_watching(self) -> None:
         from bcmanager.watch import start_watching
 
-        observer = start_watching(self.layout.input, self.hint, self.rescan_soon)
+        observer = start_watching(self.layout.input, self.intake.hint, self.intake.rescan_soon)
         if self._stop.is_set() and observer is not None:
             observer.stop()
         else:
@@ -235,37 +226,18 @@ class Manager:
 
     # -- generations ------------------------------------------------------------------
 
-    def _settle_generations(self, now: float) -> None:
-        """The ledger's generations, plus those on disk (a rebuilt ledger) and those the
-        settings name; an OUTPUT that has files but never had a generation keeps the
-        implicit one first (its reads are at OUTPUT's root)."""
-        known = self.db.generations()
-        wanted = list(self.settings.generations)
-        if not known:
-            on_disk = self.layout.generations_on_disk()
-            has_files = sum(self.db.file_counts(0).values()) > 0  # a ledger of schema 1
-            had_implicit = has_files or bool(on_disk and on_disk[0].id > 0)
-            if had_implicit or not (on_disk or wanted):
-                self.db.add_generation(implicit(), now)
-            wanted = on_disk + wanted
-        for gen in wanted:
-            self._add_generation(gen, now)
-        self.generations = {g.id: g for g in self.db.generations()}
-
-    def _add_generation(self, gen: Generation, now: float) -> Generation:
-        added = self.db.add_generation(gen, now)
-        if added.output_root:
-            self.layout.write_generation_spec(added)
-        self.generations[added.id] = added
-        return added
+    @property
+    def generations(self) -> dict[int, Generation]:
+        """The generations by id (`bcmanager.lineup`), settled by `open`."""
+        return self.lineup.by_id
 
     def add_generation(self, gen: Generation) -> tuple[Generation, bool]:
         """Add a backfill generation to the running manager: every known file is queued
         for it. Returns it and whether it is new (adding the same one again changes
         nothing); the same name with another recipe is a Conflict."""
         with self.lock:
-            existed = any(g.name == gen.name for g in self.generations.values())
-            added = self._add_generation(gen, self.clock())
+            existed = self.lineup.has(gen.name)
+            added = self.lineup.add(gen, self.clock())
         if not existed:
             log.info("generation %s added", added.describe())
             self._notify(everyone=True)
@@ -274,34 +246,16 @@ class Manager:
     def generations_view(self) -> list[dict[str, object]]:
         """Every generation, the live one first, with its files by state."""
         with self.lock:
-            return [
-                {**gen.to_dict(), "files": {s.value: n for s, n in self.db.file_counts(i).items()}}
-                for i, gen in sorted(self.generations.items())
-            ]
+            return self.lineup.view()
 
     def generation(self, gen_id: int) -> Generation:
-        try:
-            return self.generations[gen_id]
-        except KeyError:
-            raise NotFound(f"no generation {gen_id}") from None
+        return self.lineup.get(gen_id)
 
     # -- discovery (`bcmanager.intake`) -----------------------------------------------
 
     def scan(self) -> int:
         """Look for new complete pod5 files once; returns how many were added."""
         return self.intake.scan()
-
-    def check_pending(self) -> int:
-        """Look only at files still being written and at inotify hints (cheap, frequent)."""
-        return self.intake.check_pending()
-
-    def hint(self, rel: str, closed: bool = False) -> None:
-        """An inotify event named `rel` (a pod5 path relative to INPUT)."""
-        self.intake.hint(rel, closed)
-
-    def rescan_soon(self, rel_dir: str | None = None) -> None:
-        """A folder appeared or a run summary was written: scan again now."""
-        self.intake.rescan_soon(rel_dir)
 
     def work_expected(self, any_model: bool = True, unconfirmed_count: bool = True) -> bool:
         """Whether an engine that found nothing to claim should hold on rather than go home:
