@@ -28,6 +28,7 @@ from bcmanager import failpoints
 from bcmanager.errors import CorruptState
 from bcmanager.generations import SPEC_FILE, TREE_DIR, Generation
 from bcmanager.output.layouts import LEGACY_SUBDIRS, OutputLayout
+from bcmanager.output.summary import conform_rows
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
 MANIFEST_NAME = "bcmanager-manifest.json"
@@ -254,7 +255,11 @@ class Layout:
                 header = rows.readline()
                 if offset == 0:
                     out.write(header)
-                shutil.copyfileobj(rows, out)
+                    shutil.copyfileobj(rows, out)
+                else:
+                    with open(dst, "rb") as existing:
+                        run_header = existing.readline()
+                    out.writelines(conform_rows(header, run_header, rows))
         failpoints.hit("merge.after-append")
         aside = tmp / APPENDED_DIR / src_rel.replace("/", "__")
         aside.parent.mkdir(exist_ok=True)

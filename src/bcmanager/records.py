@@ -41,6 +41,13 @@ class Record:
     segment: pysam.AlignedSegment | None = None  # the BAM record itself, when from BAM
 
     @property
+    def is_primary(self) -> bool:
+        """Whether this is the read's record that counts: not a secondary or supplementary
+        alignment (FASTQ records always are)."""
+        seg = self.segment
+        return seg is None or not (seg.is_secondary or seg.is_supplementary)
+
+    @property
     def parent_read_id(self) -> str:
         """The pod5 read this record came from (`pi` on a split read, else itself)."""
         return str(self.tags.get("pi") or self.read_id)
@@ -77,10 +84,14 @@ def open_alignments(path: Path) -> pysam.AlignmentFile:
     return pysam.AlignmentFile(str(path), "r", check_sq=False)
 
 
-def iter_alignment_records(handle: pysam.AlignmentFile) -> Iterator[Record]:
-    """Primary records of an open BAM/SAM (secondary/supplementary skipped, as Dorado does)."""
+def iter_alignment_records(
+    handle: pysam.AlignmentFile, primary_only: bool = True
+) -> Iterator[Record]:
+    """Records of an open BAM/SAM: the primary ones (a read's one record that counts), or
+    with `primary_only` False every record, secondary and supplementary alignments too
+    (what filing keeps: an aligned output holds them, as Dorado and minimap2 write it)."""
     for segment in handle.fetch(until_eof=True):
-        if segment.is_secondary or segment.is_supplementary:
+        if primary_only and (segment.is_secondary or segment.is_supplementary):
             continue
         yield Record(
             read_id=segment.query_name or "",

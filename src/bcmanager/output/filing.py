@@ -128,8 +128,9 @@ def _as_legacy_fastq(native: Path, pass_dir: Path) -> Filed:
         partial = pass_dir / f".partial-{target.name}"
         with open(partial, "w", encoding="utf-8") as out:
             for _fmt, record, _strides in iter_source([path]):
-                out.write(fastq_text(record))
-                filed.reads += 1
+                if record.is_primary:  # a FASTQ holds each read once, without alignments
+                    out.write(fastq_text(record))
+                    filed.reads += 1
         os.replace(partial, target)
         filed.files.append(f"pass/{target.name}")
     return filed

@@ -89,6 +89,15 @@ def flowcell_name(value: str) -> str:
     return f"{safe(value, UNKNOWN_FLOWCELL)}-{digest(value)}"
 
 
+def barcode_name(value: str) -> str:
+    """A barcode or its sample-sheet alias as a folder and name part: as it is when made of
+    `[A-Za-z0-9._-]` (`barcode01`, `patient-7`), else made safe with its digest, so that
+    two aliases never share a folder."""
+    if value and not _UNSAFE.search(value) and not value.startswith((".", "-")):
+        return value  # a leading dot would hide it from every reader of the tree
+    return f"{safe(value)}-{digest(value)}"
+
+
 def fallback_run_folder(ids: RunIds) -> str:
     """The run folder for a pod5 outside any MinKNOW run folder: `<flowcell>_<run8>`."""
     return f"{flowcell_name(ids.flow_cell_id)}_{short_id(ids.run_id)}"
@@ -122,18 +131,20 @@ def status(passed: bool) -> str:
 
 
 def reads_dir(fmt: Format, passed: bool, barcode: str | None) -> str:
-    """`bam_pass/barcode01`, `fastq_fail/unclassified`, or `bam_pass` without barcoding."""
+    """`bam_pass/barcode01` (or the barcode's alias), `fastq_fail/unclassified`, or
+    `bam_pass` without barcoding."""
     top = f"{fmt}_{status(passed)}"
-    return f"{top}/{safe(barcode)}" if barcode else top
+    return f"{top}/{barcode_name(barcode)}" if barcode else top
 
 
 def reads_file_name(
     ids: RunIds, fmt: Format, passed: bool, barcode: str | None, job_id: int
 ) -> str:
-    """`<flowcell>_<pass|fail>_[<barcode>_]<prot8>_<run8>_<job>.bam` (or `.fastq.gz`)."""
+    """`<flowcell>_<pass|fail>_[<alias>_]<prot8>_<run8>_<job>.bam` (or `.fastq.gz`); the
+    alias is the barcode's name unless a sample sheet gave it one."""
     parts = [flowcell_name(ids.flow_cell_id), status(passed)]
     if barcode:
-        parts.append(safe(barcode))
+        parts.append(barcode_name(barcode))
     parts += [short_id(ids.protocol_run_id), short_id(ids.run_id), str(int(job_id))]
     return "_".join(parts) + EXTENSIONS[fmt]
 

@@ -182,12 +182,16 @@ def _model_stride(record: Record, strides: Mapping[str, int]) -> int:
 
 
 def merged_header(paths: list[Path]) -> dict:
-    """One header for all BAM/SAM sources: the first's @HD, every distinct @PG and @RG."""
+    """One header for all BAM/SAM sources: the first's @HD, every distinct @PG and @RG,
+    and the reference's @SQ lines when they are aligned (SplitError when two sources are
+    aligned to different references: their records' reference ids would not agree)."""
     merged: dict = {}
     for path in paths:
         with open_alignments(path) as handle:
             header = handle.header.to_dict()
         merged.setdefault("HD", header.get("HD", {"VN": "1.6", "SO": "unknown"}))
+        if header.get("SQ") and merged.setdefault("SQ", header["SQ"]) != header["SQ"]:
+            raise SplitError(f"{path}: aligned to another reference than the batch's others")
         for kind in ("PG", "RG"):
             known = {line.get("ID") for line in merged.get(kind, [])}
             for line in header.get(kind, []):
@@ -265,7 +269,8 @@ class _Writers:
             self._hold(rel, record)
         else:
             _write(self._open(rel, threads=1), record)
-        self.counts[rel] = self.counts.get(rel, 0) + 1
+        if record.is_primary:  # a read counts once, however many alignments it has
+            self.counts[rel] = self.counts.get(rel, 0) + 1
         return rel
 
     def _hold(self, rel: str, record: Record) -> None:
@@ -359,7 +364,7 @@ def iter_source(paths: list[Path]) -> Iterator[tuple[Format, Record, dict[str, i
         if kind in ("bam", "sam"):
             with open_alignments(path) as handle:
                 strides = read_group_strides(handle.header.to_dict())
-                for record in iter_alignment_records(handle):
+                for record in iter_alignment_records(handle, primary_only=False):
                     yield "bam", record, strides
         elif kind == "fastq":
             for record in iter_fastq_records(path):
@@ -369,12 +374,36 @@ def iter_source(paths: list[Path]) -> Iterator[tuple[Format, Record, dict[str, i
 
 
 def classify(
-    record: Record, origin: Pod5Origin, fmt: Format, min_qscore: float, barcoding: bool
+    record: Record,
+    origin: Pod5Origin,
+    fmt: Format,
+    min_qscore: float,
+    barcoding: bool,
+    aliases: Mapping[str, str] | None = None,
 ) -> OutputKey:
-    """The output file a read belongs in."""
+    """The output file a read belongs in. With a sample sheet, a classified read's barcode
+    folder and name part is its alias (`aliases`: read group id -> `al`, from the
+    header's @RG lines as Dorado writes them; or the read's own `al` tag)."""
     barcode = (barcode_of(record) or UNCLASSIFIED) if barcoding else None
+    if barcode is not None and barcode != UNCLASSIFIED:
+        barcode = alias_of(record, aliases or {}) or barcode
     passed = qscore_of(record) >= min_qscore
     return OutputKey(origin.run_folder, origin.ids, fmt, passed, barcode)
+
+
+def read_group_aliases(header: Mapping) -> dict[str, str]:
+    """Read group id -> its barcode alias (`al`), where a sample sheet gave one."""
+    return {
+        str(rg["ID"]): str(rg["al"]) for rg in header.get("RG", []) if rg.get("ID") and rg.get("al")
+    }
+
+
+def alias_of(record: Record, aliases: Mapping[str, str]) -> str | None:
+    """A read's barcode alias: its own `al` tag, else its read group's."""
+    own = record.tags.get("al")
+    if isinstance(own, str) and own:
+        return own
+    return aliases.get(str(record.tags.get("RG", ""))) or None
 
 
 class Splitter:
@@ -404,6 +433,13 @@ class Splitter:
         self.finder = _Origins(origins)
         self.writers = _Writers(dest, job_id, header, self._runs_named_like, hold_back=hold_back)
         self.rows_by_summary: dict[str, list[SummaryRow]] = {}
+        self.aliases = read_group_aliases(header)
+        self.aligned = bool(header.get("SQ"))
+        # An aligned read's other records go where its primary went: the key of each
+        # primary filed, and the others seen before their primary (minimap2 writes the
+        # primary first, but nothing here depends on it).
+        self._keys: dict[str, OutputKey] = {}
+        self._waiting: dict[str, list[Record]] = {}
 
     def _runs_named_like(self, key: OutputKey) -> set[str]:
         """The run ids of the job's pod5 files whose outputs share `key`'s name."""
@@ -416,25 +452,51 @@ class Splitter:
         } | {key.ids.run_id}
 
     def add(self, fmt: Format, record: Record, strides: Mapping[str, int]) -> None:
-        """File one read (SplitError if its pod5 or run is not the job's)."""
+        """File one record (SplitError if its pod5 or run is not the job's). A read's
+        secondary and supplementary alignments go into its primary record's file and
+        make no summary row."""
+        if not record.is_primary:
+            key = self._keys.get(record.read_id)
+            if key is None:
+                self._waiting.setdefault(record.read_id, []).append(record)
+            else:
+                self.writers.write(key, record)
+            return
         origin = self.finder.of(record)
-        key = classify(record, origin, fmt, self.min_qscore, self.barcoding)
+        key = classify(record, origin, fmt, self.min_qscore, self.barcoding, self.aliases)
         rel = self.writers.write(key, record)
+        if self.aligned:
+            self._keys[record.read_id] = key
+            for other in self._waiting.pop(record.read_id, ()):
+                self.writers.write(key, other)
         row = summary_row(
             record,
             origin=origin,
             filename=rel.rsplit("/", 1)[-1],
             fmt=fmt,
             passed=key.passed,
-            barcode=key.barcode,
+            barcode=(barcode_of(record) or UNCLASSIFIED) if self.barcoding else None,
+            alias=key.barcode,
             model_stride=_model_stride(record, strides),
+            aligned=self.aligned,
         )
         self.rows_by_summary.setdefault(summary_path(origin, self.job_id), []).append(row)
+
+    def _file_orphans(self) -> None:
+        """Alignments whose primary record never came: filed by their own tags, as a read
+        of their own would be (nothing the basecaller wrote is dropped)."""
+        for records in self._waiting.values():
+            for record in records:
+                origin = self.finder.of(record)
+                key = classify(record, origin, "bam", self.min_qscore, self.barcoding, self.aliases)
+                self.writers.write(key, record)
+        self._waiting.clear()
 
     def finish(self) -> SplitResult:
         """Close the outputs, write the summary fragments, rename everything into place."""
         result = SplitResult()
         try:
+            self._file_orphans()
             self.writers.close()
             result.files = dict(self.writers.counts)
             for rel, rows in sorted(self.rows_by_summary.items()):

@@ -186,9 +186,9 @@ class StreamFiling:
             header = handle.header.to_dict()
             splitter = self._splitter_for(origins, header)
             strides = read_group_strides(header)
-            for record in iter_alignment_records(handle):
+            for record in iter_alignment_records(handle, primary_only=False):
                 splitter.add("bam", record, strides)
-                self.reads += 1
+                self.reads += record.is_primary
 
     def _file_fastq(self, stream: IO[bytes], origins: Mapping[str, Pod5Origin]) -> None:
         splitter = self._splitter_for(origins, {})
