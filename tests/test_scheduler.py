@@ -352,19 +352,21 @@ def test_an_engine_that_claims_replaces_its_entry_as_a_fresh_count_would() -> No
     assert claimed.busy_rate == pytest.approx(fresh.busy_rate)
 
 
-def test_an_engine_still_on_its_first_batch_counts_as_no_faster_than_the_slowest_measured() -> None:
-    """Engines started together end their first batches fastest first: one still at it
-    is not taken to be idle at the fleet's mean rate (as if it were about to take a part
-    as large as the fast ones' and end it as soon)."""
-    fast = Speed(1.0, 3e6)
+def test_an_engine_still_on_its_first_batch_counts_as_fast_unless_it_would_be_done() -> None:
+    """An engine at its first batch that has said nothing of its progress: taken to be as
+    fast as the fastest measured (it may have just arrived: taken to be slow, a claimer's
+    part would run past everyone's), but no faster than would have it done by now
+    (engines started together end their first batches fastest first)."""
+    fast, slow = Speed(1.0, 3e6), Speed(1.0, 1e6)
     first = Speed(held_bytes=60e6, held_s=10.0)  # 1 + 60e6 / 3e6 = 21 s at the fast rate
-    fleet = Fleet.of({"fast": fast, "first": first}, at=0.0)
+    fleet = Fleet.of({"fast": fast, "slow": slow, "first": first}, at=0.0)
+    assert fleet.index["first"].rate == pytest.approx(3e6)  # the fastest, not the slowest
     assert fleet.index["first"].t == pytest.approx(21.0 - 10.0 + 1.0)  # busy 11 s more
-    part = scheduler.tail_bytes(fast, fleet, 60e6, "fast")
-    # equal finish: the fast one takes its part now, the other the rest after its batch
-    assert fast.batch_s(part) == pytest.approx(12.0 + (60e6 - part) / 3e6)
-    slow = Speed(held_bytes=60e6, held_s=50.0)  # would have ended by now at 3e6: slower
-    guessed = Fleet.of({"fast": fast, "first": slow}, at=0.0).index["first"]
+    part = scheduler.tail_bytes(slow, fleet, 60e6, "slow")
+    alone = scheduler.tail_bytes(slow, Fleet.of({"slow": slow, "fast": fast}), 60e6, "slow")
+    assert part < alone  # the newcomer takes a share of what is left
+    late = Speed(held_bytes=60e6, held_s=50.0)  # would have ended by now at 3e6: slower
+    guessed = Fleet.of({"fast": fast, "first": late}, at=0.0).index["first"]
     assert guessed.rate == pytest.approx(60e6 / 49.0) and not guessed.busy
 
 

@@ -138,7 +138,7 @@ class Fleet:
     weighted: float = 0.0  # sum of rate x t
     busy_rate: float = 0.0  # sum of the rates of the engines that hold a batch
     typical: Speed = Speed()  # the median start-up and rate of the engines measured
-    slowest: float = 0.0  # the lowest rate measured
+    fastest: float = 0.0  # the highest rate measured
     at: float = 0.0
     index: Mapping[str, Entry] = field(default_factory=dict)
 
@@ -153,24 +153,24 @@ class Fleet:
             statistics.median(e.startup_s for e in known),
             statistics.median(e.bytes_per_s or 0.0 for e in known),
         )
-        slowest = min(e.bytes_per_s or 0.0 for e in known)
+        fastest = max(e.bytes_per_s or 0.0 for e in known)
         index, total, weighted, busy = {}, 0.0, 0.0, 0.0  # one pass over thousands of engines
         for name, e in named.items():
-            entry = _entry(str(name), _guess(e, typical, slowest), typical)
+            entry = _entry(str(name), _guess(e, typical, fastest), typical)
             index[entry.name] = entry
             total += entry.rate
             weighted += entry.rate * entry.t
             busy += entry.rate if entry.busy else 0.0
         rates = tuple(sorted(index.values()))
-        return cls(len(named), rates, total, weighted, busy, typical, slowest, at, index)
+        return cls(len(named), rates, total, weighted, busy, typical, fastest, at, index)
 
     def with_engine(self, name: str, speed: Speed, now: float) -> Fleet:
         """The fleet with this engine as it is `now` (it just claimed a batch)."""
         typical = self.typical if self.typical.bytes_per_s else speed
         if not typical.bytes_per_s:
             return self
-        slowest = min(self.slowest or math.inf, speed.bytes_per_s or math.inf)
-        guessed = _guess(speed, typical, slowest)
+        fastest = max(self.fastest, speed.bytes_per_s or 0.0)
+        guessed = _guess(speed, typical, fastest)
         later = replace(guessed, busy_s=guessed.busy_s + max(0.0, now - self.at))
         new = _entry(name, later, typical)
         # in place of its old entry, without a pass over the fleet (a claim at 5,000 engines)
@@ -185,7 +185,7 @@ class Fleet:
         busy += new.rate if new.busy else 0.0
         index = {**self.index, name: new}
         size = max(self.size, len(index))
-        return Fleet(size, tuple(rates), total, weighted, busy, typical, slowest, self.at, index)
+        return Fleet(size, tuple(rates), total, weighted, busy, typical, fastest, self.at, index)
 
     def __len__(self) -> int:
         return self.size
@@ -209,9 +209,8 @@ def speed_from_progress(
     makes with this model (learnt from finished batches of any engine: it depends on the
     reads, not on the GPU). None when that is not known yet, or too little is done to say.
 
-    This is how a slow engine's speed is known before its first batch ends, so that a fast
-    engine's second batch is sized for the fleet as it is (not as if every engine still at
-    its first batch were as fast as the slowest one measured)."""
+    This is how an engine's speed is known before its first batch ends, so that another
+    engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
     if not output_per_byte or basecall_s < MIN_PROGRESS_S or output_bytes <= 0:
         return None
     done = min(held_bytes, output_bytes / output_per_byte)
@@ -220,14 +219,18 @@ def speed_from_progress(
     return Speed(startup_s, rate, busy_s=left / rate)
 
 
-def _guess(speed: Speed, typical: Speed, slowest: float) -> Speed:
-    """An engine not measured yet that holds its first batch: engines started together end
-    their first batches fastest first, so one still at it is taken to be no faster than
-    the slowest measured, nor than would have it done by now."""
+def _guess(speed: Speed, typical: Speed, fastest: float) -> Speed:
+    """An engine not measured yet that holds its first batch (and has said nothing of its
+    progress): no faster than would have it done by now, else as fast as the fastest
+    measured. Engines started together end their first batches fastest first, and one
+    still at it long after is slower by the first bound; one that arrived a moment ago
+    may be the fastest GPU of all. Taken to be fast, it makes the claimer's part end
+    early (one more start-up of the claimer's); taken to be slow, the claimer's part
+    would run past everyone else's (a tail held by one GPU)."""
     if speed.bytes_per_s or not speed.held_bytes:
         return speed
     running = speed.held_s - typical.startup_s
-    rate = min(slowest, speed.held_bytes / running) if running > 0 else slowest
+    rate = min(fastest, speed.held_bytes / running) if running > 0 else fastest
     busy = max(0.0, typical.startup_s + speed.held_bytes / rate - speed.held_s)
     return Speed(typical.startup_s, rate, busy)
 
