@@ -469,3 +469,28 @@ def test_with_progress_every_engine_basecalls_a_backlog_in_two_batches(tmp_path:
         counts[progress] = {name: len(b) for name, b in batches.items()}
     assert max(counts[False].values()) == 3, counts  # what progress mends
     assert set(counts[True].values()) == {2}, counts
+
+
+def test_a_part_sized_beside_a_guessed_engine_is_cut_until_the_guess_is_measured() -> None:
+    """An engine arrived a moment ago holds its probe and has said nothing of its speed:
+    another's equal-finish part, sized on a guess of it, is cut (it comes back when the
+    guess is a measure), so that a wrong guess cannot leave one GPU holding the tail."""
+    policy = Policy(target_batch_s=6.0)
+    fast = Speed(1.0, 2e6)
+    newcomer = Speed(held_bytes=20e6, held_s=0.5)
+    fleet = Fleet.of({"fast": fast, "new": newcomer}, at=0.0)
+    assert fleet.guessed == {"new"}
+    part = scheduler.tail_bytes(fast, fleet, 300e6, "fast")
+    limit = scheduler.batch_limit(None, fast, fleet, 300, 300e6, policy, "fast")
+    assert limit.bytes == pytest.approx(min(scheduler.steady_bytes(fast, policy), part) / 2)
+    measured = Fleet.of({"fast": fast, "new": Speed(1.0, 3e6, busy_s=5.0)}, at=0.0)
+    assert not measured.guessed
+    full = scheduler.batch_limit(None, fast, measured, 300, 300e6, policy, "fast")
+    assert full.bytes == pytest.approx(
+        min(
+            scheduler.steady_bytes(fast, policy),
+            scheduler.tail_bytes(fast, measured, 300e6, "fast"),
+        )
+    )
+    again = fleet.with_engine("new", Speed(1.0, 3e6), now=1.0)
+    assert not again.guessed  # its speed measured: no longer a guess

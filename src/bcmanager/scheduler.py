@@ -62,6 +62,12 @@ STARTUP_SHARE = 0.01
 # dry, whether the others are waiting already or still arriving one by one.
 PROBE_SPLIT = 4
 
+# While another engine's speed is still a guess (it is at its first batch and has said
+# nothing of its progress), an engine's equal-finish part is cut to this fraction: it
+# comes back for the rest when the guess has become a measure. A part sized on a wrong
+# guess holds the tail; a cut one costs a start-up.
+HEDGE_SPLIT = 2
+
 # Near the end an engine is counted on for a part of what is left only when basecalling
 # that part takes at least this many times its start-up: a smaller part is not worth a
 # start-up, and is left to the others (who end a little later) rather than cut for it.
@@ -141,6 +147,7 @@ class Fleet:
     fastest: float = 0.0  # the highest rate measured
     at: float = 0.0
     index: Mapping[str, Entry] = field(default_factory=dict)
+    guessed: frozenset[str] = frozenset()  # engines at a first batch, their speed a guess
 
     @classmethod
     def of(cls, speeds: Mapping[str, Speed] | Sequence[Speed], at: float = 0.0) -> Fleet:
@@ -155,6 +162,7 @@ class Fleet:
         )
         fastest = max(e.bytes_per_s or 0.0 for e in known)
         index, total, weighted, busy = {}, 0.0, 0.0, 0.0  # one pass over thousands of engines
+        guessed = frozenset(str(n) for n, e in named.items() if _is_guess(e))
         for name, e in named.items():
             entry = _entry(str(name), _guess(e, typical, fastest), typical)
             index[entry.name] = entry
@@ -162,7 +170,7 @@ class Fleet:
             weighted += entry.rate * entry.t
             busy += entry.rate if entry.busy else 0.0
         rates = tuple(sorted(index.values()))
-        return cls(len(named), rates, total, weighted, busy, typical, fastest, at, index)
+        return cls(len(named), rates, total, weighted, busy, typical, fastest, at, index, guessed)
 
     def with_engine(self, name: str, speed: Speed, now: float) -> Fleet:
         """The fleet with this engine as it is `now` (it just claimed a batch)."""
@@ -185,7 +193,10 @@ class Fleet:
         busy += new.rate if new.busy else 0.0
         index = {**self.index, name: new}
         size = max(self.size, len(index))
-        return Fleet(size, tuple(rates), total, weighted, busy, typical, fastest, self.at, index)
+        guessed = self.guessed | {name} if _is_guess(speed) else self.guessed - {name}
+        return Fleet(
+            size, tuple(rates), total, weighted, busy, typical, fastest, self.at, index, guessed
+        )
 
     def __len__(self) -> int:
         return self.size
@@ -217,6 +228,11 @@ def speed_from_progress(
     rate = done / basecall_s
     left = max(0.0, held_bytes - done - rate * since_s)
     return Speed(startup_s, rate, busy_s=left / rate)
+
+
+def _is_guess(speed: Speed) -> bool:
+    """Whether an engine's speed in the fleet will be a guess (`_guess`)."""
+    return not speed.bytes_per_s and speed.held_bytes > 0
 
 
 def _guess(speed: Speed, typical: Speed, fastest: float) -> Speed:
@@ -301,7 +317,8 @@ def batch_limit(
     """How much one v1 claim gets, in bytes.
 
     An engine with a measured speed gets a steady batch (`steady_bytes`), or near the end
-    of the queue its equal-finish part of what is left (`tail_bytes`). One not measured yet
+    of the queue its equal-finish part of what is left (`tail_bytes`; a part of it while
+    others' speeds are guesses: HEDGE_SPLIT). One not measured yet
     gets a probe (see PROBE_SPLIT): sized as a typical engine of the fleet (the median
     start-up and rate) would be, over PROBE_SPLIT, or with no engine measured, the default
     batch at most. Its first batch never holds the tail: the engine may be the slowest GPU,
@@ -311,6 +328,8 @@ def batch_limit(
     files = max(1, min(ceiling, policy.max_batch))
     if speed.bytes_per_s:
         tail = tail_bytes(speed, fleet, queued_bytes, engine, now)
+        if fleet.guessed - {engine}:
+            tail /= HEDGE_SPLIT  # others' speeds are guesses: come back when they are known
         return BatchLimit(files, min(steady_bytes(speed, policy), tail))
     if fleet.typical.bytes_per_s:
         typical = tail_bytes(speed, fleet, queued_bytes, engine, now)
