@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
+# Debian packages first: pip builds mappy (minimap2) with the C compiler and zlib headers
+if [ -x scripts/system-deps.sh ]; then scripts/system-deps.sh; fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-if [ -x scripts/system-deps.sh ]; then scripts/system-deps.sh; fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports

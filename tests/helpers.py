@@ -10,8 +10,9 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -444,3 +445,13 @@ class LegacyDriver:
         except httpx.TransportError:
             return "down"
         raise TimeoutError("the run did not finish in time")
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
+) -> None:
+    """Poll `predicate` every 0.1 s until it is true; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

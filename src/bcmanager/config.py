@@ -83,7 +83,7 @@ _PATHS = {"input", "output", "db"}
 
 def load_toml(path: Path) -> dict[str, Any]:
     """Read `bcm.toml`: top-level keys or a `[manager]` table, named as the Settings fields,
-    and `[[generation]]` tables (name, model, kit_name, modified_bases)."""
+    and `[[generation]]` tables (name, model, kit_name, modified_bases, reference)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -105,18 +105,26 @@ def generations_from_toml(tables: object, path: Path) -> tuple[Generation, ...]:
         raise ConfigError(f"{path}: generation must be a list of tables ([[generation]])")
     out = []
     for i, table in enumerate(tables, 1):
-        unknown = set(table) - {"name", "model", "kit_name", "modified_bases"}
+        unknown = set(table) - {"name", "model", "kit_name", "modified_bases", "reference"}
         if unknown or "name" not in table or "model" not in table:
             raise ConfigError(
                 f"{path}: generation {i} needs name and model (and may have kit_name,"
-                f" modified_bases); unknown: {', '.join(sorted(unknown)) or 'none'}"
+                f" modified_bases, reference); unknown: {', '.join(sorted(unknown)) or 'none'}"
             )
         mods = table.get("modified_bases", [])
         if isinstance(mods, str):
             mods = [mods]
         if not isinstance(mods, list):
             raise ConfigError(f"{path}: generation {i}: modified_bases is a list of names")
-        out.append(make(table["name"], table["model"], table.get("kit_name"), mods))
+        out.append(
+            make(
+                table["name"],
+                table["model"],
+                table.get("kit_name"),
+                mods,
+                table.get("reference"),
+            )
+        )
     return tuple(out)
 
 

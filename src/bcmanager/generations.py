@@ -1,7 +1,7 @@
 """Model generations: the same run basecalled again with another model.
 
 A generation is a model and the options that change reads (modified bases, a barcode
-kit). The ledger tracks every file once per generation; the first generation is the
+kit, a reference to align to). The ledger tracks every file once per generation; the first generation is the
 live one (basecalled as the run is written), later ones are backfill, in the order they
 were added: a backfill batch is handed out only while no earlier generation has files
 queued. Each generation's reads go to a tree of their own under OUTPUT.
@@ -24,7 +24,8 @@ SPEC_FILE = "generation.json"  # in a tree's root: which model made these reads
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 WORD_PATTERN = r"[!-~]+"  # models, kits, modifications: printable ASCII, no spaces
 MODEL_MAX = 512
-OPTION_KEYS = ("kit-name", "modified-bases")
+REFERENCE_MAX = 4096  # a path on the GPU nodes
+OPTION_KEYS = ("kit-name", "modified-bases", "reference")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Generation:
     kit_name: str | None = None
     modified_bases: tuple[str, ...] = field(default_factory=tuple)
     id: int = 0  # priority: 0 is the live generation, then backfill in the order added
+    reference: str | None = None  # align to it (a path on the GPU nodes); None: the engine's
 
     @property
     def is_live(self) -> bool:
@@ -52,6 +54,8 @@ class Generation:
             out["kit_name"] = self.kit_name
         if self.modified_bases:
             out["modified_bases"] = list(self.modified_bases)
+        if self.reference:
+            out["reference"] = self.reference
         return out
 
     def to_dict(self) -> dict[str, object]:
@@ -73,20 +77,24 @@ class Generation:
             kit_name=options.get("kit_name"),
             modified_bases=tuple(options.get("modified_bases", ())),
             id=int(data.get("id", 0)),
+            reference=options.get("reference"),
         )
 
     def same_recipe(self, other: Generation) -> bool:
         """Whether two generations make the same reads (name and id aside)."""
-        return (self.model, self.kit_name, self.modified_bases) == (
+        return (self.model, self.kit_name, self.modified_bases, self.reference) == (
             other.model,
             other.kit_name,
             other.modified_bases,
+            other.reference,
         )
 
     def describe(self) -> str:
         extras = [f"kit {self.kit_name}"] if self.kit_name else []
         if self.modified_bases:
             extras.append("mods " + "+".join(self.modified_bases))
+        if self.reference:
+            extras.append(f"aligned to {self.reference}")
         model = self.model or "the engines' own model"
         return f"{self.name}: {model}" + (f" ({', '.join(extras)})" if extras else "")
 
@@ -101,6 +109,7 @@ def make(
     model: str,
     kit_name: str | None = None,
     modified_bases: tuple[str, ...] | list[str] = (),
+    reference: str | None = None,
 ) -> Generation:
     """A named generation, checked: ConfigError says what is wrong."""
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
@@ -116,12 +125,15 @@ def make(
     mods = tuple(modified_bases)
     for mod in mods:
         _check_word("modified-bases", mod, 64)
-    return Generation(name, model, kit_name or None, mods)
+    if reference is not None:
+        _check_word("reference", reference, REFERENCE_MAX)
+    return Generation(name, model, kit_name or None, mods, reference=reference or None)
 
 
 def parse_spec(spec: str) -> Generation:
-    """`NAME=MODEL[:OPTIONS]`, OPTIONS as `key=value,...` with keys kit-name and
-    modified-bases (several modifications joined by '+'), e.g.
+    """`NAME=MODEL[:OPTIONS]`, OPTIONS as `key=value,...` with keys kit-name,
+    modified-bases (several modifications joined by '+') and reference (a FASTA or
+    minimap2 index on the GPU nodes, no ',' in its path), e.g.
     `sup=sup@v5.0.0:modified-bases=5mCG_5hmCG+6mA,kit-name=SQK-NBD114-24`."""
     name, eq, rest = spec.partition("=")
     if not eq or not rest:
@@ -137,7 +149,9 @@ def parse_spec(spec: str) -> Generation:
             )
         options[key] = value
     mods = tuple(options["modified-bases"].split("+")) if "modified-bases" in options else ()
-    return make(name.strip(), model.strip(), options.get("kit-name"), mods)
+    return make(
+        name.strip(), model.strip(), options.get("kit-name"), mods, options.get("reference")
+    )
 
 
 def _check_word(what: str, value: object, limit: int) -> None:

@@ -71,6 +71,14 @@ class GenerationRequest(_Body):
         list[Annotated[str, Field(pattern=f"^{WORD_PATTERN}$", max_length=64)]],
         Field(max_length=16),
     ] = []
+    reference: Annotated[
+        str | None,
+        Field(
+            pattern=f"^{WORD_PATTERN}$",
+            max_length=4096,
+            description="a FASTA or minimap2 index on the GPU nodes to align to",
+        ),
+    ] = None
 
 
 class TokenRequest(_Body):

@@ -146,7 +146,9 @@ def _add_view_routes(
         queued for it, after all earlier generations' work. The same generation again
         changes nothing (`created` false); the same name with another recipe is refused
         (409)."""
-        gen = make_generation(body.name, body.model, body.kit_name, body.modified_bases)
+        gen = make_generation(
+            body.name, body.model, body.kit_name, body.modified_bases, body.reference
+        )
         added, new = manager.add_generation(gen)
         return {"generation": added.to_dict(), "created": new}
 

@@ -9,6 +9,7 @@ convention does. Backends live one per module beside this file.
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -63,6 +64,11 @@ class Basecaller(ABC):
         generation's recipe, complete: no kit means no barcoding); only where
         `switches_models`. The engine calls `prepare()` on it before its first batch."""
         raise ConfigError(f"the {self.name} basecaller runs its own model only")
+
+    def with_reference(self, reference: str | os.PathLike[str]) -> Basecaller:
+        """This backend aligning to `reference` instead of its own (a generation that
+        names one, e.g. a newer assembly); called on what `with_recipe` gave."""
+        raise ConfigError(f"the {self.name} basecaller cannot align reads to a reference")
 
     @abstractmethod
     def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:

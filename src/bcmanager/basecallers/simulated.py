@@ -15,8 +15,10 @@ final name. An unreadable pod5 fails the whole job (exit 1), as a real basecalle
 With `--style dorado` (the backend's default) it instead prints what Dorado 1.4.0 would
 on stdout (see "Dorado-like output" below): unaligned BAM, or FASTQ with tags with
 `--emit-fastq`, every pod5's reads in one stream, honouring Dorado's `--model`,
-`--kit-name`, `--min-qscore`, `--modified-bases` and `--models-directory`; the engine
-sends it to `OUTPUT/basecalls/basecalls.bam`, as it sends Dorado's.
+`--kit-name`, `--min-qscore`, `--modified-bases`, `--models-directory`,
+`--sample-sheet`, and `--reference` with `--mm2-opts` (reads drawn from the reference and
+aligned with real minimap2, see "Aligned output" below); the engine sends it to
+`OUTPUT/basecalls/basecalls.bam`, as it sends Dorado's.
 
 The record-formatting helpers are shared with the stand-in `dorado` used in tests.
 """
@@ -24,6 +26,7 @@ The record-formatting helpers are shared with the stand-in `dorado` used in test
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import math
@@ -48,9 +51,12 @@ from bcmanager.errors import ConfigError
 from bcmanager.records import NATIVE_DIR
 
 if TYPE_CHECKING:
+    import mappy
     import numpy as np
     import pod5
     import pysam
+
+    from bcmanager.samplesheet import SampleSheet
 
 _IMPORTED_AT = time.monotonic()  # the process start, where /proc cannot tell it
 
@@ -71,9 +77,11 @@ class SimulatedBasecaller(Basecaller):
 
     `style="dorado"` (the default) prints what Dorado would (BAM, or FASTQ with
     `emit_fastq`) on stdout, which the engine sends to `OUTPUT/basecalls/basecalls.bam`,
-    honouring the Dorado flags `model`, `kit_name`, `min_qscore`, `modified_bases` and
-    `models_directory`; the engine files it into the output layout. `style="legacy"` keeps the original output:
-    one FASTQ record per read in `OUTPUT/pass/<stem>.fastq`.
+    honouring the Dorado flags `model`, `kit_name`, `min_qscore`, `modified_bases`,
+    `models_directory`, `sample_sheet` (with `kit_name`), `reference` and `mm2_opts`
+    (aligned BAM, as `dorado basecaller --reference`); the engine files it into the
+    output layout. `style="legacy"` keeps the original output: one FASTQ record per read
+    in `OUTPUT/pass/<stem>.fastq`.
     """
 
     name = "simulated"
@@ -103,6 +111,27 @@ class SimulatedBasecaller(Basecaller):
             modified_bases=modified_bases,
             models_directory=self.models_directory,
             startup_s=self.startup_s,
+            reference=self.options.reference,
+            mm2_opts=self.options.mm2_opts,
+            # Dorado reads a sample sheet only when it classifies barcodes
+            sample_sheet=self.options.sample_sheet if kit_name else None,
+        )
+
+    def with_reference(self, reference: str | os.PathLike[str]) -> SimulatedBasecaller:
+        """The same simulated GPU and recipe aligning to `reference` (a generation's)."""
+        return SimulatedBasecaller(
+            self.samples_per_s,
+            style=self.style,
+            model=self.model,
+            emit_fastq=self.options.emit_fastq,
+            kit_name=self.options.kit_name,
+            min_qscore=self.options.min_qscore,
+            modified_bases=self.options.modified_bases,
+            models_directory=self.models_directory,
+            startup_s=self.startup_s,
+            reference=reference,
+            mm2_opts=self.options.mm2_opts,
+            sample_sheet=self.options.sample_sheet,
         )
 
     def __init__(
@@ -117,6 +146,9 @@ class SimulatedBasecaller(Basecaller):
         modified_bases: Sequence[str] = (),
         models_directory: str | os.PathLike[str] | None = None,
         startup_s: float = 0.0,
+        reference: str | os.PathLike[str] | None = None,
+        mm2_opts: str | None = None,
+        sample_sheet: str | os.PathLike[str] | None = None,
     ) -> None:
         if math.isnan(samples_per_s):
             raise ConfigError("--samples-per-s must be a number")
@@ -136,11 +168,18 @@ class SimulatedBasecaller(Basecaller):
             min_qscore=min_qscore,
             modified_bases=tuple(modified_bases),
             emit_fastq=emit_fastq,
+            reference=_absolute(reference),
+            mm2_opts=mm2_opts or None,
+            sample_sheet=_absolute(sample_sheet),
         )
         self.models_directory = models_directory
+        given = reference is not None or mm2_opts or sample_sheet is not None
+        if style == "legacy" and given:
+            raise ConfigError("--reference, --mm2-opts and --sample-sheet need the dorado style")
         if style == "dorado":
             try:
                 check_options(self.options)
+                check_inputs(self.options)
             except StandInError as exc:
                 raise ConfigError(str(exc)) from exc
 
@@ -175,6 +214,8 @@ class SimulatedBasecaller(Basecaller):
 
     def describe(self) -> str:
         output = "" if self.style == "legacy" else f", Dorado-like {self.options.basecall_model()}"
+        if self.options.reference:
+            output += f" aligned to {Path(self.options.reference).name}"
         if _throttled(self.samples_per_s):
             return f"simulated basecaller at {self.samples_per_s:g} samples/s{output}"
         return f"simulated basecaller (no throttling){output}"
@@ -208,7 +249,18 @@ def dorado_flags(
         flags += ["--modified-bases", *options.modified_bases]
     if models_directory is not None:
         flags += ["--models-directory", os.fspath(models_directory)]
+    if options.reference:
+        flags += ["--reference", options.reference]
+    if options.mm2_opts:
+        flags.append(f"--mm2-opts={options.mm2_opts}")  # one word: its value starts with "-"
+    if options.sample_sheet:
+        flags += ["--sample-sheet", options.sample_sheet]
     return flags
+
+
+def _absolute(path: str | os.PathLike[str] | None) -> str | None:
+    """A path as the basecaller's process gets it: absolute, whatever its folder."""
+    return None if path is None or not os.fspath(path) else os.path.abspath(os.fspath(path))
 
 
 # -- FASTQ from signal (shared with the stand-in dorado) ---------------------------------
@@ -288,7 +340,20 @@ def list_pod5(input_dir: Path, recursive: bool = False) -> list[Path]:
 # `pi`/`sp` on split reads, `BC` on classified reads, `MN`/`MM`/`ML` with modified
 # bases. Which reads split, their qscores and barcodes follow from a hash of the read
 # id, so the same pod5 always gives the same output. The stand-in FASTQ header carries
-# every scalar tag (real Dorado writes only RG st DS qs ch PU DT SM al there).
+# every scalar tag (real Dorado writes only RG st DS qs ch PU DT SM al there), and `SM`
+# (the barcode) and `al` (its alias, else the barcode) on classified reads, as Dorado's
+# `HtsFileWriter::prepare_item` adds them to FASTQ records.
+#
+# With `--sample-sheet` (and `--kit-name`; Dorado ignores the sheet without one), as
+# Dorado 1.4's `BarcodeClassifierNode` and `bam_utils.cpp` write it: only the barcodes
+# the sheet lists are classified (reads of any other are unclassified, and get no @RG
+# line); a classified read whose barcode has an alias for its run (flow cell, position,
+# experiment) carries the alias itself in `BC:Z:<alias>` and `RG:Z:<runid>_<model>_<alias>`,
+# whose @RG line is `ID:<runid>_<model>_<alias> ... SM:<barcodeNN> al:<alias> bk:<kit>`.
+# A listed barcode with no alias for the read's run becomes Dorado's empty barcode: no
+# `BC`, the run's plain read group (Dorado replaces the barcode by the alias, even an
+# empty one); its @RG line stays `..._<kit>_<barcodeNN>` with `al:<barcodeNN>`. Dorado
+# writes no per-read `al` tag in BAM.
 
 DORADO_VERSION = "1.4.0"
 STANDIN_VERSION = f"{DORADO_VERSION}+bcmanager-standin"
@@ -325,6 +390,9 @@ class DoradoOptions:
     min_qscore: float | None = None  # --min-qscore: drop reads below (no --output-dir)
     modified_bases: tuple[str, ...] = ()  # --modified-bases
     emit_fastq: bool = False  # --emit-fastq
+    reference: str | None = None  # --reference: a FASTA to draw reads from and align to
+    mm2_opts: str | None = None  # --mm2-opts: minimap2 options (see `parse_mm2_opts`)
+    sample_sheet: str | None = None  # --sample-sheet: barcode aliases (with kit_name)
 
     def basecall_model(self) -> str:
         return resolve_model(self.model)[0]
@@ -360,6 +428,19 @@ def check_options(options: DoradoOptions) -> None:
         raise StandInError(
             "--emit-fastq cannot be used with modbase models as FASTQ cannot store modbase results."
         )
+    if options.emit_fastq and options.reference:
+        raise StandInError(
+            "--emit-fastq cannot be used with --reference as FASTQ cannot store alignment results."
+        )
+    parse_mm2_opts(options.mm2_opts)  # Dorado parses them with or without a reference
+
+
+def check_inputs(options: DoradoOptions) -> None:
+    """StandInError unless the reference is a file and the sample sheet loads. (The
+    reference is indexed by the basecalling process, never by the engine that checks.)"""
+    if options.reference and not os.path.isfile(options.reference):
+        raise StandInError(f"cannot read reference {options.reference}: no such file")
+    sample_sheet_of(options)
 
 
 def modbase_model_names(options: DoradoOptions) -> list[str]:
@@ -393,6 +474,8 @@ class SimRead:
     sequence: str
     quality: str
     tags: dict[str, tuple[object, str]]  # tag -> (value, SAM type)
+    barcode: str | None = None  # the classification (`barcode01`), None: unclassified
+    alias: str | None = None  # its sample sheet alias for the read's run
 
 
 def _digest(read_id: str) -> bytes:
@@ -417,6 +500,63 @@ def barcode_for(read_id: str, kit: str | None) -> str | None:
         return None
     pick = _digest(read_id)[2] % (KIT_BARCODES + 1)
     return f"barcode{pick + 1:02d}" if pick < KIT_BARCODES else None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_sheet(path: str, kit: str) -> SampleSheet:
+    from bcmanager.samplesheet import load_sample_sheet
+
+    try:
+        return load_sample_sheet(path, kit)
+    except ConfigError as exc:
+        raise StandInError(str(exc)) from exc
+
+
+def sample_sheet_of(options: DoradoOptions) -> SampleSheet | None:
+    """The sample sheet Dorado uses: `--sample-sheet`, read only with `--kit-name`."""
+    if not (options.sample_sheet and options.kit_name):
+        return None
+    return _load_sheet(options.sample_sheet, options.kit_name)
+
+
+def permitted_barcodes(options: DoradoOptions) -> list[str]:
+    """The kit's barcodes Dorado classifies: those the sample sheet lists (all without a
+    sheet, or with a sheet that lists none)."""
+    if not options.kit_name:
+        return []
+    every = [f"barcode{index + 1:02d}" for index in range(KIT_BARCODES)]
+    sheet = sample_sheet_of(options)
+    listed = sheet.barcodes() if sheet is not None else frozenset()
+    return [barcode for barcode in every if not listed or barcode in listed]
+
+
+def barcode_alias(
+    options: DoradoOptions, barcode: str, flow_cell_id: str, position_id: str, experiment_id: str
+) -> str | None:
+    """A barcode's sample sheet alias for a run (None without a sheet or an alias)."""
+    sheet = sample_sheet_of(options)
+    if sheet is None:
+        return None
+    return sheet.alias(
+        barcode, flow_cell_id=flow_cell_id, position_id=position_id, experiment_id=experiment_id
+    )
+
+
+def classify_read(
+    read_id: str, options: DoradoOptions, info: pod5.RunInfo
+) -> tuple[str | None, str | None, str | None]:
+    """(barcode, alias, label) of a read: its classification, its alias and what Dorado
+    writes in `BC` and after the run's read group id (`<kit>_<barcode>`; with a sample
+    sheet the alias, None where there is none)."""
+    barcode = barcode_for(read_id, options.kit_name)
+    if barcode is None or barcode not in permitted_barcodes(options):
+        return None, None, None
+    if sample_sheet_of(options) is None:
+        return barcode, None, f"{options.kit_name}_{barcode}"
+    alias = barcode_alias(
+        options, barcode, info.flow_cell_id, info.sequencer_position, info.experiment_name
+    )
+    return barcode, alias, alias
 
 
 def split_points(read_id: str, num_samples: int) -> list[tuple[int, int]]:
@@ -490,6 +630,12 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
         sequence, _ = sequence_and_quality(body)
         picked = body[::10][: len(sequence)] if len(body) else np.zeros(1, dtype=np.int64)
         quality = _qualities(read_id, picked)
+        if options.reference:
+            drawn = load_reference(options.reference, options.mm2_opts).draw(
+                read_id, len(sequence), error_rate(model)
+            )
+            if drawn is not None:  # else a read from elsewhere: the signal's own bases
+                sequence, quality = drawn, quality[: len(drawn)]
         qscore = _mean_qscore(quality)
         if len(sequence) < MIN_SEQUENCE_LENGTH:
             continue  # Dorado's fixed filter (dorado #585)
@@ -497,7 +643,8 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
             continue
         pa = (body + record.calibration.offset) * record.calibration.scale
         sm, sd, sv = _scaling(model, pa)
-        barcode = barcode_for(read_id, options.kit_name)
+        barcode, alias, label = classify_read(read_id, options, info)
+        group = read_group_id(info.acquisition_id, model)
         tags: dict[str, tuple[object, str]] = {
             "qs": (qscore, "f"),
             "du": (len(segment) / rate, "f"),
@@ -512,7 +659,7 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
             "sd": (sd, "f"),
             "sv": (sv, "Z"),
             "dx": (0, "i"),
-            "RG": (read_group_id(info.acquisition_id, model, options.kit_name, barcode), "Z"),
+            "RG": (f"{group}_{label}" if label else group, "Z"),
             "po": (record.pore.pore_type or "not_set", "Z"),
             "er": (record.end_reason.reason.name.lower(), "Z"),
             "me": (int(record.num_minknow_events), "I"),
@@ -520,11 +667,11 @@ def simulate_read(record: pod5.ReadRecord, pod5_name: str, options: DoradoOption
         if len(intervals) > 1:
             tags["pi"] = (parent, "Z")
             tags["sp"] = (begin, "i")
-        if barcode:
-            tags["BC"] = (f"{options.kit_name}_{barcode}", "Z")
+        if label:
+            tags["BC"] = (label, "Z")
         if codes:
             tags.update(_modified_base_tags(read_id, sequence, codes))
-        reads.append(SimRead(read_id, sequence, quality, tags))
+        reads.append(SimRead(read_id, sequence, quality, tags, barcode, alias))
     return reads
 
 
@@ -611,22 +758,33 @@ def bam_header(runs: Sequence[dict], options: DoradoOptions, command_line: str) 
             "LB": run["sample_id"],
         }
         groups.append(base)
-        for index in range(KIT_BARCODES if options.kit_name else 0):
-            barcode = f"barcode{index + 1:02d}"
+        for barcode in permitted_barcodes(options):
+            alias = barcode_alias(
+                options,
+                barcode,
+                run["flow_cell_id"],
+                run["sequencer_position"],
+                run["experiment_name"],
+            )
             groups.append(
                 {
                     **base,
-                    "ID": read_group_id(run["acquisition_id"], model, options.kit_name, barcode),
+                    "ID": f"{base['ID']}_{alias}"
+                    if alias
+                    else read_group_id(run["acquisition_id"], model, options.kit_name, barcode),
                     "SM": barcode,
-                    "al": barcode,
+                    "al": alias or barcode,
                     "bk": options.kit_name,
                 }
             )
-    return {
+    header = {
         "HD": {"VN": "1.6", "SO": "unknown"},
         "PG": [{"ID": "basecaller", "PN": "dorado", "VN": STANDIN_VERSION, "CL": command_line}],
         "RG": groups,
     }
+    if options.reference:
+        header["SQ"] = load_reference(options.reference, options.mm2_opts).sq_lines()
+    return header
 
 
 def _utc(moment: datetime) -> datetime:
@@ -665,11 +823,13 @@ def fastq_text(read: SimRead, header_tags: dict[str, str]) -> str:
 
 
 def fastq_header_tags(header: dict, read: SimRead) -> dict[str, str]:
-    """The read group's DS, PU and DT, which Dorado repeats in each FASTQ header."""
+    """The read group's DS, PU and DT, which Dorado repeats in each FASTQ header, and a
+    classified read's SM (its barcode) and al (the barcode's alias, else the barcode)."""
     group = next((g for g in header["RG"] if g["ID"] == read.tags["RG"][0]), None)
-    if group is None:
-        return {}
-    return {"DS": group["DS"], "PU": group["PU"], "DT": group["DT"]}
+    tags = {} if group is None else {"DS": group["DS"], "PU": group["PU"], "DT": group["DT"]}
+    if read.barcode:  # Dorado's FASTQ records name the barcode and its alias
+        tags.update(SM=read.barcode, al=read.alias or read.barcode)
+    return tags
 
 
 def write_dorado_output(
@@ -740,14 +900,457 @@ def _write_bam_stream(
     import pysam
 
     reads = samples = 0
+    reference = load_reference(options.reference, options.mm2_opts) if options.reference else None
     sys.stdout.flush()
     with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
         for read, ns in _paced_reads(paths, options, tally, pace):
-            bam.write(to_segment(read, bam.header))
+            if reference is None:
+                bam.write(to_segment(read, bam.header))
+            else:  # as Dorado: every record of a read together, in minimap2's order
+                for segment in reference.records(read, bam.header):
+                    bam.write(segment)
             if pace is not None:
                 bam.flush()
             reads, samples = reads + 1, samples + ns
     return reads, samples
+
+
+# -- Aligned output (`--reference`, `--mm2-opts`; shared with the stand-in dorado) ------------
+#
+# With a reference each read's bases come from it instead of from its signal: a place
+# and strand drawn from a hash of the read id (a sequence weighted by its length), as
+# many bases as the signal would have given, with substitutions, insertions and
+# deletions at the model's error rate (`ERROR_RATES`: fast > hac > sup). One read in
+# `OFF_TARGET_ONE_IN` comes from elsewhere (the signal's own random bases: minimap2
+# leaves it unmapped) and one in `CHIMERA_ONE_IN` long ones is chimeric, two pieces of
+# two places, as nanopore reads sometimes are (minimap2 writes a supplementary record).
+# Each read is then aligned with real minimap2 (`mappy`) and written as Dorado 1.4's
+# `Minimap2Aligner::align` writes it to stdout (unsorted, a read's records together in
+# minimap2's order): `@SQ SN LN M5 UR` per reference sequence (M5 of the sequence as in
+# the FASTA, UR `file://<path>`, as `Minimap2Index::cache_header_records`); per hit a
+# record with every read tag Dorado gave the read, then minimap2's `NM nn de tp MD` (and
+# `SA` on the records that keep their bases); the primary (flag 0/16) is the first
+# primary hit, any other primary hit is supplementary (2048, hard-clipped, its bases
+# trimmed), secondary hits (256) keep no SEQ/QUAL and are soft-clipped; MM/ML/MN are
+# dropped from secondary and supplementary records. A read without hits is written
+# unmapped (flag 4) with its tags. `ms AS cm s1 s2 rl` (and `tp:A:I` of inversions)
+# need minimap2 internals mappy does not expose, so they are left out; `nn` and `de`
+# are derived exactly from what it does give (NM, mlen, blen, the CIGAR).
+
+DEFAULT_MM_PRESET = "lr:hq"  # Dorado's (`Minimap2Options.h`), not minimap2's own map-ont
+ERROR_RATES = {"fast": 0.06, "hac": 0.035, "sup": 0.015}  # per base: 1/2 subs, 1/4 ins, 1/4 del
+OFF_TARGET_ONE_IN = 10
+CHIMERA_ONE_IN = 16
+MIN_CHIMERA_PART = 300  # bases of each piece of a chimeric read (shorter reads never are)
+_REFERENCE_SALT = b"bcmanager-simulated-reference\0"
+# minimap2's presets for DNA reads against a genome (`mm_set_opt`); its others (splice,
+# cdna, sr, ava-*) change how records are written (spliced, paired, all chains), which
+# the stand-ins do not simulate: they refuse them
+_MM2_PRESETS = (
+    "lr",
+    "map-ont",
+    "lr:hq",
+    "map-hifi",
+    "map-ccs",
+    "map-pb",
+    "map10k",
+    "map-iclr",
+    "asm5",
+    "asm10",
+    "asm20",
+)
+_MM2_OTHER_PRESETS = (
+    "splice",
+    "splice:hq",
+    "splice:sr",
+    "cdna",
+    "sr",
+    "short",
+    "ava-ont",
+    "ava-pb",
+)
+
+
+@dataclass(frozen=True)
+class Mm2Options:
+    """The minimap2 options of `--mm2-opts` that the stand-ins honour."""
+
+    preset: str = DEFAULT_MM_PRESET  # -x
+    k: int | None = None  # -k
+    w: int | None = None  # -w
+    best_n: int | None = None  # -N
+    bandwidth: int | None = None  # -r NUM[,NUM]
+    bandwidth_long: int | None = None
+    secondary: bool = True  # --secondary yes|no
+    soft_clip: bool = False  # -Y: supplementary records soft-clipped, with their bases
+    secondary_seq: bool = False  # --secondary-seq: secondary records keep their bases
+
+
+def split_mm2_opts(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(`--mm2-opts` value, the other arguments), taken out before the command line is
+    parsed, as Dorado does (`extract_options_string_arg`): its value starts with "-"."""
+    rest: list[str] = []
+    value: str | None = None
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--mm2-opts":
+            if index + 1 == len(args):
+                raise StandInError("Missing value for --mm2-opts command line argument.")
+            value, index = args[index + 1], index + 2
+            continue
+        if arg.startswith("--mm2-opts="):
+            value = arg.removeprefix("--mm2-opts=")
+        else:
+            rest.append(arg)
+        index += 1
+    return value, rest
+
+
+def parse_mm2_opts(text: str | None) -> Mm2Options:
+    """Dorado's minimap2 options (`minimap2_args.cpp`): -x, -k, -w, -N, -r, -Y,
+    --secondary yes|no and --secondary-seq change the alignments; -I, --junc-bed and
+    --print-aln-seq are taken and change nothing here (the index is one block; DNA reads
+    have no junctions). Anything else is refused, as Dorado refuses it."""
+    tokens = [token for token in (text or "").split(" ") if token]
+    found: dict[str, object] = {}
+    index = 0
+
+    def value(option: str) -> str:
+        nonlocal index
+        if index + 1 >= len(tokens):
+            raise StandInError(f"Too few arguments for '{option}'.")
+        index += 1
+        return tokens[index]
+
+    def number(option: str, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise StandInError(
+                f"Failed to parse '{text}' as decimal integer for {option}"
+            ) from None
+
+    while index < len(tokens):
+        token = tokens[index]
+        option, equals, attached = token.partition("=")
+        if option in ("-k", "-w", "-N") and not equals:
+            found[{"-k": "k", "-w": "w", "-N": "best_n"}[option]] = number(option, value(option))
+        elif option == "-x" and not equals:
+            preset = value(option)
+            if preset in _MM2_OTHER_PRESETS:
+                raise StandInError(
+                    f"minimap2 preset {preset} is not simulated: the stand-in aligns DNA"
+                    f" reads with {', '.join(_MM2_PRESETS)}"
+                )
+            if preset not in _MM2_PRESETS:
+                raise StandInError(f"Cannot set mm2 options with preset: {preset}")
+            found["preset"] = preset
+        elif option == "-r" and not equals:
+            widths = [number(option, part) for part in value(option).split(",")]
+            if len(widths) > 2:
+                raise StandInError("Wrong number of arguments for minimap2 bandwidth option '-r'.")
+            found["bandwidth"] = widths[0]
+            found["bandwidth_long"] = widths[1] if len(widths) == 2 else None
+        elif option == "--secondary":
+            answer = attached if equals else value(option)
+            if answer not in ("yes", "no"):
+                raise StandInError(f"Unsupported value '{answer}' for --secondary: yes or no")
+            found["secondary"] = answer == "yes"
+        elif option == "-Y" and not equals:
+            found["soft_clip"] = True
+        elif option == "--secondary-seq" and not equals:
+            found["secondary_seq"] = True
+        elif option in ("-I", "--junc-bed") and not equals:
+            value(option)
+        elif option == "--print-aln-seq" and not equals:
+            pass
+        else:
+            raise StandInError(f"Unknown argument: {token} (in --mm2-opts)")
+        index += 1
+    if found.get("best_n") == 0:  # Dorado: "Ignoring '-N 0', using preset default"
+        found.pop("best_n")
+    for option in ("k", "w"):
+        if option in found and not 1 <= int(found[option]) <= 28:  # type: ignore[call-overload]
+            raise StandInError(f"Invalid minimap2 options string: -{option} out of range")
+    return Mm2Options(**found)  # type: ignore[arg-type]
+
+
+def error_rate(model: str) -> float:
+    """The simulated error rate of a model's speed tier (hac's when it names none)."""
+    name = resolve_model(model)[0]
+    for tier, rate in ERROR_RATES.items():
+        if f"_{tier}" in name or name == tier:
+            return rate
+    return ERROR_RATES["hac"]
+
+
+@functools.lru_cache(maxsize=4)
+def load_reference(path: str, mm2_opts: str | None) -> Reference:
+    """The reference of a run, read and indexed once per process (as Dorado indexes it
+    once at its start)."""
+    return Reference(Path(path), parse_mm2_opts(mm2_opts))
+
+
+class Reference:
+    """A reference, a FASTA (plain or gzipped) or a minimap2 index (.mmi) that keeps its
+    sequences: reads drawn from it, and real minimap2 (mappy) to align them."""
+
+    def __init__(self, path: Path, mm2: Mm2Options) -> None:
+        import numpy as np
+
+        self.path = path
+        self.mm2 = mm2
+        self.is_index = _is_minimap2_index(path)
+        if self.is_index:  # its own sequences, as the index keeps them
+            self.aligner = self._index()
+            named = self._index_sequences()
+        else:
+            named = self._fasta_sequences()
+            self.aligner = self._index()
+        if not named or not any(sequence for _, sequence in named):
+            raise StandInError(f"reference {path} holds no sequences")
+        table = np.zeros(256, dtype=np.uint8)  # A and anything else 0, C 1, G 2, T 3
+        for code, bases in enumerate(("Aa", "Cc", "Gg", "Tt")):
+            for base in bases:
+                table[ord(base)] = code
+        self.names = [name for name, _ in named]
+        # Dorado's M5: of the sequence as in the FASTA (none for an index, nor UR)
+        self.md5 = [hashlib.md5(sequence.encode("ascii")).hexdigest() for _, sequence in named]
+        self.codes = [table[np.frombuffer(seq.encode("ascii"), np.uint8)] for _, seq in named]
+        self.lengths = np.array([len(codes) for codes in self.codes], dtype=np.int64)
+        self.tid = {name: index for index, name in enumerate(self.names)}
+
+    def _fasta_sequences(self) -> list[tuple[str, str]]:
+        import pysam
+
+        try:
+            with pysam.FastxFile(str(self.path)) as fasta:
+                return [(entry.name, entry.sequence or "") for entry in fasta]
+        except (OSError, ValueError) as exc:
+            raise StandInError(f"cannot read reference {self.path}: {exc}") from exc
+
+    def _index_sequences(self) -> list[tuple[str, str]]:
+        named = [(name, self.aligner.seq(name) or "") for name in self.aligner.seq_names]
+        if named and not any(sequence for _, sequence in named):
+            raise StandInError(
+                f"minimap2 index {self.path} keeps no sequences (built with --idx-no-seq):"
+                " the stand-in draws its reads from them"
+            )
+        return named
+
+    def _index(self) -> mappy.Aligner:
+        try:
+            import mappy
+        except ImportError as exc:  # a dependency; a broken install says so here
+            raise StandInError(f"--reference needs minimap2's mappy: {exc}") from exc
+        mm2 = self.mm2
+        aligner = mappy.Aligner(
+            str(self.path),
+            preset=mm2.preset,
+            k=mm2.k,
+            w=mm2.w,
+            best_n=mm2.best_n,
+            bw=mm2.bandwidth,
+            bw_long=mm2.bandwidth_long,
+            n_threads=1,
+        )
+        if not aligner:
+            raise StandInError(f"failed to load the minimap2 index of {self.path}")
+        return aligner
+
+    def sq_lines(self) -> list[dict[str, object]]:
+        """The header's @SQ lines, as Dorado writes them: with M5 and UR for a FASTA."""
+        if self.is_index:
+            return [
+                {"SN": name, "LN": int(length)}
+                for name, length in zip(self.names, self.lengths, strict=True)
+            ]
+        uri = "file://" + os.path.realpath(self.path)
+        return [
+            {"SN": name, "LN": len(codes), "M5": md5, "UR": uri}
+            for name, codes, md5 in zip(self.names, self.codes, self.md5, strict=True)
+        ]
+
+    def draw(self, read_id: str, length: int, rate: float) -> str | None:
+        """`length` bases of the reference with errors, placed by the read id; None for
+        the reads that come from elsewhere. Shorter only where a sequence ends."""
+        import numpy as np
+
+        salt = hashlib.sha256(_REFERENCE_SALT + read_id.encode("ascii")).digest()
+        if salt[0] % OFF_TARGET_ONE_IN == 0:
+            return None
+        rng = np.random.default_rng(int.from_bytes(salt[8:16], "little"))
+        pieces = [length]
+        if length >= 2 * MIN_CHIMERA_PART and salt[1] % CHIMERA_ONE_IN == 0:
+            second = max(MIN_CHIMERA_PART, int(length * (0.3 + 0.2 * salt[2] / 255)))
+            pieces = [length - second, second]
+        drawn = np.concatenate([self._piece(rng, n, rate) for n in pieces])
+        return np.frombuffer(_BASES, dtype=np.uint8)[drawn].tobytes().decode("ascii")
+
+    def _piece(self, rng: np.random.Generator, length: int, rate: float) -> np.ndarray:
+        weights = self.lengths / self.lengths.sum()
+        codes = self.codes[int(rng.choice(len(self.codes), p=weights))]
+        span = min(len(codes), length + length // 4 + 16)  # room for the deletions
+        start = int(rng.integers(len(codes) - span + 1))
+        bases = _with_errors(codes[start : start + span], rate, rng)[:length]
+        return 3 - bases[::-1] if rng.integers(2) else bases  # A-T, C-G: 3 - code
+
+    def records(self, read: SimRead, header: pysam.AlignmentHeader) -> list[pysam.AlignedSegment]:
+        """The read's records as Dorado writes them: unmapped, or one per minimap2 hit."""
+        hits = list(self.aligner.map(read.sequence, MD=True))
+        primary = next((index for index, hit in enumerate(hits) if hit.is_primary), None)
+        if primary is None:
+            return [to_segment(read, header)]
+        records = []
+        for index, hit in enumerate(hits):
+            flag = 16 if hit.strand < 0 else 0
+            if not hit.is_primary:
+                flag |= 256
+            elif index != primary:
+                flag |= 2048
+            if flag & 256 and not self.mm2.secondary:
+                continue
+            records.append(self._record(read, hits, index, flag, header))
+        return records
+
+    def _record(
+        self,
+        read: SimRead,
+        hits: list[mappy.Alignment],
+        index: int,
+        flag: int,
+        header: pysam.AlignmentHeader,
+    ) -> pysam.AlignedSegment:
+        import pysam
+
+        hit = hits[index]
+        size = len(read.sequence)
+        reverse = hit.strand < 0
+        left = size - hit.q_en if reverse else hit.q_st
+        right = hit.q_st if reverse else size - hit.q_en
+        other = bool(flag & (256 | 2048))
+        soft = self.mm2.soft_clip
+        no_bases = not soft and bool(flag & 256) and not self.mm2.secondary_seq
+        hard = not soft and bool(flag & 2048 or (flag & 256 and self.mm2.secondary_seq))
+        clip = 5 if hard else 4  # BAM_CHARD_CLIP, BAM_CSOFT_CLIP
+        segment = pysam.AlignedSegment(header)
+        segment.query_name = read.read_id
+        segment.flag = flag
+        segment.reference_id = self.tid[hit.ctg]
+        segment.reference_start = hit.r_st
+        segment.mapping_quality = hit.mapq
+        segment.cigartuples = (
+            ([(clip, left)] if left else [])
+            + [(op, length) for length, op in hit.cigar]
+            + ([(clip, right)] if right else [])
+        )
+        segment.next_reference_id = -1
+        segment.next_reference_start = -1
+        segment.template_length = 0
+        if not no_bases:
+            sequence, quality = read.sequence, read.quality
+            if reverse:
+                sequence, quality = reverse_complement(sequence), quality[::-1]
+            if hard:
+                sequence, quality = sequence[left : size - right], quality[left : size - right]
+            segment.query_sequence = sequence
+            segment.query_qualities = pysam.qualitystring_to_array(quality)
+        tags = [
+            (tag, value, None if kind == "B" else kind)
+            for tag, (value, kind) in read.tags.items()
+            if not (other and not soft and tag in ("MM", "ML", "MN"))
+        ]
+        tags += minimap2_tags(hit)
+        if not no_bases:
+            sa = supplementary_alignments(hits, index, size)
+            if sa:
+                tags.append(("SA", sa, "Z"))
+        segment.set_tags(tags)
+        return segment
+
+
+def _is_minimap2_index(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"MMI\x02"
+    except OSError as exc:
+        raise StandInError(f"cannot read reference {path}: {exc.strerror or exc}") from exc
+
+
+def _with_errors(reference: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Bases (codes 0-3) read from `reference` with substitutions, deletions and
+    insertions (a random base before the reference's) at `rate` per reference base."""
+    import numpy as np
+
+    size = len(reference)
+    draw = rng.random(size)
+    kind = np.zeros(size, dtype=np.int8)  # 0 match, 1 substitution, 2 deletion, 3 insertion
+    kind[draw < rate / 2] = 1
+    kind[(draw >= rate / 2) & (draw < rate * 3 / 4)] = 2
+    kind[(draw >= rate * 3 / 4) & (draw < rate)] = 3
+    bases = reference.astype(np.int64)
+    substituted = kind == 1
+    bases[substituted] = (bases[substituted] + rng.integers(1, 4, int(substituted.sum()))) % 4
+    counts = np.where(kind == 2, 0, np.where(kind == 3, 2, 1))
+    out = bases[np.repeat(np.arange(size), counts)]
+    inserted = np.flatnonzero(kind == 3)
+    out[(np.cumsum(counts) - counts)[inserted]] = rng.integers(0, 4, len(inserted))
+    return out.astype(np.uint8)
+
+
+_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
+
+
+def reverse_complement(sequence: str) -> str:
+    return sequence.translate(_COMPLEMENT)[::-1]
+
+
+def minimap2_tags(hit: mappy.Alignment) -> list[tuple[str, object, str]]:
+    """minimap2's tags of a hit that mappy gives, in Dorado's order (`add_tags`): NM,
+    nn (ambiguous bases: NM - (blen - mlen)), de (1 - mm_event_identity), tp, MD."""
+    ambiguous = hit.NM - (hit.blen - hit.mlen)
+    gaps = [length for length, op in hit.cigar if op in (1, 2)]  # insertions, deletions
+    events = hit.blen + ambiguous - sum(gaps) + len(gaps)
+    divergence = 1.0 - hit.mlen / events if events > 0 else 0.0
+    tags: list[tuple[str, object, str]] = [
+        ("NM", hit.NM, "i"),
+        ("nn", ambiguous, "i"),
+        ("de", divergence, "f"),
+        ("tp", "P" if hit.is_primary else "S", "A"),
+    ]
+    if hit.MD:
+        tags.append(("MD", hit.MD, "Z"))
+    return tags
+
+
+def supplementary_alignments(hits: Sequence[mappy.Alignment], index: int, size: int) -> str:
+    """The SA tag of hit `index`: the read's other primary and supplementary hits, as
+    Dorado's `add_sa_tag` (minimap2's convention) writes them."""
+    parts = []
+    for other, hit in enumerate(hits):
+        if other == index or not hit.is_primary:
+            continue
+        query, target = hit.q_en - hit.q_st, hit.r_en - hit.r_st
+        matches = min(query, target)
+        reverse = hit.strand < 0
+        five = size - hit.q_en if reverse else hit.q_st
+        three = hit.q_st if reverse else size - hit.q_en
+        cigar = "".join(
+            f"{length}{op}"
+            for length, op in (
+                (five, "S"),
+                (matches, "M"),
+                (query - matches, "I"),
+                (target - matches, "D"),
+                (three, "S"),
+            )
+            if length
+        )
+        strand = "-" if reverse else "+"
+        parts.append(f"{hit.ctg},{hit.r_st + 1},{strand},{cigar},{hit.mapq},{hit.NM};")
+    return "".join(parts)
 
 
 # -- the basecaller process ----------------------------------------------------------------
@@ -854,6 +1457,9 @@ def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
         "--modified-bases", nargs="+", default=[], help="modified base codes, e.g. 5mCG_5hmCG"
     )
     parser.add_argument("--models-directory", type=Path, default=None)
+    parser.add_argument("--reference", default="", help="align to this FASTA (aligned BAM)")
+    parser.add_argument("--sample-sheet", default="", help="barcode aliases (with --kit-name)")
+    # --mm2-opts is taken out of the command line first (`split_mm2_opts`), as Dorado does
 
 
 def wait_for_startup(started: float, startup_s: float, output_dir: Path) -> Path:
@@ -898,8 +1504,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--style", choices=STYLES, default="dorado")
     parser.add_argument("--model", default="hac", help="Dorado model (dorado style)")
     add_dorado_arguments(parser)
-    args = parser.parse_args(argv)
-    dorado_only = args.emit_fastq or args.kit_name or args.modified_bases
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        mm2_opts, rest = split_mm2_opts(given)
+    except StandInError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(rest)
+    dorado_only = args.emit_fastq or args.kit_name or args.modified_bases or args.reference
+    dorado_only = dorado_only or args.sample_sheet or mm2_opts is not None
     if args.style == "legacy" and (dorado_only or args.min_qscore is not None):
         parser.error("Dorado flags need --style dorado")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -920,13 +1532,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_qscore=args.min_qscore,
         modified_bases=tuple(args.modified_bases),
         emit_fastq=args.emit_fastq,
+        reference=args.reference or None,
+        mm2_opts=mm2_opts or None,
+        sample_sheet=args.sample_sheet or None,
     )
     try:
         if args.style == "dorado":
             check_options(options)
             if args.models_directory is not None:
                 require_model(args.models_directory, args.model)
-            given = list(sys.argv[1:] if argv is None else argv)
             command_line = f"{parser.prog} {shlex.join(given)}"
             paths = list_pod5(args.input_dir)
             reads, samples = write_dorado_output(paths, "-", options, command_line, pace)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -114,6 +115,28 @@ def default_engine_id() -> str:
     help="where models live; the model is fetched there once at start (dorado, simulated)",
 )
 @click.option("--emit-fastq", is_flag=True, help="gzipped FASTQ instead of BAM (dorado, simulated)")
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="FASTA or minimap2 index (.mmi) to align to: aligned BAM, not with --emit-fastq"
+    " (dorado, simulated)",
+)
+@click.option(
+    "--mm2-opts",
+    help="minimap2 options for the alignment, as Dorado takes them, e.g. '-k 15 -w 10'"
+    " (dorado, simulated)",
+)
+@click.option(
+    "--sample-sheet",
+    type=click.Path(path_type=Path),
+    help="MinKNOW/Dorado sample sheet (CSV) naming each barcode's sample; needs --kit-name,"
+    " checked at start (dorado, simulated)",
+)
+@click.option(
+    "--dorado-args",
+    help="more dorado basecaller options, e.g. '--trim adapters'; not those bcmanager sets"
+    " (--kit-name, --device, ...: use the engine's own) (dorado)",
+)
 @click.option("--wait", "wait_s", type=click.FloatRange(0, 60), default=30.0, show_default=True)
 @click.option("--token-file", type=click.Path(path_type=Path), help="shared secret (or $BCM_TOKEN)")
 @logging_options
@@ -143,6 +166,10 @@ def command(
     modified_bases: str | None,
     models_directory: Path | None,
     emit_fastq: bool,
+    reference: Path | None,
+    mm2_opts: str | None,
+    sample_sheet: Path | None,
+    dorado_args: str | None,
     wait_s: float,
     token_file: Path | None,
     log_level: str,
@@ -158,6 +185,10 @@ def command(
         raise click.BadParameter(
             "use letters, digits, '.', '_' or '-' (1-64, no '..')", param_hint="--engine-id"
         )
+    try:
+        extra_args = shlex.split(dorado_args or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dorado-args") from exc
     backend = make_basecaller(
         basecaller,
         model=model,
@@ -178,6 +209,10 @@ def command(
         modified_bases=(modified_bases or "").replace(",", " ").split(),
         models_directory=models_directory,
         emit_fastq=emit_fastq,
+        reference=reference,
+        mm2_opts=mm2_opts,
+        sample_sheet=sample_sheet,
+        extra_args=extra_args,
     )
     config = EngineConfig(
         manager_url=manager_url,

@@ -58,12 +58,15 @@ def add_command(manager_url: str, spec: str, token_file: Path | None) -> None:
     """Add a backfill generation: every file of the run, basecalled or not, is queued for
     it after all earlier generations' work; its reads go to OUTPUT/generations/NAME.
 
-    OPTIONS: kit-name=KIT,modified-bases=M1+M2. Adding the same generation again changes
+    OPTIONS: kit-name=KIT,modified-bases=M1+M2,reference=PATH (a FASTA or .mmi on the
+    GPU nodes, to align this generation's reads to). Adding the same generation again changes
     nothing; the same NAME with another recipe is refused."""
     gen = parse_spec(spec)  # a bad spec is refused here, before the manager is asked
     body = {"name": gen.name, "model": gen.model, "modified_bases": list(gen.modified_bases)}
     if gen.kit_name:
         body["kit_name"] = gen.kit_name
+    if gen.reference:
+        body["reference"] = gen.reference
     status, answer = post_json(manager_url, "/v1/generations", body, read_token(token_file))
     if status != 200:
         raise click.ClickException(f"the manager refused it (HTTP {status}): {answer.get('error')}")

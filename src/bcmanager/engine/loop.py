@@ -192,16 +192,20 @@ class Engine:
 
     def basecaller_for(self, job: dict[str, Any]) -> Basecaller:
         """The basecaller for a job's generation: the engine's own for the implicit one
-        (no model named), else the same backend with the generation's recipe, prepared
+        (no model named), else the same backend with the generation's recipe (aligned to
+        the generation's reference where it names one, else to the engine's own), prepared
         (e.g. its model downloaded) the first time it is needed."""
         gen = job.get("generation") or {}
         model = gen.get("model")
         if model is None:
             return self.basecaller
         options = gen.get("options") or {}
-        key = (model, options.get("kit_name"), tuple(options.get("modified_bases", ())))
+        reference = options.get("reference")
+        key = (model, options.get("kit_name"), tuple(options.get("modified_bases", ())), reference)
         if key not in self._recipes:
-            other = self.basecaller.with_recipe(*key)
+            other = self.basecaller.with_recipe(*key[:3])
+            if reference:
+                other = other.with_reference(reference)
             other.prepare()
             self._recipes[key] = other
             log.info("generation %s: %s", gen.get("name"), other.describe())

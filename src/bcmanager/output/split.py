@@ -37,6 +37,7 @@ from bcmanager.output.origin import Pod5Origin, by_run_id
 from bcmanager.output.summary import SummaryRow, summary_row, write_summary
 from bcmanager.records import (
     Record,
+    barcode_kit_of,
     barcode_of,
     detect_format,
     fastq_text,
@@ -48,6 +49,8 @@ from bcmanager.records import (
 )
 
 log = logging.getLogger("bcmanager.output.split")
+
+_BARCODE_NAME = re.compile(r"barcode\d+")
 
 MIN_QSCORE_BY_SPEED = {"fast": 8, "hac": 9, "sup": 10}  # MinKNOW's defaults per model
 _SPEED = re.compile(r"(?:^|[_,/@])(fast|hac|sup)(?:$|[_,@/])")
@@ -379,31 +382,46 @@ def classify(
     fmt: Format,
     min_qscore: float,
     barcoding: bool,
-    aliases: Mapping[str, str] | None = None,
+    groups: Mapping[str, Mapping[str, str]] | None = None,
 ) -> OutputKey:
     """The output file a read belongs in. With a sample sheet, a classified read's barcode
-    folder and name part is its alias (`aliases`: read group id -> `al`, from the
-    header's @RG lines as Dorado writes them; or the read's own `al` tag)."""
-    barcode = (barcode_of(record) or UNCLASSIFIED) if barcoding else None
+    folder and name part is its alias (`groups`: the header's @RG lines by id)."""
+    barcode = (barcode_of_read(record, groups or {}) or UNCLASSIFIED) if barcoding else None
     if barcode is not None and barcode != UNCLASSIFIED:
-        barcode = alias_of(record, aliases or {}) or barcode
+        barcode = alias_of(record, groups or {}) or barcode
     passed = qscore_of(record) >= min_qscore
     return OutputKey(origin.run_folder, origin.ids, fmt, passed, barcode)
 
 
-def read_group_aliases(header: Mapping) -> dict[str, str]:
-    """Read group id -> its barcode alias (`al`), where a sample sheet gave one."""
-    return {
-        str(rg["ID"]): str(rg["al"]) for rg in header.get("RG", []) if rg.get("ID") and rg.get("al")
-    }
+def read_groups(header: Mapping) -> dict[str, dict[str, str]]:
+    """The header's @RG lines by id."""
+    return {str(rg["ID"]): {k: str(v) for k, v in rg.items()} for rg in header.get("RG", [])}
 
 
-def alias_of(record: Record, aliases: Mapping[str, str]) -> str | None:
-    """A read's barcode alias: its own `al` tag, else its read group's."""
+def _group_of(record: Record, groups: Mapping[str, Mapping[str, str]]) -> Mapping[str, str]:
+    return groups.get(str(record.tags.get("RG", "")), {})
+
+
+def barcode_of_read(record: Record, groups: Mapping[str, Mapping[str, str]]) -> str | None:
+    """A read's barcode name (`barcode01`). With a sample sheet Dorado writes the alias in
+    the read's `BC` and read group id, and the barcode in its @RG line's `SM`."""
+    sm = _group_of(record, groups).get("SM", "")
+    if _BARCODE_NAME.fullmatch(sm):
+        return sm
+    return barcode_of(record)
+
+
+def alias_of(record: Record, groups: Mapping[str, Mapping[str, str]]) -> str | None:
+    """A read's barcode alias: its own `al` tag (FASTQ), else its @RG line's `al`."""
     own = record.tags.get("al")
     if isinstance(own, str) and own:
         return own
-    return aliases.get(str(record.tags.get("RG", ""))) or None
+    return _group_of(record, groups).get("al") or None
+
+
+def barcode_kit_of_read(record: Record, groups: Mapping[str, Mapping[str, str]]) -> str | None:
+    """A classified read's barcode kit: its @RG line's `bk`, else from its `BC` tag."""
+    return _group_of(record, groups).get("bk") or barcode_kit_of(record)
 
 
 class Splitter:
@@ -433,7 +451,7 @@ class Splitter:
         self.finder = _Origins(origins)
         self.writers = _Writers(dest, job_id, header, self._runs_named_like, hold_back=hold_back)
         self.rows_by_summary: dict[str, list[SummaryRow]] = {}
-        self.aliases = read_group_aliases(header)
+        self.groups = read_groups(header)
         self.aligned = bool(header.get("SQ"))
         # An aligned read's other records go where its primary went: the key of each
         # primary filed, and the others seen before their primary (minimap2 writes the
@@ -463,7 +481,7 @@ class Splitter:
                 self.writers.write(key, record)
             return
         origin = self.finder.of(record)
-        key = classify(record, origin, fmt, self.min_qscore, self.barcoding, self.aliases)
+        key = classify(record, origin, fmt, self.min_qscore, self.barcoding, self.groups)
         rel = self.writers.write(key, record)
         if self.aligned:
             self._keys[record.read_id] = key
@@ -475,8 +493,11 @@ class Splitter:
             filename=rel.rsplit("/", 1)[-1],
             fmt=fmt,
             passed=key.passed,
-            barcode=(barcode_of(record) or UNCLASSIFIED) if self.barcoding else None,
+            barcode=(barcode_of_read(record, self.groups) or UNCLASSIFIED)
+            if self.barcoding
+            else None,
             alias=key.barcode,
+            kit=barcode_kit_of_read(record, self.groups),
             model_stride=_model_stride(record, strides),
             aligned=self.aligned,
         )
@@ -488,7 +509,7 @@ class Splitter:
         for records in self._waiting.values():
             for record in records:
                 origin = self.finder.of(record)
-                key = classify(record, origin, "bam", self.min_qscore, self.barcoding, self.aliases)
+                key = classify(record, origin, "bam", self.min_qscore, self.barcoding, self.groups)
                 self.writers.write(key, record)
         self._waiting.clear()
 

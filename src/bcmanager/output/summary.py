@@ -132,6 +132,7 @@ def summary_row(
     passed: bool,
     barcode: str | None,
     alias: str | None = None,
+    kit: str | None = None,
     model_stride: int = 0,
     aligned: bool = False,
 ) -> SummaryRow:
@@ -168,7 +169,7 @@ def summary_row(
         "end_reason": str(record.tags.get("er") or "unknown"),
         "alias": alias or arrangement,
         "barcode_arrangement": arrangement,
-        "barcode_kit": barcode_kit_of(record) or "unknown",
+        "barcode_kit": kit or barcode_kit_of(record) or "unknown",
     }
     if aligned:
         row.update(alignment_columns(record.segment))
