@@ -150,6 +150,7 @@ class Manager:
         self.db.checkpoint_elsewhere()
         self._checkpointer = Checkpointer(self.db.path)
         self._janitor = Janitor(remove_tree)
+        self.merger.run_folders.start()
         self.layout.remove_job_dir = self._janitor.remove
         loops: list[tuple[str, Callable[[], None]]] = [
             ("bcm-scan", lambda: self.intake.scan_loop(self._stop, self.settings.rescan_s)),
@@ -187,6 +188,7 @@ class Manager:
             self.layout.remove_job_dir = remove_tree
             self._janitor.close()
             self._janitor = None
+        self.merger.run_folders.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -318,6 +320,7 @@ class Manager:
             self.last_activity = now
             self._unconfirmed.add(job.id)
             self.roster.claimed(seen, job.id, sum(f.size for f in assignment.files), now)
+            self.merger.run_folders.want(job.id, (f.path for f in assignment.files))
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 
@@ -408,6 +411,21 @@ class Manager:
         timing: Timing | None = None,
     ) -> None:
         engine = self._forget_job(job)
+        try:
+            self._finish_as(job, outcome, reason, now, yields, timing, engine)
+        finally:
+            self.merger.run_folders.forget(job.id)
+
+    def _finish_as(
+        self,
+        job: JobRow,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+        yields: list[dict] | None,
+        timing: Timing | None,
+        engine: EngineSeen | None,
+    ) -> None:
         if outcome is Outcome.DONE:  # checked before anything is journaled or moved
             files = self.db.files_of_job(job.id)
             problem = self.merger.merge_done(job, files, yields, now)
@@ -461,6 +479,7 @@ class Manager:
                 )
                 self.layout.drop_assignment(job.id, job.engine)
                 self._forget_job(job)
+                self.merger.run_folders.forget(job.id)
                 self.merger.record_quarantine(poisoned)
                 log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
             self.merger.retry_due(now)

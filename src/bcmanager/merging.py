@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from bcmanager import failpoints, scheduler
 from bcmanager.generations import Generation
@@ -34,6 +37,71 @@ log = logging.getLogger("bcmanager.manager")
 MERGE_RETRY_S = 5.0
 
 
+class RunFolders:
+    """The OUTPUT run folder of claimed pod5 files outside MinKNOW's run folders (a flat
+    INPUT), read from each file's run table by a thread of its own as soon as it is
+    claimed: minutes before its batch is merged, and never under the manager's lock or
+    on a request's way (an original engine's FASTQ names no run, so its merge needs it).
+    Found late (a restart, a batch done within a moment), it is read at the merge."""
+
+    def __init__(self, input_dir: Path) -> None:
+        self._input = input_dir
+        self._known: dict[int, dict[str, str]] = {}  # by job, then path
+        self._todo: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bcm-run-folders", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def want(self, job_id: int, paths: Iterable[str]) -> None:
+        """Read a claimed job's files' run folders soon (files in a MinKNOW run folder
+        need none)."""
+        if self._thread is None:
+            return
+        from bcmanager.output.naming import minknow_run_folder
+
+        for path in paths:
+            if minknow_run_folder(path) is None:
+                self._todo.put((job_id, path))
+
+    def folder(self, job_id: int, path: str) -> str:
+        """A job's file's run folder: as read ahead, else read now."""
+        known = self._known.get(job_id, {}).get(path)
+        return known if known is not None else self.read(path)
+
+    def read(self, path: str) -> str:
+        from bcmanager.output.naming import minknow_run_folder
+        from bcmanager.output.origin import run_folder_of_pod5
+
+        folder = minknow_run_folder(path)
+        if folder is not None:
+            return folder
+        try:  # its run table alone, not the pod5 library
+            return run_folder_of_pod5(self._input / path, path)
+        except Exception as exc:  # unreadable pod5: its INPUT folder
+            log.warning("%s: cannot read its run information (%s)", path, exc)
+            return run_of(path)
+
+    def forget(self, job_id: int) -> None:
+        """The job has ended (merged, failed, expired or handed back)."""
+        self._known.pop(job_id, None)
+
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            job_id, path = item
+            try:
+                self._known.setdefault(job_id, {})[path] = self.read(path)
+            except Exception:
+                log.exception("%s: run folder not read ahead; read at its merge", path)
+
+
 class Merger:
     """The manager's merges and quarantine records, and the yields merged so far."""
 
@@ -48,6 +116,7 @@ class Merger:
         self.layout = layout
         self._generation = generation
         self._tell = tell
+        self.run_folders = RunFolders(layout.input)
         self.output: OutputLayout = output_layout("minknow")  # settled by Manager.open()
         # merged jobs' yield: per generation, then per run and barcode
         self.yields: dict[int, dict[tuple[str, str], Yield]] = {}
@@ -72,7 +141,7 @@ class Merger:
             job.engine,
             inputs,
             self.output,
-            lambda: self.run_folder(files),
+            lambda: self.run_folder(job.id, files),
             root=gen.output_root,
         )
         problem = merge_problem(
@@ -89,24 +158,12 @@ class Merger:
         self.merge(scheduler.get_job(self._db(), job.id), now)
         return None
 
-    def run_folder(self, files: list[FileRow]) -> str:
+    def run_folder(self, job_id: int, files: list[FileRow]) -> str:
         """The OUTPUT run folder of a batch, for output that does not name its run (FASTQ of
         an original engine). MinKNOW's run folder, or for pod5 outside one the folder of
-        their run (from the pod5's run table); the OUTPUT root when a flat folder's batch
-        mixes runs, since the manager never reads reads to tell them apart."""
-        from bcmanager.output.naming import minknow_run_folder
-        from bcmanager.output.origin import run_folder_of_pod5
-
-        folders = set()
-        for f in files:
-            folder = minknow_run_folder(f.path)
-            if folder is None:
-                try:  # its run table alone, not the pod5 library: this runs under the lock
-                    folder = run_folder_of_pod5(self.layout.input / f.path, f.path)
-                except Exception as exc:  # unreadable pod5: its INPUT folder
-                    log.warning("%s: cannot read its run information (%s)", f.path, exc)
-                    folder = run_of(f.path)
-            folders.add(folder)
+        their run (`RunFolders`, read after the claim); the OUTPUT root when a flat
+        folder's batch mixes runs, since the manager never reads reads to tell them apart."""
+        folders = {self.run_folders.folder(job_id, f.path) for f in files}
         if len(folders) > 1:
             log.warning(
                 "a batch of %d runs from a flat folder: its FASTQ goes to OUTPUT", len(folders)

@@ -1,0 +1,86 @@
+"""Merging (`bcmanager.merging`): the run folder of an original engine's FASTQ is read
+from its pod5 after the claim, by a thread of its own, never under the manager's lock.
+
+A real manager in-process over real pod5 files of a flat INPUT, its merges driven by the
+test; the one reader of a pod5's run table is watched while the lock is held.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import bcmanager.output.origin as origin
+from bcmanager.config import Settings, check_directories
+from bcmanager.manager import Manager, Outcome
+from bcmanager.merging import RunFolders
+from bcmanager.states import FileState
+from tests.helpers import basecall_dir, make_run, wait_until
+
+
+def open_manager(inp: Path, out: Path) -> Manager:
+    settings = check_directories(Settings(input=inp, output=out, lease_s=30, settle_s=0))
+    m = Manager(settings)
+    m.open(scan_now=True)
+    return m
+
+
+def test_no_merge_reads_a_pod5_under_the_lock_when_its_run_folder_was_read_ahead(
+    run_dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inp, out = run_dirs
+    make_run(inp, 4)
+    m = open_manager(inp, out)
+    m.merger.run_folders.start()
+    reads: list[bool] = []  # whether the manager's lock was held at each read
+    real = origin.run_folder_of_pod5
+
+    def watched(path: Path, rel: str) -> str:
+        reads.append(m.lock._is_owned())  # type: ignore[attr-defined]
+        return real(path, rel)
+
+    monkeypatch.setattr(origin, "run_folder_of_pod5", watched)
+    try:
+        while m.db.file_counts()[FileState.QUEUED]:
+            a = m.claim("orig", 1, api="legacy")
+            assert a is not None
+            basecall_dir(
+                m.layout.assigned_dir(a.job.id, "orig"), m.layout.tmp_output_dir(a.job.id, "orig")
+            )
+            n = a.job.id
+            wait_until(lambda n=n: len(reads) >= n, timeout=10, what="the run folder read ahead")
+            m.complete(a.job.id, Outcome.DONE, None)
+    finally:
+        m.close()
+    assert len(reads) == 4 and not any(reads)  # one read per file, none under the lock
+    landed = sorted(p.parent.parent.name for p in out.glob("*/fastq_pass/*.fastq"))
+    assert [f.split("_")[0] for f in landed] == ["FA00001", "FA00002", "FA00003", "FA00004"]
+
+
+def test_a_run_folder_not_read_ahead_is_read_at_the_merge(run_dirs) -> None:
+    """Without the thread (a restart mid-batch, or tests), the merge reads it itself."""
+    inp, _out = run_dirs
+    make_run(inp, 1)
+    folders = RunFolders(inp)
+    folders.want(7, ["f0000.pod5"])  # not started: nothing is queued
+    assert folders.folder(7, "f0000.pod5").startswith("FA00001_")
+    assert folders.folder(7, "run1/pod5_pass/x.pod5") == "run1"  # MinKNOW's: no read
+
+
+def test_what_was_read_ahead_for_a_job_is_dropped_when_the_job_ends(run_dirs) -> None:
+    inp, _out = run_dirs
+    make_run(inp, 2)
+    folders = RunFolders(inp)
+    folders.start()
+    try:
+        folders.want(1, ["f0000.pod5", "f0001.pod5"])
+        deadline = time.monotonic() + 10
+        while len(folders._known.get(1, {})) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        folders.forget(1)
+        assert 1 not in folders._known
+    finally:
+        folders.close()
