@@ -185,13 +185,6 @@ def test_a_restart_gives_running_jobs_a_fresh_lease(run_dirs, clock) -> None:
     assert restarted.keepalive(a.job.id, a.job.token).state is JobState.ASSIGNED
 
 
-def test_rescans_back_off_when_a_scan_itself_is_slow() -> None:
-    from bcmanager.intake import rescan_pause
-
-    assert rescan_pause(10.0, 0.01) == 10.0
-    assert rescan_pause(10.0, 2.0) == 60.0  # a 2 s scan of a huge folder: at most ~3% of the time
-
-
 def test_a_ledger_that_lags_the_disk_after_a_power_loss_adopts_the_merges(run_dirs, clock) -> None:
     import shutil
 
@@ -257,26 +250,6 @@ def test_a_batch_holds_files_of_one_run_only(run_dirs, clock) -> None:
     while (a := m.claim("e1", 100, api="legacy")) is not None:
         runs.append({f.path.split("/")[2] for f in a.files})
     assert sorted(map(sorted, runs)) == [["run_A"], ["run_B"]]
-
-
-def test_a_large_fleets_speeds_are_summed_again_less_often(run_dirs, clock) -> None:
-    """Summing the fleet's speeds for batch sizing is a pass over every engine on the event
-    loop: a small fleet is summed again each second, one of 3,000 engines every 3 s."""
-    m = open_manager(*run_dirs, clock)
-    for k in range(10):
-        m.roster.seen(f"gpu{k}", clock.t)
-    small = m.roster.fleet(clock.t)
-    clock.t += 1.5
-    assert m.roster.fleet(clock.t) is not small
-    for k in range(10, 3_000):
-        m.roster.seen(f"gpu{k}", clock.t)
-    large = m.roster.fleet(clock.t)
-    assert len(large) == 3_000  # engines first seen since are counted at once
-    clock.t += 1.5
-    assert m.roster.fleet(clock.t) is large
-    clock.t += 1.6
-    assert m.roster.fleet(clock.t) is not large
-    m.close()
 
 
 @pytest.mark.parametrize(

@@ -189,20 +189,6 @@ def test_the_tail_is_shared_so_that_every_engines_last_batch_is_filed_together()
     assert scheduler.steady_bytes(slow_filer, policy) == scheduler.steady_bytes(quick, policy)
 
 
-def test_an_engine_learns_its_filing_time_per_byte_from_its_reports() -> None:
-    from bcmanager.reports import Timing
-    from bcmanager.roster import EngineSeen
-
-    seen = EngineSeen("gpu1", 0.0)
-    seen.record_batch(60_000_000, 31.0, Timing(startup_s=1.0, basecall_s=30.0))
-    assert seen.speed.filing_s_per_byte == 0.0
-    seen.record_filing(60_000_000, 3.0)
-    assert seen.speed.filing_s_per_byte == pytest.approx(3.0 / 60e6)
-    seen.record_batch(60_000_000, 31.0, Timing(startup_s=1.0, basecall_s=30.0))
-    assert seen.speed.filing_s_per_byte == pytest.approx(3.0 / 60e6)  # kept with new rates
-    assert seen.speed.bytes_per_s == pytest.approx(2e6)
-
-
 def test_a_byte_budget_takes_the_oldest_files_up_to_it(ledger: Ledger) -> None:
     files = ledger.queued_files(10)
     sizes = [f.size for f in files]
@@ -368,24 +354,6 @@ def test_an_engine_still_on_its_first_batch_counts_as_fast_unless_it_would_be_do
     late = Speed(held_bytes=60e6, held_s=50.0)  # would have ended by now at 3e6: slower
     guessed = Fleet.of({"fast": fast, "first": late}, at=0.0).index["first"]
     assert guessed.rate == pytest.approx(60e6 / 49.0) and not guessed.busy
-
-
-def test_the_speed_model_predicts_claim_to_report_and_trusts_long_batches_more() -> None:
-    from bcmanager.reports import Timing
-    from bcmanager.roster import EngineSeen
-
-    seen = EngineSeen("gpu1", 0.0)
-    # a 10 s first batch whose report put 1 s of basecalling in its start-up, then a 100 s
-    # one: the rate follows the long batch; the start-up is claim to report minus
-    # basecalling (spawning and reporting in it)
-    seen.record_batch(10_000_000, 11.3, Timing(startup_s=2.0, basecall_s=9.0))
-    assert seen.speed.startup_s == pytest.approx(2.3)
-    seen.record_batch(100_000_000, 101.3, Timing(startup_s=1.0, basecall_s=100.0))
-    assert seen.speed.bytes_per_s == pytest.approx(105e6 / 104.5)  # the first counts half
-    assert seen.speed.startup_s == pytest.approx((2.3 + 1.3) / 2)
-    legacy = EngineSeen("old", 0.0)  # no timing: claim to report is all basecalling
-    legacy.record_batch(10_000_000, 20.0, None)
-    assert legacy.speed == Speed(0.0, 500_000.0)
 
 
 def test_an_engine_at_its_first_batch_is_known_by_its_progress() -> None:
