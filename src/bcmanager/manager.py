@@ -25,17 +25,18 @@ from bcmanager import failpoints, scheduler
 from bcmanager.backfill import LiveDemand, may_backfill
 from bcmanager.checkpointer import Checkpointer
 from bcmanager.config import Settings
+from bcmanager.endings import Endings
 from bcmanager.errors import LeaseLost
 from bcmanager.generations import Generation
 from bcmanager.intake import Intake
 from bcmanager.janitor import Janitor
 from bcmanager.layout import Layout, remove_tree
-from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.ledger import JobRow, Ledger
 from bcmanager.lineup import Lineup
 from bcmanager.merging import Merger
 from bcmanager.output.layouts import OutputLayout, output_layout
 from bcmanager.recovery import Recovery
-from bcmanager.reports import Completion, Happening, Outcome, Timing, batch_done
+from bcmanager.reports import Completion, Happening, Outcome, Timing
 from bcmanager.roster import EngineSeen, Roster
 from bcmanager.runstats import LedgerReader
 from bcmanager.scheduler import Assignment, Policy
@@ -89,6 +90,15 @@ class Manager:
         self.intake = Intake(self.lock, lambda: self.db, clock, self.live, self._notify)
         self.roster = Roster(horizon_s=max(60.0, 2 * settings.lease_s))
         self.merger = Merger(lambda: self.db, self.layout, self.generation, self._tell)
+        self.endings = Endings(
+            lambda: self.db,
+            self.layout,
+            self.policy,
+            self.merger,
+            self.roster,
+            self.live,
+            self._tell,
+        )
         self.views = StatusViews(self)
         self._janitor: Janitor | None = None
         self._checkpointer: Checkpointer | None = None
@@ -383,15 +393,12 @@ class Manager:
             self.roster.seen(job.engine, now)
             self.last_activity = now
             if job.state is JobState.ASSIGNED:
-                self._finish(job, outcome, reason, now, yields, timing)
+                engine = self._forget_job(job)
+                if self.endings.finish(job, outcome, reason, now, engine, yields, timing):
+                    self._notify()
                 return Completion(scheduler.get_job(self.db, job_id))
             if job.state is JobState.EXPIRED:
-                where = self.layout.set_aside_late_output(job.id, job.engine)
-                scheduler.mark_late(self.db, job, now)
-                self._tell(Happening("late", now, job.engine))
-                log.warning(
-                    "job %d: late report from %s; output kept in %s", job.id, job.engine, where
-                )
+                self.endings.late(job, now)
                 return Completion(scheduler.get_job(self.db, job_id), late=True)
             late = job.state is JobState.LATE
             return Completion(job, late=late, repeated=True)
@@ -401,87 +408,11 @@ class Manager:
         self._unconfirmed.discard(job.id)
         return self.roster.forget_job(job)
 
-    def _finish(
-        self,
-        job: JobRow,
-        outcome: Outcome,
-        reason: str | None,
-        now: float,
-        yields: list[dict] | None = None,
-        timing: Timing | None = None,
-    ) -> None:
-        engine = self._forget_job(job)
-        try:
-            self._finish_as(job, outcome, reason, now, yields, timing, engine)
-        finally:
-            self.merger.run_folders.forget(job.id)
-
-    def _finish_as(
-        self,
-        job: JobRow,
-        outcome: Outcome,
-        reason: str | None,
-        now: float,
-        yields: list[dict] | None,
-        timing: Timing | None,
-        engine: EngineSeen | None,
-    ) -> None:
-        if outcome is Outcome.DONE:  # checked before anything is journaled or moved
-            files = self.db.files_of_job(job.id)
-            problem = self.merger.merge_done(job, files, yields, now)
-            if problem is None:
-                self._done(job, files, engine, timing, now)
-                return
-            outcome, reason = Outcome.FAILED, f"not merged: {problem}"
-        if outcome is Outcome.FAILED:
-            why = reason or "engine reported FAILED"
-            poisoned = scheduler.fail(self.db, job, why, now, self.policy)
-            self._tell(Happening("failed", now, job.engine, job.n_files, quarantined=len(poisoned)))
-            self.layout.set_aside_failed(job.id, job.engine)
-            self.merger.record_quarantine(poisoned)
-            log.warning("job %d failed on %s: %s", job.id, job.engine, why)
-        else:
-            scheduler.release(self.db, job, now)
-            self.layout.drop_assignment(job.id, job.engine)
-            log.info("job %d handed back by %s", job.id, job.engine)
-        self._notify()
-
-    def _done(
-        self,
-        job: JobRow,
-        files: list[FileRow],
-        engine: EngineSeen | None,
-        timing: Timing | None,
-        now: float,
-    ) -> None:
-        """A merged batch: tell the metrics, and learn from it (unless learnt already at its
-        basecaller's end)."""
-        self._tell(batch_done(job, files, now))
-        if job.gen == 0:
-            self.live.batch_done(now - job.created)
-        size = sum(f.size for f in files)
-        if engine is None or engine.measured_job != job.id:
-            self.roster.learn_batch(engine, job, size, timing, now)
-        if engine is not None:
-            engine.jobs_done += 1
-            engine.files_done += len(files)
-            if timing is not None and timing.filing_s is not None and engine.gen == job.gen:
-                engine.record_filing(size, timing.filing_s)
-
     def tick(self) -> None:
         """Expire overdue leases and retry merges that hit a disk error."""
         with self.lock:
             now = self.clock()
-            expired = scheduler.expire_overdue(self.db, now, self.policy)
-            for job, poisoned in expired:
-                self._tell(
-                    Happening("expired", now, job.engine, job.n_files, quarantined=len(poisoned))
-                )
-                self.layout.drop_assignment(job.id, job.engine)
-                self._forget_job(job)
-                self.merger.run_folders.forget(job.id)
-                self.merger.record_quarantine(poisoned)
-                log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
+            expired = self.endings.expire(now, self._forget_job)
             self.merger.retry_due(now)
         if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()

@@ -1,0 +1,135 @@
+"""How a job ends: merged (DONE), retried or quarantined (FAILED), handed back, expired,
+or reported after its lease ran out (late). Each ending changes the ledger, the job's
+folders and what the roster knows of its engine, and tells the metrics.
+
+Runs under the manager's lock (`Manager.complete`, `Manager.tick`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bcmanager import scheduler
+from bcmanager.backfill import LiveDemand
+from bcmanager.layout import Layout
+from bcmanager.ledger import FileRow, JobRow, Ledger
+from bcmanager.merging import Merger
+from bcmanager.reports import Happening, Outcome, Timing, batch_done
+from bcmanager.roster import EngineSeen, Roster
+from bcmanager.scheduler import Policy
+
+log = logging.getLogger("bcmanager.manager")
+
+
+class Endings:
+    """The ends of jobs, for one manager."""
+
+    def __init__(
+        self,
+        db: Callable[[], Ledger],
+        layout: Layout,
+        policy: Policy,
+        merger: Merger,
+        roster: Roster,
+        live: LiveDemand,
+        tell: Callable[[Happening], None],
+    ) -> None:
+        self._db = db
+        self.layout = layout
+        self.policy = policy
+        self.merger = merger
+        self.roster = roster
+        self.live = live
+        self._tell = tell
+
+    def finish(
+        self,
+        job: JobRow,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+        engine: EngineSeen | None,
+        yields: list[dict] | None = None,
+        timing: Timing | None = None,
+    ) -> bool:
+        """An engine's report on a job it holds. True when its files went back to the queue
+        (failed or handed back), so that waiting claims are woken."""
+        try:
+            return self._finish(job, outcome, reason, now, engine, yields, timing)
+        finally:
+            self.merger.run_folders.forget(job.id)
+
+    def _finish(
+        self,
+        job: JobRow,
+        outcome: Outcome,
+        reason: str | None,
+        now: float,
+        engine: EngineSeen | None,
+        yields: list[dict] | None,
+        timing: Timing | None,
+    ) -> bool:
+        if outcome is Outcome.DONE:  # checked before anything is journaled or moved
+            files = self._db().files_of_job(job.id)
+            problem = self.merger.merge_done(job, files, yields, now)
+            if problem is None:
+                self._done(job, files, engine, timing, now)
+                return False
+            outcome, reason = Outcome.FAILED, f"not merged: {problem}"
+        if outcome is Outcome.FAILED:
+            why = reason or "engine reported FAILED"
+            poisoned = scheduler.fail(self._db(), job, why, now, self.policy)
+            self._tell(Happening("failed", now, job.engine, job.n_files, quarantined=len(poisoned)))
+            self.layout.set_aside_failed(job.id, job.engine)
+            self.merger.record_quarantine(poisoned)
+            log.warning("job %d failed on %s: %s", job.id, job.engine, why)
+        else:
+            scheduler.release(self._db(), job, now)
+            self.layout.drop_assignment(job.id, job.engine)
+            log.info("job %d handed back by %s", job.id, job.engine)
+        return True
+
+    def _done(
+        self,
+        job: JobRow,
+        files: list[FileRow],
+        engine: EngineSeen | None,
+        timing: Timing | None,
+        now: float,
+    ) -> None:
+        """A merged batch: tell the metrics, and learn from it (unless learnt already at its
+        basecaller's end)."""
+        self._tell(batch_done(job, files, now))
+        if job.gen == 0:
+            self.live.batch_done(now - job.created)
+        size = sum(f.size for f in files)
+        if engine is None or engine.measured_job != job.id:
+            self.roster.learn_batch(engine, job, size, timing, now)
+        if engine is not None:
+            engine.jobs_done += 1
+            engine.files_done += len(files)
+            if timing is not None and timing.filing_s is not None and engine.gen == job.gen:
+                engine.record_filing(size, timing.filing_s)
+
+    def late(self, job: JobRow, now: float) -> None:
+        """A report on a job whose lease ran out: its output is kept aside, never merged."""
+        where = self.layout.set_aside_late_output(job.id, job.engine)
+        scheduler.mark_late(self._db(), job, now)
+        self._tell(Happening("late", now, job.engine))
+        log.warning("job %d: late report from %s; output kept in %s", job.id, job.engine, where)
+
+    def expire(self, now: float, forget: Callable[[JobRow], object]) -> int:
+        """Expire overdue leases: their files go back to the queue (or to quarantine);
+        `forget` tells the manager the engine no longer holds the job. How many expired."""
+        expired = scheduler.expire_overdue(self._db(), now, self.policy)
+        for job, poisoned in expired:
+            self._tell(
+                Happening("expired", now, job.engine, job.n_files, quarantined=len(poisoned))
+            )
+            self.layout.drop_assignment(job.id, job.engine)
+            forget(job)
+            self.merger.run_folders.forget(job.id)
+            self.merger.record_quarantine(poisoned)
+            log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
+        return len(expired)
