@@ -9,6 +9,14 @@ sequencing summary fragment. Then what a sequencing centre runs next reads it:
 - pysam opens every BAM (unaligned, `check_sq=False`) and every pod5 read is there;
 - NanoPlot (a subprocess, from this venv) reads each run's summary fragments and each
   run's BAM files (`--ubam`), and its NanoStats report the numbers the reads give;
+- NanoPlot reads aligned output too (issue 25): a run basecalled with `--reference` and
+  `--sample-sheet` (the simulated basecaller aligns with real minimap2; secondary and
+  supplementary records beside their primaries, files under the sheet's aliases) is
+  sorted and indexed with samtools, as NanoPlot's `--bam` needs (its `check_bam` refuses
+  an unsorted BAM, and Dorado's and MinKNOW's are unsorted), then read with `--bam`: its
+  NanoStats count the mapped reads (primaries, plus supplementary alignments unless
+  `--no_supplementary`; never secondary or unmapped records), their bases, aligned bases
+  and percent identity, as pysam and our sequencing summary count them;
 - pycoQC reads each run's summary where it installs. It pins plotly 4.1 (NanoPlot needs
   plotly 6) and breaks on pandas 3, so it is no test dependency: the test looks for it in
   this venv or at `$BCM_PYCOQC` (an executable in a venv of its own) and skips otherwise.
@@ -35,10 +43,12 @@ import pysam
 import pytest
 
 from bcmanager.basecallers.simulated import SimulatedBasecaller
+from bcmanager.demo import write_reference, write_sample_sheet
 from bcmanager.layout import link_name
 from bcmanager.output.naming import RunIds
 from bcmanager.output.origin import job_origins
 from bcmanager.output.split import split_output
+from bcmanager.output.summary import read_summary
 from tests.helpers import run_invocation, write_run_pod5
 
 BIN = Path(sys.executable).parent
@@ -63,6 +73,17 @@ JOBS: dict[int, tuple[RunIds, list[str]]] = {
     3: (RUN_B, ["loose/b.pod5"]),
 }
 RUN_FOLDERS = {RUN_A.run_id: FOLDER_A, RUN_B.run_id: FOLDER_B}
+# the aligned run (issue 25): one flow cell, two jobs, reads long enough that some are
+# chimeric (supplementary records); the reference's repeat gives secondary records
+RUN_C = RunIds(
+    "PAX33333", "000000c1-0000-4000-8000-00000000000c", "000000c2-0000-4000-8000-00000000000c"
+)
+FOLDER_C = "exp/sample/20260101_0000_1C_PAX33333_000000c1"
+ALIGNED_JOBS: dict[int, list[str]] = {
+    4: [f"{FOLDER_C}/pod5/PAX33333_000000c1_0.pod5", f"{FOLDER_C}/pod5/PAX33333_000000c1_1.pod5"],
+    5: [f"{FOLDER_C}/pod5/PAX33333_000000c1_2.pod5"],
+}
+ALIASES = {f"barcode{n:02d}": f"sample-{n:02d}" for n in range(1, 5)}
 
 
 @dataclass
@@ -87,14 +108,21 @@ class Output:
     reads: dict[str, dict[str, BamRead]] = field(default_factory=dict)  # folder -> id -> read
 
 
-def basecall_and_split(input_root: Path, work: Path, dest: Path, job_id: int) -> None:
+def basecall_and_split(
+    input_root: Path,
+    work: Path,
+    dest: Path,
+    job_id: int,
+    basecaller: SimulatedBasecaller | None = None,
+    rels: list[str] | None = None,
+) -> None:
     """One job as the engine runs it: symlinks, the simulated basecaller, the split."""
     job_in, job_out = work / f"ASSIGNED_{job_id}", work / f"TMPOUTPUT_{job_id}"
     job_in.mkdir(parents=True)
     job_out.mkdir(parents=True)
-    for rel in JOBS[job_id][1]:
+    for rel in JOBS[job_id][1] if rels is None else rels:
         os.symlink(input_root / rel, job_in / link_name(rel))
-    basecaller = SimulatedBasecaller(0, model="hac", kit_name=KIT)
+    basecaller = basecaller or SimulatedBasecaller(0, model="hac", kit_name=KIT)
     done = run_invocation(basecaller.invocation(job_in, job_out))
     assert done.returncode == 0, done.stderr
     split_output(
@@ -271,6 +299,127 @@ def test_nanoplot_reads_the_bam_files(output: Output, folder: str, tmp_path: Pat
     qscores = [r.qscore for r in reads.values()]
     assert the(stats, "mean_qual") == pytest.approx(mean_qscore_of_reads(qscores), abs=0.051)
     assert the(stats, "median_qual") == pytest.approx(statistics.median(qscores), abs=0.051)
+
+
+@dataclass
+class Alignment:
+    """One BAM record of the aligned run, as pysam reads it."""
+
+    read_id: str
+    kind: str  # mapped (a read's primary record), unmapped, secondary or supplementary
+    length: int  # query length, as NanoPlot takes it
+    aligned: int  # bases of the query in the alignment
+    identity: float | None  # percent: 1 - NM / (matches + insertions + deletions)
+
+
+@dataclass
+class AlignedOutput:
+    root: Path
+    reads: list[str]  # pod5 read ids
+    bams: list[Path]
+    summaries: list[Path]
+    records: list[Alignment]
+
+    def of(self, *kinds: str) -> list[Alignment]:
+        return [r for r in self.records if r.kind in kinds]
+
+
+def alignment_of(seg: pysam.AlignedSegment) -> Alignment:
+    kind = (
+        "secondary" if seg.is_secondary
+        else "supplementary" if seg.is_supplementary
+        else "unmapped" if seg.is_unmapped
+        else "mapped"
+    )  # fmt: skip
+    identity = None
+    if kind != "unmapped":
+        ops = Counter()
+        for op, n in seg.cigartuples or ():
+            ops[op] += n
+        columns = ops[0] + ops[7] + ops[8] + ops[1] + ops[2]  # M = X, I, D
+        identity = 100 * (1 - int(seg.get_tag("NM")) / columns)
+    return Alignment(
+        seg.query_name or "", kind, seg.query_length, seg.query_alignment_length, identity
+    )
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory) -> AlignedOutput:
+    """A run basecalled as `bcm engine --kit-name KIT --reference FASTA --sample-sheet CSV`
+    runs it: the real simulated basecaller aligns with minimap2, the split files it."""
+    base = tmp_path_factory.mktemp("aligned")
+    input_root, dest = base / "INPUT", base / "OUTPUT"
+    reference, sheet = base / "reference.fa", base / "sample_sheet.csv"
+    write_reference(reference, (60_000, 30_000), repeat=8_000, seed=1)
+    write_sample_sheet(sheet, {RUN_C.flow_cell_id: ALIASES}, "bcmanager", KIT)
+    reads: list[str] = []
+    for seed, rels in enumerate(ALIGNED_JOBS.values()):
+        for index, rel in enumerate(rels):
+            seed_here = 300 + 10 * seed + index
+            reads += write_run_pod5(input_root / rel, RUN_C, READS_PER_FILE, seed_here, 12_000)
+    basecaller = SimulatedBasecaller(
+        0, model="hac", kit_name=KIT, reference=reference, sample_sheet=sheet
+    )
+    for job_id, rels in ALIGNED_JOBS.items():
+        basecall_and_split(input_root, base / "work", dest, job_id, basecaller, rels)
+    bams = sorted((dest / FOLDER_C).glob("bam_*/*/*.bam"))
+    records = []
+    for path in bams:
+        with pysam.AlignmentFile(str(path), "rb") as bam:  # check_sq: aligned, with @SQ
+            assert [sq["SN"] for sq in bam.header.to_dict()["SQ"]] == ["chr1", "chr2"]
+            assert bam.header.to_dict()["HD"]["SO"] != "coordinate"  # as Dorado writes it
+            records += [alignment_of(seg) for seg in bam.fetch(until_eof=True)]
+    summaries = sorted((dest / FOLDER_C).glob("sequencing_summary_*.txt"))
+    return AlignedOutput(dest, reads, bams, summaries, records)
+
+
+def test_the_aligned_output_has_every_kind_of_record_under_the_aliases(
+    aligned: AlignedOutput,
+) -> None:
+    kinds = Counter(r.kind for r in aligned.records)
+    assert all(kinds[k] for k in ("mapped", "unmapped", "secondary", "supplementary")), kinds
+    primaries = Counter(r.read_id for r in aligned.of("mapped", "unmapped"))
+    assert max(primaries.values()) == 1  # each read once by its primary record
+    assert {p.parent.name for p in aligned.bams} == {*ALIASES.values(), "unclassified"}
+    rows = [row for path in aligned.summaries for row in read_summary(path)]
+    assert Counter(row["read_id"] for row in rows) == primaries  # a row per read
+    mapped = {row["read_id"] for row in rows if row["alignment_genome"] != "*"}
+    assert mapped == {r.read_id for r in aligned.of("mapped")}
+
+
+@pytest.mark.parametrize("supplementary", [True, False], ids=["default", "no_supplementary"])
+def test_nanoplot_reads_the_aligned_bam_files(
+    aligned: AlignedOutput, supplementary: bool, tmp_path: Path
+) -> None:
+    """`samtools sort` and `samtools index` each BAM (pysam's samtools), as users do before
+    `NanoPlot --bam`; NanoPlot counts the mapped reads, as pysam and our summary do."""
+    sorted_bams = []
+    for path in aligned.bams:
+        out = tmp_path / "sorted" / f"{path.parent.parent.name}_{path.name}"
+        out.parent.mkdir(exist_ok=True)
+        pysam.sort("-o", str(out), str(path))
+        pysam.index(str(out))
+        sorted_bams.append(out)
+    extra = () if supplementary else ("--no_supplementary",)
+    stats = nanoplot("bam", sorted_bams, tmp_path / "nanoplot", *extra)
+
+    # NanoPlot's rows: a mapped read's primary record, and its supplementary ones unless
+    # --no_supplementary; never a secondary record, nor an unmapped read
+    supplementaries = aligned.of("supplementary") if supplementary else []
+    counted = aligned.of("mapped") + supplementaries
+    rows = [row for path in aligned.summaries for row in read_summary(path)]
+    mapped_rows = [row for row in rows if row["alignment_genome"] != "*"]  # our summary's
+    assert aligned.of("secondary") and len(mapped_rows) < len(rows)
+    assert the(stats, "number_of_reads") == len(mapped_rows) + len(supplementaries)
+    assert the(stats, "number_of_reads") == len(counted)
+    lengths = [r.length for r in counted]
+    assert the(stats, "number_of_bases") == sum(lengths)
+    assert the(stats, "number_of_bases_aligned") == sum(r.aligned for r in counted)
+    assert the(stats, "n50") == n50(lengths)
+    identities = [r.identity for r in counted if r.identity is not None]
+    assert the(stats, "average_identity") == pytest.approx(statistics.fmean(identities), abs=0.051)
+    assert the(stats, "median_identity") == pytest.approx(statistics.median(identities), abs=0.051)
+    assert 90 < the(stats, "average_identity") < 100  # hac's simulated error rate: 3.5 %
 
 
 def pycoqc_executable() -> Path | None:

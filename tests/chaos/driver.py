@@ -21,6 +21,14 @@ against the FASTQ headers, and `bcmanager.verify.verify_run`), that every output
 reads to its end as users' tools read it (pysam with its truncation check, gzip to its
 end), and that the real `bcm verify` passes for every generation. The plan depends on
 the seed alone, so a failing seed replays the same faults (process timing varies).
+
+With `ChaosConfig(aligned=True)` (issue 25) the run is a barcoded one aligned to a
+reference with a sample sheet: a small random reference and a sheet naming the shared
+flow cell's barcodes by aliases are written into the workdir, every engine runs with
+`--kit-name`, `--reference` and `--sample-sheet`, and the check also asks that every BAM
+holds the reference's @SQ lines, that secondary and supplementary records sit in their
+primary's file, that no record is there twice, and that the aliases name the barcode
+folders.
 """
 
 from __future__ import annotations
@@ -38,14 +46,16 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from bcmanager.demo import write_reference, write_sample_sheet
 from bcmanager.pod5io import write_pod5
-from bcmanager.verify import verify_run
+from bcmanager.verify import scan_output_tree, verify_run
 from tests.conftest import ManagerProcess
 from tests.helpers import (
+    SHARED_FLOWCELL,
     assert_outputs_whole,
     bcm_verify,
     fastq_read_ids,
@@ -53,6 +63,9 @@ from tests.helpers import (
     free_port,
     write_run_pod5,
 )
+
+if TYPE_CHECKING:
+    import pysam
 
 FAILPOINTS = (
     "claim.after-commit",
@@ -64,7 +77,14 @@ FAILPOINTS = (
 KINDS = ("manager-kill", "failpoint", "engine-kill", "engine-freeze", "ledger-loss")
 LEDGER_FILES = ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm")
 POLL_S = 0.05
+MAX_ENGINE_EXITS = 10  # engines that exit by themselves before the run is given up
 JOB_STARTED = re.compile(r"INFO bcmanager\.engine: job (\d+): \d+ file")
+# an aligned run (`ChaosConfig.aligned`): its kit, its reference's contigs (the last one
+# ends in a copy of chr1's start: secondary records), and the shared flow cell's aliases
+KIT = "SQK-NBD114-24"
+CONTIGS = (40_000, 20_000)
+REPEAT = 6_000
+ALIASES = {f"barcode{n:02d}": f"sample-{n:02d}" for n in range(1, 5)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,10 @@ class ChaosConfig:
     # every n-th file (0: none) is of one run whose files share a flow cell and an
     # acquisition id but each have their own protocol run id (`file_run_ids`)
     per_file_run_ids_every: int = 2
+    # engines with --kit-name, --reference and --sample-sheet (written into the workdir):
+    # aligned BAM under the aliases; reads need a few thousand samples (a base per ten)
+    # to map
+    aligned: bool = False
 
     def generation_names(self) -> list[str | None]:
         """The generations whose trees to check (None: the implicit one, at OUTPUT)."""
@@ -112,6 +136,7 @@ class ChaosResult:
     faults: Counter[str] = field(default_factory=Counter)  # what was injected, by kind
     actions: list[str] = field(default_factory=list)  # timeline, for the failure message
     problems: list[str] = field(default_factory=list)
+    alignments: Counter[str] = field(default_factory=Counter)  # aligned: BAM records by kind
 
     @property
     def ok(self) -> bool:
@@ -202,6 +227,9 @@ class EngineProcess:
             "--wait",
             "5",
         ]
+        if config.aligned:
+            cmd += ["--kit-name", KIT, "--reference", str(workdir / "reference.fa")]
+            cmd += ["--sample-sheet", str(workdir / "sample_sheet.csv")]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
@@ -217,6 +245,11 @@ class EngineProcess:
         """The job this engine last started, from its own log (not the manager's view)."""
         started = JOB_STARTED.findall(self.log.read_text(errors="replace"))
         return int(started[-1]) if started else None
+
+    def last_line(self) -> str:
+        """The last line of its log (why it exited)."""
+        lines = self.log.read_text(errors="replace").strip().splitlines()
+        return lines[-1][-300:] if lines else ""
 
     def signal(self, sig: int) -> None:
         with suppress(ProcessLookupError):
@@ -260,6 +293,7 @@ class ChaosRun:
         self.armed = ""  # the failpoint of the current manager life
         self.engines: list[EngineProcess] = []
         self.next_engine = 1
+        self.exited = 0  # engines that exited by themselves (each a problem)
         self.started = time.monotonic()
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -360,8 +394,14 @@ class ChaosRun:
             self._manager_died("during the run")
         for engine in list(self.engines):
             if not engine.alive():
-                self.problem(f"engine {engine.id} exited by itself ({engine.proc.returncode})")
+                last = engine.last_line()
+                self.problem(
+                    f"engine {engine.id} exited by itself ({engine.proc.returncode}): {last}"
+                )
                 self.engines.remove(engine)
+                self.exited += 1
+                if self.exited > MAX_ENGINE_EXITS:  # e.g. refused at its start: no point
+                    raise RuntimeError(f"{self.exited} engines exited by themselves")
                 self.start_engine()
 
     def pump(self, seconds: float) -> None:
@@ -539,6 +579,10 @@ class ChaosRun:
 
     def run(self) -> ChaosResult:
         try:
+            if self.config.aligned:  # the engines' reference and sample sheet
+                write_reference(self.workdir / "reference.fa", CONTIGS, REPEAT, self.seed)
+                sheet = {SHARED_FLOWCELL: ALIASES}  # the other flow cells' reads: unclassified
+                write_sample_sheet(self.workdir / "sample_sheet.csv", sheet, "bcmanager", KIT)
             self.write_files(self.config.first_wave)
             self.start_manager()
             for _ in range(self.config.engines):
@@ -606,6 +650,45 @@ class ChaosRun:
         left = [d for d in os.listdir(self.input) if d.startswith("ASSIGNED_")]
         if left:
             self.problem(f"job folders left in INPUT: {left[:5]}")
+        if self.config.aligned:
+            try:
+                self.check_aligned()
+            except Exception as exc:  # a file pysam cannot read: named, not a traceback
+                self.problem(f"aligned output: {type(exc).__name__}: {exc}")
+
+    def check_aligned(self) -> None:
+        """Aligned BAM filed whole: the reference's @SQ lines in every BAM, every
+        secondary and supplementary record in its primary's file, no record twice, and
+        the shared flow cell's barcodes under their aliases (no barcodeNN folder)."""
+        import pysam
+
+        kinds = self.result.alignments
+        seen: Counter[tuple[str | None, int, int, int]] = Counter()
+        folders: set[str] = set()
+        expected_sq = [f"chr{k + 1}" for k in range(len(CONTIGS))]
+        for found in scan_output_tree(self.output).read_files:
+            folders.add(found.barcode or "")
+            primaries, others = set(), set()
+            with pysam.AlignmentFile(found.path, "rb", check_sq=False) as bam:
+                names = [sq["SN"] for sq in bam.header.to_dict().get("SQ", [])]
+                if names != expected_sq:
+                    self.problem(f"{found.rel}: @SQ {names}, not the reference's")
+                for seg in bam.fetch(until_eof=True):
+                    kinds[record_kind(seg)] += 1
+                    seen[(seg.query_name, seg.flag, seg.reference_id, seg.reference_start)] += 1
+                    (others if seg.flag & 0x900 else primaries).add(seg.query_name)
+            if others - primaries:
+                orphans = len(others - primaries)
+                self.problem(f"{found.rel}: {orphans} read(s) with alignments but no primary")
+        twice = [key for key, n in seen.items() if n > 1]
+        if twice:
+            self.problem(f"{len(twice)} BAM records more than once, e.g. {twice[:2]}")
+        if not (kinds["mapped"] and kinds["unmapped"]):
+            self.problem(f"not an output aligned to the reference: {dict(kinds)}")
+        numbered = [f for f in folders if re.fullmatch(r"barcode\d+", f)]
+        if numbered or not set(ALIASES.values()) <= folders:
+            self.problem(f"barcode folders {sorted(folders)}: not the sample sheet's aliases")
+        self.note(f"aligned: {dict(kinds)} records; barcode folders {sorted(folders)}")
 
     def check_generation(self, gen_id: int, name: str | None) -> None:
         """Every read written in exactly one record of this generation's tree."""
@@ -647,6 +730,15 @@ class ChaosRun:
             ]
         finally:
             db.close()
+
+
+def record_kind(seg: pysam.AlignedSegment) -> str:
+    """A BAM record's kind: mapped or unmapped (a read's primary), secondary, supplementary."""
+    if seg.is_secondary:
+        return "secondary"
+    if seg.is_supplementary:
+        return "supplementary"
+    return "unmapped" if seg.is_unmapped else "mapped"
 
 
 def run_chaos(seed: int, workdir: Path, config: ChaosConfig | None = None) -> ChaosResult:

@@ -34,7 +34,8 @@ from bcmanager.cli._common import setup_logging
 def command(
     workdir: Path | None, files_per_flowcell: int, flowcells: int, interval_s: float, engines: int
 ) -> None:
-    """A live demo: simulated sequencer, manager and engines; exit 0 iff every read is basecalled once."""
+    """A live demo: simulated sequencer, manager and engines, aligned output filed under the
+    sample sheet's aliases; exit 0 iff every read is basecalled once."""
     from bcmanager.demo import DemoPlan, default_workdir, run_demo, summary_table
 
     setup_logging("warning")
@@ -51,8 +52,10 @@ def command(
     console = Console()
     console.print(
         f"[bold]bcm demo[/]: a simulated sequencer writes {flowcells * files_per_flowcell + 1} pod5 files"
-        f" (one corrupt) into {plan.input};\n{engines} simulated engines basecall them through a manager"
-        f" into {plan.output}."
+        f" (one corrupt) of a barcoded run into {plan.input};\n{engines} simulated engines basecall"
+        f" them through a manager into {plan.output}, aligned to a small random reference"
+        f" ({plan.reference.name}) with a sample sheet naming each barcode's sample"
+        f" ({plan.sample_sheet.name})."
     )
     outcome = run_demo(plan, console)
     console.print(summary_table(plan, outcome))
