@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,39 +37,48 @@ log = logging.getLogger("bcmanager.manager")
 MERGE_RETRY_S = 5.0
 
 
+# A claimed file's run folder is read ahead once its job is this old: a batch merged
+# sooner (a test, a tiny batch) reads it at its merge, and no thread wakes per claim.
+READ_AHEAD_S = 1.0
+
+
 class RunFolders:
     """The OUTPUT run folder of claimed pod5 files outside MinKNOW's run folders (a flat
-    INPUT), read from each file's run table by a thread of its own as soon as it is
-    claimed: minutes before its batch is merged, and never under the manager's lock or
+    INPUT), read from each file's run table by a thread of its own a moment after the
+    claim: minutes before a real batch is merged, and never under the manager's lock or
     on a request's way (an original engine's FASTQ names no run, so its merge needs it).
-    Found late (a restart, a batch done within a moment), it is read at the merge."""
+    Not read ahead (a batch done within READ_AHEAD_S, a restart), it is read at the merge.
+    """
 
     def __init__(self, input_dir: Path) -> None:
         self._input = input_dir
         self._known: dict[int, dict[str, str]] = {}  # by job, then path
-        self._todo: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._wanted: set[int] = set()  # jobs not ended yet
+        self._todo: deque[tuple[float, int, str]] = deque()  # (claimed, job, path)
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="bcm-run-folders", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         if self._thread is not None:
-            self._todo.put(None)
+            self._stop.set()
             self._thread.join(timeout=10)
             self._thread = None
 
     def want(self, job_id: int, paths: Iterable[str]) -> None:
         """Read a claimed job's files' run folders soon (files in a MinKNOW run folder
-        need none)."""
+        need none). Costs an append: the thread looks every READ_AHEAD_S."""
         if self._thread is None:
             return
         from bcmanager.output.naming import minknow_run_folder
 
-        for path in paths:
-            if minknow_run_folder(path) is None:
-                self._todo.put((job_id, path))
+        now = time.monotonic()
+        self._wanted.add(job_id)
+        self._todo.extend((now, job_id, p) for p in paths if minknow_run_folder(p) is None)
 
     def folder(self, job_id: int, path: str) -> str:
         """A job's file's run folder: as read ahead, else read now."""
@@ -90,16 +99,27 @@ class RunFolders:
             return run_of(path)
 
     def forget(self, job_id: int) -> None:
-        """The job has ended (merged, failed, expired or handed back)."""
+        """The job has ended (merged, failed, expired or handed back): what is still to
+        be read for it is not read."""
+        self._wanted.discard(job_id)
         self._known.pop(job_id, None)
 
     def _run(self) -> None:
-        while (item := self._todo.get()) is not None:
-            job_id, path = item
-            try:
-                self._known.setdefault(job_id, {})[path] = self.read(path)
-            except Exception:
-                log.exception("%s: run folder not read ahead; read at its merge", path)
+        while not self._stop.wait(READ_AHEAD_S):
+            self.read_due(time.monotonic() - READ_AHEAD_S)
+
+    def read_due(self, claimed_by: float) -> int:
+        """Read the files of live jobs claimed by `claimed_by` (monotonic); how many."""
+        done = 0
+        while self._todo and self._todo[0][0] <= claimed_by and not self._stop.is_set():
+            _claimed, job_id, path = self._todo.popleft()
+            if job_id not in self._wanted:
+                continue  # ended before its turn (its merge read it, if it needed it)
+            folder = self.read(path)
+            if job_id in self._wanted:
+                self._known.setdefault(job_id, {})[path] = folder
+                done += 1
+        return done
 
 
 class Merger:
