@@ -26,6 +26,9 @@ log = logging.getLogger("bcmanager.manager")
 SCAN_CHUNK = 2000
 PENDING_CHECK_S = 0.25
 RESCAN_COST_FACTOR = 30
+# A scan whose files the ledger could not take (its disk full) is tried again this soon,
+# however long a scan takes: those files are found again only by a scan.
+FAILED_SCAN_RETRY_S = 5.0
 
 
 def rescan_pause(rescan_s: float, last_scan_s: float) -> float:
@@ -167,11 +170,17 @@ class Intake:
         """Add found files to the ledger, a chunk per lock hold, and wake waiting engines."""
         added = 0
         for i in range(0, len(files), SCAN_CHUNK):
-            with self._lock:
-                now = self._clock()
-                new = self._db().add_files(files[i : i + SCAN_CHUNK], now)
-                self._live.arrived(now, new)
-                added += new
+            try:
+                with self._lock:
+                    now = self._clock()
+                    new = self._db().add_files(files[i : i + SCAN_CHUNK], now)
+                    self._live.arrived(now, new)
+                    added += new
+            except Exception:  # e.g. the ledger's disk is full: look for them again soon
+                if self.discovery is not None:
+                    self.discovery.unfound(f.path for f in files[i:])
+                self.scan_wake.set()
+                raise
         if added:
             log.info("%d new file(s) queued", added)
             self._notify(False)
@@ -182,9 +191,12 @@ class Intake:
             started = time.monotonic()
             try:
                 self.scan()
+                pause = rescan_pause(rescan_s, time.monotonic() - started)
             except Exception:
-                log.exception("scan failed; will try again")
-            self.scan_wake.wait(rescan_pause(rescan_s, time.monotonic() - started))
+                log.exception("scan failed; will try again in %g s", FAILED_SCAN_RETRY_S)
+                pause = FAILED_SCAN_RETRY_S
+                time.sleep(min(pause, 1.0))  # a wake set by the failure itself: not at once
+            self.scan_wake.wait(pause)
             self.scan_wake.clear()
 
     def pending_loop(self, stop: threading.Event) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +160,16 @@ class Discovery:
         """Make the next scan list a folder again (e.g. an inotify event named it)."""
         with self._hint_lock:
             self._folders.pop(rel_dir, None)
+
+    def unfound(self, paths: Iterable[str]) -> None:
+        """Files handed over that the ledger could not take (its disk full, say): their
+        folders are listed again and their names asked of the ledger again at the next
+        scan, so that they are found again, not taken as known for ever."""
+        folders = {p.rpartition("/")[0] for p in paths}
+        with self._hint_lock:
+            for folder in folders:
+                self._known.pop(folder, None)
+                self._folders.pop(folder, None)
 
     @property
     def pending_count(self) -> int:

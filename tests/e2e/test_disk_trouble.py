@@ -158,6 +158,31 @@ def test_a_full_disk_under_the_ledger_too_loses_and_wedges_nothing(
     assert_run_complete(inp, out)  # the disk was full mid-run: nothing half-written stays
 
 
+def test_pod5_files_completed_while_the_ledger_disk_is_full_are_queued_once_space_returns(
+    tmp_path, mount_tmpfs, start_manager
+) -> None:
+    """Found by the soak (issue 27): files that complete while the ledger cannot grow
+    were taken as known by discovery and never offered again, until a restart. Now
+    they are looked for again, within seconds of space coming back."""
+    inp = tmp_path / "input"
+    inp.mkdir()
+    out = mount_tmpfs(tmp_path / "output", size="16m")
+    write_pod5(inp / "before.pod5", 3, 400, seed=1)
+    m = start_manager(inp, out, "--rescan", "1")
+    wait_until(lambda: m.status()["files_total"] == 1, what="the first scan")
+    filler = fill(out)
+    source = tmp_path / "source.pod5"  # outside INPUT
+    write_pod5(source, 3, 400, seed=2)
+    (inp / "during").mkdir()
+    n = 5000  # more rows than the ledger's pages and WAL hold without growing
+    for i in range(n):
+        (inp / "during" / f"during_{i:05d}_{'x' * 150}.pod5").hardlink_to(source)
+    wait_until(lambda: "scan failed" in m.log.read_text(), timeout=60, what="a failed scan")
+    assert m.status()["files_total"] < n + 1  # the full disk kept them out
+    filler.unlink()
+    wait_until(lambda: m.status()["files_total"] == n + 1, timeout=60, what="every file queued")
+
+
 def test_a_read_only_output_is_a_clear_error_at_start(tmp_path, mount_tmpfs) -> None:
     inp = tmp_path / "input"
     inp.mkdir()
