@@ -103,3 +103,38 @@ def test_a_job_merged_before_its_turn_is_not_read_ahead(run_dirs) -> None:
     folders.forget(1)  # merged already
     assert folders.read_due(time.monotonic()) == 1
     assert list(folders._known) == [2]
+
+
+def test_a_quarantine_the_disk_refuses_to_record_is_recorded_later_not_lost(run_dirs) -> None:
+    """Found by the soak (issue 27): the ledger had a file quarantined, then writing
+    QUARANTINE/quarantined.tsv failed (a full disk), the engine's report got a 500, and
+    the record was lost (`bcm verify` then counts its reads missing). Now the report is
+    answered and the record is written at a later tick. The failing write here: the
+    record's path is a folder for a while (an OSError as a full disk's, deterministic)."""
+    from bcmanager.layout import QUARANTINE_DIR, QUARANTINE_LIST
+
+    inp, out = run_dirs
+    make_run(inp, 1)
+    settings = check_directories(
+        Settings(input=inp, output=out, lease_s=30, settle_s=0, max_attempts=1)
+    )
+    now = [1_000.0]
+    m = Manager(settings, clock=lambda: now[0])
+    m.open(scan_now=True)
+    record = out / QUARANTINE_DIR / QUARANTINE_LIST
+    record.mkdir(parents=True)  # the write fails as on a full disk
+    a = m.claim("e1", 1, api="v1")
+    assert a is not None
+    done = m.complete(a.job.id, Outcome.FAILED, a.job.token, reason="poison")  # no 500
+    assert done.job.state.value == "failed"
+    assert m.db.file_counts()[FileState.QUARANTINED] == 1
+    assert m.merger.unrecorded
+    record.rmdir()  # space again
+    now[0] += 10
+    m.tick()
+    lines = record.read_text(encoding="utf-8").splitlines()
+    assert lines == ["f0000.pod5\tfailed 1 attempts; last: poison"]
+    now[0] += 10
+    m.tick()  # recorded once
+    assert record.read_text(encoding="utf-8").splitlines() == lines
+    m.close()

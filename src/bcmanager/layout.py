@@ -14,6 +14,7 @@ any output moves lets the layout alone rebuild the ledger (`read_snapshot`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -292,8 +293,19 @@ class Layout:
         folder = self.output / root / QUARANTINE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         clean = reason.replace("\t", " ").replace("\n", " ")
-        with open(folder / QUARANTINE_LIST, "a", encoding="utf-8") as fh:
-            fh.write(f"{relpath}\t{clean}\n")
+        line = f"{relpath}\t{clean}\n".encode()
+        fd = os.open(folder / QUARANTINE_LIST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:  # one line whole or none: a full disk must not leave half a line
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, "short write", str(folder / QUARANTINE_LIST))
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     def job_dirs_on_input(self) -> list[tuple[str, int, str, Path]]:
         return _job_dirs(self.input)

@@ -141,6 +141,7 @@ class Merger:
         # merged jobs' yield: per generation, then per run and barcode
         self.yields: dict[int, dict[tuple[str, str], Yield]] = {}
         self.unmerged: set[int] = set()  # journaled merges a disk error left unfinished
+        self.unrecorded: list[FileRow] = []  # quarantines a disk error kept from QUARANTINE
         self._retry_at = 0.0
 
     def load_yields(self) -> None:
@@ -221,11 +222,14 @@ class Merger:
         return True
 
     def retry_due(self, now: float) -> None:
-        """Retry the merges a disk error left unfinished: a full disk is retried every few
-        seconds, not at every tick, in job order, stopping at the first that fails again."""
-        if not self.unmerged or now < self._retry_at:
+        """Retry what a disk error left undone: quarantine records, then merges in job
+        order, stopping at the first that fails again; a full disk is retried every few
+        seconds, not at every tick."""
+        if not (self.unmerged or self.unrecorded) or now < self._retry_at:
             return
         self._retry_at = now + MERGE_RETRY_S
+        pending, self.unrecorded = self.unrecorded, []
+        self.record_quarantine(pending)
         for job_id in sorted(self.unmerged):
             job = self._db().get_job(job_id)
             if job is None or job.state is not JobState.MERGING:
@@ -234,9 +238,16 @@ class Merger:
                 break  # the rest wait for this one
 
     def record_quarantine(self, files: list[FileRow]) -> None:
-        """Write quarantined files into their generation's QUARANTINE record."""
+        """Write quarantined files into their generation's QUARANTINE record (the ledger
+        has them quarantined already). A record the disk refuses (full) is written at a
+        later `retry_due`, never lost: `bcm verify` and a rebuilt ledger read it."""
         for f in files:
             fresh = self._db().get_file(f.path, f.gen)
             why = fresh.reason if fresh and fresh.reason else "quarantined"
-            self.layout.record_quarantine(f.path, why, self._generation(f.gen).output_root)
+            try:
+                self.layout.record_quarantine(f.path, why, self._generation(f.gen).output_root)
+            except OSError as exc:
+                log.error("quarantined %s, not yet recorded in QUARANTINE (%s)", f.path, exc)
+                self.unrecorded.append(f)
+                continue
             log.error("quarantined %s: %s", f.path, why)
