@@ -60,7 +60,8 @@ class Recovery:
                 f" use --output-layout {held}, or another OUTPUT"
             )
         chosen = held or requested or "minknow"
-        self.db.set_meta("output_layout", chosen)
+        if self.db.get_meta("output_layout") != chosen:
+            self.db.set_meta("output_layout", chosen)
         return chosen
 
     def rebuild_from_layout(self, now: float, find_files: Callable[[], Iterable[NewFile]]) -> bool:

@@ -193,6 +193,27 @@ def test_a_read_only_output_is_a_clear_error_at_start(tmp_path, mount_tmpfs) -> 
     assert "Traceback" not in r.stderr
 
 
+def test_a_manager_started_on_a_full_output_says_so_in_one_line(
+    tmp_path, mount_tmpfs, start_manager
+) -> None:
+    """Found by the soak (issue 27): a manager restarted while OUTPUT (and its ledger) is
+    full died with a traceback of sqlite3.OperationalError."""
+    inp = tmp_path / "input"
+    inp.mkdir()
+    out = mount_tmpfs(tmp_path / "output", size="4m")
+    write_pod5(inp / "a.pod5", 3, 400, seed=1)
+    m = start_manager(inp, out)
+    wait_until(lambda: m.status()["files_total"] == 1, what="the scan")
+    m.kill9()
+    filler = fill(out)
+    r = _manager_cli(inp, out)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "full" in r.stderr or "No space left" in r.stderr, r.stderr[-2000:]
+    filler.unlink()
+    assert start_manager(inp, out).status()["files_total"] == 1  # and it starts with space
+
+
 def test_a_missing_input_directory_is_a_clear_error(tmp_path) -> None:
     r = _manager_cli(tmp_path / "not-mounted", tmp_path / "output")
     assert r.returncode != 0

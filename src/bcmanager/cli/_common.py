@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +62,10 @@ def logging_options(func: F) -> F:
     return func
 
 
+# A full or read-only disk is the user's to mend: said in one line, not a traceback.
+DISK_TROUBLE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+
+
 def friendly_errors(func: F) -> F:
     """Our own errors become a one-line message and exit status 1, not a traceback."""
 
@@ -68,6 +74,12 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BcmError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except sqlite3.OperationalError as exc:  # e.g. its disk full: the user's to mend
+            raise click.ClickException(f"the ledger cannot be written: {exc}") from exc
+        except OSError as exc:
+            if exc.errno not in DISK_TROUBLE:
+                raise
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
