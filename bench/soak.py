@@ -83,6 +83,7 @@ from _common import (
     PORT,
     REFERENCE,
     REPO,
+    descendants,
     fmt,
     free_port,
     machine,
@@ -461,29 +462,6 @@ def sequencer_main(spec_path: Path) -> int:
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def children_of() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids, found, stack = children_of(), [], [pid]
-    while stack:
-        for child in kids.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def rss_mib(pid: int) -> float | None:
