@@ -34,6 +34,7 @@ class Endings:
         roster: Roster,
         live: LiveDemand,
         tell: Callable[[Happening], None],
+        disk_to_blame: Callable[[str, float], bool] = lambda reason, now: False,
     ) -> None:
         self._db = db
         self.layout = layout
@@ -42,6 +43,7 @@ class Endings:
         self.roster = roster
         self.live = live
         self._tell = tell
+        self.disk_to_blame = disk_to_blame
 
     def finish(
         self,
@@ -79,11 +81,18 @@ class Endings:
             outcome, reason = Outcome.FAILED, f"not merged: {problem}"
         if outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
-            poisoned = scheduler.fail(self._db(), job, why, now, self.policy)
+            counted = not self.disk_to_blame(why, now)
+            poisoned = scheduler.fail(self._db(), job, why, now, self.policy, counted)
             self._tell(Happening("failed", now, job.engine, job.n_files, quarantined=len(poisoned)))
             self.layout.set_aside_failed(job.id, job.engine)
             self.merger.record_quarantine(poisoned)
-            log.warning("job %d failed on %s: %s", job.id, job.engine, why)
+            log.warning(
+                "job %d failed on %s: %s%s",
+                job.id,
+                job.engine,
+                why,
+                "" if counted else " (OUTPUT was full: no attempt counted)",
+            )
         else:
             scheduler.release(self._db(), job, now)
             self.layout.drop_assignment(job.id, job.engine)

@@ -40,6 +40,7 @@ from bcmanager.reports import Completion, Happening, Outcome, Timing
 from bcmanager.roster import EngineSeen, Roster
 from bcmanager.runstats import LedgerReader
 from bcmanager.scheduler import Assignment, Policy
+from bcmanager.space import MIB, OutputSpace
 from bcmanager.states import JobState
 from bcmanager.stepwise import Steps, run
 from bcmanager.views import StatusViews
@@ -90,6 +91,7 @@ class Manager:
         self.intake = Intake(self.lock, lambda: self.db, clock, self.live, self._notify)
         self.roster = Roster(horizon_s=max(60.0, 2 * settings.lease_s))
         self.merger = Merger(lambda: self.db, self.layout, self.generation, self._tell)
+        self.space = OutputSpace(settings.output, int(settings.min_free_mib * MIB))
         self.endings = Endings(
             lambda: self.db,
             self.layout,
@@ -98,6 +100,7 @@ class Manager:
             self.roster,
             self.live,
             self._tell,
+            self.space.excuses,
         )
         self.views = StatusViews(self)
         self._janitor: Janitor | None = None
@@ -308,6 +311,8 @@ class Manager:
         with self.lock:
             now = self.clock()
             seen = self.roster.seen(engine, now)
+            if self.space.short:  # OUTPUT is full: the batch would fail (bcmanager.space)
+                return None
             backfill = any_model and self._may_backfill(engine, now)
             seen.use_generation(self.db.next_generation(None if backfill else [0]))
             assignment = scheduler.claim(
@@ -414,6 +419,7 @@ class Manager:
             now = self.clock()
             expired = self.endings.expire(now, self._forget_job)
             self.merger.retry_due(now)
+            self.space.sample(now)
         if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()
 

@@ -478,13 +478,22 @@ def finish_merge(
         ledger.put_yield_totals(yield_totals, job.gen)
 
 
-def fail(ledger: Ledger, job: JobRow, reason: str, now: float, policy: Policy) -> list[FileRow]:
+def fail(
+    ledger: Ledger,
+    job: JobRow,
+    reason: str,
+    now: float,
+    policy: Policy,
+    count_attempt: bool = True,
+) -> list[FileRow]:
     """The engine reported failure: each file is retried or, out of attempts, quarantined.
+    Without `count_attempt` (the failure is not the files' fault: a full disk) every file
+    is retried and none comes nearer quarantine.
 
     Returns the files quarantined by this failure."""
     with ledger.transaction():
         ledger.set_job_state(job.id, JobState.ASSIGNED, JobState.FAILED, now, reason=reason)
-        return _return_files(ledger, job, reason, now, policy, count_attempt=True)
+        return _return_files(ledger, job, reason, now, policy, count_attempt=count_attempt)
 
 
 def release(ledger: Ledger, job: JobRow, now: float) -> None:

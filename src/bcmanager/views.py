@@ -117,6 +117,8 @@ class StatusViews:
             "scan": dict(m.intake.last_scan),
             # inotify is set up in the background after start; False: rescans only (yet)
             "watching": m.watching,
+            # OUTPUT short of its minimum free space: no batch is handed out (bcmanager.space)
+            "output_space": m.space.view().as_dict(),
             "events": events,
         }
 

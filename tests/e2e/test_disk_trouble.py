@@ -93,7 +93,10 @@ def test_a_full_output_disk_keeps_the_merge_journaled_until_space_returns(
     inp.mkdir()
     out = mount_tmpfs(tmp_path / "output", size="2m")
     run = make_run(inp, 4)
-    m = start_manager(inp, out, "--lease", "30", "--db", str(tmp_path / "ledger.sqlite3"))
+    # --min-free 0: the merge's own handling of ENOSPC, without the pause of a full disk
+    m = start_manager(
+        inp, out, "--lease", "30", "--db", str(tmp_path / "ledger.sqlite3"), "--min-free", "0"
+    )
     wait_until(lambda: m.status()["files_total"] == 4, what="the scan")
     job = m.post("/v1/claim", {"engine_id": "gpu1", "max_files": 2}).json()["job"]
     basecall_native(Path(job["input_dir"]), Path(job["output_dir"]), job["job_id"], inp)
@@ -133,7 +136,7 @@ def test_a_full_disk_under_the_ledger_too_loses_and_wedges_nothing(
     inp.mkdir()
     out = mount_tmpfs(tmp_path / "output", size="4m")
     run = make_run(inp, 4)
-    m = start_manager(inp, out, "--lease", "60")
+    m = start_manager(inp, out, "--lease", "60", "--min-free", "0")  # the ledger's own handling
     wait_until(lambda: m.status()["files_total"] == 4, what="the scan")
     job = m.post("/v1/claim", {"engine_id": "gpu1", "max_files": 2}).json()["job"]
     basecall_dir(Path(job["input_dir"]), Path(job["output_dir"]))
@@ -181,6 +184,41 @@ def test_pod5_files_completed_while_the_ledger_disk_is_full_are_queued_once_spac
     assert m.status()["files_total"] < n + 1  # the full disk kept them out
     filler.unlink()
     wait_until(lambda: m.status()["files_total"] == n + 1, timeout=60, what="every file queued")
+
+
+def test_a_full_output_pauses_the_run_and_quarantines_no_good_file(
+    tmp_path, mount_tmpfs, start_manager
+) -> None:
+    """Found by the soak (issue 27): with OUTPUT full every batch failed, each failure
+    counted an attempt against its files, and a minute of full disk quarantined good
+    files. Now no batch is handed out while OUTPUT is short of --min-free, and a batch
+    that fails then counts no attempt, though its reason does not name the disk."""
+    inp = tmp_path / "input"
+    inp.mkdir()
+    out = mount_tmpfs(tmp_path / "output", size="32m")
+    run = make_run(inp, 3)
+    ledger = str(tmp_path / "ledger.sqlite3")  # elsewhere: with it on OUTPUT, reports get 503
+    m = start_manager(
+        inp, out, "--min-free", "8", "--max-attempts", "1", "--lease", "30", "--db", ledger
+    )
+    wait_until(lambda: m.status()["files_total"] == 3, what="the scan")
+    job = m.post("/v1/claim", {"engine_id": "gpu1", "max_files": 1}).json()["job"]
+    filler = fill(out)
+    wait_until(lambda: m.status()["output_space"]["short"], what="the full disk seen")
+    assert m.post("/v1/claim", {"engine_id": "gpu2", "max_files": 1}).json()["job"] is None
+
+    report = {"token": job["token"], "outcome": "failed", "reason": "basecaller exit code 1"}
+    failed = m.post(f"/v1/jobs/{job['job_id']}/complete", report)
+    assert failed.status_code == 200 and failed.json()["state"] == "failed"
+    status = m.status()
+    assert status["files"] == {"queued": 3, "assigned": 0, "done": 0, "quarantined": 0}
+    assert "no attempt counted" in m.log.read_text()
+
+    filler.unlink()
+    wait_until(lambda: not m.status()["output_space"]["short"], what="space seen again")
+    assert LegacyDriver(m.url, inp, out, "gpu2").run(timeout=30) == "finished"
+    assert_exactly_once(run, out)
+    assert m.status()["files"]["quarantined"] == 0
 
 
 def test_a_read_only_output_is_a_clear_error_at_start(tmp_path, mount_tmpfs) -> None:

@@ -74,6 +74,13 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     help="while files arrived this recently, engines the live work may need stay out of"
     " backfill generations [300; 0: backfill on any idle engine]",
 )
+@click.option(
+    "--min-free",
+    "min_free_mib",
+    type=click.FloatRange(0, 1e9),
+    help="while OUTPUT has less free space (MiB), no batch is handed out and batches"
+    " failing for it count no attempt [100; 0: never pause]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")
