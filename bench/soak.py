@@ -39,11 +39,15 @@ One command runs a whole live run on this machine and checks it at the end:
   (every read exactly once, every summary row once); every output read to its end by pysam
   (`tests.helpers.read_strictly`) and its records equal to verify's count; the reads bcm
   verify counts equal to those the sequencer wrote; no job folder left in INPUT; the
-  dashboard answers.
+  dashboard answers; the manager's RSS at the end at most `max_rss_growth` (2) times its
+  first settled sample; the live generation never more files behind the sequencer than it
+  closes in `max_lag_s` (300 s). A manager restarted while OUTPUT is full exits 1 with one
+  line saying so (it cannot write its ledger); it is started again every 2 s, as systemd
+  would, and that is no problem; any other exit is.
 
 Output: a table of faults by kind, a table of the checks (reads, outputs, RSS at start and
-end, pickup latency p50/p99, worst lag, the seed) and the `soak` section of
-docs/benchmarks.md (not with `--no-doc`, nor when a check failed unless `--doc-anyway`).
+end, pickup latency p50/p99, worst lag, the seed) and the `soak-seed-N` section of
+docs/benchmarks.md (one per seed, so that several soaks stand side by side) (not with `--no-doc`, nor when a check failed unless `--doc-anyway`).
 The exit status is 0 only when every check passed.
 
     python bench/soak.py                     # 20 minutes, seed 1
@@ -134,9 +138,9 @@ FLEET = ((1.0, 0.3), (1.0, 1.0), (0.6, 0.2), (0.4, 1.5), (0.3, 0.5), (0.2, 0.3),
 class SoakConfig:
     minutes: float = 20.0  # how long the sequencer writes
     seed: int = 1
-    flowcells: int = 12
-    interval_s: float = 20.0  # one file per flow cell every interval
-    reads: int = 120  # reads per file (x0.5-1.5; large files x8)
+    flowcells: int = 48
+    interval_s: float = 15.0  # one file per flow cell every interval
+    reads: int = 18  # reads per file (x0.5-1.5; large files x8)
     samples: int = 2000  # mean samples per read
     barcoded_every: int = 3  # every n-th flow cell is barcoded
     fail_share: float = 0.15  # pod5 files written to pod5_fail
@@ -154,8 +158,11 @@ class SoakConfig:
     disk_full_s: float = 60.0
     tmpfs_size: str = "2g"
     original: bool = True  # the original engine, when its code and port 40765 are there
+    slurm_engines: int = 2  # engines the real `bcm slurm controller` keeps as Slurm jobs (0: none)
     backfill_at: float = 0.4  # `bcm generations add` at this share of the run
     finish_timeout_s: float = 900.0
+    max_lag_s: float = 300.0  # the live generation may lag what the sequencer closes in this
+    max_rss_growth: float = 2.0  # the manager's RSS at the end over its first settled sample
 
     @property
     def duration_s(self) -> float:
@@ -164,6 +171,12 @@ class SoakConfig:
     @property
     def files_per_flowcell(self) -> int:
         return max(1, math.ceil(self.duration_s / self.interval_s))
+
+    @property
+    def max_behind(self) -> int:
+        """Closed live files not yet basecalled, at most: what the sequencer closes in
+        `max_lag_s` (a minute of full disk and a few manager restarts fit in it)."""
+        return math.ceil(self.flowcells * self.max_lag_s / self.interval_s)
 
 
 def short_config(seed: int = 7) -> SoakConfig:
@@ -189,6 +202,7 @@ def short_config(seed: int = 7) -> SoakConfig:
         truncate_hold_s=8.0,
         disk_full_s=8.0,
         original=False,
+        slurm_engines=0,
         finish_timeout_s=150.0,
     )
 
@@ -597,6 +611,8 @@ class SoakResult:
     original: str = ""  # "" unused, else what happened to it
     original_starts: int = 0
     disk_full: str = ""  # the tmpfs used, or why not
+    slurm: str = ""  # the Slurm used, or why not
+    slurm_jobs: Counter[str] = field(default_factory=Counter)  # engine jobs by final state
 
     @property
     def ok(self) -> bool:
@@ -633,11 +649,15 @@ class Soak:
         self.engines: list[Proc] = []
         self.original: Proc | None = None
         self.original_config: Path | None = None
+        self.cluster: object | None = None  # tests.slurm.SlurmCluster
+        self.controller: Proc | None = None
+        self.jobs_file = workdir / "slurm-jobs.json"
         self.sequencer: Proc | None = None
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.timer_seq = 0
         self.mounted = False
         self.ballast: Path | None = None
+        self.space_back_at = 0.0
         self.backfill_added = False
         self.first_claim: dict[str, float] = {}  # live generation, path -> jobs.created
         self.done_at: dict[str, float] = {}  # live generation, path -> files.done_at
@@ -743,15 +763,32 @@ class Soak:
         if code == -signal.SIGKILL and self.armed:
             self.result.faults[f"failpoint {self.armed} hit"] += 1
             self.note(f"manager killed itself at {self.armed}; restarted")
+        elif self.refused_for_full_disk(m):
+            self.result.faults["manager start refused: OUTPUT full"] += 1
+            self.note(
+                f"manager exited {code}: OUTPUT is full (one line, as it should); again in 2 s"
+            )
+            self.manager_down = True
+            self.later(2.0, self.restart_manager)
+            return
         else:
-            full = " while OUTPUT was full" if self.ballast is not None else ""
-            self.problem(f"manager exited with {code}{full} (failpoint {self.armed or 'none'})")
+            self.problem(f"manager exited with {code} (failpoint {self.armed or 'none'})")
             self.note(m.log_tail())
-            if full:  # again in 2 s, not at every tick
-                self.manager_down = True
-                self.later(2.0, self.restart_manager)
-                return
         self.restart_manager()
+
+    def refused_for_full_disk(self, m: Proc) -> bool:
+        """A manager restarted while OUTPUT (its ledger's disk) is full cannot write its
+        ledger: it exits 1 with one line saying so, and is started again (as systemd
+        would) until there is room. Anything else is a problem."""
+        if self.ballast is None and time.time() - self.space_back_at > 10:
+            return False
+        lines = [line for line in m.log_tail(3).splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        return (
+            m.popen.returncode == 1
+            and last.startswith("Error:")
+            and any(word in last for word in ("No space left", "disk is full"))
+        )
 
     def disarm(self, grace_s: float = 10.0) -> None:
         """Before another manager fault (and at the end): give an armed life time to die
@@ -944,6 +981,76 @@ class Soak:
         if self.sequencer is not None and not self.sequencer.alive() and self.live_left() == 0:
             return  # the live work is done: nothing left for it
         self.start_original()
+
+    # -- the Slurm engines ------------------------------------------------------------
+
+    def setup_slurm(self) -> bool:
+        """A real single-node Slurm (`tests.slurm`: the running one, or a private one)."""
+        if not self.config.slurm_engines:
+            return False
+        from tests.slurm import start_slurm
+
+        try:
+            self.cluster = start_slurm()
+        except RuntimeError as exc:  # not installed, or it would not start (not root)
+            self.result.slurm = f"skipped: {str(exc).splitlines()[0]}"
+            self.result.notes.append(self.result.slurm)
+            return False
+        private = "a private single-node one" if self.cluster.conf_dir else "the running one"
+        self.result.slurm = (
+            f"{self.config.slurm_engines} engine jobs at most, submitted and cancelled by"
+            f" `bcm slurm controller` on Slurm ({private}, partition {self.cluster.partition})"
+        )
+        return True
+
+    def controller_cmd(self) -> list[str]:
+        rate, startup = FLEET[len(FLEET) // 2]
+        return [
+            sys.executable, "-m", "bcmanager.cli", "slurm", "controller",
+            "--manager", self.url,
+            "--partition", self.cluster.partition,
+            "--max-engines", str(self.config.slurm_engines),
+            "--interval", "5",
+            "--idle-after", "60",
+            "--target-drain", "5",
+            "--jobs-file", str(self.jobs_file),
+            "--log-dir", str(self.logs),
+            "--job-name", "bcm-soak",
+            "--basecaller", "simulated",
+            "--samples-per-s", f"{self.config.speed * rate:.0f}",
+            "--startup-s", repr(startup),
+            "--wait", "10",
+            "--log-format", "json",
+        ]  # fmt: skip
+
+    def start_controller(self) -> None:
+        self.controller = spawn(
+            "controller", self.controller_cmd(), self.logs / "controller.log", "controller"
+        )
+
+    def supervise_controller(self) -> None:
+        if self.controller is None or self.controller.alive():
+            return
+        self.problem(f"bcm slurm controller exited by itself ({self.controller.popen.returncode})")
+        self.note(self.controller.log_tail(5))
+        self.start_controller()
+
+    def stop_slurm(self) -> None:
+        """Stop the controller, note what became of its jobs, cancel those left."""
+        if self.controller is not None and self.controller.alive():
+            self.controller.stop()
+        if self.cluster is None:
+            return
+        from tests.slurm import stop_slurm
+
+        with suppress(OSError, ValueError):
+            jobs = json.loads(self.jobs_file.read_text(encoding="utf-8")).get("jobs", {})
+            self.result.slurm_jobs = Counter(info.get("state", "?") for info in jobs.values())
+            live = [j for j, info in jobs.items() if info.get("state") == "submitted"]
+            if live:
+                subprocess.run(["scancel", *live], capture_output=True, timeout=30)
+        stop_slurm(self.cluster)
+        self.cluster = None
 
     # -- the sequencer --------------------------------------------------------------
 
@@ -1140,6 +1247,7 @@ class Soak:
             if self.ballast is not None:
                 self.ballast.unlink(missing_ok=True)
                 self.ballast = None
+                self.space_back_at = time.time()
                 self.note("OUTPUT has space again")
 
         self.later(self.config.disk_full_s, release)
@@ -1271,6 +1379,7 @@ class Soak:
             if self.manager is not None and self.manager.alive():
                 self.supervise_engines()
                 self.supervise_original()
+            self.supervise_controller()
             if faults:
                 self.flaky_failures()
                 if time.time() >= self.next_sample:
@@ -1323,6 +1432,7 @@ class Soak:
                 self.shut_down()
             if not any(p.startswith("driver error") for p in self.result.problems):
                 self.check_output()
+                self.check_measures()
         finally:
             if self.mounted and (self.result.problems or self.keep_output):
                 kept = self.work / "output.kept"
@@ -1344,6 +1454,7 @@ class Soak:
             f" {self.config.files_per_flowcell} files over {self.config.minutes:g} min,"
             f" {self.config.engines} simulated engines + flaky"
             + (" + original" if use_original else "")
+            + (f" + {self.config.slurm_engines} Slurm jobs" if self.config.slurm_engines else "")
             + f", manager on port {self.port}"
         )
         for fault in self.result.plan:
@@ -1357,6 +1468,8 @@ class Soak:
             self.start_engine(spec)
         if use_original:
             self.start_original()
+        if self.setup_slurm():
+            self.start_controller()
         stamp = datetime.now().strftime("%Y%m%d_%H%M")
         self.t0 = time.time()
         self.start_sequencer(plan_cells(self.config, stamp))
@@ -1451,6 +1564,7 @@ class Soak:
             self.sequencer.kill_tree()
         if self.original is not None:
             self.original.kill_tree()
+        self.stop_slurm()
         for proc in self.engines:
             proc.stop()
         if self.manager is not None and self.manager.alive():
@@ -1464,6 +1578,22 @@ class Soak:
             self.ballast.unlink(missing_ok=True)
 
     # -- the end checks ---------------------------------------------------------------
+
+    def check_measures(self) -> None:
+        """The manager's memory stays flat and the live work keeps up with the sequencer."""
+        c, r = self.config, self.result
+        first, last = rss_ends(r.rss, c)
+        if first and last and last[2] > c.max_rss_growth * first[2]:
+            self.problem(
+                f"manager RSS grew from {first[2]:.0f} MiB (at {first[0]:.0f} s) to"
+                f" {last[2]:.0f} MiB at the end: over {c.max_rss_growth:g} x"
+            )
+        if r.worst_behind > c.max_behind:
+            self.problem(
+                f"the live generation fell {r.worst_behind} files behind the sequencer (at"
+                f" {r.worst_behind_at:.0f} s); at most {c.max_behind} (what it closes in"
+                f" {c.max_lag_s:g} s)"
+            )
 
     def check_output(self) -> None:
         from tests.helpers import read_files_under, read_strictly
@@ -1545,11 +1675,19 @@ def fault_rows(result: SoakResult) -> list[list[str]]:
     return [[kind, str(n)] for kind, n in sorted(result.faults.items())]
 
 
+def rss_ends(
+    rss: list[tuple[float, int, float]], c: SoakConfig
+) -> tuple[tuple[float, int, float] | None, tuple[float, int, float] | None]:
+    """The manager's first RSS sample once settled (a minute in, or a quarter of a short
+    run) and its last."""
+    settled = [r for r in rss if r[0] >= min(60.0, c.duration_s / 4)] or rss
+    return (settled[0], rss[-1]) if rss else (None, None)
+
+
 def summary_rows(result: SoakResult) -> list[list[str]]:
     c = result.config
     rss = result.rss
-    settled = [r for r in rss if r[0] >= min(60.0, c.duration_s / 4)] or rss
-    first, last = (settled[0], rss[-1]) if rss else (None, None)
+    first, last = rss_ends(rss, c)
     peak = max((r[2] for r in rss), default=float("nan"))
     v = result.verify
     rows = [
@@ -1597,13 +1735,19 @@ def summary_rows(result: SoakResult) -> list[list[str]]:
         ],
         [
             "worst lag behind the sequencer (live)",
-            f"{result.worst_behind} files closed but not basecalled, at {result.worst_behind_at:.0f} s",
+            f"{result.worst_behind} files closed but not basecalled, at"
+            f" {result.worst_behind_at:.0f} s (at most {c.max_behind})",
         ],
         [
             "dashboard GET /",
             f"{result.dashboard_ok} x 200, {result.dashboard_failed} failed",
         ],
         ["mid-run checks", str(result.checks)],
+        [
+            "Slurm engines",
+            f"{result.slurm or 'not asked for'}; jobs by state at the end:"
+            f" {dict(result.slurm_jobs) or '-'}",
+        ],
         [
             "original engine",
             f"{result.original or 'not asked for'}; started {result.original_starts} x",
@@ -1617,7 +1761,10 @@ def write_doc(result: SoakResult, args: argparse.Namespace) -> None:
     c = result.config
     m = machine()
     body = [
-        section_header("Soak: a PromethION's run compressed, a fault a minute (`bench/soak.py`)"),
+        section_header(
+            f"Soak, seed {c.seed}: a PromethION's run compressed, a fault a minute"
+            " (`bench/soak.py`)"
+        ),
         "",
         f"- seed {c.seed}; the fault plan is `random.Random(seed)`'s (kinds and moments), the"
         " process timing is the machine's. Replay: the same command.",
@@ -1649,7 +1796,7 @@ def write_doc(result: SoakResult, args: argparse.Namespace) -> None:
         body += ["", *[f"- skipped: {n}" for n in result.notes]]
     if result.problems:
         body += ["", *[f"- PROBLEM: {p}" for p in result.problems]]
-    update_doc("soak", "\n".join(body))
+    update_doc(f"soak-seed-{c.seed}", "\n".join(body))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1674,6 +1821,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--truncate-hold", type=float, default=d.truncate_hold_s)
     p.add_argument("--disk-full-s", type=float, default=d.disk_full_s)
     p.add_argument("--no-original", action="store_true", help="leave the original engine out")
+    p.add_argument(
+        "--slurm-engines",
+        type=int,
+        default=d.slurm_engines,
+        help="engine jobs `bcm slurm controller` may keep on a real Slurm (0: no Slurm)",
+    )
     p.add_argument("--finish-timeout", type=float, default=d.finish_timeout_s)
     p.add_argument("--workdir", type=Path, default=WORK)
     p.add_argument("--keep", action="store_true", help="keep the work folder when all passed")
@@ -1707,6 +1860,7 @@ def main(argv: list[str] | None = None) -> int:
         truncate_hold_s=args.truncate_hold,
         disk_full_s=args.disk_full_s,
         original=not args.no_original,
+        slurm_engines=args.slurm_engines,
         finish_timeout_s=args.finish_timeout,
     )
     stop_on_sigterm()

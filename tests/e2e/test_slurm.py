@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SlurmCluster
 from tests.helpers import (
     assert_exactly_once,
     assert_outputs_whole,
@@ -19,6 +18,7 @@ from tests.helpers import (
     bcm_verify,
     make_run,
 )
+from tests.slurm import SlurmCluster
 
 
 def bcm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
