@@ -58,7 +58,7 @@ header .paths { color:#b8c0cc; font-size:12px; font-family:ui-monospace,monospac
 #state.finished { background:var(--done); } #state.basecalling { background:var(--run); }
 #state.idle { background:#777; } #state.down { background:var(--bad); }
 #updated { margin-left:auto; color:#b8c0cc; font-size:12px; }
-#banner { display:none; background:var(--bad); color:#fff; padding:6px 20px; }
+#banner, .banner { display:none; background:var(--bad); color:#fff; padding:6px 20px; }
 main { padding:16px 20px; display:grid; gap:16px;
        grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); }
 section { background:var(--card); border:1px solid var(--line); border-radius:8px;
@@ -95,6 +95,7 @@ svg text { font-size:11px; fill:var(--mute); }
   <span id="updated"></span>
 </header>
 <div id="banner">Cannot reach the manager; retrying.</div>
+<div id="space-banner" class="banner"></div>
 <main>
 <section class="wide">
   <h2 id="progress-title">Progress against what has been written</h2>
@@ -212,6 +213,13 @@ function render(s) {
   $("state").textContent = state;
   $("state").className = busy ? "basecalling" : s.finished ? "finished" : "idle";
   set("paths", s.input + "  \\u2192  " + s.output);
+  const space = s.output_space || {};  // OUTPUT short of --min-free: hand-outs paused
+  $("space-banner").style.display = space.short ? "block" : "none";
+  if (space.short) {
+    set("space-banner", "Paused since " + clock(space.short_since) + ": OUTPUT has "
+      + si(space.free_bytes || 0, "B") + " free, under the " + si(space.min_free_bytes, "B")
+      + " minimum (--min-free); no batch is handed out until it has room.");
+  }
   set("updated", "updated " + clock(s.now));
   set("progress-title", "Progress against what has been written"
     + (shown && lg ? " (live generation: " + lg.name + ")" : ""));

@@ -159,3 +159,18 @@ def expect_text(page, selector: str, text: str, timeout_s: float = 15) -> None:
             return
         assert time.monotonic() < deadline, f"{selector}: {got[:300]!r} never showed {text!r}"
         page.wait_for_timeout(100)
+
+
+def test_dashboard_says_when_a_full_output_pauses_the_run(run_dirs, start_manager, browser) -> None:
+    """OUTPUT under --min-free (here: more than any disk has) pauses hand-outs, and the
+    page says why, in a banner of its own."""
+    inp, out = run_dirs
+    make_run(inp, 2, reads=2)
+    m = start_manager(inp, out, "--min-free", "1e9")
+    wait_for_files(m, 2)
+    page = browser.new_page()
+    page.goto(m.url + "/")
+    expect_text(page, "#space-banner", "Paused since")
+    assert page.is_visible("#space-banner") and not page.is_visible("#banner")
+    assert "--min-free" in (page.text_content("#space-banner") or "")
+    assert m.post("/v1/claim", {"engine_id": "gpu1"}).json()["job"] is None

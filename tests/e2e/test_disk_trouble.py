@@ -206,6 +206,13 @@ def test_a_full_output_pauses_the_run_and_quarantines_no_good_file(
     filler = fill(out)
     wait_until(lambda: m.status()["output_space"]["short"], what="the full disk seen")
     assert m.post("/v1/claim", {"engine_id": "gpu2", "max_files": 1}).json()["job"] is None
+    shown = subprocess.run(
+        [sys.executable, "-m", "bcmanager.cli", "status", "--manager", m.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "paused since" in shown.stdout and "--min-free" in shown.stdout, shown.stdout
 
     report = {"token": job["token"], "outcome": "failed", "reason": "basecaller exit code 1"}
     failed = m.post(f"/v1/jobs/{job['job_id']}/complete", report)

@@ -156,6 +156,14 @@ def _headline(status: dict[str, Any], manager_url: str) -> Text:
     text.append(f"bcmanager {manager_url}  ")
     text.append(state, style=style)
     text.append(f"\n  {status['input']} -> {status['output']}  (at {clock(status.get('now'))})")
+    space = status.get("output_space") or {}
+    if space.get("short"):
+        text.append(
+            f"\n  paused since {clock(space.get('short_since'))}: OUTPUT has"
+            f" {si(space.get('free_bytes') or 0, 'B')} free, under the"
+            f" {si(space['min_free_bytes'], 'B')} minimum (--min-free); no batch is handed out",
+            style="bold red",
+        )
     return text
 
 
