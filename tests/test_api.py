@@ -530,3 +530,18 @@ def test_the_manager_raises_its_open_files_limit_for_a_large_cluster(
     limits = Path(f"/proc/{m.proc.pid}/limits").read_text()
     line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
     assert int(line.split()[3]) > 512, line
+
+
+def test_an_engine_may_say_it_takes_slices(run_dirs, start_manager) -> None:
+    """`slices` (issue 26): the engine can basecall a list of a file's reads. Whole files
+    are what it gets until the manager hands out slices; a bad value changes nothing."""
+    inp, out = run_dirs
+    make_run(inp, 1)
+    m = start_manager(inp, out)
+    wait_for_files(m, 1)
+    for bad in ([1], {"a": 1}, "perhaps"):
+        r = m.post("/v1/claim", {"engine_id": "e1", "slices": bad})
+        assert r.status_code == 422 and "slices" in r.text, (bad, r.text)
+    assert m.status()["files"]["queued"] == 1
+    job = m.post("/v1/claim", {"engine_id": "e1", "slices": True}).json()["job"]
+    assert [f["name"] for f in job["files"]] and not job.get("read_ids")

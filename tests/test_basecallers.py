@@ -563,3 +563,87 @@ def test_stand_in_dorado_legacy_style_knows_only_the_old_command_line(
         timeout=60,
     )
     assert kit.returncode == 2  # the legacy style knows only bcmanager 0.1's command line
+
+
+# -- slices: only the reads a list names (Dorado's --read-ids; issue 26) -----------------
+
+
+def bam_read_ids(path: Path) -> list[str]:
+    """The reads of a BAM, each once (split reads' pieces count for their parent)."""
+    with pysam.AlignmentFile(str(path), "rb", check_sq=False) as bam:
+        return sorted({r.get_tag("pi") if r.has_tag("pi") else r.query_name for r in bam})
+
+
+def write_list(path: Path, ids: list[str]) -> Path:
+    path.write_text("\n".join(ids) + "\n\n", encoding="utf-8")  # a blank line is skipped
+    return path
+
+
+def test_the_simulated_basecaller_basecalls_only_the_listed_reads(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, ids = job
+    wanted = [ids[3], ids[40], ids[7]]  # from both files, out of order
+    foreign = "00000000-0000-4000-8000-000000000000"  # in neither file: no read, no error
+    listed = write_list(tmp_path / "slice.txt", [*wanted, foreign, ids[3].upper()])
+    basecaller = SimulatedBasecaller(0, style="dorado")
+    assert basecaller.slices and not SimulatedBasecaller(0, style="legacy").slices
+    inv = basecaller.invocation(input_dir, output_dir, listed)
+    assert inv.argv[-2:] == ["--read-ids", str(listed)]
+    done = run(inv)
+    assert done.returncode == 0, done.stderr
+    assert bam_read_ids(inv.stdout_path) == sorted(wanted)
+    assert "Simplex reads basecalled: 3" in done.stderr
+
+
+def test_the_stand_in_dorado_honours_read_ids(
+    fake_dorado: Path, job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, ids = job
+    listed = write_list(tmp_path / "slice.txt", ids[25:35])  # across the two files
+    basecaller = DoradoBasecaller("hac", dorado=str(fake_dorado), device="cpu")
+    assert basecaller.slices
+    inv = basecaller.invocation(input_dir, output_dir, listed)
+    assert inv.argv[inv.argv.index("--read-ids") + 1] == str(listed)
+    done = run(inv)
+    assert done.returncode == 0, done.stderr
+    assert bam_read_ids(inv.stdout_path) == sorted(ids[25:35])
+    assert "--read-ids" not in basecaller.invocation(input_dir, output_dir).argv
+
+
+def test_a_read_list_that_is_not_one_fails_the_batch_with_its_line(
+    job: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    input_dir, output_dir, ids = job
+    listed = write_list(tmp_path / "slice.txt", [ids[0], "not-a-read-id"])
+    done = run(SimulatedBasecaller(0, style="dorado").invocation(input_dir, output_dir, listed))
+    assert done.returncode == 1
+    assert "line 2: not a read id" in done.stderr
+    missing = tmp_path / "gone.txt"
+    done = run(SimulatedBasecaller(0, style="dorado").invocation(input_dir, output_dir, missing))
+    assert done.returncode == 1 and "--read-ids" in done.stderr
+
+
+def test_backends_that_cannot_take_a_read_list_refuse_one(tmp_path: Path) -> None:
+    script = tmp_path / "bc.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    listed = tmp_path / "slice.txt"
+    for backend in (
+        ScriptBasecaller(script, "hac"),
+        SimulatedBasecaller(0, style="legacy"),
+        CommandBasecaller("/bin/true {input} {output}"),
+    ):
+        assert not backend.slices
+        backend.invocation(tmp_path / "in", tmp_path / "out")  # whole files: fine
+        with pytest.raises(ConfigError, match="cannot basecall a slice"):
+            backend.invocation(tmp_path / "in", tmp_path / "out", listed)
+
+
+def test_a_command_template_that_names_read_ids_takes_slices(tmp_path: Path) -> None:
+    backend = CommandBasecaller("/bin/echo {input} {output} --read-ids={read_ids}")
+    assert backend.slices
+    out = tmp_path / "out"
+    listed = tmp_path / "slice.txt"
+    assert backend.invocation(tmp_path / "in", out, listed).argv[-1] == f"--read-ids={listed}"
+    assert backend.invocation(tmp_path / "in", out).argv[-1] == "--read-ids="  # whole files

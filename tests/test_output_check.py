@@ -184,3 +184,20 @@ def _ids_of(path: Path) -> list[str]:
 
     with pod5.Reader(path) as reader:
         return [str(r.read_id) for r in reader.reads()]
+
+
+def test_a_slice_is_checked_against_the_reads_it_lists_only(tmp_path: Path) -> None:
+    """A slice's batch (issue 26): reads of its file that it does not list are another
+    slice's, not missing; a listed read that is missing is."""
+    from bcmanager.readids import raw_id_array
+
+    pod5 = tmp_path / "a.pod5"
+    ids = write_pod5(pod5, 6, samples=300, seed=3)
+    out = tmp_path / "slice.fastq"
+    out.write_text("".join(f"@{i}\nACGT\n+\n!!!!\n" for i in ids[:2]))
+    whole = check_batch({"a.pod5": pod5}, [out])
+    assert whole.n_missing == 4
+    sliced = check_batch({"a.pod5": pod5}, [out], only=raw_id_array(ids[:2]))
+    assert sliced.problem() is None and sliced.reads == 2
+    short = check_batch({"a.pod5": pod5}, [out], only=raw_id_array(ids[:3]))
+    assert short.missing == {"a.pod5": [ids[2]]}

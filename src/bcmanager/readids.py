@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,26 @@ def pod5_read_ids(path: str) -> np.ndarray:
 
     with pod5.Reader(path) as reader:
         return raw_ids(reader)
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """A read-id list as Dorado's `--read-ids` takes it: one UUID per line (blank lines
+    skipped), in its order, each once. ValueError names the first line that is not one."""
+    ids: dict[str, None] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            text = line.strip()
+            if not text:
+                continue
+            if not UUID_STR.fullmatch(text):
+                raise ValueError(f"{path}, line {number}: not a read id: {text[:60]!r}")
+            ids[text.lower()] = None
+    return list(ids)
+
+
+def raw_id_array(ids: Sequence[str]) -> np.ndarray:
+    """Read ids (UUID strings) as the sorted 16-byte values the checks compare."""
+    return np.unique(np.array([uuid.UUID(i).bytes for i in ids], dtype=ID_DTYPE))
 
 
 def raw_ids(reader: object) -> np.ndarray:

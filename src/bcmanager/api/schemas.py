@@ -57,6 +57,14 @@ class ClaimRequest(_Body):
             " generation's files, the earliest generation first"
         ),
     ] = "own"
+    slices: Annotated[
+        bool,
+        Field(
+            description="the engine can basecall a slice of a file: only the reads a list"
+            " names (a job's `read_ids`, a file of read ids, one per line), as Dorado's"
+            " --read-ids; without it the engine is handed whole files only"
+        ),
+    ] = False
 
 
 class GenerationRequest(_Body):

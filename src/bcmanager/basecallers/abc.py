@@ -49,6 +49,9 @@ class Basecaller(ABC):
     model: str = ""  # what the reads' pass threshold defaults from (fast, hac, sup)
     barcoding: bool = False  # classifies barcodes (a --kit-name was given)
     switches_models: bool = False  # can run the model a job names (model generations)
+    # can basecall a slice: only the reads a list names (Dorado's --read-ids), reading
+    # only their signal; an engine whose backend cannot is handed whole files only
+    slices: bool = False
 
     def prepare(self) -> None:  # noqa: B027 - most backends need nothing
         """Once, when the engine starts (e.g. make sure the model is on this node, start a
@@ -71,8 +74,18 @@ class Basecaller(ABC):
         raise ConfigError(f"the {self.name} basecaller cannot align reads to a reference")
 
     @abstractmethod
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
-        """The command for one job; `output_dir` exists and is empty."""
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
+        """The command for one job; `output_dir` exists and is empty. `read_ids`: a file of
+        read ids, one per line, the only reads to basecall (a slice of the job's file);
+        given only where `slices`."""
+
+    def whole_files_only(self, read_ids: Path | None) -> None:
+        """For backends that cannot take a read list: refuse one (the engine never sends
+        one to them, as it claims no slices)."""
+        if read_ids is not None:
+            raise ConfigError(f"the {self.name} basecaller cannot basecall a slice of a file")
 
     def describe(self) -> str:
         """One line for the engine's start-up log."""

@@ -4,7 +4,9 @@ The template is split like a shell would (`shlex`), then each placeholder is rep
 inside its own word, so a value is never split again: paths with spaces stay one
 argument. No shell runs, so there is no quoting to get wrong and nothing to inject.
 Placeholders: `{input}`, `{output}`, `{pass}` (OUTPUT/pass), `{fail}` (OUTPUT/fail),
-`{model}`; `{{` and `}}` stand for literal braces.
+`{model}`, `{read_ids}` (a file of the read ids to basecall, one per line, when the job
+is a slice of a file; an empty word for a batch of whole files); `{{` and `}}` stand for
+literal braces. A template that names `{read_ids}` may be handed slices.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bcmanager.errors import ConfigError
 
 log = logging.getLogger("bcmanager.basecallers.command")
 
-PLACEHOLDERS = ("input", "output", "pass", "fail", "model")
+PLACEHOLDERS = ("input", "output", "pass", "fail", "model", "read_ids")
 
 
 class CommandBasecaller(Basecaller):
@@ -52,6 +54,11 @@ class CommandBasecaller(Basecaller):
         """A template that names `{model}` runs whichever model a job's generation names."""
         return any(field == "model" for word in self.words for field in _fields(word))
 
+    @property
+    def slices(self) -> bool:  # type: ignore[override]
+        """A template that names `{read_ids}` basecalls the reads a list names."""
+        return any(field == "read_ids" for word in self.words for field in _fields(word))
+
     def with_recipe(
         self, model: str, kit_name: str | None, modified_bases: Sequence[str]
     ) -> CommandBasecaller:
@@ -61,13 +68,18 @@ class CommandBasecaller(Basecaller):
             raise ConfigError("a command template has no placeholders for a kit or modified bases")
         return CommandBasecaller(self.template, model)
 
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
+        if read_ids is not None and not self.slices:
+            self.whole_files_only(read_ids)
         values = {
             "input": str(input_dir),
             "output": str(output_dir),
             "pass": str(output_dir / "pass"),
             "fail": str(output_dir / "fail"),
             "model": self.model,
+            "read_ids": "" if read_ids is None else str(read_ids),
         }
         (output_dir / "pass").mkdir(parents=True, exist_ok=True)
         return Invocation(argv=[word.format_map(values) for word in self.words])

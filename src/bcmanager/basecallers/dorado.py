@@ -101,6 +101,7 @@ class DoradoBasecaller(Basecaller):
     name = "dorado"
     native_output = True
     switches_models = True
+    slices = True  # --read-ids: only the reads a list names, only their signal read
 
     def __init__(
         self,
@@ -181,9 +182,13 @@ class DoradoBasecaller(Basecaller):
                 argv += ["--mm2-opts", self.mm2_opts]  # one argument, as Dorado takes it
         return argv
 
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
         argv = [self.dorado, "basecaller", self.model, str(input_dir), *self.dorado_options()]
         argv += ["--device", self.device]
+        if read_ids is not None:  # a slice: Dorado reads only these reads' signal
+            argv += ["--read-ids", str(read_ids)]
         if self.batchsize is not None:
             argv += ["--batchsize", str(self.batchsize)]
         argv += self.extra_args

@@ -252,7 +252,10 @@ class DoradoServerBasecaller(Basecaller):
 
     # -- one batch ---------------------------------------------------------------------
 
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
+        self.whole_files_only(read_ids)  # the supervisor takes no read list
         self._ensure_server()
         native = output_dir / NATIVE_DIR
         native.mkdir(parents=True, exist_ok=True)

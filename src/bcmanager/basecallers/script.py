@@ -50,7 +50,10 @@ class ScriptBasecaller(Basecaller):
         self.script = require_executable(script, "basecaller script", hint="--script PATH")
         self.model = model
 
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
+        self.whole_files_only(read_ids)  # SCRIPT INPUT OUTPUT MODEL: no place for a list
         return Invocation(argv=[self.script, str(input_dir), str(output_dir), self.model])
 
     def describe(self) -> str:

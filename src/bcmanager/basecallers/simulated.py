@@ -183,7 +183,14 @@ class SimulatedBasecaller(Basecaller):
             except StandInError as exc:
                 raise ConfigError(str(exc)) from exc
 
-    def invocation(self, input_dir: Path, output_dir: Path) -> Invocation:
+    @property
+    def slices(self) -> bool:  # type: ignore[override]
+        """As Dorado (`--read-ids`), in its style; the legacy style writes whole files."""
+        return self.style == "dorado"
+
+    def invocation(
+        self, input_dir: Path, output_dir: Path, read_ids: Path | None = None
+    ) -> Invocation:
         argv = [
             sys.executable,
             "-m",
@@ -196,8 +203,11 @@ class SimulatedBasecaller(Basecaller):
         if self.startup_s:
             argv += ["--startup-s", repr(self.startup_s)]
         if self.style == "legacy":
+            self.whole_files_only(read_ids)
             return Invocation(argv=[*argv, "--style", "legacy"], env=_pythonpath_env())
         argv += dorado_flags(self.style, self.options, self.models_directory)
+        if read_ids is not None:
+            argv += ["--read-ids", str(read_ids)]
         name = "basecalls.fastq" if self.options.emit_fastq else "basecalls.bam"
         native = output_dir / NATIVE_DIR  # the engine opens stdout_path; its folder must exist
         native.mkdir(parents=True, exist_ok=True)
@@ -697,16 +707,21 @@ class Tally:
 
 
 def iter_sim_reads(
-    pod5_path: Path, options: DoradoOptions, tally: Tally | None = None
+    pod5_path: Path,
+    options: DoradoOptions,
+    tally: Tally | None = None,
+    read_ids: Sequence[str] | None = None,
 ) -> Iterator[SimRead]:
-    """Dorado-like reads of every read of a pod5; Pod5ReadError if it cannot be read.
-    Reads that come out as none (Dorado's filters) are counted in `tally`."""
+    """Dorado-like reads of every read of a pod5 (with `read_ids`: of those of them only,
+    whose signal alone is read, as Dorado's --read-ids); Pod5ReadError if it cannot be
+    read. Reads that come out as none (Dorado's filters) are counted in `tally`."""
     import pod5
 
     tally = tally if tally is not None else Tally()
     try:
         with pod5.Reader(pod5_path) as reader:
-            for record in reader.reads():
+            records = reader.reads() if read_ids is None else _selected(reader, read_ids)
+            for record in records:
                 reads = simulate_read(record, pod5_path.name, options)
                 if reads:
                     tally.basecalled += 1
@@ -717,6 +732,14 @@ def iter_sim_reads(
         raise
     except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
         raise Pod5ReadError(f"cannot read {pod5_path}: {exc}") from exc
+
+
+def _selected(reader: pod5.Reader, read_ids: Sequence[str]) -> Iterator[pod5.ReadRecord]:
+    """The reads of `read_ids` that this file has, in the file's order."""
+    wanted = set(read_ids)
+    present = [str(r) for r in reader.read_ids if str(r) in wanted]
+    if present:
+        yield from reader.reads(selection=present)
 
 
 def run_infos(paths: Sequence[Path]) -> list[dict]:
@@ -838,8 +861,10 @@ def write_dorado_output(
     options: DoradoOptions,
     command_line: str,
     pace: Pacer | None = None,
+    read_ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
-    """Basecall pod5 files into one BAM (or FASTQ) at `out` ("-": stdout); (reads, samples).
+    """Basecall pod5 files (with `read_ids`: those reads of them only) into one BAM (or
+    FASTQ) at `out` ("-": stdout); (reads, samples).
 
     With `pace`, each read is written (and flushed) when a GPU would have called it: the
     output grows read by read, as Dorado's real reads fill its BAM's blocks (these reads
@@ -847,19 +872,24 @@ def write_dorado_output(
     header_dict = bam_header(run_infos(paths), options, command_line)
     tally = Tally()
     try:
+        reads = _paced_reads(paths, options, tally, pace, read_ids)
         if options.emit_fastq:
-            return _write_fastq_stream(paths, out, options, header_dict, pace, tally)
-        return _write_bam_stream(paths, out, options, header_dict, pace, tally)
+            return _write_fastq_stream(reads, out, header_dict, pace)
+        return _write_bam_stream(reads, out, options, header_dict, pace)
     finally:
         print(tally.log_lines(), end="", file=sys.stderr, flush=True)
 
 
 def _paced_reads(
-    paths: Sequence[Path], options: DoradoOptions, tally: Tally, pace: Pacer | None
+    paths: Sequence[Path],
+    options: DoradoOptions,
+    tally: Tally,
+    pace: Pacer | None,
+    read_ids: Sequence[str] | None = None,
 ) -> Iterator[tuple[SimRead, int]]:
     """Every read of the files with its sample count, each when a GPU would have called it."""
     for path in paths:
-        for read in iter_sim_reads(path, options, tally):
+        for read in iter_sim_reads(path, options, tally, read_ids):
             ns = int(read.tags["ns"][0])  # type: ignore[call-overload]
             if pace is not None:
                 pace(ns)
@@ -867,17 +897,15 @@ def _paced_reads(
 
 
 def _write_fastq_stream(
-    paths: Sequence[Path],
+    paced: Iterator[tuple[SimRead, int]],
     out: str | Path,
-    options: DoradoOptions,
     header_dict: dict,
     pace: Pacer | None,
-    tally: Tally,
 ) -> tuple[int, int]:
     reads = samples = 0
     target = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115
     try:
-        for read, ns in _paced_reads(paths, options, tally, pace):
+        for read, ns in paced:
             target.write(fastq_text(read, fastq_header_tags(header_dict, read)))
             if pace is not None:
                 target.flush()
@@ -890,12 +918,11 @@ def _write_fastq_stream(
 
 
 def _write_bam_stream(
-    paths: Sequence[Path],
+    paced: Iterator[tuple[SimRead, int]],
     out: str | Path,
     options: DoradoOptions,
     header_dict: dict,
     pace: Pacer | None,
-    tally: Tally,
 ) -> tuple[int, int]:
     import pysam
 
@@ -903,7 +930,7 @@ def _write_bam_stream(
     reference = load_reference(options.reference, options.mm2_opts) if options.reference else None
     sys.stdout.flush()
     with pysam.AlignmentFile(str(out), "wb", header=header_dict) as bam:
-        for read, ns in _paced_reads(paths, options, tally, pace):
+        for read, ns in paced:
             if reference is None:
                 bam.write(to_segment(read, bam.header))
             else:  # as Dorado: every record of a read together, in minimap2's order
@@ -1459,7 +1486,20 @@ def add_dorado_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-directory", type=Path, default=None)
     parser.add_argument("--reference", default="", help="align to this FASTA (aligned BAM)")
     parser.add_argument("--sample-sheet", default="", help="barcode aliases (with --kit-name)")
+    parser.add_argument(
+        "--read-ids", type=Path, default=None, help="basecall only the reads this file lists"
+    )
     # --mm2-opts is taken out of the command line first (`split_mm2_opts`), as Dorado does
+
+
+def read_id_file(path: Path) -> list[str]:
+    """`--read-ids`: StandInError (exit 1, as Dorado) when it cannot be read."""
+    from bcmanager.readids import read_id_list
+
+    try:
+        return read_id_list(path)
+    except (OSError, ValueError) as exc:
+        raise StandInError(f"--read-ids: {exc}") from exc
 
 
 def wait_for_startup(started: float, startup_s: float, output_dir: Path) -> Path:
@@ -1512,6 +1552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     dorado_only = args.emit_fastq or args.kit_name or args.modified_bases or args.reference
     dorado_only = dorado_only or args.sample_sheet or mm2_opts is not None
+    dorado_only = dorado_only or args.read_ids is not None
     if args.style == "legacy" and (dorado_only or args.min_qscore is not None):
         parser.error("Dorado flags need --style dorado")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -1543,7 +1584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 require_model(args.models_directory, args.model)
             command_line = f"{parser.prog} {shlex.join(given)}"
             paths = list_pod5(args.input_dir)
-            reads, samples = write_dorado_output(paths, "-", options, command_line, pace)
+            wanted = read_id_file(args.read_ids) if args.read_ids is not None else None
+            reads, samples = write_dorado_output(
+                paths, "-", options, command_line, pace, read_ids=wanted
+            )
             result = BasecallResult(len(paths), reads, samples)
         else:
             result, partials = basecall_folder(args.input_dir, args.output_dir, pace)

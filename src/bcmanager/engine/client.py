@@ -95,9 +95,11 @@ class ManagerClient:
         until_empty: bool = False,
         max_files: int | None = None,
         any_model: bool = False,
+        slices: bool = False,
     ) -> tuple[dict[str, Any] | None, bool]:
         """Long-poll for a batch: the job (None after `wait_s`) and whether the manager
-        expects more work."""
+        expects more work. `slices`: the engine can basecall a slice of a file (a job
+        whose `read_ids` names a list of the reads to basecall)."""
         body: dict[str, Any] = {"engine_id": engine_id, "wait_s": wait_s}
         if until_empty:
             body["until_empty"] = True
@@ -105,6 +107,8 @@ class ManagerClient:
             body["max_files"] = max_files
         if any_model:
             body["models"] = "any"
+        if slices:
+            body["slices"] = True
         answer = self._call("POST", "/v1/claim", body, timeout=wait_s + 10).json()
         return answer["job"], bool(answer.get("more_expected", False))
 

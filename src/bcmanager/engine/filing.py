@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bcmanager.basecallers.abc import Basecaller
-from bcmanager.engine.run import BASECALLER_LOG
+from bcmanager.engine.run import BASECALLER_LOG, read_ids_of
 from bcmanager.output.check import check_batch, filtered_list_name, write_filtered_lists
 from bcmanager.output.filing import Filed, file_native_output, finish_stream_filing, run_folder_of
 from bcmanager.output.split import default_min_qscore
 from bcmanager.output.stream import StreamFiling
+from bcmanager.readids import raw_id_array, read_id_list
 
 log = logging.getLogger("bcmanager.engine")
 
@@ -84,8 +85,16 @@ def check_filed(job: dict[str, Any], basecaller: Basecaller, filed: Filed) -> st
         )
     except OSError:
         said = 0
+    read_ids = read_ids_of(job)
+    try:
+        only = None if read_ids is None else raw_id_array(read_id_list(read_ids))
+    except (OSError, ValueError) as exc:
+        return f"batch check: the slice's read list: {exc}"[:1000]
     check = check_batch(
-        pod5_files, [output_dir / rel for rel in filed.files], filtered_by_basecaller=said
+        pod5_files,
+        [output_dir / rel for rel in filed.files],
+        filtered_by_basecaller=said,
+        only=only,
     )
     problem = check.problem()
     if problem is not None:

@@ -38,7 +38,7 @@ from bcmanager.engine.client import (
     ManagerUnreachable,
 )
 from bcmanager.engine.filing import file_output, filing_args, model_min_qscore
-from bcmanager.engine.run import BasecallerRun, terminate
+from bcmanager.engine.run import BasecallerRun, read_ids_of, terminate
 from bcmanager.errors import ConfigError
 from bcmanager.output.filing import stream_filing
 from bcmanager.output.stream import StreamFiling
@@ -188,6 +188,7 @@ class Engine:
             until_empty=self.config.until_empty,
             max_files=self.config.batch_size,
             any_model=self.basecaller.switches_models,
+            slices=self.basecaller.slices,
         )
 
     def basecaller_for(self, job: dict[str, Any]) -> Basecaller:
@@ -273,7 +274,9 @@ class Engine:
         its exit code. For a backend that writes as it goes, the batch's `final` progress:
         its start-up (to its first output), basecalling time and output bytes."""
         job = batch.job
-        run = BasecallerRun(basecaller, Path(job["input_dir"]), Path(job["output_dir"]))
+        run = BasecallerRun(
+            basecaller, Path(job["input_dir"]), Path(job["output_dir"]), read_ids_of(job)
+        )
         if not run.start():
             return 127
         self._proc = run.proc

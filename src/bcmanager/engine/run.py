@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bcmanager.basecallers.abc import Basecaller
 from bcmanager.output.split import STAGING_DIR
@@ -61,13 +62,25 @@ class BatchClock:
         return now - age
 
 
+def read_ids_of(job: dict[str, Any]) -> Path | None:
+    """A slice's read list (the job's `read_ids`), or None for a batch of whole files."""
+    named = job.get("read_ids")
+    return Path(named) if named else None
+
+
 class BasecallerRun:
     """A basecaller run on one batch: `start()`, then `wait()` for its exit code; its
     progress meanwhile, and at its exit `progress_at_exit()`."""
 
-    def __init__(self, basecaller: Basecaller, input_dir: Path, output_dir: Path) -> None:
+    def __init__(
+        self,
+        basecaller: Basecaller,
+        input_dir: Path,
+        output_dir: Path,
+        read_ids: Path | None = None,
+    ) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.invocation = basecaller.invocation(input_dir, output_dir)
+        self.invocation = basecaller.invocation(input_dir, output_dir, read_ids)
         self.output_dir = output_dir
         self.log_path = output_dir / BASECALLER_LOG
         self.watch_output = basecaller.native_output  # writes as it goes: its start-up timed

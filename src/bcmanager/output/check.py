@@ -86,13 +86,16 @@ def check_batch(
     outputs: Sequence[Path],
     *,
     filtered_by_basecaller: int = 0,
+    only: np.ndarray | None = None,
 ) -> BatchCheck:
-    """Check the filed `outputs` against the batch's `pod5_files` ({name: path})."""
+    """Check the filed `outputs` against the batch's `pod5_files` ({name: path}); with
+    `only` (sorted 16-byte ids: a slice's read list), against those of their reads only."""
     check = BatchCheck(filtered_by_basecaller=filtered_by_basecaller)
     expected: dict[str, np.ndarray] = {}
     for name, path in pod5_files.items():
         try:
-            expected[name] = pod5_read_ids(str(path))
+            ids = pod5_read_ids(str(path))
+            expected[name] = ids if only is None else ids[np.isin(ids, only)]
         except Exception as exc:  # pod5 raises RuntimeError, OSError, arrow errors...
             check.unreadable[name] = f"{type(exc).__name__}: {exc}"
     scans = [scan_read_file(str(p)) for p in outputs]
