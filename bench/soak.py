@@ -1780,7 +1780,8 @@ def write_doc(result: SoakResult, args: argparse.Namespace) -> None:
         f" (hac; fast 3x, sup 0.25x), start-ups"
         f" {', '.join(f'{t:g}' for _, t in FLEET[: c.engines])} s; one `--basecaller dorado`"
         " engine whose `dorado` (the test stand-in) fails a batch when told; original engine:"
-        f" {result.original or 'not asked for'}. Plain processes (no Slurm). Manager `--lease"
+        f" {result.original or 'not asked for'}; these as plain processes. Slurm:"
+        f" {result.slurm or 'not asked for'}. Manager `--lease"
         f" {c.lease_s:g} --target-batch {c.target_batch_s:g} --max-attempts {c.max_attempts}"
         f" --live-window {c.live_window_s:g}`",
         f"- faults: one every {c.fault_every_s:g} s at a seeded moment; full disk:"
