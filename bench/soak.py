@@ -41,7 +41,9 @@ One command runs a whole live run on this machine and checks it at the end:
   verify counts equal to those the sequencer wrote; no job folder left in INPUT; the
   dashboard answers; the manager's RSS at the end at most `max_rss_growth` (2) times its
   first settled sample; the live generation never more files behind the sequencer than it
-  closes in `max_lag_s` (300 s). A manager restarted while OUTPUT is full exits 1 with one
+  closes in `max_lag_s` (300 s); 99 % of batches handed out within `max_claim_p99_s` (1 s;
+  the manager's `bcmanager_claim_seconds` histogram, read every 30 s and summed over its
+  lives; a long poll's wait for work is not in it). A manager restarted while OUTPUT is full exits 1 with one
   line saying so (it cannot write its ledger); it is started again every 2 s, as systemd
   would, and that is no problem; any other exit is.
 
@@ -130,6 +132,7 @@ BARCODE_KIT = "SQK-NBD114-24"
 LIVE, BACKFILL = "fast", "sup"
 TICK_S = 0.2
 SAMPLE_S = 3.0
+CLAIMS_EVERY_S = 30.0  # /metrics' claim histogram, read per manager life
 # simulated engines: speed (x --speed samples/s, for the hac model) and start-up (s)
 FLEET = ((1.0, 0.3), (1.0, 1.0), (0.6, 0.2), (0.4, 1.5), (0.3, 0.5), (0.2, 0.3), (0.8, 2.0))
 
@@ -163,6 +166,7 @@ class SoakConfig:
     finish_timeout_s: float = 900.0
     max_lag_s: float = 300.0  # the live generation may lag what the sequencer closes in this
     max_rss_growth: float = 2.0  # the manager's RSS at the end over its first settled sample
+    max_claim_p99_s: float = 1.0  # a batch handed out (long poll excluded), 99th percentile
 
     @property
     def duration_s(self) -> float:
@@ -601,6 +605,7 @@ class SoakResult:
     rss: list[tuple[float, int, float]] = field(default_factory=list)  # (t, life, MiB)
     pickup_s: list[float] = field(default_factory=list)  # close -> first claim, live
     close_to_done_s: list[float] = field(default_factory=list)  # live generation
+    claim_buckets: dict[int, dict[float, float]] = field(default_factory=dict)  # life -> le -> n
     worst_behind: int = 0  # closed live files not yet basecalled, at the worst sample
     worst_behind_at: float = 0.0
     checks: int = 0  # mid-run checks done
@@ -663,6 +668,7 @@ class Soak:
         self.done_at: dict[str, float] = {}  # live generation, path -> files.done_at
         self.next_sample = 0.0
         self.next_check = 0.0
+        self.next_claims = 0.0
         self.flaky_trigger = self.control / "fail-next-batch"
         self.checker: threading.Thread | None = None
         self.flaky_failures_seen = 0
@@ -1279,6 +1285,25 @@ class Soak:
                 self.result.worst_behind_at = self.now()
         self.read_ledger()
 
+    def read_claims(self) -> None:
+        """The manager's claim histogram (`bcmanager_claim_seconds`), this life's so far."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        if self.manager_down or not (self.manager and self.manager.alive()):
+            return
+        status, body = http(f"{self.url}/metrics", 10)
+        if status != 200:
+            return
+        buckets = {
+            float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(body.decode("utf-8", "replace"))
+            if family.name == "bcmanager_claim_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_bucket")
+        }
+        if buckets:
+            self.result.claim_buckets[self.life] = buckets
+
     def read_ledger(self) -> None:
         """Claims and done times of the live generation, from the ledger (read-only): kept
         across ledger losses, the earliest seen of each."""
@@ -1385,6 +1410,9 @@ class Soak:
                 if time.time() >= self.next_sample:
                     self.next_sample = time.time() + SAMPLE_S
                     self.sample()
+                if time.time() >= self.next_claims:
+                    self.next_claims = time.time() + CLAIMS_EVERY_S
+                    self.read_claims()
                 if time.time() >= self.next_check:
                     self.next_check = time.time() + self.config.check_every_s
                     self.mid_check()
@@ -1539,6 +1567,7 @@ class Soak:
             if files.get("quarantined"):
                 self.problem(f"generation {name}: {files['quarantined']} file(s) quarantined")
         self.sample()
+        self.read_claims()
         self.dashboard()
         metrics = http(f"{self.url}/metrics", 15)
         if metrics[0] != 200:
@@ -1587,6 +1616,11 @@ class Soak:
             self.problem(
                 f"manager RSS grew from {first[2]:.0f} MiB (at {first[0]:.0f} s) to"
                 f" {last[2]:.0f} MiB at the end: over {c.max_rss_growth:g} x"
+            )
+        p99, claims = claim_p99(r.claim_buckets)
+        if claims and p99 > c.max_claim_p99_s:
+            self.problem(
+                f"claim p99 over {c.max_claim_p99_s:g} s: {p99:g} s (of {claims} hand-outs)"
             )
         if r.worst_behind > c.max_behind:
             self.problem(
@@ -1675,6 +1709,19 @@ def fault_rows(result: SoakResult) -> list[list[str]]:
     return [[kind, str(n)] for kind, n in sorted(result.faults.items())]
 
 
+def claim_p99(lives: dict[int, dict[float, float]]) -> tuple[float, int]:
+    """(the bucket bound under which 99 % of the hand-outs took, hand-outs): every manager
+    life's histogram summed (each as last read, up to CLAIMS_EVERY_S before its end)."""
+    total: Counter[float] = Counter()
+    for buckets in lives.values():
+        total.update(buckets)
+    count = int(total.get(math.inf, 0))
+    if not count:
+        return math.nan, 0
+    bound = next(le for le in sorted(total) if total[le] >= 0.99 * count)
+    return bound, count
+
+
 def rss_ends(
     rss: list[tuple[float, int, float]], c: SoakConfig
 ) -> tuple[tuple[float, int, float] | None, tuple[float, int, float] | None]:
@@ -1728,6 +1775,10 @@ def summary_rows(result: SoakResult) -> list[list[str]]:
             f" ({len(result.pickup_s)} files)",
         ],
         [
+            "claim (a batch handed out, long poll excluded): p99",
+            claim_row(result),
+        ],
+        [
             "close -> basecalled, live: p50 / p99 / max",
             f"{fmt(percentile(result.close_to_done_s, 0.5))} /"
             f" {fmt(percentile(result.close_to_done_s, 0.99))} /"
@@ -1755,6 +1806,16 @@ def summary_rows(result: SoakResult) -> list[list[str]]:
         ["result", "ok" if result.ok else f"FAILED: {len(result.problems)} problem(s)"],
     ]
     return rows
+
+
+def claim_row(result: SoakResult) -> str:
+    p99, claims = claim_p99(result.claim_buckets)
+    if not claims:
+        return "not read"
+    return (
+        f"<= {p99:g} s ({claims:,} hand-outs over {len(result.claim_buckets)} manager lives;"
+        f" at most {result.config.max_claim_p99_s:g} s)"
+    )
 
 
 def write_doc(result: SoakResult, args: argparse.Namespace) -> None:

@@ -109,6 +109,9 @@ def test_metrics_parse_and_move_after_work(run_dirs, start_manager) -> None:
     done_jobs = m.status()["jobs"]["done"]
     assert value(after, "bcmanager_merge_duration_seconds_count") == done_jobs
     assert value(after, "bcmanager_merge_duration_seconds_sum") > 0
+    claimed = sum(m.status()["jobs"].values())  # every job ever handed out, however it ended
+    assert value(after, "bcmanager_claim_seconds_count") == claimed
+    assert 0 < value(after, "bcmanager_claim_seconds_sum") < claimed * 5
 
     assert value(after, "bcmanager_engine_basecalled_files_total", engine="drv") == 4
     assert value(after, "bcmanager_engine_busy", engine="drv") == 0

@@ -308,6 +308,7 @@ class Manager:
         original engine) gets the live generation's files only. With `prepare` False the
         caller creates the job's folders (`prepare_folders`) before answering the engine:
         the API does it off its event loop and outside the lock."""
+        started = time.perf_counter()
         with self.lock:
             now = self.clock()
             seen = self.roster.seen(engine, now)
@@ -336,6 +337,8 @@ class Manager:
             self._unconfirmed.add(job.id)
             self.roster.claimed(seen, job.id, sum(f.size for f in assignment.files), now)
             self.merger.run_folders.want(job.id, (f.path for f in assignment.files))
+        spent = time.perf_counter() - started  # the lock's wait included, a long poll's not
+        self._tell(Happening("claimed", now, engine, len(assignment.files), seconds=spent))
         log.debug("job %d: %d file(s) to %s", job.id, len(assignment.files), engine)
         return assignment
 

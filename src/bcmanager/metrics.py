@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 # Requests include long-poll claims that wait up to a minute on purpose.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 MERGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 RUN_STATES = ("basecalling", "caught up", "ended, basecalling", "finished")
 
@@ -56,12 +57,21 @@ class Metrics:
             buckets=MERGE_BUCKETS,
             registry=self.registry,
         )
+        self.claims = Histogram(
+            "bcmanager_claim_seconds",
+            "Time to hand out a batch (the manager's lock waited for, the ledger written),"
+            " a long poll's wait for work excluded.",
+            buckets=CLAIM_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(RunCollector(progress))
         manager.add_hearer(self._hear)
 
     def _hear(self, h: Happening) -> None:
         if h.kind == "merged":
             self.merges.observe(h.seconds)
+        elif h.kind == "claimed":
+            self.claims.observe(h.seconds)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).observe(seconds)

@@ -31,14 +31,14 @@ class Completion:
 class Happening:
     """A moment the metrics count; the ledger keeps the durable story, this feeds rates."""
 
-    kind: str  # done | merged | failed | expired | late
+    kind: str  # claimed | done | merged | failed | expired | late
     at: float
     engine: str
     files: int = 0
     bytes: int = 0
     reads: int | None = None  # None: not known for every file of the batch
     samples: int | None = None
-    seconds: float = 0.0  # done: claim to report; merged: how long the merge took
+    seconds: float = 0.0  # done: claim to report; merged: the merge; claimed: the hand-out
     quarantined: int = 0
 
 

@@ -27,7 +27,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from soak import KINDS, plan_faults, run_soak, short_config  # noqa: E402
+from soak import KINDS, claim_p99, plan_faults, run_soak, short_config  # noqa: E402
 
 SEED = 7
 
@@ -60,3 +60,5 @@ def test_a_compressed_run_with_a_fault_every_few_seconds_loses_and_doubles_nothi
     assert faults["basecaller-fail"] >= 1, "the flaky engine never ran a failing batch"
     assert faults["truncated-pod5"] >= 1
     assert result.dashboard_ok >= 2 and result.dashboard_failed == 0
+    p99, claims = claim_p99(result.claim_buckets)  # read from the manager's /metrics
+    assert claims > 0 and p99 <= result.config.max_claim_p99_s
