@@ -450,8 +450,8 @@ class LegacyDriver:
 def wait_until(
     predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
 ) -> None:
-    """Poll `predicate` every 0.1 s until it is true; fail the test after `timeout` s."""
+    """Poll `predicate` every 0.05 s until it is true; fail the test after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+        time.sleep(0.05)

@@ -23,7 +23,7 @@ from bcmanager.basecallers import make_basecaller
 from bcmanager.basecallers.dorado_server import DoradoServerBasecaller
 from bcmanager.errors import ConfigError
 from bcmanager.pod5io import write_pod5
-from tests.helpers import free_port, make_run
+from tests.helpers import free_port, make_run, wait_until
 
 FAKES = Path(__file__).parent / "fakes"
 SERVER = FAKES / "dorado_basecall_server"
@@ -66,13 +66,6 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def backend(tmp_path: Path, **kw) -> DoradoServerBasecaller:

@@ -12,14 +12,7 @@ from contextlib import contextmanager
 import bcmanager.engine.filing as engine_filing
 from bcmanager.basecallers import make_basecaller
 from bcmanager.engine import BatchClock, Engine, EngineConfig, last_output_age
-from tests.helpers import assert_exactly_once, make_run
-
-
-def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from tests.helpers import assert_exactly_once, make_run, wait_until
 
 
 def running_jobs(m) -> list[dict]:

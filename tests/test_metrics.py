@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bcmanager.metrics import Metrics
 from bcmanager.progress import Progress
-from tests.helpers import LegacyDriver, basecall_dir, make_run
+from tests.helpers import LegacyDriver, basecall_dir, make_run, wait_until
 from tests.test_status import FAST, SUP, generations_manager, live_done_backfill_started
 
 NAME = re.compile(r"^bcmanager_[a-z0-9_]+$")
@@ -48,13 +47,6 @@ def ledger_counts(output: Path) -> tuple[int, int, int]:
     finally:
         db.close()
     return reads or 0, samples or 0, int(n == n_known)
-
-
-def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_metrics_parse_and_move_after_work(run_dirs, start_manager) -> None:

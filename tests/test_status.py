@@ -6,7 +6,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +16,7 @@ from bcmanager.generations import make
 from bcmanager.manager import Manager, Outcome
 from bcmanager.output.yields import Yield
 from bcmanager.progress import Progress
-from tests.helpers import basecall_dir, free_port, make_run
+from tests.helpers import basecall_dir, free_port, make_run, wait_until
 
 FAST = make("fast", "dna_r10.4.1_e8.2_400bps_fast@v5.0.0")
 SUP = make("sup", "dna_r10.4.1_e8.2_400bps_sup@v5.0.0", modified_bases=("6mA",))
@@ -30,13 +29,6 @@ def bcm(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
-
-
-def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def ledger_facts(output: Path) -> dict:

@@ -27,14 +27,8 @@ from tests.helpers import (
     basecall_native,
     free_port,
     make_run,
+    wait_until,
 )
-
-
-def wait_until(check: Callable[[], object], timeout: float = 20, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

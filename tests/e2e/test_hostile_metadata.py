@@ -18,15 +18,13 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pysam
 import pytest
 
 from bcmanager.output.naming import RunIds
-from tests.helpers import bcm_verify, write_run_pod5
+from tests.helpers import bcm_verify, wait_until, write_run_pod5
 
 READS_PER_FILE = 3
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -71,13 +69,6 @@ def write_input(inp: Path, runs: dict[str, RunIds]) -> dict[str, RunIds]:
         for read_id in write_run_pod5(inp / rel, ids, READS_PER_FILE, seed):
             run_of_read[read_id] = ids
     return run_of_read
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
