@@ -417,12 +417,13 @@ class Manager:
         return self.roster.forget_job(job)
 
     def tick(self) -> None:
-        """Expire overdue leases and retry merges that hit a disk error."""
+        """Expire overdue leases, retry merges that hit a disk error, look at OUTPUT's free
+        space."""
         with self.lock:
             now = self.clock()
             expired = self.endings.expire(now, self._forget_job)
             self.merger.retry_due(now)
-            self.space.sample(now)
+        self.space.sample(now)  # outside the lock: a statvfs on a hung NFS mount blocks
         if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()
 
