@@ -26,11 +26,12 @@ One command runs a whole live run on this machine and checks it at the end:
   plain), `engine-kill` (SIGKILL of an engine busy with a batch, and its basecaller;
   restarted under a new id), `engine-freeze` (SIGSTOP of a busy engine for 1.5 leases,
   then SIGCONT: its late report must be fenced), `ledger-loss` (SIGKILL, the ledger and its
-  WAL deleted, restart), `basecaller-fail` (the flaky engine's next batch: its `dorado`
-  exits 3), `truncated-pod5` (the sequencer writes a file cut short, then finishes it
-  `--truncate-hold` seconds later), `disk-full` (OUTPUT is a tmpfs of its own, mounted
-  here; it is filled to ENOSPC for `--disk-full-s` seconds; skipped when the mount fails,
-  i.e. without root).
+  WAL deleted, restart; half the time armed at `rebuild.after-a-merge`, so that the
+  rebuild itself dies midway and the next start must finish it), `basecaller-fail` (the
+  flaky engine's next batch: its `dorado` exits 3), `truncated-pod5` (the sequencer
+  writes a file cut short, then finishes it `--truncate-hold` seconds later), `disk-full`
+  (OUTPUT is a tmpfs of its own, mounted here; it is filled to ENOSPC for `--disk-full-s`
+  seconds; skipped when the mount fails, i.e. without root).
 - **The checks.** Every `--check-every` seconds: the dashboard answers (GET / is 200), `bcm
   verify` of each generation finds no read twice and none unexpected (missing reads are
   expected mid-run). Every few seconds: the manager's RSS, how many closed pod5 files the
@@ -52,7 +53,7 @@ end, pickup latency p50/p99, worst lag, the seed) and the `soak-seed-N` section 
 docs/benchmarks.md (one per seed, so that several soaks stand side by side) (not with `--no-doc`, nor when a check failed unless `--doc-anyway`).
 The exit status is 0 only when every check passed.
 
-    python bench/soak.py                     # 20 minutes, seed 1
+    python bench/soak.py                     # 15 minutes of sequencing (about 20 in all), seed 1
     python bench/soak.py --minutes 10 --seed 2
     python bench/soak.py --minutes 1.2 --flowcells 4 --fault-every 15 --no-doc   # a quick one
 
@@ -117,6 +118,7 @@ FAILPOINTS = (
     "merge.after-append",
     "merge.after-rename",
 )
+REBUILD_FAILPOINT = "rebuild.after-a-merge"
 KINDS = (
     "manager-kill",
     "failpoint",
@@ -139,7 +141,7 @@ FLEET = ((1.0, 0.3), (1.0, 1.0), (0.6, 0.2), (0.4, 1.5), (0.3, 0.5), (0.2, 0.3),
 
 @dataclass(frozen=True)
 class SoakConfig:
-    minutes: float = 20.0  # how long the sequencer writes
+    minutes: float = 15.0  # how long the sequencer writes (72 h of a PromethION, compressed)
     seed: int = 1
     flowcells: int = 48
     interval_s: float = 15.0  # one file per flow cell every interval
@@ -1142,8 +1144,13 @@ class Soak:
             (self.output / ".bcmanager" / name).unlink(missing_ok=True)
         self.manager_down = True
         self.result.faults["ledger-loss"] += 1
-        self.note(f"manager SIGKILLed, ledger deleted; restart in {fault.down_s:g} s")
-        self.later(fault.down_s, self.restart_manager)
+        # half the time the rebuild itself is killed midway (as a full disk once did)
+        armed = REBUILD_FAILPOINT if self.rng.random() < 0.5 else ""
+        self.note(
+            f"manager SIGKILLed, ledger deleted; restart in {fault.down_s:g} s"
+            + (f", armed at {armed}" if armed else "")
+        )
+        self.later(fault.down_s, lambda: self.restart_manager(armed))
 
     def busy_engines(self) -> list[tuple[Proc, int]]:
         """Engines of ours holding a running job, by the manager's status."""

@@ -25,7 +25,7 @@ def test_known_paths_are_added_once_and_counted(tmp_path: Path, ledger: Ledger) 
     assert ledger.file_counts()[FileState.QUEUED] == 3
     ledger.close()
     reopened = Ledger(tmp_path / "l.sqlite3")
-    assert not reopened.created
+    assert reopened.unsettled  # no start has settled it (Manager.open)
     assert reopened.file_counts()[FileState.QUEUED] == 3
     assert reopened.known_paths() == {"a.pod5", "b.pod5", "c.pod5"}
 
@@ -330,7 +330,9 @@ def test_a_schema_1_ledger_keeps_its_files_jobs_and_leases_and_migrates_once(
 
 
 def test_a_new_ledger_records_its_schema_version(ledger: Ledger) -> None:
-    assert ledger.created
+    assert ledger.unsettled  # until a start has looked at OUTPUT (Manager.open)
+    ledger.settle()
+    assert not ledger.unsettled and not Ledger(ledger.path).unsettled
     assert ledger.get_meta("schema_version") == str(SCHEMA_VERSION)
     ledger.set_meta("schema_version", "99")  # a meta value is kept, not reset on reopening
     assert Ledger(ledger.path).get_meta("schema_version") == "99"

@@ -142,9 +142,12 @@ class Manager:
             self.layout.ensure_output_dirs(self.output)
             self.lineup.settle(self.settings.generations, now)
             discovery = self.intake.discovery
-            rebuilt = self.ledger.created and recovery.rebuild_from_layout(
+            # a rebuild that died midway (a full disk) is done again: a partial ledger
+            # taken as whole would queue the files of every merge it had not adopted yet
+            rebuilt = self.ledger.unsettled and recovery.rebuild_from_layout(
                 now, lambda: discovery.scan().new if discovery else []
             )
+            self.ledger.settle()
             if rebuilt:
                 self.intake.scan_done.set()
             merger.load_yields()

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bcmanager import scheduler
+from bcmanager import failpoints, scheduler
 from bcmanager.errors import ConfigError
 from bcmanager.layout import Layout, plan_generation
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
@@ -78,6 +78,7 @@ class Recovery:
         self.db.add_files(find_files(), now)
         for plan in snap.finished + snap.merging:
             self._adopt_merge(plan, now)
+            failpoints.hit("rebuild.after-a-merge")
         for job_id, engine, paths in snap.running:
             self._recreate_job(job_id, engine, paths, now)
         for path, failures in snap.failures.items():

@@ -80,6 +80,30 @@ def test_a_ledger_lost_after_kill9_is_rebuilt_without_loss_or_duplicates(
     assert_run_complete(inp, out)
 
 
+def test_a_rebuild_killed_midway_is_done_again_at_the_next_start(run_dirs, start_manager) -> None:
+    """Found by the soak (issue 27): a manager rebuilding a lost ledger died midway (its
+    disk full); the next start took the partial ledger as whole, so the files of every
+    merge it had not yet adopted were queued and basecalled twice. Now a ledger stays
+    unsettled until a rebuild gets through, and the next start rebuilds again."""
+    inp, out = run_dirs
+    run = make_run(inp, 6)
+    m = start_manager(inp, out, "--batch-size", "1")
+    _wait_scanned(m, 6)
+    assert LegacyDriver(m.url, inp, out, "a").run() == "finished"  # six merges, one file each
+    m.kill9()
+    for ledger in (out / ".bcmanager").glob("ledger.sqlite3*"):
+        ledger.unlink()
+    dying = start_manager(
+        inp, out, port=m.port, env={"BCM_FAILPOINT": "rebuild.after-a-merge"}, wait=False
+    )
+    assert dying.proc.wait(timeout=60) == -9  # killed after adopting one merge of six
+    restarted = start_manager(inp, out, port=m.port)
+    assert "rebuilt from the layout" in restarted.log.read_text()
+    status = restarted.status()
+    assert status["files"] == {"queued": 0, "assigned": 0, "done": 6, "quarantined": 0}
+    assert_exactly_once(run, out)
+
+
 def test_an_until_empty_engine_stays_for_a_claim_whose_answer_was_lost(
     run_dirs, start_manager, start_engine
 ) -> None:

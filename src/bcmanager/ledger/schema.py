@@ -90,9 +90,19 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+# A new ledger is unsettled until a start has looked at OUTPUT for a run it must be
+# rebuilt from (and, if there is one, rebuilt it to the end): a start that dies midway
+# (a full disk, kill -9) leaves the mark, and the next start rebuilds again, resuming.
+UNSETTLED = "unsettled"
+
+
 def create_or_migrate(db: sqlite3.Connection) -> None:
     """Bring the file to the current schema (creating what is missing); inside the
-    caller's transaction."""
+    caller's transaction. A ledger with no schema yet is created unsettled."""
+    new = (
+        not _columns(db, "meta")
+        or not db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+    )
     migrate(db)
     for statement in SCHEMA.split(";"):
         if statement.strip():
@@ -101,6 +111,8 @@ def create_or_migrate(db: sqlite3.Connection) -> None:
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
         (str(SCHEMA_VERSION),),
     )
+    if new:
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (UNSETTLED,))
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:

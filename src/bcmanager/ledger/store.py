@@ -15,7 +15,7 @@ from bcmanager.generations import Generation
 from bcmanager.ledger.counts import Tally
 from bcmanager.ledger.queries import LedgerQueries
 from bcmanager.ledger.rows import NewFile
-from bcmanager.ledger.schema import connect, create_or_migrate
+from bcmanager.ledger.schema import UNSETTLED, connect, create_or_migrate
 from bcmanager.states import FILE_TRANSITIONS, JOB_TRANSITIONS, FileState, JobState
 
 
@@ -25,13 +25,22 @@ class Ledger(LedgerQueries):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.created = not self.path.exists()
         self._db = connect(self.path)
         self._depth = 0
         self._tally = Tally()
         with self.transaction():
             create_or_migrate(self._db)
         self._tally.load(self._db)
+
+    @property
+    def unsettled(self) -> bool:
+        """New, or its first start did not get through a rebuild from OUTPUT (`settle`)."""
+        return self.get_meta(UNSETTLED) is not None
+
+    def settle(self) -> None:
+        """A start has rebuilt it from OUTPUT, or found nothing to rebuild from."""
+        with self.transaction():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (UNSETTLED,))
 
     def checkpoint_elsewhere(self) -> None:
         """Commits no longer checkpoint the log (a background `checkpoint` does)."""
