@@ -314,11 +314,10 @@ class Sequencer:
             self.final_summary(cell)
         self.note(event="ended")
 
-    def run_info(self, cell: Cell):  # -> pod5.RunInfo
-        from bcmanager.simulate import FlowCell, _run_info
+    def flow_cell(self, cell: Cell):  # -> bcmanager.simulate.FlowCell
+        from bcmanager.simulate import FlowCell
 
-        started = datetime.fromtimestamp(self.t0, UTC)
-        fc = FlowCell(
+        return FlowCell(
             cell.flowcell,
             cell.position,
             cell.protocol_run_id,
@@ -326,7 +325,12 @@ class Sequencer:
             self.input / cell.run_dir,
             self.input / cell.run_dir / "pod5",
         )
-        info = _run_info(fc, "soak", f"sample{cell.k % 4}", started)
+
+    def run_info(self, cell: Cell):  # -> pod5.RunInfo
+        from bcmanager.simulate import _run_info
+
+        started = datetime.fromtimestamp(self.t0, UTC)
+        info = _run_info(self.flow_cell(cell), "soak", f"sample{cell.k % 4}", started)
         return dataclasses.replace(info, sequencing_kit=cell.kit.lower())
 
     def run_cell(self, cell: Cell) -> None:
@@ -431,34 +435,23 @@ class Sequencer:
         self.pending.append(t)
 
     def final_summary(self, cell: Cell) -> None:
-        """MinKNOW's end-of-run marker (written whole, by rename)."""
+        """MinKNOW's end-of-run marker (`bcmanager.simulate`'s, written whole by rename)."""
+        from bcmanager.simulate import write_final_summary
+
         written = [
             e for e in read_manifest(self.manifest) if e.get("event") == "closed"
             and e["path"].startswith(cell.run_dir + "/")
         ]  # fmt: skip
-        now = datetime.now(UTC).isoformat()
-        lines = [
-            "instrument=soak",
-            f"position={cell.position}",
-            f"flow_cell_id={cell.flowcell}",
-            f"sample_id=sample{cell.k % 4}",
-            "protocol_group_id=soak",
-            f"protocol=sequencing/soak:FLO-PRO114M:{cell.kit}",
-            f"protocol_run_id={cell.protocol_run_id}",
-            f"acquisition_run_id={cell.acquisition_id}",
-            f"started={datetime.fromtimestamp(self.t0, UTC).isoformat()}",
-            f"acquisition_stopped={now}",
-            f"processing_stopped={now}",
-            "basecalling_enabled=0",
-            f"pod5_files_in_final_dest={len(written)}",
-            "pod5_files_in_fallback=0",
-            f"reads_written={sum(e['reads'] for e in written)}",
-        ]
-        run_dir = self.input / cell.run_dir
-        name = f"final_summary_{cell.flowcell}_{cell.protocol_run_id[:8]}.txt"
-        tmp = run_dir / f".{name}.tmp"
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / name)
+        write_final_summary(
+            self.flow_cell(cell),
+            len(written),
+            sum(e["reads"] for e in written),
+            datetime.fromtimestamp(self.t0, UTC),
+            "soak",
+            f"sample{cell.k % 4}",
+            kit=cell.kit,
+            instrument="soak",
+        )
 
 
 def sleep_until(when: float) -> None:

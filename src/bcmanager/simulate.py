@@ -278,7 +278,8 @@ def simulate_run(
     summaries = []
     for cell in cells:
         mine = [f for f in written if f.flowcell == cell.flowcell]
-        _write_final_summary(cell, mine, run_start, experiment, sample)
+        reads = sum(f.reads for f in mine)
+        write_final_summary(cell, len(mine), reads, run_start, experiment, sample)
         summaries.append(cell.summary_path)
     return SimulationResult(written, summaries, ids, time.monotonic() - t0, stopped)
 
@@ -371,29 +372,37 @@ def _run_info(cell: FlowCell, experiment: str, sample: str, started: datetime) -
     )
 
 
-def _write_final_summary(
-    cell: FlowCell, written: list[WrittenFile], started: datetime, experiment: str, sample: str
+def write_final_summary(
+    cell: FlowCell,
+    files: int,
+    reads: int,
+    started: datetime,
+    experiment: str,
+    sample: str,
+    kit: str = "SQK-LSK114",
+    instrument: str = "simulated",
 ) -> None:
-    """MinKNOW's end-of-run marker, written atomically so a reader never sees half of it."""
+    """MinKNOW's end-of-run marker for `files` pod5 files of `reads` reads, written
+    atomically so a reader never sees half of it."""
     now = datetime.now(UTC).isoformat()
     lines = [
-        "instrument=simulated",
+        f"instrument={instrument}",
         f"position={cell.position}",
         f"flow_cell_id={cell.flowcell}",
         f"sample_id={sample}",
         f"protocol_group_id={experiment}",
-        "protocol=sequencing/simulated:FLO-PRO114M:SQK-LSK114",
+        f"protocol=sequencing/{instrument}:FLO-PRO114M:{kit}",
         f"protocol_run_id={cell.protocol_run_id}",
         f"acquisition_run_id={cell.acquisition_id}",
         f"started={started.isoformat()}",
         f"acquisition_stopped={now}",
         f"processing_stopped={now}",
         "basecalling_enabled=0",
-        f"pod5_files_in_final_dest={len(written)}",
+        f"pod5_files_in_final_dest={files}",
         "pod5_files_in_fallback=0",
         "fast5_files_in_final_dest=0",
         "fastq_files_in_final_dest=0",
-        f"reads_written={sum(f.reads for f in written)}",
+        f"reads_written={reads}",
     ]
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     tmp = cell.run_dir / f".{cell.summary_path.name}.tmp"
