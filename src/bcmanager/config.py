@@ -42,6 +42,7 @@ class Settings:
     generations: tuple[Generation, ...] = ()  # live first, then backfill; () the implicit one
     live_window_s: float = 300.0  # arrivals this recent keep a live reserve out of backfill
     min_free_mib: float = 100.0  # OUTPUT with less free pauses hand-outs (0: never)
+    slice_above_mib: float = 2048.0  # a larger file goes out in slices (0: never)
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,6 +57,7 @@ class Settings:
             (0 < self.port < 65536, "port must be within 1-65535"),
             (0 <= self.live_window_s <= 86400, "live window must be within 0-86400 s"),
             (0 <= self.min_free_mib <= 1e9, "minimum free space must be within 0-1e9 MiB"),
+            (0 <= self.slice_above_mib <= 1e9, "slice size must be within 0-1e9 MiB"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
             (
                 self.output_layout in (None, *OUTPUT_LAYOUTS),

@@ -127,6 +127,7 @@ svg text { font-size:11px; fill:var(--mute); }
 <section><h2>Running jobs</h2><div class="scroll"><table id="jobs"></table></div></section>
 <section><h2>Runs (flow cells)</h2><div class="scroll"><table id="runs"></table></div></section>
 <section><h2 id="yields-title">Yield per run and barcode</h2><div class="scroll"><table id="yields"></table></div></section>
+<section><h2>Files in slices</h2><div class="scroll"><table id="sliced"></table></div></section>
 <section><h2>Quarantined files</h2><div class="scroll"><table id="quarantine"></table></div></section>
 <section class="wide"><h2>Recent events</h2><div class="scroll"><table id="events"></table></div></section>
 </main>
@@ -289,6 +290,13 @@ function render(s) {
       num(y.reads), si(y.bases, "b"), num(y.n50), y.mean_qscore.toFixed(1),
       (100 * y.pass_share).toFixed(1) + "%"])),
     "nothing counted yet");
+  table("sliced",
+    [{label: "file", mono: true}, {label: "generation"}, {label: "slices", num: true},
+     {label: "reads merged", num: true}, {label: "out", num: true}, {label: "queued", num: true}],
+    (s.sliced || []).map((x) => [x.path, x.generation, num(x.slices),
+      num(x.reads_done) + " / " + num(x.reads) + (x.reads ? " (" + (100 * x.reads_done / x.reads).toFixed(0) + "%)" : ""),
+      num(x.reads_out), num(x.reads_queued)]),
+    "none (no file above --slice-above is going out in slices)");
   table("quarantine", [{label: "file", mono: true}, {label: "reason"}],
     s.quarantined.map((q) => [q.path, q.reason]), "none");
   table("events",

@@ -73,7 +73,7 @@ class Endings:
         timing: Timing | None,
     ) -> bool:
         if outcome is Outcome.DONE:  # checked before anything is journaled or moved
-            files = self._db().files_of_job(job.id)
+            files = self._db().batch_of_job(job.id)
             problem = self.merger.merge_done(job, files, yields, now)
             if problem is None:
                 self._done(job, files, engine, timing, now)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bcmanager.backfill import LiveDemand
 from bcmanager.ledger import Ledger, NewFile
+from bcmanager.readlists import with_read_counts
 from bcmanager.runstats import LedgerReader
 from bcmanager.scanner import Discovery, ScanResult
 
@@ -48,8 +49,10 @@ class Intake:
         clock: Callable[[], float],
         live: LiveDemand,
         notify: Callable[[bool], None],
+        slice_above: float = 0.0,
     ) -> None:
         self._lock = lock
+        self._slice_above = slice_above
         self._db = db
         self._clock = clock
         self._live = live
@@ -166,8 +169,15 @@ class Intake:
                     log.info("run %s ended (%s)", run, summary)
         return added
 
+    def counted(self, files: list[NewFile]) -> list[NewFile]:
+        """`files` with the read counts of those large enough to be sliced."""
+        if self.discovery is None or not self._slice_above:
+            return files
+        return with_read_counts(self.discovery.root, files, self._slice_above)
+
     def _queue(self, files: list[NewFile]) -> int:
         """Add found files to the ledger, a chunk per lock hold, and wake waiting engines."""
+        files = self.counted(files)  # outside the lock: a large file's read table
         added = 0
         for i in range(0, len(files), SCAN_CHUNK):
             try:

@@ -33,6 +33,7 @@ from bcmanager.output.summary import conform_rows
 
 POD5_SIGNATURE = b"\x8bPOD\r\n\x1a\n"
 MANIFEST_NAME = "bcmanager-manifest.json"
+READ_LIST_NAME = "bcmanager-read-ids.txt"  # a slice job's reads, beside its link
 QUARANTINE_DIR = "QUARANTINE"
 QUARANTINE_LIST = "quarantined.tsv"
 STATE_DIR = ".bcmanager"
@@ -85,9 +86,9 @@ class Snapshot:
 
     @property
     def done(self) -> set[str]:
-        """Paths basecalled in the live generation (id 0)."""
+        """Paths basecalled whole in the live generation (id 0)."""
         plans = [p for p in self.finished + self.merging if plan_generation(p) == 0]
-        return {item["path"] for plan in plans for item in plan["inputs"]}
+        return {i["path"] for plan in plans for i in plan["inputs"] if "slice" not in i}
 
 
 class Layout:
@@ -116,6 +117,10 @@ class Layout:
 
     def failed_output_dir(self, job_id: int, engine: str) -> Path:
         return self.output / f"FAILEDOUTPUT_{job_id}_{engine}"
+
+    def read_list_path(self, job_id: int, engine: str) -> Path:
+        """Where a slice job's read list lies (`bcmanager.slicing`)."""
+        return self.assigned_dir(job_id, engine) / READ_LIST_NAME
 
     def quarantine_dir(self) -> Path:
         return self.output / QUARANTINE_DIR
@@ -336,6 +341,8 @@ class Layout:
             (snap.merging if kind == "TMPOUTPUT" else snap.finished).append(plan)
         for kind, job_id, engine, path in _job_dirs(self.input):
             snap.max_job_id = max(snap.max_job_id, job_id)
+            if (path / READ_LIST_NAME).exists():
+                continue  # a slice's: its reads stay queued (rebuilt ledgers slice again)
             targets = self._link_targets(path)
             if kind == "ASSIGNED" and job_id not in manifests:
                 snap.running.append((job_id, engine, targets))

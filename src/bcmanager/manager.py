@@ -31,10 +31,11 @@ from bcmanager.generations import Generation
 from bcmanager.intake import Intake
 from bcmanager.janitor import Janitor
 from bcmanager.layout import Layout, remove_tree
-from bcmanager.ledger import JobRow, Ledger
+from bcmanager.ledger import FileRow, JobRow, Ledger
 from bcmanager.lineup import Lineup
 from bcmanager.merging import Merger
 from bcmanager.output.layouts import OutputLayout, output_layout
+from bcmanager.readlists import ReadLists
 from bcmanager.recovery import Recovery
 from bcmanager.reports import Completion, Happening, Outcome, Timing
 from bcmanager.roster import EngineSeen, Roster
@@ -71,6 +72,7 @@ class Manager:
             max_batch=settings.max_batch,
             max_attempts=settings.max_attempts,
             target_batch_s=settings.target_batch_s,
+            slice_above=settings.slice_above_mib * MIB,
         )
         self.lock = threading.RLock()
         self.ledger: Ledger | None = None
@@ -88,7 +90,10 @@ class Manager:
         self.lineup = Lineup(lambda: self.db, self.layout)  # the generations, settled by open()
         # live arrivals and batch time: the engines kept out of backfill (bcmanager.backfill)
         self.live = LiveDemand(window_s=settings.live_window_s)
-        self.intake = Intake(self.lock, lambda: self.db, clock, self.live, self._notify)
+        self.intake = Intake(
+            self.lock, lambda: self.db, clock, self.live, self._notify, self.policy.slice_above
+        )
+        self.read_lists = ReadLists(self.layout.input)  # the reads of slices (bcmanager.slicing)
         self.roster = Roster(horizon_s=max(60.0, 2 * settings.lease_s))
         self.merger = Merger(lambda: self.db, self.layout, self.generation, self._tell)
         self.space = OutputSpace(settings.output, int(settings.min_free_mib * MIB))
@@ -131,7 +136,12 @@ class Manager:
         self.intake.open(self.layout.input, self.settings.settle_s)
         merger = self.merger
         recovery = Recovery(
-            self.db, self.layout, self.policy, merger.merge, merger.record_quarantine
+            self.db,
+            self.layout,
+            self.policy,
+            merger.merge,
+            merger.record_quarantine,
+            self.prepare_job,
         )
         now = self.clock()
         with self.lock:
@@ -145,7 +155,7 @@ class Manager:
             # a rebuild that died midway (a full disk) is done again: a partial ledger
             # taken as whole would queue the files of every merge it had not adopted yet
             rebuilt = self.ledger.unsettled and recovery.rebuild_from_layout(
-                now, lambda: discovery.scan().new if discovery else []
+                now, lambda: self.intake.counted(discovery.scan().new) if discovery else []
             )
             self.ledger.settle()
             if rebuilt:
@@ -240,7 +250,8 @@ class Manager:
         """Files waiting for an engine (of the live generation only for engines that run
         their own model)."""
         with self.lock:
-            return self.db.queued_count(None if any_model else [0])
+            slices = len(self.db.queued_slices(None if any_model else [0]))
+            return self.db.queued_count(None if any_model else [0]) + slices
 
     # -- generations ------------------------------------------------------------------
 
@@ -306,9 +317,11 @@ class Manager:
         api: str,
         any_model: bool = False,
         prepare: bool = True,
+        slices: bool = False,
     ) -> Assignment | None:
         """A batch for `engine`, or None. An engine that runs only its own model (every
-        original engine) gets the live generation's files only. With `prepare` False the
+        original engine) gets the live generation's files only; one that takes `slices`
+        may get a slice of a large file (`bcmanager.slicing`). With `prepare` False the
         caller creates the job's folders (`prepare_folders`) before answering the engine:
         the API does it off its event loop and outside the lock."""
         started = time.perf_counter()
@@ -329,6 +342,7 @@ class Manager:
                 speed=seen.speed,
                 fleet=self.roster.fleet(now),
                 gens=None if backfill else [0],
+                slices=slices,
             )
             if assignment is None:
                 return None
@@ -346,12 +360,19 @@ class Manager:
         return assignment
 
     def prepare_folders(self, assignment: Assignment) -> None:
-        """Create a claimed job's INPUT folder of symlinks and its empty output folder.
+        """Create a claimed job's INPUT folder of symlinks (and a slice's read list) and
+        its empty output folder.
 
         Safe without the lock: the job is in the ledger already, its folders are its own,
         and a crash before they exist is mended at start (`Recovery.reconcile`)."""
-        job = assignment.job
-        self.layout.prepare_job(job.id, job.engine, [f.path for f in assignment.files])
+        self.prepare_job(assignment.job, assignment.files)
+
+    def prepare_job(self, job: JobRow, files: list[FileRow]) -> None:
+        """A job's folders, for the files (or the slice) it holds."""
+        self.layout.prepare_job(job.id, job.engine, [f.path for f in files])
+        for piece in files:
+            if piece.part is not None:
+                self.read_lists.write(piece, self.layout.read_list_path(job.id, job.engine))
 
     def _may_backfill(self, engine: str, now: float) -> bool:
         """Whether `engine` may take backfill work now: only while the engines left idle

@@ -122,6 +122,14 @@ class RunFolders:
         return done
 
 
+def _input(f: FileRow) -> dict:
+    """A merged job's input as its manifest records it (a slice: which reads)."""
+    item: dict = {"path": f.path, "size": f.size, "reads": f.reads}
+    if f.part is not None:
+        item["slice"] = f.part.to_dict()
+    return item
+
+
 class Merger:
     """The manager's merges and quarantine records, and the yields merged so far."""
 
@@ -155,7 +163,7 @@ class Merger:
     ) -> str | None:
         """Plan a DONE batch's merge, check its outputs whole, journal it and run it.
         Returns what stops it (then nothing is journaled or renamed), or None."""
-        inputs = [{"path": f.path, "size": f.size, "reads": f.reads} for f in files]
+        inputs = [_input(f) for f in files]
         gen = self._generation(job.gen)
         plan = self.layout.plan_merge(
             job.id,

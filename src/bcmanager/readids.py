@@ -35,6 +35,23 @@ def pod5_read_ids(path: str) -> np.ndarray:
         return raw_ids(reader)
 
 
+def pod5_read_count(path: str | Path) -> int:
+    """How many reads a pod5 file holds (its read table's rows; no signal is read)."""
+    import pod5
+
+    with pod5.Reader(path) as reader:
+        return int(reader.num_reads)
+
+
+def write_read_id_list(path: str | Path, ids: np.ndarray) -> None:
+    """Write read ids (16-byte values) as Dorado's `--read-ids` takes them, one per line,
+    atomically: an engine never reads half a list."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text("".join(f"{as_uuid(bytes(raw))}\n" for raw in ids), encoding="ascii")
+    tmp.replace(target)
+
+
 def read_id_list(path: str | Path) -> list[str]:
     """A read-id list as Dorado's `--read-ids` takes it: one UUID per line (blank lines
     skipped), in its order, each once. ValueError names the first line that is not one."""

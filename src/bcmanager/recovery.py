@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bcmanager import failpoints, scheduler
-from bcmanager.errors import ConfigError
+from bcmanager.errors import ConfigError, CorruptState
 from bcmanager.layout import Layout, plan_generation
 from bcmanager.ledger import FileRow, JobRow, Ledger, NewFile
 from bcmanager.scheduler import Policy
@@ -36,6 +36,8 @@ class Recovery:
     policy: Policy
     merge: Callable[[JobRow, float], bool]  # run (or finish) a journaled merge
     record_quarantine: Callable[[list[FileRow]], None]
+    # create a running job's folders (a slice's read list too); None: links only
+    prepare_job: Callable[[JobRow, list[FileRow]], None] | None = None
 
     def check_owner(self) -> None:
         """A ledger remembers its INPUT and OUTPUT; another pair is a configuration error."""
@@ -91,6 +93,11 @@ class Recovery:
                 self.db.set_file_state(
                     [row.id], FileState.QUEUED, FileState.QUARANTINED, now, reason=why
                 )
+            elif row is not None and row.state is FileState.ASSIGNED:  # sliced, some merged
+                self.db.set_file_state(
+                    [row.id], FileState.ASSIGNED, FileState.QUARANTINED, now, reason=why
+                )
+                self.db.quarantine_queued_slices(row.id, why, now)
         self.db.record_event(now, "manager", "ledger rebuilt from the layout")
         return True
 
@@ -103,9 +110,7 @@ class Recovery:
             self.merge(job, now)
         live = {job.id: job for job in self.db.jobs_in([JobState.ASSIGNED])}
         for job in live.values():
-            self.layout.prepare_job(
-                job.id, job.engine, [f.path for f in self.db.files_of_job(job.id)]
-            )
+            self._prepare(job, self.db.batch_of_job(job.id))
         for kind, job_id, engine, _path in self.layout.job_dirs_on_input():
             if kind != "ASSIGNED" or job_id in live:
                 continue
@@ -125,10 +130,19 @@ class Recovery:
         ]
         self.record_quarantine(missing)
 
+    def _prepare(self, job: JobRow, files: list[FileRow]) -> None:
+        if self.prepare_job is not None:
+            self.prepare_job(job, files)
+        else:
+            self.layout.prepare_job(job.id, job.engine, [f.path for f in files])
+
     def _adopt_merge(self, plan: dict, now: float) -> None:
         """Take into the ledger a merge the disk shows (its manifest), finishing it if needed."""
         job = self.db.get_job(plan["job_id"])
-        if job is None:
+        pieces = [item for item in plan["inputs"] if "slice" in item]
+        if job is None and pieces:
+            job = self._recreate_slice_job(plan, pieces[0], now)
+        elif job is None:
             job = self._recreate_job(
                 plan["job_id"], plan["engine"], plan_paths(plan), now, plan_generation(plan)
             )
@@ -176,6 +190,38 @@ class Recovery:
             [r.id for r in rows], FileState.QUEUED, FileState.ASSIGNED, now, job_id=job_id
         )
         return self.db.get_job(job_id)
+
+    def _recreate_slice_job(self, plan: dict, item: dict, now: float) -> JobRow | None:
+        """A merged slice the disk shows: its file sliced (the reads no merge holds stay
+        queued), this slice its job's. None when the ledger cannot take it (its reads
+        in another slice already: a manifest twice, say)."""
+        gen = plan_generation(plan)
+        file = self.db.get_file(item["path"], gen)
+        part = item["slice"]
+        first, count, of = int(part["first"]), int(part["count"]), int(part["of"])
+        if file is None or file.state not in (FileState.QUEUED, FileState.ASSIGNED):
+            return None
+        if file.state is FileState.ASSIGNED and not self.db.slices_of_file(file.id):
+            return None  # out whole in a job the disk shows running: not sliced
+        try:
+            with self.db.transaction():
+                if file.state is FileState.QUEUED:
+                    self.db.start_slicing(file, of, now)
+                self.db.create_job(
+                    plan["engine"],
+                    scheduler.new_token(),
+                    "rebuilt",
+                    self.policy.lease_s,
+                    1,
+                    now,
+                    job_id=plan["job_id"],
+                    gen=gen,
+                )
+                self.db.take_slice(file, first, count, plan["job_id"], now)
+        except CorruptState as exc:
+            log.error("job %d: its slice cannot be adopted (%s)", plan["job_id"], exc)
+            return None
+        return self.db.get_job(plan["job_id"])
 
 
 def plan_paths(plan: dict) -> list[str]:

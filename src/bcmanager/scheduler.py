@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from bcmanager import slicing
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
 from bcmanager.ledger import FileRow, JobRow, Ledger
 from bcmanager.states import FileState, JobState
@@ -28,6 +29,7 @@ class Policy:
     max_batch: int = 10_000
     max_attempts: int = 3
     target_batch_s: float = 60.0
+    slice_above: float = 0.0  # bytes; a larger file goes out in slices (0: never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,15 +382,18 @@ def claim(
     speed: Speed | None = None,
     fleet: Fleet | None = None,
     gens: Sequence[int] | None = None,
+    slices: bool = False,
 ) -> Assignment | None:
     """Hand the oldest queued files to `engine` as a new job, or None when nothing is queued.
 
     `speed` is the engine's, `fleet` the active engines' (this one's included); `gens`
     the generations the engine can basecall (None: all), the earliest with files queued
-    first."""
+    first. `slices`: the engine takes a slice of a file (`bcmanager.slicing`)."""
     batch_size(requested, policy)  # a request over the maximum is refused, queue or not
+    slices = slices and policy.slice_above > 0 and api != "legacy"
     queued = ledger.queued_count(gens)
-    if queued == 0:
+    pieces = slices and ledger.has_queued_slices()
+    if queued == 0 and not pieces:
         return None
     if api == "legacy":
         # Original engines sleep a minute between batches: they get what they ask for.
@@ -396,11 +401,20 @@ def claim(
     else:
         speed = speed or Speed()
         fleet = fleet or Fleet.of({engine: speed}, now)
-        limit = batch_limit(
-            requested, speed, fleet, queued, ledger.queued_bytes(), policy, engine, now
-        )
+        left = ledger.queued_bytes()
+        if pieces:
+            left += sum(p.size for p in ledger.queued_slices(gens))
+        limit = batch_limit(requested, speed, fleet, queued, left, policy, engine, now)
     with ledger.transaction():
-        candidates = ledger.queued_files(_candidates(limit, ledger), gens)
+        before = ledger.next_generation(gens) if queued else None
+        piece = slicing.next_slice(ledger, gens, before) if pieces else None
+        candidates = [] if piece else ledger.queued_files(_candidates(limit, ledger), gens)
+        if slices and candidates and slicing.sliceable(candidates[0], policy.slice_above):
+            piece = slicing.start(ledger, candidates[0], now)
+        if piece is not None:
+            return _claim_slice(ledger, engine, piece, limit, now, policy, api)
+        if slices:  # a large file further on waits to be sliced when it comes first
+            candidates = [f for f in candidates if not slicing.sliceable(f, policy.slice_above)]
         files = take_bytes(isolate_retries(candidates), limit.bytes, limit.least)
         if not files:
             return None
@@ -413,6 +427,28 @@ def claim(
     assert job is not None
     assigned = [replace(f, state=FileState.ASSIGNED, job_id=job_id) for f in files]
     return Assignment(job, assigned)
+
+
+def _claim_slice(
+    ledger: Ledger,
+    engine: str,
+    piece: FileRow,
+    limit: BatchLimit,
+    now: float,
+    policy: Policy,
+    api: str,
+) -> Assignment:
+    """A job of one slice: as many reads of a queued slice as the engine's batch holds
+    (a slice that failed before goes out as it was)."""
+    assert piece.part is not None
+    count = piece.part.count
+    if not piece.attempts:
+        count = slicing.slice_reads(piece, limit.bytes, policy.slice_above)
+    job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, 1, now, gen=piece.gen)
+    taken = ledger.take_slice(piece, piece.part.first, count, job_id, now)
+    job = ledger.get_job(job_id)
+    assert job is not None
+    return Assignment(job, [taken])
 
 
 def _candidates(limit: BatchLimit, ledger: Ledger) -> int:
@@ -474,6 +510,10 @@ def finish_merge(
     with ledger.transaction():
         ids = [f.id for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
         ledger.set_file_state(ids, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
+        for piece in ledger.slices_of_job(job.id):
+            if piece.state is FileState.ASSIGNED:
+                ledger.set_slice_state(piece, FileState.ASSIGNED, FileState.DONE, now)
+                slicing.settle(ledger, piece, now)
         ledger.set_job_state(job.id, JobState.MERGING, JobState.DONE, now)
         ledger.put_yield_totals(yield_totals, job.gen)
 
@@ -534,6 +574,9 @@ def _return_files(
     count_attempt: bool,
 ) -> list[FileRow]:
     """Requeue a job's files, quarantining those out of attempts; returns the quarantined."""
+    pieces = [p for p in ledger.slices_of_job(job.id) if p.state is FileState.ASSIGNED]
+    if pieces:
+        return _return_slices(ledger, pieces, reason, now, policy, count_attempt)
     files = [f for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
     poisoned: list[FileRow] = []
     retry: list[FileRow] = []
@@ -560,6 +603,38 @@ def _return_files(
             reason=quarantine_reason(poisoned[0].attempts + 1, reason),
             count_attempt=True,
         )
+    return poisoned
+
+
+def _return_slices(
+    ledger: Ledger,
+    pieces: list[FileRow],
+    reason: str,
+    now: float,
+    policy: Policy | None,
+    count_attempt: bool,
+) -> list[FileRow]:
+    """Requeue a job's slice; out of attempts, quarantine it and its file (returned)."""
+    poisoned: list[FileRow] = []
+    for piece in pieces:
+        out_of_attempts = policy is not None and piece.attempts + 1 >= policy.max_attempts
+        if not (count_attempt and out_of_attempts):
+            ledger.set_slice_state(
+                piece,
+                FileState.ASSIGNED,
+                FileState.QUEUED,
+                now,
+                reason=reason,
+                count_attempt=count_attempt,
+            )
+            continue
+        why = quarantine_reason(piece.attempts + 1, reason)
+        ledger.set_slice_state(
+            piece, FileState.ASSIGNED, FileState.QUARANTINED, now, reason=why, count_attempt=True
+        )
+        file = slicing.quarantine_file(ledger, piece, why, now)
+        if file is not None:
+            poisoned.append(file)
     return poisoned
 
 

@@ -7,9 +7,11 @@ it, a step at a time (`bcmanager.stepwise`), so a status view holds up no claim.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bcmanager import scheduler
+from bcmanager.generations import Generation
 from bcmanager.ledger import JobRow, job_row
 from bcmanager.reports import Timing
 from bcmanager.roster import EngineSeen
@@ -83,6 +85,7 @@ class StatusViews:
             jobs = {s.value: n for s, n in m.db.job_counts().items()}
             leases = m.db.lease_expiries()
             quarantined = m.db.files_in_state(FileState.QUARANTINED, 100)
+            sliced = m.db.slicing_progress()
             events = [e.as_dict() for e in m.db.last_events(20)]
             generations = m.generations_view()
             yields = [  # merges change these: read them under the lock
@@ -111,6 +114,8 @@ class StatusViews:
             "running_jobs": running,
             "engines": engine_views,
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
+            # large files going out in slices: their reads merged, out and queued
+            "sliced": [sliced_view(s, m.generations) for s in sliced],
             "output_layout": m.merger.output.name,
             "yields": yields,
             "generations": generations,
@@ -125,12 +130,22 @@ class StatusViews:
     def job_detail(self, job_id: int) -> dict[str, object]:
         with self.m.lock:
             job = scheduler.get_job(self.m.db, job_id)
-            files = [f.path for f in self.m.db.files_of_job(job_id)]
+            rows = self.m.db.batch_of_job(job_id)
         view = job_view(job)
-        view["files"] = (
-            files if job.state in (JobState.ASSIGNED, JobState.MERGING, JobState.DONE) else []
-        )
+        held = job.state in (JobState.ASSIGNED, JobState.MERGING, JobState.DONE)
+        view["files"] = [f.path for f in rows] if held else []
+        slices = [{"path": f.path, **f.part.to_dict()} for f in rows if f.part is not None]
+        if slices and held:
+            view["slices"] = slices  # the reads of a large file this job holds
         return view
+
+
+def sliced_view(progress: dict[str, object], gens: Mapping[int, Generation]) -> dict[str, object]:
+    """A file going out in slices, its generation by name."""
+    view = dict(progress)
+    gen = view.pop("gen")
+    view["generation"] = gens[gen].name if isinstance(gen, int) and gen in gens else str(gen)
+    return view
 
 
 def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str, object] | None:

@@ -108,6 +108,12 @@ class ChaosConfig:
     # aligned BAM under the aliases; reads need a few thousand samples (a base per ten)
     # to map
     aligned: bool = False
+    # every n-th file (0: none) has `large_reads` reads and is handed out in slices
+    # (`--slice-above slice_above_mib`) to the engines, which all take slices
+    large_every: int = 0
+    large_reads: int = 40
+    slice_above_mib: float = 0.0
+    target_batch_s: float = 60.0  # the manager's --target-batch
 
     def generation_names(self) -> list[str | None]:
         """The generations whose trees to check (None: the implicit one, at OUTPUT)."""
@@ -315,6 +321,9 @@ class ChaosRun:
             rel = f"chaos_{i:04d}.pod5"
             seed = self.seed * 100_000 + i + 1
             reads, samples = self.config.reads, self.config.samples
+            large = self.config.large_every
+            if large and i % large == large - 1:
+                reads = self.config.large_reads
             if every and i % every == 0:
                 self.expected[rel] = write_run_pod5(
                     self.input / rel, file_run_ids(seed), reads, seed, samples
@@ -327,6 +336,8 @@ class ChaosRun:
     def start_manager(self, failpoint: str = "", restart_if_dead: bool = True) -> None:
         args = ["--rescan", "0.2", "--lease", str(self.config.lease_s)]
         args += ["--batch-size", str(self.config.batch), "--max-attempts", "100"]
+        args += ["--slice-above", repr(self.config.slice_above_mib)]
+        args += ["--target-batch", repr(self.config.target_batch_s)]
         for spec in self.config.generations:
             args += ["--generation", spec]
         if self.config.generations:  # backfill on every engine 2 s after the last wave

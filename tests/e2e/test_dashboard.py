@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,25 @@ def test_dashboard_says_when_a_full_output_pauses_the_run(run_dirs, start_manage
     assert page.is_visible("#space-banner") and not page.is_visible("#banner")
     assert "--min-free" in (page.text_content("#space-banner") or "")
     assert m.post("/v1/claim", {"engine_id": "gpu1"}).json()["job"] is None
+
+
+def test_dashboard_shows_a_file_going_out_in_slices(run_dirs, start_manager, browser) -> None:
+    """A file above --slice-above claimed by an engine that takes slices: the claim's
+    answer names a read list of the slice's reads (in the file's order), and the page
+    shows the file with its reads out and queued."""
+    inp, out = run_dirs
+    run = make_run(inp, 1, reads=60, samples=4000, prefix="big")
+    m = start_manager(inp, out, "--slice-above", "0.1")
+    wait_for_files(m, 1)
+    job = m.post("/v1/claim", {"engine_id": "gpu1", "slices": True}).json()["job"]
+    (item,) = job["files"]
+    first, count = item["slice"]["first"], item["slice"]["count"]
+    assert item["slice"]["of"] == 60 and 0 < count < 60
+    listed = Path(job["read_ids"]).read_text().split()
+    assert listed == run["big0000.pod5"][first : first + count]
+    page = browser.new_page()
+    page.goto(m.url + "/")
+    expect_text(page, "#sliced", "big0000.pod5")
+    expect_text(page, "#sliced", "0 / 60")
+    text = page.text_content("#sliced") or ""
+    assert str(count) in text and str(60 - count) in text

@@ -24,6 +24,7 @@ from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost, Unauthorized
 from bcmanager.generations import make as make_generation
 from bcmanager.layout import link_name
+from bcmanager.ledger import FileRow
 from bcmanager.longpoll import ClaimWaiter
 from bcmanager.manager import Manager, Outcome, Timing
 from bcmanager.metrics import Metrics
@@ -81,7 +82,12 @@ def _add_job_routes(
         any_model = body.models == "any"
         assignment, expected = await claims.claim_or_wait(
             lambda: manager.claim(
-                body.engine_id, body.max_files, api="v1", any_model=any_model, prepare=False
+                body.engine_id,
+                body.max_files,
+                api="v1",
+                any_model=any_model,
+                prepare=False,
+                slices=body.slices,
             ),
             body.wait_s,
             until_empty=body.until_empty,
@@ -190,7 +196,7 @@ def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
     """A claimed job as the v1 answer gives it: lease, folders, generation and files."""
     job = assignment.job
     layout = manager.layout
-    return {
+    answer = {
         "job_id": job.id,
         "token": job.token,
         "engine": job.engine,
@@ -203,8 +209,17 @@ def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
         "job_output_dir": layout.tmp_output_dir(job.id, job.engine).name,
         "output_layout": manager.output.name,
         "generation": manager.generation(job.gen).to_dict(),
-        "files": [
-            {"path": f.path, "name": link_name(f.path), "size": f.size, "reads": f.reads}
-            for f in assignment.files
-        ],
+        "files": [_v1_file(f) for f in assignment.files],
     }
+    if any(f.part is not None for f in assignment.files):
+        answer["read_ids"] = str(layout.read_list_path(job.id, job.engine))
+    return answer
+
+
+def _v1_file(f: FileRow) -> dict[str, Any]:
+    """A job's file; of a slice, the reads it holds (`read_ids` lists them)."""
+    item: dict[str, Any] = {"path": f.path, "name": link_name(f.path), "size": f.size}
+    item["reads"] = f.reads
+    if f.part is not None:
+        item["slice"] = f.part.to_dict()
+    return item

@@ -81,6 +81,13 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     help="while OUTPUT has less free space (MiB), no batch is handed out and batches"
     " failing for it count no attempt [100; 0: never pause]",
 )
+@click.option(
+    "--slice-above",
+    "slice_above_mib",
+    type=click.FloatRange(0, 1e9),
+    help="a complete pod5 larger than this (MiB) goes out in slices of its reads, sized"
+    " like each engine's batch, to engines that take them [2048; 0: whole files only]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")

@@ -117,6 +117,8 @@ def render(status: dict[str, Any], manager_url: str) -> RenderableType:
     if status.get("yields"):
         parts.append(_yields(status))
     parts.append(_engines(status))
+    if status.get("sliced"):
+        parts.append(_sliced(status))
     if status.get("quarantined"):
         parts.append(_quarantine(status))
     parts.append(_events(status))
@@ -338,6 +340,26 @@ def _engines(status: dict[str, Any]) -> RenderableType:
             rate(throughput) if throughput else "-",
             f"{done:,}",
             f"{duration(e['last_seen_s'])} ago",
+        )
+    return table
+
+
+def _sliced(status: dict[str, Any]) -> Table:
+    """Large files going out in slices (--slice-above): their reads by where they are."""
+    table = Table(title="Files in slices", title_justify="left", show_edge=False)
+    for name in ("file", "generation", "slices", "reads merged", "out", "queued"):
+        table.add_column(name, justify="left" if name in ("file", "generation") else "right")
+    for s in status["sliced"]:
+        reads = s.get("reads") or 0
+        done = s.get("reads_done", 0)
+        share = f" ({100 * done / reads:.0f} %)" if reads else ""
+        table.add_row(
+            s["path"],
+            s.get("generation", ""),
+            f"{s.get('slices', 0):,}",
+            f"{done:,} / {reads:,}{share}",
+            f"{s.get('reads_out', 0):,}",
+            f"{s.get('reads_queued', 0):,}",
         )
     return table
 

@@ -12,6 +12,7 @@ Modules:
 - `queries`: `LedgerQueries`, the Ledger's reads (files, jobs, runs, yields, events).
 - `counts`: `Tally`, the in-memory file counts and running leases, undone on rollback.
 - `rows`: row types (`NewFile`, `FileRow`, `JobRow`, `Event`) and converters (`job_row`).
+- `slices`: `SliceLedger`, the slices of large files handed out in parts.
 - `schema`: the tables, their version, the migration from schema 1, connection setup.
 - `readers`: what other connections share: `run_table`, `LIVE_JOBS_SQL`, `checkpoint`.
 """
@@ -19,8 +20,9 @@ Modules:
 from bcmanager.ledger.counts import Tally
 from bcmanager.ledger.queries import LedgerQueries
 from bcmanager.ledger.readers import LIVE_JOBS_SQL, checkpoint, run_table
-from bcmanager.ledger.rows import Event, FileRow, JobRow, NewFile, file_row, job_row
+from bcmanager.ledger.rows import Event, FileRow, JobRow, NewFile, Part, file_row, job_row
 from bcmanager.ledger.schema import SCHEMA_VERSION
+from bcmanager.ledger.slices import SliceRow
 from bcmanager.ledger.store import Ledger
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "Ledger",
     "LedgerQueries",
     "NewFile",
+    "Part",
+    "SliceRow",
     "Tally",
     "checkpoint",
     "file_row",

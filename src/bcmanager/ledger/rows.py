@@ -21,6 +21,23 @@ class NewFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """A slice of a file: reads `first` to `first + count - 1` of its `of` reads, in the
+    order of its read table (`bcmanager.slicing`)."""
+
+    first: int
+    count: int
+    of: int
+
+    @property
+    def end(self) -> int:
+        return self.first + self.count
+
+    def to_dict(self) -> dict[str, int]:
+        return {"first": self.first, "count": self.count, "of": self.of}
+
+
+@dataclass(frozen=True, slots=True)
 class FileRow:
     id: int
     path: str
@@ -32,6 +49,7 @@ class FileRow:
     samples: int | None
     reason: str | None
     gen: int = 0  # the generation this row tracks the file for
+    part: Part | None = None  # a job's slice of the file; None: the whole file
 
 
 @dataclass(frozen=True, slots=True)

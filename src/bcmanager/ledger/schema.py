@@ -66,6 +66,18 @@ CREATE TABLE IF NOT EXISTS yields (
     totals TEXT NOT NULL,
     PRIMARY KEY (gen, run, barcode)
 );
+CREATE TABLE IF NOT EXISTS slices (
+    file_id INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    job_id INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    PRIMARY KEY (file_id, first)
+);
+CREATE INDEX IF NOT EXISTS slices_by_state ON slices(state);
+CREATE INDEX IF NOT EXISTS slices_by_job ON slices(job_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,

@@ -16,10 +16,11 @@ from bcmanager.ledger.counts import Tally
 from bcmanager.ledger.queries import LedgerQueries
 from bcmanager.ledger.rows import NewFile
 from bcmanager.ledger.schema import UNSETTLED, connect, create_or_migrate
+from bcmanager.ledger.slices import SliceLedger
 from bcmanager.states import FILE_TRANSITIONS, JOB_TRANSITIONS, FileState, JobState
 
 
-class Ledger(LedgerQueries):
+class Ledger(LedgerQueries, SliceLedger):
     """One SQLite ledger file. Not thread-safe: the manager serialises access."""
 
     def __init__(self, path: Path | str) -> None:

@@ -1,0 +1,172 @@
+"""Slices of large files (issue 26): whole files against slices, side by side in one run.
+
+Two shapes, each run with `--slice-above 0` (every file whole: what bcmanager did before
+slices) and with slices on, on the same code:
+
+- tail: 4 simulated engines of mixed speeds (1, 1, 0.5, 0.5) over a backlog of small
+  files followed by 3 large ones; makespan against the ideal (one start-up plus the total
+  samples over the fleet's rate);
+- live: one large file appears while 8 equal engines wait in their claims; the time from
+  its arrival to its last read merged, against the file's basecalling time over the
+  engines plus one start-up.
+
+Engines are real `bcm engine --basecaller simulated` processes that read every pod5 and
+write real BAM; the manager is a real `bcm manager`. Prints a table and writes the
+`slices` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    BACKLOG_AGE_S,
+    fmt,
+    markdown_table,
+    print_table,
+    run_backlog,
+    section_header,
+    stop_on_sigterm,
+    update_doc,
+)
+
+SECTION = "slices"
+
+
+@dataclass
+class Shape:
+    name: str
+    factors: list[float]  # engine speeds, relative
+    small: int  # small files first
+    large: int  # then large ones
+
+
+@dataclass
+class Result:
+    shape: str
+    mode: str
+    makespan_s: float
+    ideal_s: float
+    jobs: int
+
+    @property
+    def ratio(self) -> float:
+        return self.makespan_s / self.ideal_s
+
+
+def write_sources(folder: Path, shape: Shape, args: argparse.Namespace) -> list[tuple[Path, int]]:
+    """Distinct real pod5 files, small ones then large ones, as old as a backlog."""
+    import os
+
+    from bcmanager.pod5io import count_reads, write_pod5
+
+    folder.mkdir(parents=True, exist_ok=True)
+    then = time.time() - BACKLOG_AGE_S
+    plan = [args.small_reads] * shape.small + [args.large_reads] * shape.large
+    out = []
+    for i, reads in enumerate(plan):
+        path = folder / f"{shape.name}_{i:03d}.pod5"
+        write_pod5(path, n_reads=reads, samples=args.samples, seed=5000 + i)
+        os.utime(path, (then, then))
+        out.append((path, count_reads(path)[1]))
+    return out
+
+
+def run_shape(
+    work: Path, shape: Shape, sources: list[tuple[Path, int]], slice_above: str, args: argparse.Namespace
+) -> Result:
+    total = sum(s for _, s in sources)
+    fleet_rate = total / args.ideal  # samples per second of the whole fleet
+    rates = [fleet_rate * f / sum(shape.factors) for f in shape.factors]
+    engines = {
+        f"gpu{k + 1}": [
+            "--basecaller",
+            "simulated",
+            "--samples-per-s",
+            repr(rate),
+            "--startup-s",
+            repr(args.startup),
+        ]
+        for k, rate in enumerate(rates)
+    }
+    manager = ["--slice-above", slice_above, "--target-batch", repr(args.target)]
+    run = run_backlog(
+        work, sources, len(sources), engines, manager_extra=manager, batch_size=10, lease_s=60
+    )
+    mode = "whole files" if float(slice_above) == 0 else f"slices (--slice-above {slice_above})"
+    return Result(shape.name, mode, run.makespan_s, args.startup + args.ideal, len(run.jobs))
+
+
+def main() -> int:
+    stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ideal", type=float, default=30.0, help="ideal seconds of each run")
+    parser.add_argument("--startup", type=float, default=1.0, help="engine start-up, s")
+    parser.add_argument("--target", type=float, default=5.0, help="--target-batch, s")
+    parser.add_argument("--samples", type=int, default=4000, help="samples per read")
+    parser.add_argument("--small-reads", type=int, default=20)
+    parser.add_argument("--large-reads", type=int, default=200)
+    parser.add_argument("--slice-above", default="0.5", help="MiB, for the slices mode")
+    parser.add_argument("--shapes", default="tail,live")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args()
+    shapes = {
+        "tail": Shape("tail", [1, 1, 0.5, 0.5], small=6, large=3),
+        "live": Shape("live", [1] * 8, small=0, large=1),
+    }
+    chosen = [shapes[s] for s in args.shapes.split(",")]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bcm-slices-"))
+    results = []
+    for shape in chosen:
+        sources = write_sources(work / "sources" / shape.name, shape, args)
+        for slice_above in ("0", args.slice_above):
+            results.append(run_shape(work / "run", shape, sources, slice_above, args))
+            r = results[-1]
+            print(f"{r.shape} / {r.mode}: {r.makespan_s:.1f} s ({r.ratio:.3f} x ideal)", flush=True)
+    headers = ["shape", "mode", "makespan s", "ideal s", "x ideal", "jobs", "vs whole files"]
+    rows = []
+    for r in results:
+        whole = next(w for w in results if w.shape == r.shape and w.mode == "whole files")
+        rows.append(
+            [
+                r.shape,
+                r.mode,
+                fmt(r.makespan_s),
+                fmt(r.ideal_s),
+                fmt(r.ratio, 3),
+                str(r.jobs),
+                fmt(r.makespan_s / whole.makespan_s, 3),
+            ]
+        )
+    print_table("Slices of large files", headers, rows)
+    if not args.no_doc:
+        body = "\n".join(
+            [
+                section_header("Slices of large files: tail and live"),
+                "",
+                f"- shapes: tail = engines of speeds 1, 1, 0.5, 0.5, {args.small_reads}-read"
+                f" files first then 3 of {args.large_reads} reads; live = 8 equal engines"
+                f" waiting, one file of {args.large_reads} reads appears; reads of"
+                f" {args.samples} samples; start-up {args.startup:g} s; --target-batch"
+                f" {args.target:g} s; engine rates set so that an ideal split takes"
+                f" {args.ideal:g} s plus one start-up (`ideal s`)",
+                "- whole files: `--slice-above 0`, every file whole (bcmanager before slices);"
+                " slices: the same run with slicing on, side by side on the same code",
+                "",
+                markdown_table(headers, rows),
+            ]
+        )
+        update_doc(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Slices of large files in the ledger and the scheduler: every read handed out exactly
+once, whatever fails, expires or is handed back (bcmanager.slicing)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bcmanager import scheduler, slicing
+from bcmanager.ledger import FileRow, Ledger, NewFile, Part
+from bcmanager.scheduler import Policy, Speed
+from bcmanager.states import FileState, JobState
+
+MB = 1_000_000
+POLICY = Policy(lease_s=10.0, default_batch=4, max_batch=50, max_attempts=2, slice_above=100 * MB)
+FAST = Speed(startup_s=0.5, bytes_per_s=1 * MB)  # a steady batch: 60 s, 60 MB
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files(
+        [
+            NewFile("big.pod5", 300 * MB, reads=3000),
+            NewFile("small1.pod5", 10 * MB, reads=100),
+            NewFile("huge-unknown.pod5", 500 * MB),  # its read count could not be read
+            NewFile("small2.pod5", 10 * MB, reads=100),
+        ],
+        now=0.0,
+    )
+    return db
+
+
+def claim(db: Ledger, engine: str = "e1", now: float = 1.0, **kw: object) -> scheduler.Assignment:
+    kw.setdefault("slices", True)
+    kw.setdefault("speed", FAST)
+    a = scheduler.claim(db, engine, None, now, POLICY, "v1", **kw)  # type: ignore[arg-type]
+    assert a is not None
+    return a
+
+
+def covered(pieces: list[FileRow]) -> list[tuple[int, int]]:
+    return sorted((p.part.first, p.part.end) for p in pieces if p.part is not None)
+
+
+def test_a_large_file_goes_out_in_slices_sized_like_the_engines_batch(ledger: Ledger) -> None:
+    first = claim(ledger)
+    (piece,) = first.files
+    assert piece.path == "big.pod5" and piece.part is not None
+    assert (piece.part.first, piece.part.count, piece.part.of) == (0, 600, 3000)  # 60 MB
+    assert piece.size == 60 * MB and piece.reads == 600
+    assert ledger.get_file("big.pod5").state is FileState.ASSIGNED
+    second = claim(ledger, "e2")
+    assert covered(second.files) == [(600, 1200)]
+    # an engine of whole files only never gets the file being sliced, nor a slice
+    whole = scheduler.claim(ledger, "old", 5, 1.0, POLICY, "v1")
+    assert [f.path for f in whole.files] == ["small1.pod5", "huge-unknown.pod5", "small2.pod5"]
+    assert all(f.part is None for f in whole.files)
+
+
+def test_every_read_of_a_sliced_file_is_handed_out_once_and_the_file_done_at_the_last_merge(
+    ledger: Ledger,
+) -> None:
+    pieces = []
+    while True:
+        a = claim(ledger, now=2.0)
+        if a.files[0].path != "big.pod5":
+            break
+        pieces.append(a)
+    assert covered([p.files[0] for p in pieces]) == [
+        (0, 600),
+        (600, 1200),
+        (1200, 1800),
+        (1800, 2400),
+        (2400, 3000),
+    ]
+    for a in pieces[:-1]:
+        scheduler.begin_merge(ledger, a.job, {}, 3.0)
+        scheduler.finish_merge(ledger, scheduler.get_job(ledger, a.job.id), 3.0)
+        assert ledger.get_file("big.pod5").state is FileState.ASSIGNED
+    last = pieces[-1]
+    scheduler.begin_merge(ledger, last.job, {}, 4.0)
+    scheduler.finish_merge(ledger, scheduler.get_job(ledger, last.job.id), 4.0)
+    big = ledger.get_file("big.pod5")
+    assert big.state is FileState.DONE
+    assert {s.state for s in ledger.slices_of_file(big.id)} == {FileState.DONE}
+    assert ledger.file_counts()[FileState.DONE] == 1
+
+
+def test_a_failed_slice_goes_back_alone_and_out_of_attempts_quarantines_its_file(
+    ledger: Ledger,
+) -> None:
+    a = claim(ledger)
+    b = claim(ledger, "e2")
+    assert scheduler.fail(ledger, a.job, "exit 1", 2.0, POLICY) == []
+    retry = claim(ledger, "e3", now=3.0)
+    assert covered(retry.files) == [(0, 600)] and retry.files[0].attempts == 1
+    expired = scheduler.expire_overdue(ledger, 20.0, POLICY)  # b and the retry
+    poisoned = [f.path for _job, files in expired for f in files]
+    assert poisoned == ["big.pod5"]
+    big = ledger.get_file("big.pod5")
+    assert big.state is FileState.QUARANTINED and "reads 0-599 of 3000" in (big.reason or "")
+    states = {(s.first, s.state) for s in ledger.slices_of_file(big.id)}
+    assert (600, FileState.QUEUED) in states or (600, FileState.QUARANTINED) in states
+    assert not ledger.queued_slices()  # the rest of a quarantined file is not handed out
+    assert ledger.get_job(b.job.id).state is JobState.EXPIRED
+    nxt = claim(ledger, "e4", now=21.0)
+    assert nxt.files[0].path == "small1.pod5"
+
+
+def test_a_slice_handed_back_or_failed_on_a_full_disk_costs_no_attempt(ledger: Ledger) -> None:
+    a = claim(ledger)
+    scheduler.release(ledger, a.job, 2.0)
+    b = claim(ledger, now=3.0)
+    assert covered(b.files) == [(0, 600)] and b.files[0].attempts == 0
+    scheduler.fail(ledger, b.job, "no space", 4.0, POLICY, count_attempt=False)
+    c = claim(ledger, now=5.0)
+    assert covered(c.files) == [(0, 600)] and c.files[0].attempts == 0
+
+
+def test_a_file_of_unknown_reads_or_below_the_size_goes_whole(tmp_path: Path) -> None:
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile("u.pod5", 500 * MB), NewFile("s.pod5", 50 * MB, reads=9)], now=0.0)
+    a = claim(db)
+    assert [(f.path, f.part) for f in a.files] == [("u.pod5", None)]
+    b = claim(db)
+    assert [(f.path, f.part) for f in b.files] == [("s.pod5", None)]
+
+
+def test_slicing_off_hands_large_files_out_whole(ledger: Ledger) -> None:
+    a = scheduler.claim(
+        ledger, "e1", None, 1.0, Policy(max_batch=50), "v1", speed=FAST, slices=True
+    )
+    assert a is not None and a.files[0].path == "big.pod5" and a.files[0].part is None
+
+
+def test_the_last_part_of_a_file_is_never_a_sliver(ledger: Ledger) -> None:
+    pieces = [claim(ledger, f"e{i}", now=1.0).files[0] for i in range(4)]
+    # 600 x 4 taken, the last 600 reads (60 MB) go as one slice
+    last = claim(ledger, "e9", speed=Speed(1.0, 1.5 * MB)).files[0]
+    assert covered([*pieces, last]) == [
+        (0, 600),
+        (600, 1200),
+        (1200, 1800),
+        (1800, 2400),
+        (2400, 3000),
+    ]
+    # a tiny budget still gets a quarter of --slice-above (25 MB: 250 reads), and a rest
+    # smaller than that goes with it
+    assert slicing.slice_reads(last, 1.0, POLICY.slice_above) == 250
+    rest = replace(last, size=30 * MB, part=Part(2700, 300, 3000))
+    assert slicing.slice_reads(rest, 1.0, POLICY.slice_above) == 300
+
+
+def test_a_slice_is_never_mixed_with_whole_files_and_queued_slices_come_first(
+    ledger: Ledger,
+) -> None:
+    claim(ledger)
+    a = claim(ledger, speed=Speed(1.0, 100 * MB))  # a huge budget: still one slice
+    assert len(a.files) == 1 and a.files[0].path == "big.pod5"
+    assert covered(a.files) == [(600, 3000)]
