@@ -779,7 +779,15 @@ def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTi
         blog = output / f"LOGOUTPUT_{job_id}_{engine}" / "basecaller.log"
         end = blog.stat().st_mtime if blog.exists() else None
         jobs.append(
-            JobTimes(job_id, engine, sizes[job_id], starts[job_id], reported, end, created[job_id])
+            JobTimes(
+                job_id,
+                engine,
+                sizes.get(job_id, 1),  # a slice's job moves no file: part of one
+                starts[job_id],
+                reported,
+                end,
+                created[job_id],
+            )
         )
     return jobs
 

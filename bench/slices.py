@@ -24,9 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import (  # noqa: E402
+from _common import (
     BACKLOG_AGE_S,
     fmt,
     markdown_table,
@@ -46,6 +44,8 @@ class Shape:
     factors: list[float]  # engine speeds, relative
     small: int  # small files first
     large: int  # then large ones
+    ideal_s: float  # seconds an ideal split takes (one start-up more)
+    what: str
 
 
 @dataclass
@@ -80,10 +80,14 @@ def write_sources(folder: Path, shape: Shape, args: argparse.Namespace) -> list[
 
 
 def run_shape(
-    work: Path, shape: Shape, sources: list[tuple[Path, int]], slice_above: str, args: argparse.Namespace
+    work: Path,
+    shape: Shape,
+    sources: list[tuple[Path, int]],
+    slice_above: str,
+    args: argparse.Namespace,
 ) -> Result:
     total = sum(s for _, s in sources)
-    fleet_rate = total / args.ideal  # samples per second of the whole fleet
+    fleet_rate = total / shape.ideal_s  # samples per second of the whole fleet
     rates = [fleet_rate * f / sum(shape.factors) for f in shape.factors]
     engines = {
         f"gpu{k + 1}": [
@@ -101,26 +105,48 @@ def run_shape(
         work, sources, len(sources), engines, manager_extra=manager, batch_size=10, lease_s=60
     )
     mode = "whole files" if float(slice_above) == 0 else f"slices (--slice-above {slice_above})"
-    return Result(shape.name, mode, run.makespan_s, args.startup + args.ideal, len(run.jobs))
+    return Result(shape.name, mode, run.makespan_s, args.startup + shape.ideal_s, len(run.jobs))
 
 
 def main() -> int:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ideal", type=float, default=30.0, help="ideal seconds of each run")
+    parser.add_argument("--ideal", type=float, default=60.0, help="ideal seconds of a tail run")
     parser.add_argument("--startup", type=float, default=1.0, help="engine start-up, s")
     parser.add_argument("--target", type=float, default=5.0, help="--target-batch, s")
     parser.add_argument("--samples", type=int, default=4000, help="samples per read")
     parser.add_argument("--small-reads", type=int, default=20)
     parser.add_argument("--large-reads", type=int, default=200)
     parser.add_argument("--slice-above", default="0.5", help="MiB, for the slices mode")
-    parser.add_argument("--shapes", default="tail,live")
+    parser.add_argument("--shapes", default="tail,live-cold,live-warm")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     shapes = {
-        "tail": Shape("tail", [1, 1, 0.5, 0.5], small=6, large=3),
-        "live": Shape("live", [1] * 8, small=0, large=1),
+        "tail": Shape(
+            "tail",
+            [1, 1, 0.5, 0.5],
+            small=6,
+            large=3,
+            ideal_s=args.ideal,
+            what="4 engines of speeds 1, 1, 0.5, 0.5; 6 small files, then 3 large ones",
+        ),
+        "live-cold": Shape(
+            "live-cold",
+            [1] * 8,
+            small=0,
+            large=1,
+            ideal_s=args.ideal / 4,
+            what="8 equal engines waiting, never measured; one large file appears",
+        ),
+        "live-warm": Shape(
+            "live-warm",
+            [1] * 8,
+            small=16,
+            large=1,
+            ideal_s=args.ideal / 2,
+            what="8 equal engines; 16 small files (the engines get measured), then one large file",
+        ),
     }
     chosen = [shapes[s] for s in args.shapes.split(",")]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bcm-slices-"))
@@ -152,12 +178,11 @@ def main() -> int:
             [
                 section_header("Slices of large files: tail and live"),
                 "",
-                f"- shapes: tail = engines of speeds 1, 1, 0.5, 0.5, {args.small_reads}-read"
-                f" files first then 3 of {args.large_reads} reads; live = 8 equal engines"
-                f" waiting, one file of {args.large_reads} reads appears; reads of"
+                *[f"- {s.name}: {s.what}" for s in chosen],
+                f"- small files: {args.small_reads} reads, large: {args.large_reads} reads, of"
                 f" {args.samples} samples; start-up {args.startup:g} s; --target-batch"
-                f" {args.target:g} s; engine rates set so that an ideal split takes"
-                f" {args.ideal:g} s plus one start-up (`ideal s`)",
+                f" {args.target:g} s; engine rates set so that an ideal split takes the"
+                " `ideal s` (one start-up included)",
                 "- whole files: `--slice-above 0`, every file whole (bcmanager before slices);"
                 " slices: the same run with slicing on, side by side on the same code",
                 "",

@@ -93,6 +93,10 @@ class FileReport:
     missing: int = 0
     duplicated: int = 0
     missing_ids: list[str] = field(default_factory=list)  # at most `max_listed`
+    # the missing reads' places in the file's read table, as [first, last] ranges (at most
+    # `max_listed`): the order slices of a large file count in (`--slice-above`), so a
+    # range names the slice whose reads never came
+    missing_ranges: list[list[int]] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
     quarantined: str | None = None  # the reason, when the file is in quarantined.tsv
     error: str | None = None  # could not be read
@@ -653,6 +657,9 @@ def _compare(
             entry = file_report(pod5_rel[int(owner)])
             setattr(entry, attr, len(hit))
             getattr(entry, f"{attr}_ids").extend(as_uuid(r) for r in in_ids[hit[:limit]])
+            if attr == "missing":
+                first_row = int(np.searchsorted(in_owner, owner, side="left"))
+                entry.missing_ranges = _ranges(np.sort(hit) - first_row, limit)
     for idx, rel in enumerate(pod5_rel):
         if rel in by_file and not by_file[rel].reads and idx < len(reads_per_file):
             by_file[rel].reads = int(reads_per_file[idx])
@@ -779,6 +786,16 @@ def _check_summary(
     check.records_without_row = int(without.sum())
     check.records_without_row_ids = [as_uuid(r) for r in rec_ids[without][:limit]]
     return check
+
+
+def _ranges(positions: np.ndarray, limit: int) -> list[list[int]]:
+    """Sorted positions as [first, last] runs of consecutive ones; at most `limit` runs."""
+    if not len(positions):
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    starts = np.r_[positions[0], positions[breaks + 1]]
+    ends = np.r_[positions[breaks], positions[-1]]
+    return [[int(a), int(b)] for a, b in zip(starts[:limit], ends[:limit], strict=True)]
 
 
 def _groups(

@@ -156,6 +156,9 @@ def _print_report(report: VerifyReport, out: Console) -> None:
                 notes.append(f"quarantined: {entry.quarantined}")
             if entry.error:
                 notes.append(f"unreadable: {entry.error}")
+            if entry.missing_ranges and len(entry.missing_ranges) <= 3:
+                places = ", ".join(f"{a}-{b}" for a, b in entry.missing_ranges)
+                notes.append(f"reads {places} of {entry.reads}")  # read order, as slices
             if entry.missing_ids:
                 notes.append("missing e.g. " + entry.missing_ids[0])
             elif entry.duplicated_ids:
