@@ -18,6 +18,7 @@ write real BAM; the manager is a real `bcm manager`. Prints a table and writes t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 from _common import (
     BACKLOG_AGE_S,
     fmt,
+    http_get_json,
     markdown_table,
     print_table,
     run_backlog,
@@ -44,8 +46,9 @@ class Shape:
     factors: list[float]  # engine speeds, relative
     small: int  # small files first
     large: int  # then large ones
-    ideal_s: float  # seconds an ideal split takes (one start-up more)
+    ideal_s: float  # seconds an ideal split of the timed files takes (one start-up more)
     what: str
+    late: bool = False  # the large files arrive once the small ones are basecalled
 
 
 @dataclass
@@ -63,8 +66,6 @@ class Result:
 
 def write_sources(folder: Path, shape: Shape, args: argparse.Namespace) -> list[tuple[Path, int]]:
     """Distinct real pod5 files, small ones then large ones, as old as a backlog."""
-    import os
-
     from bcmanager.pod5io import count_reads, write_pod5
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,8 +87,12 @@ def run_shape(
     slice_above: str,
     args: argparse.Namespace,
 ) -> Result:
-    total = sum(s for _, s in sources)
-    fleet_rate = total / shape.ideal_s  # samples per second of the whole fleet
+    """One run. A `late` shape basecalls its small files first (the engines get measured),
+    then its large file appears while every engine waits: timed from its arrival to its
+    last read merged."""
+    backlog = sources[: -shape.large] if shape.late else sources
+    timed = sources[-shape.large :] if shape.late else sources
+    fleet_rate = sum(s for _, s in timed) / shape.ideal_s  # samples per second, whole fleet
     rates = [fleet_rate * f / sum(shape.factors) for f in shape.factors]
     engines = {
         f"gpu{k + 1}": [
@@ -101,11 +106,34 @@ def run_shape(
         for k, rate in enumerate(rates)
     }
     manager = ["--slice-above", slice_above, "--target-batch", repr(args.target)]
+    late: dict[str, float] = {}
+
+    def arrive_late(port: int) -> None:
+        start = time.time()
+        for k, (path, _samples) in enumerate(timed):
+            os.link(path, work / "input" / "run1" / f"late_{k}.pod5")  # whole at once
+        want = len(backlog) + len(timed)
+        while ((http_get_json("/v1/status", port, 10) or {}).get("files") or {}).get(
+            "done"
+        ) != want:
+            if time.time() - start > 900:
+                raise RuntimeError("the late file(s) were not basecalled in 900 s")
+            time.sleep(0.1)
+        late["s"] = time.time() - start
+
     run = run_backlog(
-        work, sources, len(sources), engines, manager_extra=manager, batch_size=10, lease_s=60
+        work,
+        backlog,
+        len(backlog),
+        engines,
+        manager_extra=manager,
+        batch_size=10,
+        lease_s=60,
+        before_stop=arrive_late if shape.late else None,
     )
     mode = "whole files" if float(slice_above) == 0 else f"slices (--slice-above {slice_above})"
-    return Result(shape.name, mode, run.makespan_s, args.startup + shape.ideal_s, len(run.jobs))
+    makespan = late["s"] if shape.late else run.makespan_s
+    return Result(shape.name, mode, makespan, args.startup + shape.ideal_s, len(run.jobs))
 
 
 def main() -> int:
@@ -144,8 +172,10 @@ def main() -> int:
             [1] * 8,
             small=16,
             large=1,
-            ideal_s=args.ideal / 2,
-            what="8 equal engines; 16 small files (the engines get measured), then one large file",
+            ideal_s=args.ideal / 4,
+            what="8 equal engines basecall 16 small files (and so get measured); when all"
+            " wait, one large file appears: timed from its arrival to its last read merged",
+            late=True,
         ),
     }
     chosen = [shapes[s] for s in args.shapes.split(",")]
