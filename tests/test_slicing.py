@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bcmanager import scheduler, slicing
+from bcmanager.generations import implicit, make
 from bcmanager.ledger import FileRow, Ledger, NewFile, Part
 from bcmanager.scheduler import Policy, Speed
 from bcmanager.states import FileState, JobState
@@ -159,3 +160,25 @@ def test_a_slice_is_never_mixed_with_whole_files_and_queued_slices_come_first(
     a = claim(ledger, speed=Speed(1.0, 100 * MB))  # a huge budget: still one slice
     assert len(a.files) == 1 and a.files[0].path == "big.pod5"
     assert covered(a.files) == [(600, 3000)]
+
+
+def test_a_backfill_generation_slices_its_large_files_as_the_live_one(ledger: Ledger) -> None:
+    ledger.add_generation(implicit(), 0.0)
+    sup = ledger.add_generation(make("sup", "dna_r10.4.1_e8.2_400bps_sup@v5.0.0"), 0.5)
+    live = claim(ledger, gens=[0])
+    assert live.files[0].gen == 0 and covered(live.files) == [(0, 600)]
+    later = claim(ledger, gens=[sup.id])
+    assert later.files[0].gen == sup.id and later.files[0].path == "big.pod5"
+    assert covered(later.files) == [(0, 600)]  # its own slices, from its own first read
+    assert ledger.get_file("big.pod5", sup.id).reads == 3000
+
+
+def test_slices_begun_go_on_after_a_restart_with_slicing_off(ledger: Ledger) -> None:
+    first = claim(ledger)
+    scheduler.release(ledger, first.job, 2.0)
+    off = Policy(lease_s=10.0, default_batch=4, max_batch=50, slice_above=0)
+    again = scheduler.claim(ledger, "e1", None, 3.0, off, "v1", speed=FAST, slices=True)
+    assert again is not None and again.files[0].path == "big.pod5"
+    assert again.files[0].part is not None  # never the whole file: part of it is out
+    old = scheduler.claim(ledger, "old", 4, 3.0, off, "v1", speed=FAST)
+    assert "big.pod5" not in [f.path for f in old.files]

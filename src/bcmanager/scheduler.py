@@ -390,7 +390,7 @@ def claim(
     the generations the engine can basecall (None: all), the earliest with files queued
     first. `slices`: the engine takes a slice of a file (`bcmanager.slicing`)."""
     batch_size(requested, policy)  # a request over the maximum is refused, queue or not
-    slices = slices and policy.slice_above > 0 and api != "legacy"
+    slices = slices and api != "legacy"  # slices begun go on even with slicing now off
     queued = ledger.queued_count(gens)
     pieces = slices and ledger.has_queued_slices()
     if queued == 0 and not pieces:

@@ -118,8 +118,9 @@ class Ledger(LedgerQueries, SliceLedger):
     def _queue_known_files_for(self, gen: int, now: float) -> None:
         before = self._db.total_changes
         self._db.execute(
-            "INSERT OR IGNORE INTO files(path, size, state, run, mtime, discovered_at, gen)"
-            " SELECT path, size, ?, run, mtime, ?, ? FROM files WHERE gen = 0",
+            "INSERT OR IGNORE INTO files(path, size, state, run, mtime, discovered_at, gen, reads,"
+            " samples) SELECT path, size, ?, run, mtime, ?, ?, reads, samples FROM files"
+            " WHERE gen = 0",
             (FileState.QUEUED.value, now, gen),
         )
         added = self._db.total_changes - before
