@@ -158,6 +158,8 @@ class GenerationData:
     quarantined: list[tuple[str, str | None, int]]
     fastq: FastqStats
     yields: list[Yield]
+    # large files handed out in slices: (files, slices, files not done yet)
+    sliced: tuple[int, int, int] = (0, 0, 0)
     verify: VerifyReport | None = None
     verify_error: str | None = None
 
@@ -328,6 +330,7 @@ def _generation_data(
         reader.quarantined(gen.id),
         scan_reads(output_read_files(output / gen.output_root), max_reads),
         [Yield.from_dict(y) for y in yields if y["gen"] == gen.id],
+        reader.slice_totals(gen.id),
     )
 
 
@@ -651,8 +654,18 @@ def summary_rows(gen: GenerationData) -> list[list[Any]]:
             f" ({jobs.get('late', 0):,} reported late), {jobs.get('released', 0):,} handed back",
         ],
         ["quarantines", f"{s['files_quarantined']:,}"],
+        *_sliced_row(gen.sliced),
         ["exactly once", verdict],
     ]
+
+
+def _sliced_row(sliced: tuple[int, int, int]) -> list[list[Any]]:
+    """Large files handed out in slices (`--slice-above`), when there were any."""
+    files, pieces, going = sliced
+    if not files:
+        return []
+    text = f"{files:,} large file(s) basecalled in {pieces:,} slices"
+    return [["slices", text + (f"; {going:,} still going out" if going else "")]]
 
 
 def engine_rows(data: ReportData) -> list[list[Any]]:

@@ -162,6 +162,7 @@ class LedgerReader:
         self._has_runs = "runs" in tables
         self._has_generations = "generations" in tables
         self._has_gen = "gen" in file_cols  # schema 2; before it every row is generation 0
+        self._has_slices = "slices" in tables  # large files handed out in slices
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -344,6 +345,19 @@ class LedgerReader:
         )
         first, last = rows[0]
         return None if first is None else (first, last)
+
+    def slice_totals(self, gen: int | None) -> tuple[int, int, int]:
+        """(files that went out in slices, their slices, those files not done yet)."""
+        if not self._has_slices:
+            return 0, 0, 0
+        where, args = self._of(gen, "f.")
+        (files, pieces, going), *_ = self._rows(
+            "SELECT count(DISTINCT f.id), count(*),"
+            " count(DISTINCT CASE WHEN f.state = 'assigned' THEN f.id END)"
+            f" FROM slices s JOIN files f ON f.id = s.file_id WHERE {where}",
+            args,
+        )
+        return int(files), int(pieces), int(going)
 
     def job_counts(self, gen: int | None) -> dict[str, int]:
         where, args = self._of(gen)

@@ -79,6 +79,16 @@ def test_large_files_go_out_in_slices_to_several_engines_and_a_kill9_mid_merge_l
     assert any(len(e) >= 2 for e in engines_per_file.values()), engines_per_file
     assert_exactly_once(run, out)
     assert_run_complete(inp, out)  # pysam reads every BAM to its end; `bcm verify` passes
+    pieces = sum(len(ranges) for ranges in merged.values())
+    report = out.parent / "report.html"
+    made = subprocess.run(
+        [sys.executable, "-m", "bcmanager.cli", "report", "--output", str(out), "-o", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    assert f"3 large file(s) basecalled in {pieces} slices" in report.read_text()
 
 
 def test_a_ledger_lost_mid_slicing_is_rebuilt_and_the_rest_of_the_file_sliced_again(
