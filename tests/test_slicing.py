@@ -182,3 +182,23 @@ def test_slices_begun_go_on_after_a_restart_with_slicing_off(ledger: Ledger) -> 
     assert again.files[0].part is not None  # never the whole file: part of it is out
     old = scheduler.claim(ledger, "old", 4, 3.0, off, "v1", speed=FAST)
     assert "big.pod5" not in [f.path for f in old.files]
+
+
+def test_engines_not_measured_cut_a_file_into_a_multiple_of_the_fleet_not_one_more() -> None:
+    """Eight idle engines never measured: probes are small, the least slice binds (a
+    quarter of --slice-above), and the file holds nine such slices; it is cut in eight
+    equal ones instead, so no engine gets a second round alone."""
+    piece = FileRow(1, "big.pod5", 240 * MB, FileState.QUEUED, 0, None, 240, None, None)
+    piece = replace(piece, part=Part(0, 240, 240))
+    least = POLICY.slice_above * slicing.MIN_SLICE_SHARE  # 25 MB: 25 reads
+    assert slicing.slice_reads(piece, 1 * MB, POLICY.slice_above, engines=1) == 27  # 9 even
+    assert slicing.slice_reads(piece, 1 * MB, POLICY.slice_above, engines=8) == 30
+    taken, left = [], piece
+    while left.part.count:
+        n = slicing.slice_reads(left, 1 * MB, POLICY.slice_above, engines=8)
+        taken.append(n)
+        rest = Part(left.part.first + n, left.part.count - n, 240)
+        left = replace(left, size=rest.count * MB, part=rest)
+    assert taken == [30] * 8 and least == 25 * MB
+    # a measured engine's budget above the least is not evened out
+    assert slicing.slice_reads(piece, 40 * MB, POLICY.slice_above, engines=8) == 40

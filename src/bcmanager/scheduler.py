@@ -412,7 +412,8 @@ def claim(
         if slices and candidates and slicing.sliceable(candidates[0], policy.slice_above):
             piece = slicing.start(ledger, candidates[0], now)
         if piece is not None:
-            return _claim_slice(ledger, engine, piece, limit, now, policy, api)
+            engines = len(fleet) if fleet is not None else 1
+            return _claim_slice(ledger, engine, piece, limit, now, policy, api, engines)
         if slices:  # a large file further on waits to be sliced when it comes first
             candidates = [f for f in candidates if not slicing.sliceable(f, policy.slice_above)]
         files = take_bytes(isolate_retries(candidates), limit.bytes, limit.least)
@@ -437,13 +438,14 @@ def _claim_slice(
     now: float,
     policy: Policy,
     api: str,
+    engines: int = 1,
 ) -> Assignment:
     """A job of one slice: as many reads of a queued slice as the engine's batch holds
-    (a slice that failed before goes out as it was)."""
+    (a slice that failed before goes out as it was); `engines`: the fleet's size."""
     assert piece.part is not None
     count = piece.part.count
     if not piece.attempts:
-        count = slicing.slice_reads(piece, limit.bytes, policy.slice_above)
+        count = slicing.slice_reads(piece, limit.bytes, policy.slice_above, engines)
     job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, 1, now, gen=piece.gen)
     taken = ledger.take_slice(piece, piece.part.first, count, job_id, now)
     job = ledger.get_job(job_id)

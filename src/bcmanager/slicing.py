@@ -31,18 +31,34 @@ def sliceable(file: FileRow, slice_above: float) -> bool:
     return 0 < slice_above < file.size and (file.reads or 0) >= 2
 
 
-def slice_reads(piece: FileRow, budget: float | None, slice_above: float) -> int:
+def slice_reads(piece: FileRow, budget: float | None, slice_above: float, engines: int = 1) -> int:
     """How many reads of a queued slice to hand out for a budget of bytes: at least a
-    MIN_SLICE_SHARE of `slice_above`'s worth, and all of it rather than leave less."""
+    MIN_SLICE_SHARE of `slice_above`'s worth, and all of it rather than leave less.
+
+    Where that least binds (engines not measured yet get small probes), the file is
+    cut into a number of equal slices that is a multiple of the fleet's `engines`
+    (counted on the whole file, so every claim cuts alike): 8 idle engines get 8 slices
+    of a file, not 9 with the ninth left for whoever ends first."""
     part = piece.part
     assert part is not None
     per_read = piece.size / part.count if piece.size else 1.0
     least = slice_above * MIN_SLICE_SHARE
-    want = max(budget if budget is not None else piece.size, least)
+    want = budget if budget is not None else piece.size
+    if want < least:
+        want = _even_share(part.of, math.ceil(least / per_read), engines) * per_read
     count = min(part.count, max(1, math.ceil(want / per_read)))
     if (part.count - count) * per_read < least:
         return part.count
     return count
+
+
+def _even_share(reads: int, least: int, engines: int) -> int:
+    """Reads per slice when a file of `reads` is cut into as many slices of at least
+    `least` reads as it holds, rounded down to a multiple of `engines`."""
+    pieces = max(1, reads // max(1, least))
+    if engines > 1 and pieces >= engines:
+        pieces -= pieces % engines
+    return math.ceil(reads / pieces)
 
 
 def next_slice(
