@@ -250,7 +250,7 @@ class Manager:
         """Files waiting for an engine (of the live generation only for engines that run
         their own model)."""
         with self.lock:
-            slices = len(self.db.queued_slices(None if any_model else [0]))
+            slices = self.db.queued_slice_count(None if any_model else [0])
             return self.db.queued_count(None if any_model else [0]) + slices
 
     # -- generations ------------------------------------------------------------------

@@ -91,6 +91,16 @@ class SliceLedger:
         ).fetchone()
         return row is not None
 
+    def queued_slice_count(self, gens: Iterable[int] | None = None) -> int:
+        """How many slices `queued_slices` would list, without reading them."""
+        where, args = _in_gens(gens)
+        row = self._db.execute(
+            "SELECT count(*) FROM slices s JOIN files f ON f.id = s.file_id"
+            f" WHERE s.state = ? AND f.state = ?{where}",
+            (FileState.QUEUED.value, FileState.ASSIGNED.value, *args),
+        ).fetchone()
+        return int(row[0])
+
     def queued_slices(self, gens: Iterable[int] | None = None) -> list[FileRow]:
         """The queued slices of files still being sliced, oldest file first (generation,
         then discovery order), then in read order."""
