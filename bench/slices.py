@@ -18,6 +18,7 @@ write real BAM; the manager is a real `bcm manager`. Prints a table and writes t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from _common import (
     BACKLOG_AGE_S,
+    BacklogRun,
+    JobTimes,
     fmt,
     http_get_json,
     markdown_table,
@@ -132,8 +135,32 @@ def run_shape(
         before_stop=arrive_late if shape.late else None,
     )
     mode = "whole files" if float(slice_above) == 0 else f"slices (--slice-above {slice_above})"
+    if args.trace:
+        print_trace(work / "output", run)
     makespan = late["s"] if shape.late else run.makespan_s
     return Result(shape.name, mode, makespan, args.startup + shape.ideal_s, len(run.jobs))
+
+
+def job_reads(output: Path, job: JobTimes) -> int:
+    """Reads a finished job basecalled, from its merge manifest."""
+    manifest = json.loads(
+        (output / f"LOGOUTPUT_{job.job_id}_{job.engine}" / "bcmanager-manifest.json").read_text()
+    )
+    return sum(
+        (i["slice"]["count"] if i.get("slice") else i.get("reads") or 0)
+        for i in manifest.get("inputs", [])
+    )
+
+
+def print_trace(output: Path, run: BacklogRun) -> None:
+    """Each job of a run: engine, reads, and its times in seconds after t0."""
+    print(f"{'job':>4} {'engine':>6} {'reads':>5} {'claimed':>8} {'started':>8} {'merged':>8}")
+    for j in sorted(run.jobs, key=lambda j: (j.engine, j.start)):
+        created = (j.created or j.start) - run.t0
+        print(
+            f"{j.job_id:>4} {j.engine:>6} {job_reads(output, j):>5} {created:8.1f}"
+            f" {j.start - run.t0:8.1f} {j.done - run.t0:8.1f}"
+        )
 
 
 def main() -> int:
@@ -149,6 +176,7 @@ def main() -> int:
     parser.add_argument("--shapes", default="tail,live-cold,live-warm")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--trace", action="store_true", help="print each run's jobs")
     args = parser.parse_args()
     shapes = {
         "tail": Shape(

@@ -190,6 +190,9 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
         {**good, "basecall_s": "soon"},
         {**good, "startup_s": 1e12},
         {**good, "files": 3},
+        {**good, "reads_done": 3},  # a read count comes whole or not at all
+        {**good, "reads_total": 10},
+        {**good, "reads_done": 3, "reads_total": 0},
         [1, 2],
     ):
         r = m.post(beat, {"token": job["token"], "progress": bad})
@@ -200,6 +203,10 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
     assert m.post(beat, {"token": job["token"], "progress": good}).status_code == 200
     (engine,) = m.status()["engines"]
     assert {k: engine["progress"][k] for k in good} == good
+    counted = {**good, "reads_done": 3, "reads_total": 10}
+    assert m.post(beat, {"token": job["token"], "progress": counted}).status_code == 200
+    (engine,) = m.status()["engines"]
+    assert {k: engine["progress"][k] for k in counted} == counted
     assert m.post(beat, {"token": job["token"]}).status_code == 200  # progress is optional
     done = f"/v1/jobs/{job['job_id']}/complete"
     assert m.post(done, {"token": job["token"], "outcome": "released"}).status_code == 200
@@ -545,3 +552,23 @@ def test_an_engine_may_say_it_takes_slices(run_dirs, start_manager) -> None:
     assert m.status()["files"]["queued"] == 1
     job = m.post("/v1/claim", {"engine_id": "e1", "slices": True}).json()["job"]
     assert [f["name"] for f in job["files"]] and not job.get("read_ids")
+
+
+def test_an_engine_not_measured_yet_is_asked_for_its_progress_often(
+    run_dirs, start_manager
+) -> None:
+    """Its first batch's progress sizes the others' next batches: heartbeats every 2 s,
+    not at a third of the lease; once its speed is known, a third of the lease."""
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = start_manager(inp, out, "--lease", "60")
+    wait_for_files(m, 2)
+    first = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}).json()["job"]
+    assert first["heartbeat_s"] == 2.0 and first["lease_s"] == 60.0
+    timing = {"startup_s": 0.0, "basecall_s": 0.002, "output_bytes": 4096}
+    beat = {"token": first["token"], "progress": timing, "basecalled": True}
+    assert m.post(f"/v1/jobs/{first['job_id']}/heartbeat", beat).status_code == 200
+    done = {"token": first["token"], "outcome": "done"}
+    assert m.post(f"/v1/jobs/{first['job_id']}/complete", done).status_code == 200
+    second = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}).json()["job"]
+    assert second["heartbeat_s"] == 20.0

@@ -158,8 +158,8 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
     run_dirs, start_manager, start_engine
 ) -> None:
     """Mid-batch the manager knows how far the engine is (its basecaller's start-up, how
-    long it has basecalled, the output written so far, growing): what sizes other engines'
-    batches before this one ends."""
+    long it has basecalled, the output written so far, growing, and the reads filed of the
+    batch's): what sizes other engines' batches before this one ends."""
     inp, out = run_dirs
     run = make_run(inp, 8, reads=10, samples=2000)
     m = start_manager(inp, out, "--batch-size", "8", "--lease", "1.5")  # heartbeats: 0.5 s
@@ -177,10 +177,15 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
         if p is not None and (not said or p["basecall_s"] > said[-1]["basecall_s"]):
             said.append(p)
         sizes = [q["output_bytes"] for q in said if q["output_bytes"] > 0]
-        return len(sizes) >= 2 and sizes[0] < sizes[-1]
+        counted = [q["reads_done"] for q in said if q["reads_done"]]
+        return len(sizes) >= 2 and sizes[0] < sizes[-1] and len(counted) >= 1
 
     wait_until(output_grew, timeout=30, what="two heartbeats with growing output")
     assert all(0.2 <= p["startup_s"] <= 1.5 for p in said), said
+    # the reads it has filed, of the 80 its 8 files hold (read from them by the engine)
+    assert {p["reads_total"] for p in said if p["reads_done"]} == {80}, said
+    counted = [p["reads_done"] for p in said if p["reads_done"]]
+    assert counted == sorted(counted) and 0 < counted[-1] <= 80, said
     assert [p["basecall_s"] for p in said] == sorted(p["basecall_s"] for p in said), said
     assert e.wait(timeout=60) == 0, e.log.read_text()
     assert_exactly_once(run, out)

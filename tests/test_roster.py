@@ -53,3 +53,32 @@ def test_a_large_fleets_speeds_are_summed_again_less_often() -> None:
     assert roster.fleet(t) is large
     t += 1.6
     assert roster.fleet(t) is not large
+
+
+def test_an_engine_not_measured_yet_reports_its_progress_often_and_a_crowd_less_so() -> None:
+    """Its progress measures it before its first batch ends (a probe of 15 s would end
+    before a heartbeat at a third of a 60 s lease); once measured, a third of the lease.
+    Thousands of engines at their first batches together send about 500 heartbeats a second."""
+    roster = Roster(horizon_s=60.0)
+    roster.seen("gpu1", 0.0)
+    assert roster.heartbeat_s("gpu1", 0, lease_s=60.0) == 2.0
+    assert roster.heartbeat_s("gpu1", 0, lease_s=3.0) == 1.0  # never above a third of the lease
+    roster["gpu1"].record_batch(10_000_000, 11.0, Timing(startup_s=1.0, basecall_s=10.0))
+    assert roster.heartbeat_s("gpu1", 0, lease_s=60.0) == 20.0
+    assert roster.heartbeat_s("gpu1", 1, lease_s=60.0) == 2.0  # another model: not measured
+    for k in range(2, 5_001):
+        roster.seen(f"gpu{k}", 0.0)
+    assert roster.heartbeat_s("gpu2", 0, lease_s=60.0) == 10.0
+
+
+def test_an_engines_rate_mid_batch_is_its_reads_since_its_first_counted_heartbeat() -> None:
+    roster = Roster(horizon_s=60.0)
+    seen = roster.seen("gpu1", 0.0)
+    roster.claimed(seen, job_id=1, job_bytes=60_000_000, now=0.0)
+    seen.heard(Timing(1.0, 0.5, 10, reads_done=0, reads_total=100), 2.0)  # nothing filed yet
+    seen.heard(Timing(1.0, 3.0, 10, reads_done=25, reads_total=100), 4.0)
+    seen.heard(Timing(1.0, 9.0, 10, reads_done=55, reads_total=100), 10.0)
+    speed = seen.fleet_speed(10.0)
+    assert speed.bytes_per_s == pytest.approx(60e6 * 0.30 / 6.0)  # not 0.55 in 9 s
+    roster.claimed(seen, job_id=2, job_bytes=60_000_000, now=12.0)  # a new batch: anew
+    assert seen.first_share is None and seen.progress is None

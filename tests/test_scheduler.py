@@ -462,3 +462,18 @@ def test_a_part_sized_beside_a_guessed_engine_is_cut_until_the_guess_is_measured
     )
     again = fleet.with_engine("new", Speed(1.0, 3e6), now=1.0)
     assert not again.guessed  # its speed measured: no longer a guess
+
+
+def test_progress_by_reads_needs_no_output_ratio_and_counts_from_the_first_heartbeat() -> None:
+    """The share of its batch's reads an engine has filed gives its rate before any batch
+    has ended (no output ratio needed, none of a small batch's headers in it); counted
+    between its first heartbeat that said so and now, the reads done before its first
+    output (its basecalling time starts there) do not make it seem faster."""
+    alone = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5)
+    assert alone is not None and alone.bytes_per_s == pytest.approx(3e6)
+    assert alone.busy_s == pytest.approx(10.0)
+    since = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5, first=(0.25, 4.0))
+    assert since is not None and since.bytes_per_s == pytest.approx(2.5e6)
+    assert since.busy_s == pytest.approx(12.0)
+    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=0.1) is None
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.0) is None

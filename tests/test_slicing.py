@@ -15,6 +15,7 @@ from bcmanager.states import FileState, JobState
 MB = 1_000_000
 POLICY = Policy(lease_s=10.0, default_batch=4, max_batch=50, max_attempts=2, slice_above=100 * MB)
 FAST = Speed(startup_s=0.5, bytes_per_s=1 * MB)  # a steady batch: 60 s, 60 MB
+PROBE_LEAST = POLICY.slice_above * slicing.MIN_SLICE_SHARE  # an unmeasured engine's least slice
 
 
 @pytest.fixture
@@ -148,9 +149,13 @@ def test_the_last_part_of_a_file_is_never_a_sliver(ledger: Ledger) -> None:
     ]
     # a tiny budget still gets a quarter of --slice-above (25 MB: 250 reads), and a rest
     # smaller than that goes with it
-    assert slicing.slice_reads(last, 1.0, POLICY.slice_above) == 250
+    assert slicing.slice_reads(last, 1.0, PROBE_LEAST) == 250
     rest = replace(last, size=30 * MB, part=Part(2700, 300, 3000))
-    assert slicing.slice_reads(rest, 1.0, POLICY.slice_above) == 300
+    assert slicing.slice_reads(rest, 1.0, PROBE_LEAST) == 300
+    # a budget that would leave a sliver: all of the slice, or all but the least slice,
+    # whichever is nearer (taken whole past its budget, a tail part would end last)
+    assert slicing.slice_reads(last, 40 * MB, PROBE_LEAST) == 350
+    assert slicing.slice_reads(last, 55 * MB, PROBE_LEAST) == 600
 
 
 def test_a_slice_is_never_mixed_with_whole_files_and_queued_slices_come_first(
@@ -191,14 +196,50 @@ def test_engines_not_measured_cut_a_file_into_a_multiple_of_the_fleet_not_one_mo
     piece = FileRow(1, "big.pod5", 240 * MB, FileState.QUEUED, 0, None, 240, None, None)
     piece = replace(piece, part=Part(0, 240, 240))
     least = POLICY.slice_above * slicing.MIN_SLICE_SHARE  # 25 MB: 25 reads
-    assert slicing.slice_reads(piece, 1 * MB, POLICY.slice_above, engines=1) == 27  # 9 even
-    assert slicing.slice_reads(piece, 1 * MB, POLICY.slice_above, engines=8) == 30
+    assert slicing.slice_reads(piece, 1 * MB, PROBE_LEAST, engines=1) == 27  # 9 even
+    assert slicing.slice_reads(piece, 1 * MB, PROBE_LEAST, engines=8) == 30
     taken, left = [], piece
     while left.part.count:
-        n = slicing.slice_reads(left, 1 * MB, POLICY.slice_above, engines=8)
+        n = slicing.slice_reads(left, 1 * MB, PROBE_LEAST, engines=8)
         taken.append(n)
         rest = Part(left.part.first + n, left.part.count - n, 240)
         left = replace(left, size=rest.count * MB, part=rest)
     assert taken == [30] * 8 and least == 25 * MB
     # a measured engine's budget above the least is not evened out
-    assert slicing.slice_reads(piece, 40 * MB, POLICY.slice_above, engines=8) == 40
+    assert slicing.slice_reads(piece, 40 * MB, PROBE_LEAST, engines=8) == 40
+
+
+def test_a_slow_engine_gets_its_tail_part_of_a_files_last_reads_not_a_probes_least(
+    tmp_path: Path,
+) -> None:
+    """The last 30 reads of a file, a slow engine and a fast one both idle: the slow one
+    gets its equal-finish part (6 reads), not a quarter of --slice-above (25 reads, and the
+    5 left after them too: 120 s of a slow GPU while the fast one would end in 30)."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile("big.pod5", 150 * MB, reads=150)], now=0.0)
+    for k in range(2):
+        claim(db, f"e{k}", fleet=scheduler.Fleet.of({f"e{k}": FAST}, 1.0))
+    slow = Speed(startup_s=0.5, bytes_per_s=0.25 * MB)
+    fleet = scheduler.Fleet.of({"slow": slow, "fast": FAST}, 2.0)
+    got = claim(db, "slow", now=2.0, speed=slow, fleet=fleet)
+    assert got.files[0].part == Part(120, 6, 150)
+    assert [p.part.count for p in db.queued_slices()] == [24]
+
+
+def test_a_tail_part_is_cut_from_a_file_that_holds_it_not_from_a_shorter_rest(
+    tmp_path: Path,
+) -> None:
+    """Near the end an engine's part is cut where it fits whole: from the next large file
+    rather than from the 30 reads left of another (a part cut short at a file's end takes
+    its engine one batch and one start-up more). Outside the tail the oldest goes first,
+    so that the last reads of a file are not passed over while new files keep coming."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile(f"{n}.pod5", 150 * MB, reads=150) for n in "ab"], now=0.0)
+    for k in range(2):  # alone: steady batches of 60 MB
+        claim(db, f"e{k}", fleet=scheduler.Fleet.of({f"e{k}": FAST}, 1.0))
+    assert [(p.path, p.part.count) for p in db.queued_slices()] == [("a.pod5", 30)]
+    four = scheduler.Fleet.of({f"e{k}": FAST for k in range(4)}, 2.0)
+    tail = claim(db, "e2", now=2.0, fleet=four).files[0]  # its part: 45 MB
+    assert (tail.path, tail.part) == ("b.pod5", Part(0, 45, 150))
+    steady = claim(db, "e3", now=2.0, fleet=scheduler.Fleet.of({"e3": FAST}, 2.0)).files[0]
+    assert (steady.path, steady.part) == ("a.pod5", Part(120, 30, 150))

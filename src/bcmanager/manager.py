@@ -353,6 +353,8 @@ class Manager:
             self.last_activity = now
             self._unconfirmed.add(job.id)
             self.roster.claimed(seen, job.id, sum(f.size for f in assignment.files), now)
+            beat = self.roster.heartbeat_s(engine, job.gen, job.lease_s)
+            assignment = replace(assignment, heartbeat_s=beat)
             self.merger.run_folders.want(job.id, (f.path for f in assignment.files))
         spent = time.perf_counter() - started  # the lock's wait included, a long poll's not
         self._tell(Happening("claimed", now, engine, len(assignment.files), seconds=spent))
@@ -404,7 +406,7 @@ class Manager:
             if seen.job_id == job.id and basecalled:
                 self.roster.basecalled(seen, job, progress, now)
             elif seen.job_id == job.id and progress is not None:
-                seen.progress = (now, progress)
+                seen.heard(progress, now)
             return replace(job, lease_expires=expires)
 
     def complete(

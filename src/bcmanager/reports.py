@@ -50,6 +50,15 @@ class Timing:
     basecall_s: float
     output_bytes: int | None = None  # what the basecaller wrote (not said by every engine)
     filing_s: float | None = None  # filing its output, after basecalling (DONE reports)
+    # of a batch so far (heartbeats): reads filed out of the batch's, where the engine knows
+    reads_done: int | None = None
+    reads_total: int | None = None
+
+    def share_done(self) -> float | None:
+        """The part of its batch basecalled, by its reads (None where not said)."""
+        if self.reads_done is None or not self.reads_total:
+            return None
+        return min(1.0, self.reads_done / self.reads_total)
 
 
 def batch_done(job: JobRow, files: list[FileRow], now: float) -> Happening:

@@ -20,6 +20,12 @@ FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch si
 # fleet is re-summed less often (5,000 engines: every 5 s, a 10 ms pass), at most 0.2 % of
 # a core; claims patch the cached fleet in between (`Roster.claimed`).
 FLEET_REFRESH_S_PER_ENGINE = 0.001
+# An engine whose speed is not known yet reports its progress this often (a known one at a
+# third of its lease): the other engines' next batches are sized from it, and a progress
+# heard 20 s into a 15 s probe is never heard. Many engines at once report less often, so
+# that all of them together send at most PROGRESS_HEARTBEATS_PER_S.
+PROGRESS_HEARTBEAT_S = 2.0
+PROGRESS_HEARTBEATS_PER_S = 500.0
 
 
 @dataclass
@@ -36,6 +42,7 @@ class EngineSeen:
     gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
     progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
+    first_share: tuple[float, float] | None = None  # (share done, basecall s) first heard
     measured_job: int | None = None  # its last batch learnt from at its basecaller's end
     filing_sums: tuple[float, float] = (0.0, 0.0)  # bytes filed and seconds, older halved
 
@@ -73,6 +80,8 @@ class EngineSeen:
                 p.output_bytes or 0,
                 output_per_byte,
                 now - at,
+                p.share_done(),
+                self.first_share,
             )
             if guessed is not None:
                 return guessed
@@ -85,6 +94,18 @@ class EngineSeen:
             held_s=now - self.job_claimed if held else 0.0,
             filing_s_per_byte=speed.filing_s_per_byte,
         )
+
+    def heard(self, progress: Timing, now: float) -> None:
+        """Its progress on the batch it holds; the first that counts its reads is kept, so
+        that its rate is the reads done between two heartbeats (the first output comes
+        after the first reads: counted from it alone, a rate seems faster than it is)."""
+        self.progress = (now, progress)
+        share = progress.share_done()
+        if self.first_share is None and share:
+            self.first_share = (share, progress.basecall_s)
+
+    def drop_progress(self) -> None:
+        self.progress, self.first_share = None, None
 
     def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
         """Learn the engine's speed from a finished batch (`seconds`: claim to report): its
@@ -164,7 +185,8 @@ class Roster:
     def claimed(self, seen: EngineSeen, job_id: int, job_bytes: int, now: float) -> None:
         """`seen` holds a new batch. The cached fleet gets it at once, so that claims within
         the same second share the tail with it as it is (not as idle)."""
-        seen.job_id, seen.job_claimed, seen.progress = job_id, now, None
+        seen.job_id, seen.job_claimed = job_id, now
+        seen.drop_progress()
         seen.job_bytes = job_bytes
         if self._fleet_cache is not None:
             at, fleet = self._fleet_cache
@@ -175,7 +197,8 @@ class Roster:
         """The engine no longer holds `job` (it ended or its lease expired): nor its progress."""
         engine = self.engines.get(job.engine)
         if engine is not None and engine.job_id == job.id:
-            engine.job_id, engine.progress = None, None
+            engine.job_id = None
+            engine.drop_progress()
         return engine
 
     def basecalled(self, seen: EngineSeen, job: JobRow, timing: Timing | None, now: float) -> None:
@@ -186,7 +209,8 @@ class Roster:
         if timing is not None:
             self.learn_batch(seen, job, seen.job_bytes, timing, now)
             seen.measured_job = job.id
-        seen.job_id, seen.progress = None, None
+        seen.job_id = None
+        seen.drop_progress()
 
     def learn_batch(
         self, engine: EngineSeen | None, job: JobRow, size: int, timing: Timing | None, now: float
@@ -212,6 +236,16 @@ class Roster:
     def output_per_byte(self, gen: int) -> float | None:
         out, inp = self._output_sums.get(gen, (0.0, 0.0))
         return out / inp if inp else None
+
+    def heartbeat_s(self, engine: str, gen: int, lease_s: float) -> float:
+        """How often `engine` heartbeats a batch of generation `gen` it just claimed: often
+        while its speed with that model is not known (its progress measures it before the
+        batch ends), else a third of the lease."""
+        seen = self.engines.get(engine)
+        usual = lease_s / 3
+        if seen is not None and seen.gen == gen and seen.speed.bytes_per_s:
+            return usual
+        return min(usual, max(PROGRESS_HEARTBEAT_S, len(self.engines) / PROGRESS_HEARTBEATS_PER_S))
 
     def idle_besides(self, engine: str, now: float) -> int:
         """Engines seen lately, other than `engine`, that hold no batch."""

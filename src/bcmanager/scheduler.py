@@ -36,6 +36,7 @@ class Policy:
 class Assignment:
     job: JobRow
     files: list[FileRow]
+    heartbeat_s: float | None = None  # how often its engine says how it does (None: lease/3)
 
 
 def new_token() -> str:
@@ -113,6 +114,7 @@ class BatchLimit:
     files: int
     bytes: float | None = None  # None: no byte budget
     least: int = 1  # files, whatever the byte budget
+    tail: bool = False  # the budget is an equal-finish part of what is left
 
 
 def steady_bytes(speed: Speed, policy: Policy) -> float:
@@ -216,18 +218,37 @@ def speed_from_progress(
     output_bytes: float,
     output_per_byte: float | None,
     since_s: float = 0.0,
+    share: float | None = None,
+    first: tuple[float, float] | None = None,
 ) -> Speed | None:
     """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
-    ago): the pod5 bytes it has basecalled are its output over the output one pod5 byte
+    ago): the pod5 bytes it has basecalled are the `share` of its batch it has done (by
+    its reads, where the engine says), else its output over the output one pod5 byte
     makes with this model (learnt from finished batches of any engine: it depends on the
-    reads, not on the GPU). None when that is not known yet, or too little is done to say.
+    reads, not on the GPU; a small batch's headers make it a rough measure). None when
+    neither is known yet, or too little is done to say.
+
+    With `first`, the share done and basecalling time of its first such heartbeat, the
+    rate is the reads done since then over the time since (MIN_PROGRESS_S at least): its
+    first output came after its first reads, so the share alone over its basecalling time
+    makes it seem faster than it is.
 
     This is how an engine's speed is known before its first batch ends, so that another
     engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
-    if not output_per_byte or basecall_s < MIN_PROGRESS_S or output_bytes <= 0:
+    if basecall_s < MIN_PROGRESS_S:
         return None
-    done = min(held_bytes, output_bytes / output_per_byte)
+    if share is not None:
+        done = held_bytes * min(1.0, share)
+    elif output_per_byte and output_bytes > 0:
+        done = min(held_bytes, output_bytes / output_per_byte)
+    else:
+        return None
+    if done <= 0:
+        return None
     rate = done / basecall_s
+    if share is not None and first is not None and basecall_s - first[1] >= MIN_PROGRESS_S:
+        since_first = held_bytes * (min(1.0, share) - first[0])
+        rate = since_first / (basecall_s - first[1]) if since_first > 0 else rate
     left = max(0.0, held_bytes - done - rate * since_s)
     return Speed(startup_s, rate, busy_s=left / rate)
 
@@ -332,7 +353,8 @@ def batch_limit(
         tail = tail_bytes(speed, fleet, queued_bytes, engine, now)
         if fleet.guessed - {engine}:
             tail /= HEDGE_SPLIT  # others' speeds are guesses: come back when they are known
-        return BatchLimit(files, min(steady_bytes(speed, policy), tail))
+        steady = steady_bytes(speed, policy)
+        return BatchLimit(files, min(steady, tail), tail=tail < steady)
     if fleet.typical.bytes_per_s:
         typical = tail_bytes(speed, fleet, queued_bytes, engine, now)
         return BatchLimit(files, min(steady_bytes(fleet.typical, policy), typical) / PROBE_SPLIT)
@@ -392,7 +414,7 @@ def claim(
     batch_size(requested, policy)  # a request over the maximum is refused, queue or not
     slices = slices and api != "legacy"  # slices begun go on even with slicing now off
     queued = ledger.queued_count(gens)
-    pieces = slices and ledger.has_queued_slices()
+    pieces = ledger.queued_slices(gens) if slices and ledger.has_queued_slices() else []
     if queued == 0 and not pieces:
         return None
     if api == "legacy":
@@ -402,18 +424,25 @@ def claim(
         speed = speed or Speed()
         fleet = fleet or Fleet.of({engine: speed}, now)
         left = ledger.queued_bytes()
-        if pieces:
-            left += sum(p.size for p in ledger.queued_slices(gens))
+        left += sum(p.size for p in pieces)
         limit = batch_limit(requested, speed, fleet, queued, left, policy, engine, now)
     with ledger.transaction():
         before = ledger.next_generation(gens) if queued else None
-        piece = slicing.next_slice(ledger, gens, before) if pieces else None
+        eligible = slicing.of_generations(pieces, before)
+        piece = slicing.next_slice(eligible, limit.bytes if limit.tail else None)
         candidates = [] if piece else ledger.queued_files(_candidates(limit, ledger), gens)
-        if slices and candidates and slicing.sliceable(candidates[0], policy.slice_above):
-            piece = slicing.start(ledger, candidates[0], now)
+        if piece is None and slices:
+            head = candidates[0] if candidates else None
+            if head is not None and not slicing.sliceable(head, policy.slice_above):
+                head = None
+            piece = slicing.fill_slice(eligible, head)
+            if piece is not None and piece is head:
+                piece = slicing.start(ledger, head, now)
         if piece is not None:
-            engines = len(fleet) if fleet is not None else 1
-            return _claim_slice(ledger, engine, piece, limit, now, policy, api, engines)
+            measured = speed is not None and bool(speed.bytes_per_s)
+            probe = 0 if measured or fleet is None else len(fleet)
+            least = least_slice(speed, policy) if speed is not None else 0.0
+            return _claim_slice(ledger, engine, piece, limit, now, policy, api, least, probe)
         if slices:  # a large file further on waits to be sliced when it comes first
             candidates = [f for f in candidates if not slicing.sliceable(f, policy.slice_above)]
         files = take_bytes(isolate_retries(candidates), limit.bytes, limit.least)
@@ -438,19 +467,31 @@ def _claim_slice(
     now: float,
     policy: Policy,
     api: str,
-    engines: int = 1,
+    least: float,
+    probe: int,
 ) -> Assignment:
-    """A job of one slice: as many reads of a queued slice as the engine's batch holds
-    (a slice that failed before goes out as it was); `engines`: the fleet's size."""
+    """A job of one slice: as many reads of a queued slice as the engine's batch holds,
+    `least` bytes at least (a slice that failed before goes out as it was); `probe`: the
+    fleet's size where the engine is not measured yet (`slicing.slice_reads`)."""
     assert piece.part is not None
     count = piece.part.count
     if not piece.attempts:
-        count = slicing.slice_reads(piece, limit.bytes, policy.slice_above, engines)
+        count = slicing.slice_reads(piece, limit.bytes, least, probe)
     job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, 1, now, gen=piece.gen)
     taken = ledger.take_slice(piece, piece.part.first, count, job_id, now)
     job = ledger.get_job(job_id)
     assert job is not None
     return Assignment(job, [taken])
+
+
+def least_slice(speed: Speed, policy: Policy) -> float:
+    """The least slice of a file an engine gets, in bytes: where its speed is measured,
+    one that takes it MIN_TAIL_PART x its start-up (the tail rule's bound: a slice of the
+    last reads is sized like any tail part, not held up to a fixed size for a slow GPU);
+    else a MIN_SLICE_SHARE of `--slice-above` (a probe)."""
+    if speed.bytes_per_s:
+        return MIN_TAIL_PART * speed.startup_s * speed.bytes_per_s
+    return policy.slice_above * slicing.MIN_SLICE_SHARE
 
 
 def _candidates(limit: BatchLimit, ledger: Ledger) -> int:

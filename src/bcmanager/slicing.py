@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from bcmanager.ledger import FileRow, Ledger
 from bcmanager.states import FileState
 
-# A slice holds at least this share of `slice_above` (and what is left of a file after
-# a slice is never less): a GPU's start-up is paid per slice.
+# A probe's slice (an engine not measured yet) holds at least this share of `slice_above`
+# (and what is left of a file after a slice is never less): a GPU's start-up is paid per
+# slice. A measured engine's least slice is one worth its start-up (`scheduler`).
 MIN_SLICE_SHARE = 0.25
 
 
@@ -31,25 +32,31 @@ def sliceable(file: FileRow, slice_above: float) -> bool:
     return 0 < slice_above < file.size and (file.reads or 0) >= 2
 
 
-def slice_reads(piece: FileRow, budget: float | None, slice_above: float, engines: int = 1) -> int:
-    """How many reads of a queued slice to hand out for a budget of bytes: at least a
-    MIN_SLICE_SHARE of `slice_above`'s worth, and all of it rather than leave less.
+def slice_reads(piece: FileRow, budget: float | None, least: float, engines: int = 0) -> int:
+    """How many reads of a queued slice to hand out for a budget of bytes: at least
+    `least` bytes' worth, and never leaving less: where the rest would be a sliver, all
+    of it or all but the least slice, whichever is nearer the budget (a tail part taken
+    whole past its budget would end after the others' parts).
 
-    Where that least binds (engines not measured yet get small probes), the file is
-    cut into a number of equal slices that is a multiple of the fleet's `engines`
+    For a probe (engines not measured yet: the fleet's `engines`, else 0), where the least
+    binds the file is cut into a number of equal slices that is a multiple of `engines`
     (counted on the whole file, so every claim cuts alike): 8 idle engines get 8 slices
     of a file, not 9 with the ninth left for whoever ends first."""
     part = piece.part
     assert part is not None
     per_read = piece.size / part.count if piece.size else 1.0
-    least = slice_above * MIN_SLICE_SHARE
     want = budget if budget is not None else piece.size
     if want < least:
-        want = _even_share(part.of, math.ceil(least / per_read), engines) * per_read
+        reads = math.ceil(least / per_read)
+        want = (_even_share(part.of, reads, engines) if engines else reads) * per_read
     count = min(part.count, max(1, math.ceil(want / per_read)))
-    if (part.count - count) * per_read < least:
-        return part.count
-    return count
+    if (part.count - count) * per_read >= least:
+        return count
+    # what is left would be a sliver: take it all, or leave the least slice, which is nearer
+    fewer = part.count - math.ceil(least / per_read)
+    if fewer >= 1 and fewer * per_read >= least and count - fewer < part.count - count:
+        return fewer
+    return part.count
 
 
 def _even_share(reads: int, least: int, engines: int) -> int:
@@ -61,17 +68,32 @@ def _even_share(reads: int, least: int, engines: int) -> int:
     return math.ceil(reads / pieces)
 
 
-def next_slice(
-    ledger: Ledger, gens: Sequence[int] | None, before_gen: int | None
-) -> FileRow | None:
-    """The queued slice to hand out first, of a generation up to `before_gen` (the one
-    whole files would come from; None: any): a slice that failed before goes out alone
-    and first, as a retried file does."""
-    pieces = [p for p in ledger.queued_slices(gens) if before_gen is None or p.gen <= before_gen]
-    if not pieces:
-        return None
-    retried = [p for p in pieces if p.attempts > 0]
-    return (retried or pieces)[0]
+def next_slice(queued: Sequence[FileRow], budget: float | None) -> FileRow | None:
+    """Of the `queued` slices (`Ledger.queued_slices`, oldest first), the one to cut from
+    for a tail part of `budget` bytes (None: not a tail part): a slice that failed before
+    (alone and first, as a retried file goes), else the oldest that holds the budget;
+    None when none does (`fill_slice`). Outside the tail the oldest, so that a file's
+    last reads are never passed over for long while new files keep coming."""
+    retried = [p for p in queued if p.attempts > 0]
+    if retried:
+        return retried[0]
+    return next((p for p in queued if budget is None or p.size >= budget), None)
+
+
+def fill_slice(queued: Sequence[FileRow], head: FileRow | None) -> FileRow | None:
+    """When no queued slice holds a budget: the large file at the head of the queue
+    (`head`, to start slicing) where it holds more than any, else the largest queued
+    slice. A tail part cut short at a file's end would take its engine a batch more."""
+    largest = max(queued, key=lambda p: p.size, default=None)
+    if head is not None and (largest is None or head.size > largest.size):
+        return head
+    return largest
+
+
+def of_generations(queued: Sequence[FileRow], before_gen: int | None) -> list[FileRow]:
+    """The queued slices of a generation up to `before_gen` (the one whole files would
+    come from; None: any)."""
+    return [p for p in queued if before_gen is None or p.gen <= before_gen]
 
 
 def start(ledger: Ledger, file: FileRow, now: float) -> FileRow:

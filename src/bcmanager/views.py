@@ -157,6 +157,8 @@ def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str
         "startup_s": round(p.startup_s, 3),
         "basecall_s": round(p.basecall_s, 3),
         "output_bytes": p.output_bytes,
+        "reads_done": p.reads_done,
+        "reads_total": p.reads_total,
         "age_s": round(now - at, 3),
     }
 

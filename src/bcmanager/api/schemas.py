@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
 from bcmanager.generations import WORD_PATTERN
@@ -127,6 +127,18 @@ class TimingReport(_Body):
         Seconds | None,
         Field(description="filing the output into the layout, after basecalling (DONE)"),
     ] = None
+    reads_done: Annotated[
+        Count | None, Field(description="reads filed so far (with reads_total; heartbeats)")
+    ] = None
+    reads_total: Annotated[
+        Count | None, Field(ge=1, description="the reads the batch holds (with reads_done)")
+    ] = None
+
+    @model_validator(mode="after")
+    def _reads_together(self) -> TimingReport:
+        if (self.reads_done is None) != (self.reads_total is None):
+            raise ValueError("reads_done and reads_total go together")
+        return self
 
 
 class HeartbeatRequest(TokenRequest):

@@ -202,7 +202,7 @@ def _v1_job(manager: Manager, assignment: Assignment) -> dict[str, Any]:
         "engine": job.engine,
         "lease_s": job.lease_s,
         "lease_expires": job.lease_expires,
-        "heartbeat_s": job.lease_s / 3,
+        "heartbeat_s": assignment.heartbeat_s or job.lease_s / 3,
         "input_dir": str(layout.assigned_dir(job.id, job.engine)),
         "output_dir": str(layout.tmp_output_dir(job.id, job.engine)),
         "job_input_dir": layout.assigned_dir(job.id, job.engine).name,

@@ -77,11 +77,26 @@ class Batch:
         return int(self.job["job_id"])
 
     def progress(self, now: float) -> dict[str, float] | None:
-        """What the heartbeats say of it: as it grows, then as it was at the basecaller's
-        exit (while filing rewrites the output folder)."""
+        """What the heartbeats say of it: as it grows (with the reads filed so far out of
+        the batch's, where its stream is filed as it comes), then as it was at the
+        basecaller's exit (while filing rewrites the output folder)."""
         if self.final is not None:
             return self.final
-        return self.run.progress(now) if self.run is not None else None
+        sofar = self.run.progress(now) if self.run is not None else None
+        total = self.reads_total()
+        if sofar is None or self.filing is None or not total:
+            return sofar
+        return {**sofar, "reads_done": self.filing.reads, "reads_total": total}
+
+    def reads_total(self) -> int | None:
+        """The reads the batch holds: a slice's count, the files' where the claim said,
+        else what its filing read of them (None until then)."""
+        files = self.job["files"]
+        if any(f.get("slice") for f in files):
+            return sum(int(f["slice"]["count"]) for f in files if f.get("slice"))
+        if files and all(f.get("reads") is not None for f in files):
+            return sum(int(f["reads"]) for f in files)
+        return self.filing.reads_in if self.filing is not None else None
 
     def end(self) -> None:
         """Reported (or given up): its heartbeats stop, and a stream filing not finished

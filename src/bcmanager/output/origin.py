@@ -28,6 +28,7 @@ class Pod5Origin:
     sample_id: str
     experiment_id: str
     acquisition_start: datetime  # UTC; reads' start times count from here
+    reads: int = 0  # the reads it holds
 
     @property
     def pod5_name(self) -> str:
@@ -48,6 +49,7 @@ def origin_of(pod5_path: Path, relpath: str) -> Pod5Origin:
         rows = reader.run_info_table.read_all().to_pylist()
         first = next(iter(reader.reads()), None)
         info = first.run_info if first is not None else None
+        reads = reader.num_reads
     if info is not None:
         ids = RunIds(info.flow_cell_id, info.protocol_run_id, info.acquisition_id)
         sample, experiment, started = (
@@ -70,6 +72,7 @@ def origin_of(pod5_path: Path, relpath: str) -> Pod5Origin:
         sample_id=sample,
         experiment_id=experiment,
         acquisition_start=_utc(started),
+        reads=reads,
     )
 
 

@@ -66,6 +66,7 @@ class StreamFiling:
         self.barcoding = barcoding
         self.poll_s = poll_s
         self.reads = 0  # filed so far
+        self.reads_in: int | None = None  # the reads of the job's pod5 files, once read
         self.reads_at_exit: int | None = None  # filed when the basecaller exited
         self._exited = threading.Event()
         self._stop = threading.Event()
@@ -155,6 +156,7 @@ class StreamFiling:
         with open(read_fd, "rb") as stream:
             try:
                 origins = self.origins()
+                self.reads_in = sum(o.reads for o in origins.values())
                 self._head_known.wait()
                 if not self._head:
                     raise SplitError(f"{self.path}: the basecaller wrote nothing")
