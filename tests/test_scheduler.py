@@ -6,6 +6,7 @@ import pytest
 from bcmanager import scheduler
 from bcmanager.errors import InvalidInput, LeaseLost
 from bcmanager.ledger import Ledger, NewFile
+from bcmanager.roster import Roster
 from bcmanager.scheduler import BatchLimit, Fleet, Policy, Speed
 from bcmanager.states import FileState, JobState
 
@@ -477,3 +478,31 @@ def test_progress_by_reads_needs_no_output_ratio_and_counts_from_the_first_heart
     assert since.busy_s == pytest.approx(12.0)
     assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=0.1) is None
     assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.0) is None
+
+
+def test_while_engines_keep_joining_a_tail_part_is_cut_until_the_fleet_is_whole() -> None:
+    """Engines that join one by one (Slurm starting them as nodes come free): a part sized
+    for the fleet as it is would end after the others' once the next engine joins, so it
+    is cut (the engine comes back when more is known); engines started together, or the
+    last of them long joined, are not arriving."""
+    joined = [0.0, 15.6, 44.3, 54.6, 75.8, 103.6, 105.1]  # a mean gap of 17.5 s
+    assert scheduler.still_arriving(joined, now=125.0)
+    assert not scheduler.still_arriving(joined, now=141.0)
+    assert not scheduler.still_arriving([0.0, 0.2, 0.3, 0.5], now=5.0)
+    assert not scheduler.still_arriving([3.0], now=3.5)
+    policy = Policy(target_batch_s=600.0)
+    fast, other = Speed(1.0, 2e6), Speed(1.0, 3e6, busy_s=5.0)
+    settled = Fleet.of({"fast": fast, "other": other}, at=0.0)
+    growing = Fleet.of({"fast": fast, "other": other}, at=0.0, arriving=True)
+    full = scheduler.batch_limit(None, fast, settled, 300, 300e6, policy, "fast")
+    cut = scheduler.batch_limit(None, fast, growing, 300, 300e6, policy, "fast")
+    assert full.tail and cut.bytes == pytest.approx(full.bytes / 2)
+    assert growing.with_engine("fast", fast, now=1.0).arriving  # kept through claims
+
+
+def test_the_roster_sees_engines_still_joining() -> None:
+    roster = Roster(horizon_s=600.0)
+    for name, t in (("a", 0.0), ("b", 20.0), ("c", 40.0)):
+        roster.seen(name, t)
+    assert roster.fleet(45.0).arriving
+    assert not roster.fleet(90.0).arriving

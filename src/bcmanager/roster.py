@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from bcmanager.ledger import JobRow
 from bcmanager.reports import Timing
-from bcmanager.scheduler import Fleet, Speed, speed_from_progress
+from bcmanager.scheduler import Fleet, Speed, speed_from_progress, still_arriving
 
 SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
 FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
@@ -32,6 +32,7 @@ PROGRESS_HEARTBEATS_PER_S = 500.0
 class EngineSeen:
     engine: str
     last_seen: float
+    joined: float = 0.0  # when it was first seen
     job_id: int | None = None
     jobs_done: int = 0
     files_done: int = 0
@@ -160,7 +161,7 @@ class Roster:
         first batches are split by it."""
         seen = self.engines.get(engine)
         if seen is None:
-            seen = self.engines[engine] = EngineSeen(engine, now)
+            seen = self.engines[engine] = EngineSeen(engine, now, joined=now)
             if self._fleet_cache is not None:
                 at, fleet = self._fleet_cache
                 self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
@@ -174,12 +175,10 @@ class Roster:
         claim would be the manager's limit)."""
         stale_after = fleet_refresh_s(len(self.engines))
         if self._fleet_cache is None or now - self._fleet_cache[0] >= stale_after:
-            speeds = {
-                e.engine: e.fleet_speed(now, self.output_per_byte(e.gen))
-                for e in self.engines.values()
-                if now - e.last_seen <= self.horizon_s
-            }
-            self._fleet_cache = (now, Fleet.of(speeds, now))
+            active = [e for e in self.engines.values() if now - e.last_seen <= self.horizon_s]
+            speeds = {e.engine: e.fleet_speed(now, self.output_per_byte(e.gen)) for e in active}
+            arriving = still_arriving([e.joined for e in active], now)
+            self._fleet_cache = (now, Fleet.of(speeds, now, arriving))
         return self._fleet_cache[1]
 
     def claimed(self, seen: EngineSeen, job_id: int, job_bytes: int, now: float) -> None:

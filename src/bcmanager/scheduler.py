@@ -71,6 +71,23 @@ PROBE_SPLIT = 4
 # guess holds the tail; a cut one costs a start-up.
 HEDGE_SPLIT = 2
 
+# Engines that join one by one (Slurm starting them as GPU nodes come free) are still
+# arriving while the last joined less than this many mean gaps between joins ago: an
+# equal-finish part sized without the next one would end after everyone else's.
+ARRIVING_GAPS = 2.0
+
+
+def still_arriving(joined: Sequence[float], now: float) -> bool:
+    """Whether engines that joined at these times (seconds) are likely still joining: the
+    last joined less than ARRIVING_GAPS mean gaps ago. Engines started together (gaps of
+    a moment) are not arriving a few seconds on."""
+    if len(joined) < 2:
+        return False
+    first, last = min(joined), max(joined)
+    gap = (last - first) / (len(joined) - 1)
+    return gap > 0 and now - last < ARRIVING_GAPS * gap
+
+
 # Near the end an engine is counted on for a part of what is left only when basecalling
 # that part takes at least this many times its start-up: a smaller part is not worth a
 # start-up, and is left to the others (who end a little later) rather than cut for it.
@@ -152,14 +169,20 @@ class Fleet:
     at: float = 0.0
     index: Mapping[str, Entry] = field(default_factory=dict)
     guessed: frozenset[str] = frozenset()  # engines at a first batch, their speed a guess
+    arriving: bool = False  # engines are still joining (`still_arriving`)
 
     @classmethod
-    def of(cls, speeds: Mapping[str, Speed] | Sequence[Speed], at: float = 0.0) -> Fleet:
+    def of(
+        cls,
+        speeds: Mapping[str, Speed] | Sequence[Speed],
+        at: float = 0.0,
+        arriving: bool = False,
+    ) -> Fleet:
         """Engines (by name) whose speed is not known yet count as typical ones."""
         named = speeds if isinstance(speeds, Mapping) else dict(enumerate(speeds))
         known = [e for e in named.values() if e.bytes_per_s]
         if not known:
-            return cls(len(named), at=at)
+            return cls(len(named), at=at, arriving=arriving)
         typical = Speed(
             statistics.median(e.startup_s for e in known),
             statistics.median(e.bytes_per_s or 0.0 for e in known),
@@ -174,7 +197,9 @@ class Fleet:
             weighted += entry.rate * entry.t
             busy += entry.rate if entry.busy else 0.0
         rates = tuple(sorted(index.values()))
-        return cls(len(named), rates, total, weighted, busy, typical, fastest, at, index, guessed)
+        return cls(
+            len(named), rates, total, weighted, busy, typical, fastest, at, index, guessed, arriving
+        )
 
     def with_engine(self, name: str, speed: Speed, now: float) -> Fleet:
         """The fleet with this engine as it is `now` (it just claimed a batch)."""
@@ -199,7 +224,17 @@ class Fleet:
         size = max(self.size, len(index))
         guessed = self.guessed | {name} if _is_guess(speed) else self.guessed - {name}
         return Fleet(
-            size, tuple(rates), total, weighted, busy, typical, fastest, self.at, index, guessed
+            size,
+            tuple(rates),
+            total,
+            weighted,
+            busy,
+            typical,
+            fastest,
+            self.at,
+            index,
+            guessed,
+            self.arriving,
         )
 
     def __len__(self) -> int:
@@ -351,8 +386,9 @@ def batch_limit(
     files = max(1, min(ceiling, policy.max_batch))
     if speed.bytes_per_s:
         tail = tail_bytes(speed, fleet, queued_bytes, engine, now)
-        if fleet.guessed - {engine}:
-            tail /= HEDGE_SPLIT  # others' speeds are guesses: come back when they are known
+        if fleet.guessed - {engine} or fleet.arriving:
+            # others' speeds are guesses, or more engines may join: come back when known
+            tail /= HEDGE_SPLIT
         steady = steady_bytes(speed, policy)
         return BatchLimit(files, min(steady, tail), tail=tail < steady)
     if fleet.typical.bytes_per_s:
