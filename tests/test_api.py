@@ -190,9 +190,10 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
         {**good, "basecall_s": "soon"},
         {**good, "startup_s": 1e12},
         {**good, "files": 3},
-        {**good, "reads_done": 3},  # a read count comes whole or not at all
-        {**good, "reads_total": 10},
-        {**good, "reads_done": 3, "reads_total": 0},
+        {**good, "reads": {"done": 3}},  # a read count comes whole or not at all
+        {**good, "reads": {"total": 10}},
+        {**good, "reads": {"done": 3, "total": 0}},
+        {**good, "reads": 3},
         [1, 2],
     ):
         r = m.post(beat, {"token": job["token"], "progress": bad})
@@ -203,10 +204,11 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
     assert m.post(beat, {"token": job["token"], "progress": good}).status_code == 200
     (engine,) = m.status()["engines"]
     assert {k: engine["progress"][k] for k in good} == good
-    counted = {**good, "reads_done": 3, "reads_total": 10}
+    counted = {**good, "reads": {"done": 3, "total": 10}}
     assert m.post(beat, {"token": job["token"], "progress": counted}).status_code == 200
     (engine,) = m.status()["engines"]
-    assert {k: engine["progress"][k] for k in counted} == counted
+    assert {k: engine["progress"][k] for k in good} == good
+    assert (engine["progress"]["reads_done"], engine["progress"]["reads_total"]) == (3, 10)
     assert m.post(beat, {"token": job["token"]}).status_code == 200  # progress is optional
     done = f"/v1/jobs/{job['job_id']}/complete"
     assert m.post(done, {"token": job["token"], "outcome": "released"}).status_code == 200

@@ -16,10 +16,17 @@ SLICE_ABOVE_MIB = "0.1"
 ENGINE = ("--until-empty", "--samples-per-s", "60000", "--wait", "5")
 
 
-def _run_with_large_files(inp: Path) -> dict[str, list[str]]:
+FLAGS = ("--lease", "4", "--slice-above", SLICE_ABOVE_MIB)
+
+
+def _sliced_run(inp: Path, out: Path, start_manager, env: dict | None = None) -> tuple:
+    """Three large files and three small ones, each a run of its own, and a manager that
+    slices the large ones, their scan done: (the run's reads by file, the manager)."""
     run = make_run(inp, 3, reads=60, samples=4000, prefix="big", per_file_run_ids=True)
     run |= make_run(inp, 3, prefix="small", seed=7, per_file_run_ids=True)
-    return run
+    m = start_manager(inp, out, *FLAGS, env=env)
+    wait_until(lambda: m.status()["files_total"] == 6, what="the scan")
+    return run, m
 
 
 def _manifests(out: Path) -> list[dict]:
@@ -56,14 +63,11 @@ def test_large_files_go_out_in_slices_to_several_engines_and_a_kill9_mid_merge_l
     run_dirs, start_manager, start_engine
 ) -> None:
     inp, out = run_dirs
-    run = _run_with_large_files(inp)
-    flags = ("--lease", "4", "--slice-above", SLICE_ABOVE_MIB)
-    crashing = start_manager(inp, out, *flags, env={"BCM_FAILPOINT": "merge.after-move"})
-    wait_until(lambda: crashing.status()["files_total"] == 6, what="the scan")
+    run, crashing = _sliced_run(inp, out, start_manager, {"BCM_FAILPOINT": "merge.after-move"})
     engines = [start_engine(crashing.url, f"gpu{k}", *ENGINE) for k in (1, 2, 3)]
     assert crashing.proc.wait(timeout=60) == -9  # killed inside the first merge: a slice's
     assert any("slice" in i for plan in _manifests(out) for i in plan["inputs"])
-    restarted = start_manager(inp, out, *flags, port=crashing.port)
+    restarted = start_manager(inp, out, *FLAGS, port=crashing.port)
     for engine in engines:
         assert engine.wait(timeout=180) == 0, engine.log.read_text()[-3000:]
     assert restarted.status()["files"] == {"queued": 0, "assigned": 0, "done": 6, "quarantined": 0}
@@ -95,10 +99,7 @@ def test_a_ledger_lost_mid_slicing_is_rebuilt_and_the_rest_of_the_file_sliced_ag
     run_dirs, start_manager, start_engine
 ) -> None:
     inp, out = run_dirs
-    run = _run_with_large_files(inp)
-    flags = ("--lease", "4", "--slice-above", SLICE_ABOVE_MIB)
-    m = start_manager(inp, out, *flags)
-    wait_until(lambda: m.status()["files_total"] == 6, what="the scan")
+    run, m = _sliced_run(inp, out, start_manager)
     engine = start_engine(m.url, "gpu1", *ENGINE)
     wait_until(lambda: _slices_merged(out).get("big0000.pod5"), 60, "a slice merged")
     m.kill9()
@@ -108,7 +109,7 @@ def test_a_ledger_lost_mid_slicing_is_rebuilt_and_the_rest_of_the_file_sliced_ag
         ledger = out / ".bcmanager" / f"ledger.sqlite3{suffix}"
         if ledger.exists():
             ledger.unlink()
-    restarted = start_manager(inp, out, *flags, port=m.port)
+    restarted = start_manager(inp, out, *FLAGS, port=m.port)
     assert "rebuilt from the layout" in restarted.log.read_text()
     before = _slices_merged(out)
     merged = sum(b - a for a, b in before["big0000.pod5"])

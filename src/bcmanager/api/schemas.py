@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
 from bcmanager.generations import WORD_PATTERN
 from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN
+from bcmanager.reports import Timing
 
 ENGINE_ID = ENGINE_ID_PATTERN
 ENGINE_ID_LENGTH = {"min_length": 1, "max_length": ENGINE_ID_MAX}
@@ -115,6 +116,14 @@ class YieldReport(_Body):
 Seconds = Annotated[float, Field(ge=0, le=1e7), Strict(False)]
 
 
+class ReadsReport(_Body):
+    """Reads filed so far of those the batch holds (where the engine files its
+    basecaller's stream as it comes; more than `total` where reads were split)."""
+
+    done: Count
+    total: Annotated[int, Field(ge=1, le=10**15), Strict(False), BeforeValidator(_json_integer)]
+
+
 class TimingReport(_Body):
     """How long the engine's basecaller took to start (model loaded, GPU ready), then to
     basecall the batch, and the bytes it wrote: what the manager sizes the engine's next
@@ -127,18 +136,21 @@ class TimingReport(_Body):
         Seconds | None,
         Field(description="filing the output into the layout, after basecalling (DONE)"),
     ] = None
-    reads_done: Annotated[
-        Count | None, Field(description="reads filed so far (with reads_total; heartbeats)")
-    ] = None
-    reads_total: Annotated[
-        Count | None, Field(ge=1, description="the reads the batch holds (with reads_done)")
+    reads: Annotated[
+        ReadsReport | None,
+        Field(description="of the batch's reads, how many are filed so far (heartbeats)"),
     ] = None
 
-    @model_validator(mode="after")
-    def _reads_together(self) -> TimingReport:
-        if (self.reads_done is None) != (self.reads_total is None):
-            raise ValueError("reads_done and reads_total go together")
-        return self
+    def as_timing(self) -> Timing:
+        counted = self.reads
+        return Timing(
+            self.startup_s,
+            self.basecall_s,
+            self.output_bytes,
+            self.filing_s,
+            counted.done if counted else None,
+            counted.total if counted else None,
+        )
 
 
 class HeartbeatRequest(TokenRequest):

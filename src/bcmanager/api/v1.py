@@ -26,7 +26,7 @@ from bcmanager.generations import make as make_generation
 from bcmanager.layout import link_name
 from bcmanager.ledger import FileRow
 from bcmanager.longpoll import ClaimWaiter
-from bcmanager.manager import Manager, Outcome, Timing
+from bcmanager.manager import Manager, Outcome
 from bcmanager.metrics import Metrics
 from bcmanager.progress import Progress
 from bcmanager.scheduler import Assignment
@@ -103,7 +103,7 @@ def _add_job_routes(
         responses=answers(None, 400, 401, 404, 409, 422),
     )
     async def v1_heartbeat(job_id: JobIdPath, body: HeartbeatRequest) -> dict[str, Any]:
-        progress = Timing(**body.progress.model_dump()) if body.progress else None
+        progress = body.progress.as_timing() if body.progress else None
         job = manager.keepalive(
             job_id, token=body.token, progress=progress, basecalled=body.basecalled
         )
@@ -117,7 +117,7 @@ def _add_job_routes(
     )
     async def v1_complete(job_id: JobIdPath, body: CompleteRequest) -> dict[str, Any]:
         yields = [y.model_dump() for y in body.yields] if body.yields else None
-        timing = Timing(**body.timing.model_dump()) if body.timing else None
+        timing = body.timing.as_timing() if body.timing else None
         result = manager.complete(
             job_id, Outcome(body.outcome), body.token, body.reason, yields, timing
         )

@@ -116,7 +116,7 @@ class ManagerClient:
         self,
         job_id: int,
         token: str,
-        progress: dict[str, float] | None = None,
+        progress: dict[str, Any] | None = None,
         basecalled: bool = False,
     ) -> None:
         """Keep a job's lease, saying how far its batch is; tried once.

@@ -76,7 +76,7 @@ class Batch:
     def job_id(self) -> int:
         return int(self.job["job_id"])
 
-    def progress(self, now: float) -> dict[str, float] | None:
+    def progress(self, now: float) -> dict[str, Any] | None:
         """What the heartbeats say of it: as it grows (with the reads filed so far out of
         the batch's, where its stream is filed as it comes), then as it was at the
         basecaller's exit (while filing rewrites the output folder)."""
@@ -86,7 +86,7 @@ class Batch:
         total = self.reads_total()
         if sofar is None or self.filing is None or not total:
             return sofar
-        return {**sofar, "reads_done": self.filing.reads, "reads_total": total}
+        return {**sofar, "reads": {"done": self.filing.reads, "total": total}}
 
     def reads_total(self) -> int | None:
         """The reads the batch holds: a slice's count, the files' where the claim said,
