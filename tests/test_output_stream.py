@@ -90,6 +90,9 @@ def test_a_stream_is_filed_while_the_basecaller_writes_it(job, tmp_path: Path) -
     assert filed_while_running >= streamed.reads // 2, (filed_while_running, streamed.reads)
     assert filing.reads_at_exit is not None and filing.reads_at_exit >= filed_while_running
     assert not (job_out / STAGING_DIR).exists()
+    # progress counts the job's pod5 reads (a split read's records once), of all it holds
+    assert filing.pod5_reads_filed == filing.reads_in == sum(o.reads for o in origins.values())
+    assert filing.reads > filing.pod5_reads_filed  # some reads were split
 
     whole = split_output(
         stream.parent, tmp_path / "whole", origins, job_id=7, min_qscore=9, barcoding=True

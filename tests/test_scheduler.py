@@ -506,3 +506,14 @@ def test_the_roster_sees_engines_still_joining() -> None:
         roster.seen(name, t)
     assert roster.fleet(45.0).arriving
     assert not roster.fleet(90.0).arriving
+
+
+def test_progress_by_reads_and_by_output_reads_low_each_and_the_faster_is_taken() -> None:
+    """Filing lags the basecaller on a busy node (its reads count low); a ratio learnt from
+    small batches is high with their headers (their output counts low): the faster."""
+    by_reads = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5)
+    by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0)
+    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=0.5)
+    assert by_reads is not None and by_output is not None and both is not None
+    assert both.bytes_per_s == max(by_reads.bytes_per_s or 0, by_output.bytes_per_s or 0)
+    assert both.bytes_per_s == pytest.approx(4e6) and both.busy_s == pytest.approx(5.0)

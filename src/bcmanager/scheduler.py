@@ -258,10 +258,11 @@ def speed_from_progress(
 ) -> Speed | None:
     """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
     ago): the pod5 bytes it has basecalled are the `share` of its batch it has done (by
-    its reads, where the engine says), else its output over the output one pod5 byte
-    makes with this model (learnt from finished batches of any engine: it depends on the
-    reads, not on the GPU; a small batch's headers make it a rough measure). None when
-    neither is known yet, or too little is done to say.
+    the reads it has filed, where the engine says), or its output over the output one pod5
+    byte makes with this model (learnt from finished batches of any engine: it depends on
+    the reads, not on the GPU). Each reads low: filing lags the basecaller on a busy node,
+    and a small batch's headers make the output ratio high; the faster of the two is
+    taken. None when neither is known yet, or too little is done to say.
 
     With `first`, the share done and basecalling time of its first such heartbeat, the
     rate is the reads done since then over the time since (MIN_PROGRESS_S at least): its
@@ -272,18 +273,20 @@ def speed_from_progress(
     engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
     if basecall_s < MIN_PROGRESS_S:
         return None
-    if share is not None:
+    measures = []  # (rate, bytes done); both read low, each for its own reason: the faster
+    if share:
         done = held_bytes * min(1.0, share)
-    elif output_per_byte and output_bytes > 0:
+        rate = done / basecall_s
+        if first is not None and basecall_s - first[1] >= MIN_PROGRESS_S:
+            since_first = held_bytes * (min(1.0, share) - first[0])
+            rate = since_first / (basecall_s - first[1]) if since_first > 0 else rate
+        measures.append((rate, done))
+    if output_per_byte and output_bytes > 0:
         done = min(held_bytes, output_bytes / output_per_byte)
-    else:
+        measures.append((done / basecall_s, done))
+    if not measures:
         return None
-    if done <= 0:
-        return None
-    rate = done / basecall_s
-    if share is not None and first is not None and basecall_s - first[1] >= MIN_PROGRESS_S:
-        since_first = held_bytes * (min(1.0, share) - first[0])
-        rate = since_first / (basecall_s - first[1]) if since_first > 0 else rate
+    rate, done = max(measures)
     left = max(0.0, held_bytes - done - rate * since_s)
     return Speed(startup_s, rate, busy_s=left / rate)
 

@@ -86,7 +86,7 @@ class Batch:
         total = self.reads_total()
         if sofar is None or self.filing is None or not total:
             return sofar
-        return {**sofar, "reads": {"done": self.filing.reads, "total": total}}
+        return {**sofar, "reads": {"done": self.filing.pod5_reads_filed, "total": total}}
 
     def reads_total(self) -> int | None:
         """The reads the batch holds: a slice's count, the files' where the claim said,

@@ -66,6 +66,7 @@ class StreamFiling:
         self.barcoding = barcoding
         self.poll_s = poll_s
         self.reads = 0  # filed so far
+        self._parents: set[str] = set()  # the pod5 reads they came from (split reads: one)
         self.reads_in: int | None = None  # the reads of the job's pod5 files, once read
         self.reads_at_exit: int | None = None  # filed when the basecaller exited
         self._exited = threading.Event()
@@ -190,13 +191,24 @@ class StreamFiling:
             strides = read_group_strides(header)
             for record in iter_alignment_records(handle, primary_only=False):
                 splitter.add("bam", record, strides)
-                self.reads += record.is_primary
+                self._count(record)
 
     def _file_fastq(self, stream: IO[bytes], origins: Mapping[str, Pod5Origin]) -> None:
         splitter = self._splitter_for(origins, {})
         for record in iter_fastq_stream(stream):
             splitter.add("fastq", record, {})
+            self._count(record)
+
+    def _count(self, record: Record) -> None:
+        if record.is_primary:
             self.reads += 1
+            self._parents.add(record.parent_read_id)
+
+    @property
+    def pod5_reads_filed(self) -> int:
+        """How many of the job's pod5 reads are filed so far: a read split in two (two
+        records, `pi` naming it) counts once, as in `reads_in`."""
+        return len(self._parents)
 
 
 def _write_all(sink: IO[bytes], chunk: bytes) -> None:
