@@ -221,20 +221,17 @@ class Fleet:
         total, weighted = total + new.rate, weighted + new.rate * new.t
         busy += new.rate if new.busy else 0.0
         index = {**self.index, name: new}
-        size = max(self.size, len(index))
-        guessed = self.guessed | {name} if _is_guess(speed) else self.guessed - {name}
-        return Fleet(
-            size,
-            tuple(rates),
-            total,
-            weighted,
-            busy,
-            typical,
-            fastest,
-            self.at,
-            index,
-            guessed,
-            self.arriving,
+        return replace(
+            self,
+            size=max(self.size, len(index)),
+            rates=tuple(rates),
+            total_rate=total,
+            weighted=weighted,
+            busy_rate=busy,
+            typical=typical,
+            fastest=fastest,
+            index=index,
+            guessed=self.guessed | {name} if _is_guess(speed) else self.guessed - {name},
         )
 
     def __len__(self) -> int:
@@ -478,9 +475,9 @@ def claim(
             if piece is not None and piece is head:
                 piece = slicing.start(ledger, head, now)
         if piece is not None:
-            measured = speed is not None and bool(speed.bytes_per_s)
-            probe = 0 if measured or fleet is None else len(fleet)
-            least = least_slice(speed, policy) if speed is not None else 0.0
+            assert speed is not None and fleet is not None  # slices go to v1 claims only
+            probe = 0 if speed.bytes_per_s else len(fleet)  # not measured: the fleet's size
+            least = least_slice(speed, policy)
             return _claim_slice(ledger, engine, piece, limit, now, policy, api, least, probe)
         if slices:  # a large file further on waits to be sliced when it comes first
             candidates = [f for f in candidates if not slicing.sliceable(f, policy.slice_above)]
