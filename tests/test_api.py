@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bcmanager import scheduler
 from tests.helpers import basecall_dir, make_run
 
 LEGACY_KEYS = [
@@ -194,6 +195,8 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
         {**good, "reads": {"total": 10}},
         {**good, "reads": {"done": 3, "total": 0}},
         {**good, "reads": 3},
+        {**good, "reads": {"done": 3, "total": 10, "at_s": -1}},
+        {**good, "reads": {"done": 3, "total": 10, "at_s": "soon"}},
         [1, 2],
     ):
         r = m.post(beat, {"token": job["token"], "progress": bad})
@@ -209,6 +212,11 @@ def test_a_heartbeats_progress_is_checked_and_a_bad_one_changes_nothing(
     (engine,) = m.status()["engines"]
     assert {k: engine["progress"][k] for k in good} == good
     assert (engine["progress"]["reads_done"], engine["progress"]["reads_total"]) == (3, 10)
+    assert engine["progress"]["reads_at_s"] is None  # the count's time is optional
+    reached = {**good, "reads": {"done": 5, "total": 10, "at_s": 2.5}}
+    assert m.post(beat, {"token": job["token"], "progress": reached}).status_code == 200
+    (engine,) = m.status()["engines"]
+    assert (engine["progress"]["reads_done"], engine["progress"]["reads_at_s"]) == (5, 2.5)
     assert m.post(beat, {"token": job["token"]}).status_code == 200  # progress is optional
     done = f"/v1/jobs/{job['job_id']}/complete"
     assert m.post(done, {"token": job["token"], "outcome": "released"}).status_code == 200
@@ -224,7 +232,8 @@ def test_a_basecalled_heartbeat_teaches_the_engines_speed_before_its_report(
     not count the batch again at the report."""
     inp, out = run_dirs
     make_run(inp, 1)
-    size = (inp / "f0000.pod5").stat().st_size
+    # its rate is in the bytes that hold signal: the file's size less its fixed part
+    size = (inp / "f0000.pod5").stat().st_size - scheduler.POD5_FIXED_BYTES
     m = start_manager(inp, out)
     wait_for_files(m, 1)
     job = m.post("/v1/claim", {"engine_id": "e1"}).json()["job"]

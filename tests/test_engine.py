@@ -186,6 +186,11 @@ def test_an_engine_reports_its_progress_on_a_batch_in_its_heartbeats(
     assert {p["reads_total"] for p in said if p["reads_done"]} == {80}, said
     counted = [p["reads_done"] for p in said if p["reads_done"]]
     assert counted == sorted(counted) and 0 < counted[-1] <= 80, said
+    # and when the count was reached: it grows in steps (output comes in blocks), so the
+    # manager measures the rate between counts, not up to each heartbeat
+    reached = [(p["reads_at_s"], p["basecall_s"]) for p in said if p["reads_done"]]
+    assert all(0 <= at <= basecall for at, basecall in reached), said
+    assert [at for at, _ in reached] == sorted(at for at, _ in reached), said
     assert [p["basecall_s"] for p in said] == sorted(p["basecall_s"] for p in said), said
     assert e.wait(timeout=60) == 0, e.log.read_text()
     assert_exactly_once(run, out)

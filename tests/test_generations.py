@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bcmanager import scheduler
 from bcmanager.backfill import WINDOW_S, LiveDemand
 from bcmanager.config import Settings, build_settings, check_directories
 from bcmanager.errors import ConfigError, Conflict
@@ -352,7 +353,7 @@ def test_an_engines_speed_is_learnt_per_generation(run_dirs: tuple[Path, Path]) 
         )
         m.clock.t += seconds
         m.complete(a.job.id, Outcome.DONE, a.job.token, timing=Timing(0.0, seconds))
-        return a.job.gen, sum(f.size for f in a.files)
+        return a.job.gen, scheduler.signal_bytes(a.files)
 
     assert batch(1.0)[0] == 0
     live_rate = m.roster.engines["gpu"].speed.bytes_per_s

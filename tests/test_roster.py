@@ -82,3 +82,17 @@ def test_an_engines_rate_mid_batch_is_its_reads_since_its_first_counted_heartbea
     assert speed.bytes_per_s == pytest.approx(60e6 * 0.30 / 6.0)  # not 0.55 in 9 s
     roster.claimed(seen, job_id=2, job_bytes=60_000_000, now=12.0)  # a new batch: anew
     assert seen.first_share is None and seen.progress is None
+
+
+def test_an_engines_rate_mid_batch_counts_from_when_each_count_was_reached() -> None:
+    """Output comes in blocks: a count heard 3 s after it was reached (a heartbeat between
+    two blocks) is a count of then, not of the heartbeat, else the engine seems slower."""
+    roster = Roster(horizon_s=60.0)
+    seen = roster.seen("gpu1", 0.0)
+    roster.claimed(seen, job_id=1, job_bytes=60_000_000, now=0.0)
+    seen.heard(Timing(1.0, 3.0, 10, reads_done=25, reads_total=100, reads_at_s=2.0), 4.0)
+    seen.heard(Timing(1.0, 9.0, 10, reads_done=55, reads_total=100, reads_at_s=6.0), 10.0)
+    speed = seen.fleet_speed(10.0)
+    assert speed.bytes_per_s == pytest.approx(60e6 * 0.30 / 4.0)  # not over 6 s
+    # what is left: 45 % of the batch, less the 3 s it has basecalled since its count
+    assert speed.busy_s == pytest.approx((60e6 * 0.45 - 3.0 * 60e6 * 0.30 / 4.0) / (4.5e6))

@@ -7,7 +7,7 @@ from bcmanager import scheduler
 from bcmanager.errors import InvalidInput, LeaseLost
 from bcmanager.ledger import Ledger, NewFile
 from bcmanager.roster import Roster
-from bcmanager.scheduler import BatchLimit, Fleet, Policy, Speed
+from bcmanager.scheduler import BatchLimit, Fleet, Policy, SharePoint, Speed
 from bcmanager.states import FileState, JobState
 
 POLICY = Policy(lease_s=10.0, default_batch=2, max_batch=5, max_attempts=2)
@@ -465,19 +465,44 @@ def test_a_part_sized_beside_a_guessed_engine_is_cut_until_the_guess_is_measured
     assert not again.guessed  # its speed measured: no longer a guess
 
 
-def test_progress_by_reads_needs_no_output_ratio_and_counts_from_the_first_heartbeat() -> None:
+def test_progress_by_reads_is_the_reads_filed_between_two_counts_over_the_time_between() -> None:
     """The share of its batch's reads an engine has filed gives its rate before any batch
-    has ended (no output ratio needed, none of a small batch's headers in it); counted
-    between its first heartbeat that said so and now, the reads done before its first
-    output (its basecalling time starts there) do not make it seem faster."""
-    alone = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5)
-    assert alone is not None and alone.bytes_per_s == pytest.approx(3e6)
-    assert alone.busy_s == pytest.approx(10.0)
-    since = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5, first=(0.25, 4.0))
+    has ended (no output ratio needed, none of a small batch's headers in it). Output
+    comes in blocks, so the count grows in steps: the rate is the reads filed between two
+    counts over the time between them (when each was reached), not one count over the
+    basecalling time, which reads fast or slow by a block; one count alone says nothing."""
+    first = SharePoint(0.25, 4.0)
+    since = scheduler.speed_from_progress(
+        60e6, 1.0, 10.0, 0, None, share=SharePoint(0.5, 10.0), first=first
+    )
     assert since is not None and since.bytes_per_s == pytest.approx(2.5e6)
     assert since.busy_s == pytest.approx(12.0)
-    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=0.1) is None
-    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.0) is None
+    # the same count heard 3 s after it was reached: the same rate, 3 s less left
+    stale = scheduler.speed_from_progress(
+        60e6, 1.0, 13.0, 0, None, share=SharePoint(0.5, 10.0), first=first
+    )
+    assert stale is not None and stale.bytes_per_s == pytest.approx(2.5e6)
+    assert stale.busy_s == pytest.approx(9.0)
+    assert (
+        scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=SharePoint(0.5, 10.0)) is None
+    )
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=first, first=first) is None
+    near = SharePoint(0.3, 4.5)  # less than MIN_PROGRESS_S after the first count
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=near, first=first) is None
+    assert (
+        scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=SharePoint(0.1, 0.4)) is None
+    )
+
+
+def test_an_engine_that_counts_its_reads_is_measured_by_them_not_its_output() -> None:
+    """A ratio of output to pod5 bytes learnt from small batches is high with their
+    headers; an engine's reads count says what it has done without it."""
+    now, first = SharePoint(0.5, 10.0), SharePoint(0.25, 4.0)
+    by_reads = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=now, first=first)
+    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=now, first=first)
+    by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0)
+    assert by_reads is not None and by_output is not None
+    assert both == by_reads and by_output.bytes_per_s == pytest.approx(4e6)
 
 
 def test_while_engines_keep_joining_a_tail_part_is_cut_until_the_fleet_is_whole() -> None:
@@ -506,14 +531,3 @@ def test_the_roster_sees_engines_still_joining() -> None:
         roster.seen(name, t)
     assert roster.fleet(45.0).arriving
     assert not roster.fleet(90.0).arriving
-
-
-def test_progress_by_reads_and_by_output_reads_low_each_and_the_faster_is_taken() -> None:
-    """Filing lags the basecaller on a busy node (its reads count low); a ratio learnt from
-    small batches is high with their headers (their output counts low): the faster."""
-    by_reads = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=0.5)
-    by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0)
-    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=0.5)
-    assert by_reads is not None and by_output is not None and both is not None
-    assert both.bytes_per_s == max(by_reads.bytes_per_s or 0, by_output.bytes_per_s or 0)
-    assert both.bytes_per_s == pytest.approx(4e6) and both.busy_s == pytest.approx(5.0)

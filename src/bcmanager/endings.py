@@ -112,7 +112,7 @@ class Endings:
         self._tell(batch_done(job, files, now))
         if job.gen == 0:
             self.live.batch_done(now - job.created)
-        size = sum(f.size for f in files)
+        size = scheduler.signal_bytes(files)
         if engine is None or engine.measured_job != job.id:
             self.roster.learn_batch(engine, job, size, timing, now)
         if engine is not None:

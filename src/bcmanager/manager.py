@@ -352,7 +352,7 @@ class Manager:
                 self.prepare_folders(assignment)
             self.last_activity = now
             self._unconfirmed.add(job.id)
-            self.roster.claimed(seen, job.id, sum(f.size for f in assignment.files), now)
+            self.roster.claimed(seen, job.id, scheduler.signal_bytes(assignment.files), now)
             beat = self.roster.heartbeat_s(engine, job.gen, job.lease_s)
             assignment = replace(assignment, heartbeat_s=beat)
             self.merger.run_folders.want(job.id, (f.path for f in assignment.files))

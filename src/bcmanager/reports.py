@@ -53,6 +53,7 @@ class Timing:
     # of a batch so far (heartbeats): reads filed out of the batch's, where the engine knows
     reads_done: int | None = None
     reads_total: int | None = None
+    reads_at_s: float | None = None  # basecalling seconds when reads_done was reached
 
     def share_done(self) -> float | None:
         """The part of its batch basecalled, by its reads (None where not said)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from bcmanager.ledger import JobRow
 from bcmanager.reports import Timing
-from bcmanager.scheduler import Fleet, Speed, speed_from_progress, still_arriving
+from bcmanager.scheduler import Fleet, SharePoint, Speed, speed_from_progress, still_arriving
 
 SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
 FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
@@ -28,6 +28,15 @@ PROGRESS_HEARTBEAT_S = 2.0
 PROGRESS_HEARTBEATS_PER_S = 500.0
 
 
+def share_point(progress: Timing) -> SharePoint | None:
+    """The share of its batch an engine's heartbeat says is filed, and when it was."""
+    share = progress.share_done()
+    if share is None:
+        return None
+    at = progress.reads_at_s if progress.reads_at_s is not None else progress.basecall_s
+    return SharePoint(share, at)
+
+
 @dataclass
 class EngineSeen:
     engine: str
@@ -37,13 +46,13 @@ class EngineSeen:
     jobs_done: int = 0
     files_done: int = 0
     speed: Speed = field(default_factory=Speed)  # smoothed, from finished batches
-    job_bytes: int = 0  # of the batch it holds
+    job_bytes: float = 0.0  # of the batch it holds (`scheduler.signal_bytes`)
     job_claimed: float = 0.0
     rate_sums: tuple[float, float] = (0.0, 0.0)  # bytes and basecalling s, older halved
     gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
     progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
-    first_share: tuple[float, float] | None = None  # (share done, basecall s) first heard
+    first_share: SharePoint | None = None  # of the batch it holds, first heard
     measured_job: int | None = None  # its last batch learnt from at its basecaller's end
     filing_sums: tuple[float, float] = (0.0, 0.0)  # bytes filed and seconds, older halved
 
@@ -81,7 +90,7 @@ class EngineSeen:
                 p.output_bytes or 0,
                 output_per_byte,
                 now - at,
-                p.share_done(),
+                share_point(p),
                 self.first_share,
             )
             if guessed is not None:
@@ -98,17 +107,16 @@ class EngineSeen:
 
     def heard(self, progress: Timing, now: float) -> None:
         """Its progress on the batch it holds; the first that counts its reads is kept, so
-        that its rate is the reads done between two heartbeats (the first output comes
-        after the first reads: counted from it alone, a rate seems faster than it is)."""
+        that its rate is the reads filed between two counts (`speed_from_progress`)."""
         self.progress = (now, progress)
         share = progress.share_done()
         if self.first_share is None and share:
-            self.first_share = (share, progress.basecall_s)
+            self.first_share = share_point(progress)
 
     def drop_progress(self) -> None:
         self.progress, self.first_share = None, None
 
-    def record_batch(self, size_bytes: int, seconds: float, timing: Timing | None) -> None:
+    def record_batch(self, size_bytes: float, seconds: float, timing: Timing | None) -> None:
         """Learn the engine's speed from a finished batch (`seconds`: claim to report): its
         rate from its own report of basecalling time, else (an engine that does not say)
         from claim to report; its start-up is the rest of claim to report (the basecaller's
@@ -124,7 +132,7 @@ class EngineSeen:
             startup = SMOOTHING * self.speed.startup_s + (1 - SMOOTHING) * startup
         self.speed = Speed(startup, rate, filing_s_per_byte=self.speed.filing_s_per_byte)
 
-    def record_filing(self, size_bytes: int, filing_s: float) -> None:
+    def record_filing(self, size_bytes: float, filing_s: float) -> None:
         """Learn how long the engine takes to file a batch's output, per pod5 byte."""
         done, spent = self.filing_sums
         self.filing_sums = (SMOOTHING * done + size_bytes, SMOOTHING * spent + filing_s)
@@ -181,7 +189,7 @@ class Roster:
             self._fleet_cache = (now, Fleet.of(speeds, now, arriving))
         return self._fleet_cache[1]
 
-    def claimed(self, seen: EngineSeen, job_id: int, job_bytes: int, now: float) -> None:
+    def claimed(self, seen: EngineSeen, job_id: int, job_bytes: float, now: float) -> None:
         """`seen` holds a new batch. The cached fleet gets it at once, so that claims within
         the same second share the tail with it as it is (not as idle)."""
         seen.job_id, seen.job_claimed = job_id, now
@@ -212,7 +220,7 @@ class Roster:
         seen.drop_progress()
 
     def learn_batch(
-        self, engine: EngineSeen | None, job: JobRow, size: int, timing: Timing | None, now: float
+        self, engine: EngineSeen | None, job: JobRow, size: float, timing: Timing | None, now: float
     ) -> None:
         """Learn from a batch once (at its basecaller's end, else at its report): the output
         a pod5 byte makes with its model, and its engine's speed."""
@@ -222,7 +230,7 @@ class Roster:
             engine.use_generation(job.gen)
             engine.record_batch(size, now - job.created, timing)
 
-    def learn_output(self, gen: int, output_bytes: int, input_bytes: int) -> None:
+    def learn_output(self, gen: int, output_bytes: int, input_bytes: float) -> None:
         """How many bytes of output a pod5 byte makes with a generation's model: engines'
         progress (output so far) becomes pod5 bytes basecalled by it. The first batch of a
         generation makes the fleet be seen anew, so engines still at their first batch are

@@ -94,6 +94,22 @@ def still_arriving(joined: Sequence[float], now: float) -> bool:
 MIN_TAIL_PART = 1.0
 
 
+# The bytes of a pod5 that hold no signal: its Arrow schemas, footer and run info, about
+# 8 KiB whatever its reads (measured with the pod5 library: files of 20 to 2,000 reads).
+# An engine measured on small files would otherwise seem faster than it is on large ones.
+POD5_FIXED_BYTES = 8192
+
+
+def signal_bytes(files: Iterable[FileRow]) -> float:
+    """A batch's work in the bytes an engine's rate is measured in: each file's size less
+    its fixed part (a slice bears its share of it)."""
+    total = 0.0
+    for f in files:
+        share = f.part.count / f.part.of if f.part is not None and f.part.of else 1.0
+        total += max(0.0, f.size - POD5_FIXED_BYTES * share)
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class Speed:
     """What the manager has measured of one engine: the fixed time of its every batch
@@ -243,6 +259,15 @@ class Fleet:
 MIN_PROGRESS_S = 1.0
 
 
+class SharePoint(NamedTuple):
+    """A share of a batch's reads filed, and when (basecalling seconds) it was reached:
+    output comes in blocks, so the count grows in steps, and a heartbeat between two steps
+    would make a rate seem slower than it is."""
+
+    share: float
+    at_s: float
+
+
 def speed_from_progress(
     held_bytes: float,
     startup_s: float,
@@ -250,41 +275,39 @@ def speed_from_progress(
     output_bytes: float,
     output_per_byte: float | None,
     since_s: float = 0.0,
-    share: float | None = None,
-    first: tuple[float, float] | None = None,
+    share: SharePoint | None = None,
+    first: SharePoint | None = None,
 ) -> Speed | None:
     """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
-    ago): the pod5 bytes it has basecalled are the `share` of its batch it has done (by
-    the reads it has filed, where the engine says), or its output over the output one pod5
-    byte makes with this model (learnt from finished batches of any engine: it depends on
-    the reads, not on the GPU). Each reads low: filing lags the basecaller on a busy node,
-    and a small batch's headers make the output ratio high; the faster of the two is
-    taken. None when neither is known yet, or too little is done to say.
-
-    With `first`, the share done and basecalling time of its first such heartbeat, the
-    rate is the reads done since then over the time since (MIN_PROGRESS_S at least): its
-    first output came after its first reads, so the share alone over its basecalling time
-    makes it seem faster than it is.
+    ago). Where the engine counts the reads it has filed, from those alone: the reads
+    filed between the `first` share it said and this `share`, over the basecalling time
+    between them (MIN_PROGRESS_S at least). Both counts lag the basecaller alike (output
+    comes in blocks), so the lag cancels; one count alone over the basecalling time would
+    read fast or slow by a block. Else its output over the output one pod5 byte makes with
+    this model (learnt from finished batches of any engine: it depends on the reads, not
+    on the GPU). None when too little is known yet to say.
 
     This is how an engine's speed is known before its first batch ends, so that another
     engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
     if basecall_s < MIN_PROGRESS_S:
         return None
-    measures = []  # (rate, bytes done); both read low, each for its own reason: the faster
-    if share:
-        done = held_bytes * min(1.0, share)
-        rate = done / basecall_s
-        if first is not None and basecall_s - first[1] >= MIN_PROGRESS_S:
-            since_first = held_bytes * (min(1.0, share) - first[0])
-            rate = since_first / (basecall_s - first[1]) if since_first > 0 else rate
-        measures.append((rate, done))
+    if share is not None:
+        if first is None or share.at_s - first.at_s < MIN_PROGRESS_S or share.share <= first.share:
+            return None
+        done = held_bytes * min(1.0, share.share)
+        rate = held_bytes * (min(1.0, share.share) - first.share) / (share.at_s - first.at_s)
+        return _speed_after(held_bytes, startup_s, done, rate, basecall_s - share.at_s + since_s)
     if output_per_byte and output_bytes > 0:
         done = min(held_bytes, output_bytes / output_per_byte)
-        measures.append((done / basecall_s, done))
-    if not measures:
-        return None
-    rate, done = max(measures)
-    left = max(0.0, held_bytes - done - rate * since_s)
+        return _speed_after(held_bytes, startup_s, done, done / basecall_s, since_s)
+    return None
+
+
+def _speed_after(
+    held_bytes: float, startup_s: float, done: float, rate: float, since_s: float
+) -> Speed:
+    """Its speed at `rate`, busy with what is left of its batch `since_s` after `done`."""
+    left = max(0.0, held_bytes - done - rate * max(0.0, since_s))
     return Speed(startup_s, rate, busy_s=left / rate)
 
 

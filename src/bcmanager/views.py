@@ -159,6 +159,7 @@ def progress_view(progress: tuple[float, Timing] | None, now: float) -> dict[str
         "output_bytes": p.output_bytes,
         "reads_done": p.reads_done,
         "reads_total": p.reads_total,
+        "reads_at_s": None if p.reads_at_s is None else round(p.reads_at_s, 3),
         "age_s": round(now - at, 3),
     }
 

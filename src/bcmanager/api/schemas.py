@@ -122,6 +122,13 @@ class ReadsReport(_Body):
 
     done: Count
     total: Annotated[int, Field(ge=1, le=10**15), Strict(False), BeforeValidator(_json_integer)]
+    at_s: Annotated[
+        Seconds | None,
+        Field(
+            description="basecalling seconds when the `done`th read was filed: output comes in"
+            " blocks, so the count grows in steps, not with every heartbeat"
+        ),
+    ] = None
 
 
 class TimingReport(_Body):
@@ -150,6 +157,7 @@ class TimingReport(_Body):
             self.filing_s,
             counted.done if counted else None,
             counted.total if counted else None,
+            counted.at_s if counted else None,
         )
 
 

@@ -86,7 +86,13 @@ class Batch:
         total = self.reads_total()
         if sofar is None or self.filing is None or not total:
             return sofar
-        return {**sofar, "reads": {"done": self.filing.pod5_reads_filed, "total": total}}
+        done, filed_at = self.filing.filed
+        reads: dict[str, Any] = {"done": done, "total": total}
+        if filed_at is not None:  # when, in basecalling seconds: counts grow in steps
+            reads["at_s"] = min(
+                sofar["basecall_s"], max(0.0, sofar["basecall_s"] - (now - filed_at))
+            )
+        return {**sofar, "reads": reads}
 
     def reads_total(self) -> int | None:
         """The reads the batch holds: a slice's count, the files' where the claim said,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
@@ -67,6 +68,9 @@ class StreamFiling:
         self.poll_s = poll_s
         self.reads = 0  # filed so far
         self._parents: set[str] = set()  # the pod5 reads they came from (split reads: one)
+        # (how many of them, when the last was filed: monotonic), set as one for readers
+        # in other threads (the heartbeat's)
+        self.filed: tuple[int, float | None] = (0, None)
         self.reads_in: int | None = None  # the reads of the job's pod5 files, once read
         self.reads_at_exit: int | None = None  # filed when the basecaller exited
         self._exited = threading.Event()
@@ -203,12 +207,14 @@ class StreamFiling:
         if record.is_primary:
             self.reads += 1
             self._parents.add(record.parent_read_id)
+            if len(self._parents) != self.filed[0]:
+                self.filed = (len(self._parents), time.monotonic())
 
     @property
     def pod5_reads_filed(self) -> int:
         """How many of the job's pod5 reads are filed so far: a read split in two (two
         records, `pi` naming it) counts once, as in `reads_in`."""
-        return len(self._parents)
+        return self.filed[0]
 
 
 def _write_all(sink: IO[bytes], chunk: bytes) -> None:
