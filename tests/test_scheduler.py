@@ -494,15 +494,22 @@ def test_progress_by_reads_is_the_reads_filed_between_two_counts_over_the_time_b
     )
 
 
-def test_an_engine_that_counts_its_reads_is_measured_by_them_not_its_output() -> None:
-    """A ratio of output to pod5 bytes learnt from small batches is high with their
-    headers; an engine's reads count says what it has done without it."""
+def test_of_reads_and_output_each_reads_low_and_the_faster_is_taken() -> None:
+    """Filing lags the basecaller on a busy node (its reads count low); a ratio learnt from
+    small batches is high with their headers (their output counts low): the faster. A
+    few blocks of output say nothing yet (a first block over the basecalling time)."""
     now, first = SharePoint(0.5, 10.0), SharePoint(0.25, 4.0)
     by_reads = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=now, first=first)
-    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=now, first=first)
     by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0)
+    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=now, first=first)
     assert by_reads is not None and by_output is not None
-    assert both == by_reads and by_output.bytes_per_s == pytest.approx(4e6)
+    assert by_output.bytes_per_s == pytest.approx(4e6) and both == by_output
+    slow = scheduler.speed_from_progress(60e6, 1.0, 10.0, 10e6, 1.0, share=now, first=first)
+    assert slow == by_reads
+    few = scheduler.MIN_PROGRESS_OUTPUT - 1
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, few, 1.0) is None
+    alone = scheduler.speed_from_progress(60e6, 1.0, 10.0, few, 1.0, share=now, first=first)
+    assert alone == by_reads
 
 
 def test_while_engines_keep_joining_a_tail_part_is_cut_until_the_fleet_is_whole() -> None:

@@ -257,6 +257,9 @@ class Fleet:
 # An engine's progress says how fast it basecalls once it has basecalled this long: less is
 # mostly the basecaller's first output buffered, not a rate.
 MIN_PROGRESS_S = 1.0
+# ... and once it has written this much: output comes in blocks (htslib's 4 KiB), and a
+# few blocks say little of a rate (a first one over the basecalling time reads slow).
+MIN_PROGRESS_OUTPUT = 64 * 1024
 
 
 class SharePoint(NamedTuple):
@@ -279,28 +282,38 @@ def speed_from_progress(
     first: SharePoint | None = None,
 ) -> Speed | None:
     """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
-    ago). Where the engine counts the reads it has filed, from those alone: the reads
-    filed between the `first` share it said and this `share`, over the basecalling time
-    between them (MIN_PROGRESS_S at least). Both counts lag the basecaller alike (output
-    comes in blocks), so the lag cancels; one count alone over the basecalling time would
-    read fast or slow by a block. Else its output over the output one pod5 byte makes with
-    this model (learnt from finished batches of any engine: it depends on the reads, not
-    on the GPU). None when too little is known yet to say.
+    ago), by two measures where it gives them. Its reads: those filed between the `first`
+    share of its batch it said and this `share`, over the basecalling time between them
+    (MIN_PROGRESS_S at least); output comes in blocks, so a count grows in steps, and one
+    count alone over the basecalling time reads fast or slow by a block. Its output: what
+    it wrote (MIN_PROGRESS_OUTPUT at least) over the output one pod5 byte makes with this
+    model (learnt from finished batches of any engine: it depends on the reads, not on
+    the GPU). Each reads low for its own reason: filing lags the basecaller on a busy
+    node, and a ratio learnt on small batches is high with their headers; the faster is
+    taken. None when neither says yet.
 
     This is how an engine's speed is known before its first batch ends, so that another
     engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
     if basecall_s < MIN_PROGRESS_S:
         return None
-    if share is not None:
-        if first is None or share.at_s - first.at_s < MIN_PROGRESS_S or share.share <= first.share:
-            return None
+    # (rate, bytes done, basecalling s since they were done)
+    measures: list[tuple[float, float, float]] = []
+    if (
+        share is not None
+        and first is not None
+        and share.at_s - first.at_s >= MIN_PROGRESS_S
+        and share.share > first.share
+    ):
         done = held_bytes * min(1.0, share.share)
         rate = held_bytes * (min(1.0, share.share) - first.share) / (share.at_s - first.at_s)
-        return _speed_after(held_bytes, startup_s, done, rate, basecall_s - share.at_s + since_s)
-    if output_per_byte and output_bytes > 0:
+        measures.append((rate, done, basecall_s - share.at_s))
+    if output_per_byte and output_bytes >= MIN_PROGRESS_OUTPUT:
         done = min(held_bytes, output_bytes / output_per_byte)
-        return _speed_after(held_bytes, startup_s, done, done / basecall_s, since_s)
-    return None
+        measures.append((done / basecall_s, done, 0.0))
+    if not measures:
+        return None
+    rate, done, after = max(measures)
+    return _speed_after(held_bytes, startup_s, done, rate, after + since_s)
 
 
 def _speed_after(
