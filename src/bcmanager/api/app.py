@@ -53,12 +53,15 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    calls = legacy.LegacyCalls(manager, claims)
+    legacy_routes = legacy.router(calls).routes
+    app.add_middleware(legacy.FastPath, calls=calls, routes=legacy_routes)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestTimer, metrics=metrics)
     # The routers' routes join the app's own list: FastAPI 0.165's include_router keeps a
     # router as one entry that every request searches through again (+0.1 ms a request).
-    for router in (legacy.router(manager, claims), v1.router(manager, claims, progress, metrics)):
-        app.router.routes.extend(router.routes)
+    app.router.routes.extend(legacy_routes)
+    app.router.routes.extend(v1.router(manager, claims, progress, metrics).routes)
     app.include_router(dashboard_router(progress), responses=answers())
     _declare_max_batch(app, settings.max_batch)
     return app

@@ -26,9 +26,25 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-async def on_bcm_error(_: Request, exc: BcmError) -> JSONResponse:
-    extra = {"late": True} if isinstance(exc, LeaseLost) else {}
-    return error(exc.status_code, str(exc), **extra)
+# What a call may raise in the normal course (the rest is a bug: a 500, its trace logged)
+EXPECTED = (BcmError, StarletteHTTPException, sqlite3.OperationalError)
+
+
+def answer_for(exc: Exception) -> JSONResponse:
+    """The answer to an exception a call raised (what the handlers below answer)."""
+    if isinstance(exc, BcmError):
+        extra = {"late": True} if isinstance(exc, LeaseLost) else {}
+        return error(exc.status_code, str(exc), **extra)
+    if isinstance(exc, StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail))
+    if isinstance(exc, sqlite3.OperationalError):
+        log.error("the ledger cannot be written (%s): the call changed nothing", exc)
+        return error(503, f"the ledger cannot be written: {exc}")
+    return error(500, f"internal error: {type(exc).__name__}")  # logged by the server
+
+
+async def on_error(_: Request, exc: Exception) -> JSONResponse:
+    return answer_for(exc)
 
 
 async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -40,23 +56,8 @@ async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return error(422, f"invalid {first['where']}: {first['problem']}", problems=problems)
 
 
-async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error(exc.status_code, str(exc.detail))
-
-
-async def on_ledger_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-    log.error("the ledger cannot be written (%s): the call changed nothing", exc)
-    return error(503, f"the ledger cannot be written: {exc}")
-
-
-async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    return error(500, f"internal error: {type(exc).__name__}")
-
-
 def install(app: FastAPI) -> None:
     """Register the handlers above on `app`."""
-    app.exception_handler(BcmError)(on_bcm_error)
     app.exception_handler(RequestValidationError)(on_invalid)
-    app.exception_handler(StarletteHTTPException)(on_http)
-    app.exception_handler(sqlite3.OperationalError)(on_ledger_error)
-    app.exception_handler(Exception)(on_unexpected)
+    for kind in (BcmError, StarletteHTTPException, sqlite3.OperationalError, Exception):
+        app.exception_handler(kind)(on_error)

@@ -1,19 +1,28 @@
 """The original BC-pipelines routes: `/assignwork`, `/keepalive`, `/completed`, `/heartbeat`.
 
 They answer byte-for-byte what the original Flask manager answered, so its unmodified
-engines work; they are a thin translation onto the same `Manager` calls as v1.
+engines work; they are a thin translation onto the same `Manager` calls as v1
+(`LegacyCalls`). The three calls original engines make all the time are answered by
+`FastPath` when well formed, without FastAPI's machinery per request; the FastAPI routes
+declare them (the schema) and answer everything else (a bad query, a refused token).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bcmanager.api.errors import EXPECTED, answer_for
 from bcmanager.api.schemas import (
     ENGINE_ID,
     ENGINE_ID_LENGTH,
@@ -23,7 +32,6 @@ from bcmanager.api.schemas import (
     LegacyOk,
     answers,
 )
-from bcmanager.config import Settings
 from bcmanager.errors import LeaseLost, Unauthorized
 from bcmanager.layout import link_name
 from bcmanager.longpoll import ClaimWaiter
@@ -32,29 +40,66 @@ from bcmanager.scheduler import Assignment
 
 JOB_ID = r"^[0-9]{1,18}$"
 JOB_STATE = r"^[A-Za-z_]{1,32}$"
+BATCH_SIZE_RANGE = (-(2**31), 2**31)
+TOKEN_MAX = 256
 LEGACY_REPORT_BACK_PERIOD = 300
 
 
-def gate(settings: Settings) -> Callable[..., Awaitable[None]]:
-    """The legacy routes' dependency, per `--legacy-auth`: open, token (`?token=`) or off."""
+class LegacyCalls:
+    """What each legacy route does, over `manager`; `/assignwork` claims through `claims`."""
 
-    async def legacy_gate(token: Annotated[str | None, Query(max_length=256)] = None) -> None:
-        if settings.legacy_auth == "off":
+    def __init__(self, manager: Manager, claims: ClaimWaiter) -> None:
+        self.manager = manager
+        self.claims = claims
+        self.settings = manager.settings
+
+    def check_token(self, token: str | None) -> None:
+        """Per `--legacy-auth`: open, token (`?token=`) or off. Unauthorized if refused."""
+        if self.settings.legacy_auth == "off":
             raise Unauthorized("the legacy routes are switched off on this manager")
-        expected = settings.token if settings.legacy_auth == "token" else None
+        expected = self.settings.token if self.settings.legacy_auth == "token" else None
         if expected is not None and not secrets.compare_digest(
             (token or "").encode(), expected.encode()
         ):
             raise Unauthorized("missing or wrong token query parameter")
 
-    return legacy_gate
+    async def assignwork(self, engineid: str, batchsize: int) -> dict[str, Any]:
+        # The original engine exits at its first empty answer (and its request has no
+        # timeout): while work is still expected, hold the request until there is some.
+        # Not for jobs still unconfirmed: original engines confirm at their first
+        # keepalive, which may be a lease away, and would be held for as long.
+        assignment, _ = await self.claims.claim_or_wait(
+            lambda: self.manager.claim(engineid, batchsize, api="legacy", prepare=False),
+            self.settings.legacy_wait_s,
+            until_empty=True,
+            unconfirmed_count=False,
+        )
+        return _legacy_batch(assignment, engineid, self.settings.lease_s)
+
+    def keepalive(self, job_id: str) -> dict[str, Any]:
+        try:
+            self.manager.keepalive(int(job_id), token=None)
+        except LeaseLost:
+            return {"late": True}
+        return {"late": False}
+
+    def completed(self, job_id: str, job_state: str) -> dict[str, Any]:
+        if job_state == "DONE":
+            outcome, reason = Outcome.DONE, None
+        else:
+            outcome, reason = Outcome.FAILED, f"engine reported {job_state}"
+        self.manager.complete(int(job_id), outcome, token=None, reason=reason)
+        return {"ok": True}
 
 
-def router(manager: Manager, claims: ClaimWaiter) -> APIRouter:
-    """The legacy routes over `manager`; `/assignwork` claims through `claims`."""
-    settings = manager.settings
-    legacy_gate = gate(settings)
+def router(calls: LegacyCalls) -> APIRouter:
+    """The legacy routes as FastAPI routes: the schema, and every answer `FastPath` leaves."""
     routes = APIRouter()
+
+    async def legacy_gate(
+        token: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
+    ) -> None:
+        calls.check_token(token)
 
     @routes.get(
         "/assignwork",
@@ -64,19 +109,9 @@ def router(manager: Manager, claims: ClaimWaiter) -> APIRouter:
     )
     async def assignwork(
         engineid: Annotated[str, Query(pattern=ENGINE_ID, **ENGINE_ID_LENGTH)],
-        batchsize: Annotated[int, Query(ge=-(2**31), le=2**31)],
+        batchsize: Annotated[int, Query(ge=BATCH_SIZE_RANGE[0], le=BATCH_SIZE_RANGE[1])],
     ) -> Response:
-        # The original engine exits at its first empty answer (and its request has no
-        # timeout): while work is still expected, hold the request until there is some.
-        # Not for jobs still unconfirmed: original engines confirm at their first
-        # keepalive, which may be a lease away, and would be held for as long.
-        assignment, _ = await claims.claim_or_wait(
-            lambda: manager.claim(engineid, batchsize, api="legacy", prepare=False),
-            settings.legacy_wait_s,
-            until_empty=True,
-            unconfirmed_count=False,
-        )
-        return _legacy_bytes(_legacy_batch(assignment, engineid, settings.lease_s))
+        return _legacy_bytes(await calls.assignwork(engineid, batchsize))
 
     @routes.get(
         "/keepalive",
@@ -88,11 +123,7 @@ def router(manager: Manager, claims: ClaimWaiter) -> APIRouter:
         job_id: Annotated[str, Query(pattern=JOB_ID)],
         job_state: Annotated[str, Query(pattern=JOB_STATE)],
     ) -> Response:
-        try:
-            manager.keepalive(int(job_id), token=None)
-        except LeaseLost:
-            return _legacy_bytes({"late": True})
-        return _legacy_bytes({"late": False})
+        return _legacy_bytes(calls.keepalive(job_id))
 
     @routes.get(
         "/completed",
@@ -104,18 +135,96 @@ def router(manager: Manager, claims: ClaimWaiter) -> APIRouter:
         job_id: Annotated[str, Query(pattern=JOB_ID)],
         job_state: Annotated[str, Query(pattern=JOB_STATE)],
     ) -> Response:
-        if job_state == "DONE":
-            outcome, reason = Outcome.DONE, None
-        else:
-            outcome, reason = Outcome.FAILED, f"engine reported {job_state}"
-        manager.complete(int(job_id), outcome, token=None, reason=reason)
-        return _legacy_bytes({"ok": True})
+        return _legacy_bytes(calls.completed(job_id, job_state))
 
     @routes.get("/heartbeat", tags=["legacy"], responses=answers(LegacyHeartbeat))
     async def heartbeat() -> Response:
-        return _legacy_bytes(manager.heartbeat_view())
+        return _legacy_bytes(calls.manager.heartbeat_view())
 
     return routes
+
+
+_ENGINE = re.compile(ENGINE_ID)
+_JOB_ID = re.compile(JOB_ID)
+_JOB_STATE = re.compile(JOB_STATE)
+_INT = re.compile(r"-?(0|[1-9][0-9]{0,9})")
+
+
+class FastPath:
+    """ASGI middleware: `/assignwork`, `/keepalive` and `/completed` with a well-formed
+    query and an accepted token, answered without FastAPI's dependency solving, parameter
+    validation and response classes per request: original engines call them all the time,
+    and that machinery was most of the manager's CPU per call (issue 23). It only ever
+    takes a query FastAPI would take (each value as strict or stricter than the route's
+    declaration); anything else goes on to the FastAPI route, which answers it as always
+    (422 naming the problem, 401). Errors of the call itself are answered as the app's
+    handlers answer them (`errors.answer_for`)."""
+
+    def __init__(self, app: ASGIApp, calls: LegacyCalls, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.calls = calls
+        # the matched route in the scope, as the router leaves it (the metrics' label)
+        self.routes = {
+            r.path: r
+            for r in routes
+            if isinstance(r, APIRoute) and r.path in ("/assignwork", "/keepalive", "/completed")
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        query = _plain_query(scope["query_string"]) if route and scope["method"] == "GET" else None
+        if route is None or query is None or not self._token_ok(query):
+            await self.app(scope, receive, send)
+            return
+        try:
+            payload = await self._call(scope["path"], query)
+        except EXPECTED as exc:  # anything else goes up to the app's 500 (and is logged)
+            scope["route"] = route
+            await answer_for(exc)(scope, receive, send)
+            return
+        if payload is None:  # not well formed: FastAPI says what is wrong
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route
+        await _legacy_bytes(payload)(scope, receive, send)
+
+    def _token_ok(self, query: dict[str, str]) -> bool:
+        token = query.get("token")
+        if token is not None and len(token) > TOKEN_MAX:
+            return False
+        try:
+            self.calls.check_token(token)
+        except Unauthorized:
+            return False
+        return True
+
+    async def _call(self, path: str, query: dict[str, str]) -> dict[str, Any] | None:
+        if path == "/assignwork":
+            engine, size = query.get("engineid", ""), query.get("batchsize", "")
+            if not (_is_engine_id(engine) and _INT.fullmatch(size)):
+                return None
+            batch = int(size)
+            if not BATCH_SIZE_RANGE[0] <= batch <= BATCH_SIZE_RANGE[1]:
+                return None
+            return await self.calls.assignwork(engine, batch)
+        job_id, state = query.get("job_id", ""), query.get("job_state", "")
+        if not (_JOB_ID.fullmatch(job_id) and _JOB_STATE.fullmatch(state)):
+            return None
+        if path == "/keepalive":
+            return self.calls.keepalive(job_id)
+        return self.calls.completed(job_id, state)
+
+
+def _plain_query(raw: bytes) -> dict[str, str] | None:
+    """The query as one value a name, as Starlette decodes it; None if a name repeats."""
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    query = dict(pairs)
+    return query if len(query) == len(pairs) else None
+
+
+def _is_engine_id(value: str) -> bool:
+    low, high = ENGINE_ID_LENGTH["min_length"], ENGINE_ID_LENGTH["max_length"]
+    return low <= len(value) <= high and _ENGINE.fullmatch(value) is not None
 
 
 def _legacy_bytes(payload: dict[str, Any]) -> Response:
