@@ -7,7 +7,7 @@ from bcmanager import scheduler
 from bcmanager.errors import InvalidInput, LeaseLost
 from bcmanager.ledger import Ledger, NewFile
 from bcmanager.roster import Roster
-from bcmanager.scheduler import BatchLimit, Fleet, Policy, SharePoint, Speed
+from bcmanager.scheduler import BatchLimit, Fleet, Mark, Policy, Speed
 from bcmanager.states import FileState, JobState
 
 POLICY = Policy(lease_s=10.0, default_batch=2, max_batch=5, max_attempts=2)
@@ -358,20 +358,23 @@ def test_an_engine_still_on_its_first_batch_counts_as_fast_unless_it_would_be_do
 
 
 def test_an_engine_at_its_first_batch_is_known_by_its_progress() -> None:
-    """Its output so far over the output a pod5 byte makes is what it has basecalled:
-    a rate, and how long its batch still takes. Not before that ratio is learnt, nor from
-    a first second of output (mostly buffered)."""
+    """Its output between two heartbeats over the output a pod5 byte makes is what it has
+    basecalled between them: a rate, and how long its batch still takes. Not before that
+    ratio is learnt, nor from one heartbeat alone (the first output comes a block of reads
+    after basecalling began), nor from a first second."""
     ratio = 0.25  # output bytes per pod5 byte
-    seen = scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, ratio, since_s=2.0)
+    first = Mark(1e6, 2.0)
+    seen = scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, ratio, 2.0, first_output=first)
     assert seen is not None
-    assert seen.bytes_per_s == pytest.approx(2e6)  # 20e6 pod5 bytes in 10 s
+    assert seen.bytes_per_s == pytest.approx(2e6)  # 16e6 pod5 bytes in 8 s
     assert seen.busy_s == pytest.approx((60e6 - 20e6 - 2 * 2e6) / 2e6)
     assert seen.startup_s == 1.0
-    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, None) is None
-    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 5e6, ratio) is None
-    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, ratio) is None
-    done = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, ratio)  # output over-counted
-    assert done is not None and done.busy_s == 0.0
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, None, first_output=first) is None
+    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 5e6, ratio, first_output=first) is None
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 5e6, ratio) is None  # one heartbeat
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 1e6, ratio, first_output=first) is None
+    over = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, ratio, first_output=first)
+    assert over is not None and over.busy_s == 0.0  # output over-counted: done
 
 
 def run_from_nothing(
@@ -402,7 +405,9 @@ def run_from_nothing(
                 guess = None
                 if progress and measured:
                     out = max(0.0, running) * (s.bytes_per_s or 0.0) * ratio
-                    guess = scheduler.speed_from_progress(size, s.startup_s, running, out, ratio)
+                    guess = scheduler.speed_from_progress(
+                        size, s.startup_s, running, out, ratio, first_output=Mark(0.0, 0.0)
+                    )
                 speeds[n] = guess or Speed(held_bytes=size, held_s=now - claimed)
             else:
                 speeds[n] = Speed()
@@ -471,44 +476,46 @@ def test_progress_by_reads_is_the_reads_filed_between_two_counts_over_the_time_b
     comes in blocks, so the count grows in steps: the rate is the reads filed between two
     counts over the time between them (when each was reached), not one count over the
     basecalling time, which reads fast or slow by a block; one count alone says nothing."""
-    first = SharePoint(0.25, 4.0)
+    first = Mark(0.25, 4.0)
     since = scheduler.speed_from_progress(
-        60e6, 1.0, 10.0, 0, None, share=SharePoint(0.5, 10.0), first=first
+        60e6, 1.0, 10.0, 0, None, share=Mark(0.5, 10.0), first=first
     )
     assert since is not None and since.bytes_per_s == pytest.approx(2.5e6)
     assert since.busy_s == pytest.approx(12.0)
     # the same count heard 3 s after it was reached: the same rate, 3 s less left
     stale = scheduler.speed_from_progress(
-        60e6, 1.0, 13.0, 0, None, share=SharePoint(0.5, 10.0), first=first
+        60e6, 1.0, 13.0, 0, None, share=Mark(0.5, 10.0), first=first
     )
     assert stale is not None and stale.bytes_per_s == pytest.approx(2.5e6)
     assert stale.busy_s == pytest.approx(9.0)
-    assert (
-        scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=SharePoint(0.5, 10.0)) is None
-    )
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=Mark(0.5, 10.0)) is None
     assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=first, first=first) is None
-    near = SharePoint(0.3, 4.5)  # less than MIN_PROGRESS_S after the first count
+    near = Mark(0.3, 4.5)  # less than MIN_PROGRESS_S after the first count
     assert scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=near, first=first) is None
-    assert (
-        scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=SharePoint(0.1, 0.4)) is None
-    )
+    assert scheduler.speed_from_progress(60e6, 1.0, 0.5, 0, None, share=Mark(0.1, 0.4)) is None
 
 
 def test_of_reads_and_output_each_reads_low_and_the_faster_is_taken() -> None:
     """Filing lags the basecaller on a busy node (its reads count low); a ratio learnt from
     small batches is high with their headers (their output counts low): the faster. A
-    few blocks of output say nothing yet (a first block over the basecalling time)."""
-    now, first = SharePoint(0.5, 10.0), SharePoint(0.25, 4.0)
+    few blocks of output between two heartbeats say nothing yet."""
+    now, first, out = Mark(0.5, 10.0), Mark(0.25, 4.0), Mark(0.0, 4.0)
     by_reads = scheduler.speed_from_progress(60e6, 1.0, 10.0, 0, None, share=now, first=first)
-    by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0)
-    both = scheduler.speed_from_progress(60e6, 1.0, 10.0, 40e6, 1.0, share=now, first=first)
+    by_output = scheduler.speed_from_progress(60e6, 1.0, 10.0, 24e6, 1.0, first_output=out)
+    both = scheduler.speed_from_progress(
+        60e6, 1.0, 10.0, 24e6, 1.0, share=now, first=first, first_output=out
+    )
     assert by_reads is not None and by_output is not None
     assert by_output.bytes_per_s == pytest.approx(4e6) and both == by_output
-    slow = scheduler.speed_from_progress(60e6, 1.0, 10.0, 10e6, 1.0, share=now, first=first)
+    slow = scheduler.speed_from_progress(
+        60e6, 1.0, 10.0, 6e6, 1.0, share=now, first=first, first_output=out
+    )
     assert slow == by_reads
-    few = scheduler.MIN_PROGRESS_OUTPUT - 1
-    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, few, 1.0) is None
-    alone = scheduler.speed_from_progress(60e6, 1.0, 10.0, few, 1.0, share=now, first=first)
+    few = scheduler.MIN_PROGRESS_OUTPUT
+    assert scheduler.speed_from_progress(60e6, 1.0, 10.0, few, 1.0, first_output=out) is None
+    alone = scheduler.speed_from_progress(
+        60e6, 1.0, 10.0, few, 1.0, share=now, first=first, first_output=out
+    )
     assert alone == by_reads
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from bcmanager.ledger import JobRow
 from bcmanager.reports import Timing
-from bcmanager.scheduler import Fleet, SharePoint, Speed, speed_from_progress, still_arriving
+from bcmanager.scheduler import Fleet, Mark, Speed, speed_from_progress, still_arriving
 
 SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
 FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
@@ -28,13 +28,13 @@ PROGRESS_HEARTBEAT_S = 2.0
 PROGRESS_HEARTBEATS_PER_S = 500.0
 
 
-def share_point(progress: Timing) -> SharePoint | None:
+def share_mark(progress: Timing) -> Mark | None:
     """The share of its batch an engine's heartbeat says is filed, and when it was."""
     share = progress.share_done()
     if share is None:
         return None
     at = progress.reads_at_s if progress.reads_at_s is not None else progress.basecall_s
-    return SharePoint(share, at)
+    return Mark(share, at)
 
 
 @dataclass
@@ -52,7 +52,8 @@ class EngineSeen:
     gen: int = 0  # the generation whose model `speed` and `rate_sums` are of
     learnt: dict[int, tuple[Speed, tuple[float, float]]] = field(default_factory=dict)
     progress: tuple[float, Timing] | None = None  # (when heard, what) on the batch it holds
-    first_share: SharePoint | None = None  # of the batch it holds, first heard
+    first_share: Mark | None = None  # of the batch it holds, first heard
+    first_output: Mark | None = None  # its output on the batch it holds, first heard
     measured_job: int | None = None  # its last batch learnt from at its basecaller's end
     filing_sums: tuple[float, float] = (0.0, 0.0)  # bytes filed and seconds, older halved
 
@@ -90,8 +91,9 @@ class EngineSeen:
                 p.output_bytes or 0,
                 output_per_byte,
                 now - at,
-                share_point(p),
+                share_mark(p),
                 self.first_share,
+                self.first_output,
             )
             if guessed is not None:
                 return guessed
@@ -111,10 +113,12 @@ class EngineSeen:
         self.progress = (now, progress)
         share = progress.share_done()
         if self.first_share is None and share:
-            self.first_share = share_point(progress)
+            self.first_share = share_mark(progress)
+        if self.first_output is None and progress.output_bytes:
+            self.first_output = Mark(progress.output_bytes, progress.basecall_s)
 
     def drop_progress(self) -> None:
-        self.progress, self.first_share = None, None
+        self.progress, self.first_share, self.first_output = None, None, None
 
     def record_batch(self, size_bytes: float, seconds: float, timing: Timing | None) -> None:
         """Learn the engine's speed from a finished batch (`seconds`: claim to report): its

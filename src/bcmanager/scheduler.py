@@ -257,17 +257,16 @@ class Fleet:
 # An engine's progress says how fast it basecalls once it has basecalled this long: less is
 # mostly the basecaller's first output buffered, not a rate.
 MIN_PROGRESS_S = 1.0
-# ... and once it has written this much: output comes in blocks (htslib's 4 KiB), and a
-# few blocks say little of a rate (a first one over the basecalling time reads slow).
+# ... and its output by more than this between two heartbeats: output comes in blocks
+# (htslib's 4 KiB), so a few blocks say little of a rate.
 MIN_PROGRESS_OUTPUT = 64 * 1024
 
 
-class SharePoint(NamedTuple):
-    """A share of a batch's reads filed, and when (basecalling seconds) it was reached:
-    output comes in blocks, so the count grows in steps, and a heartbeat between two steps
-    would make a rate seem slower than it is."""
+class Mark(NamedTuple):
+    """How much of a batch an engine had done, and when (basecalling seconds): the share of
+    its reads filed, or the bytes of output written."""
 
-    share: float
+    done: float
     at_s: float
 
 
@@ -278,19 +277,22 @@ def speed_from_progress(
     output_bytes: float,
     output_per_byte: float | None,
     since_s: float = 0.0,
-    share: SharePoint | None = None,
-    first: SharePoint | None = None,
+    share: Mark | None = None,
+    first: Mark | None = None,
+    first_output: Mark | None = None,
 ) -> Speed | None:
     """An engine's speed from its progress on the batch it holds (its heartbeat `since_s`
-    ago), by two measures where it gives them. Its reads: those filed between the `first`
-    share of its batch it said and this `share`, over the basecalling time between them
-    (MIN_PROGRESS_S at least); output comes in blocks, so a count grows in steps, and one
-    count alone over the basecalling time reads fast or slow by a block. Its output: what
-    it wrote (MIN_PROGRESS_OUTPUT at least) over the output one pod5 byte makes with this
-    model (learnt from finished batches of any engine: it depends on the reads, not on
-    the GPU). Each reads low for its own reason: filing lags the basecaller on a busy
-    node, and a ratio learnt on small batches is high with their headers; the faster is
-    taken. None when neither says yet.
+    ago), by two measures where it gives them, each from two marks: what it had done at
+    the first (`first`, `first_output`) and at the last, over the basecalling time between
+    them (MIN_PROGRESS_S at least). Output comes in blocks, so one mark alone over the
+    basecalling time reads fast or slow by a block, and the first output comes a block of
+    reads after basecalling began. Its reads: the share of its batch's reads filed
+    (`share`, when the count was reached). Its output: the bytes written (MIN_PROGRESS_OUTPUT
+    between the marks at least) over the output one pod5 byte makes with this model
+    (learnt from finished batches of any engine: it depends on the reads, not on the GPU).
+    Each reads low for its own reason: filing lags the basecaller on a busy node, and a
+    ratio learnt on small batches is high with their headers; the faster is taken. None
+    when neither says yet.
 
     This is how an engine's speed is known before its first batch ends, so that another
     engine's next batch is sized for the fleet as it is (not from a guess: `_guess`)."""
@@ -298,22 +300,30 @@ def speed_from_progress(
         return None
     # (rate, bytes done, basecalling s since they were done)
     measures: list[tuple[float, float, float]] = []
-    if (
-        share is not None
-        and first is not None
-        and share.at_s - first.at_s >= MIN_PROGRESS_S
-        and share.share > first.share
-    ):
-        done = held_bytes * min(1.0, share.share)
-        rate = held_bytes * (min(1.0, share.share) - first.share) / (share.at_s - first.at_s)
+    if share is not None and first is not None and _apart(first, share, 0.0):
+        done = held_bytes * min(1.0, share.done)
+        rate = held_bytes * (min(1.0, share.done) - first.done) / (share.at_s - first.at_s)
         measures.append((rate, done, basecall_s - share.at_s))
-    if output_per_byte and output_bytes >= MIN_PROGRESS_OUTPUT:
+    last = Mark(output_bytes, basecall_s)
+    if (
+        output_per_byte
+        and first_output is not None
+        and _apart(first_output, last, MIN_PROGRESS_OUTPUT)
+    ):
         done = min(held_bytes, output_bytes / output_per_byte)
-        measures.append((done / basecall_s, done, 0.0))
+        rate = (
+            (output_bytes - first_output.done) / output_per_byte / (basecall_s - first_output.at_s)
+        )
+        measures.append((rate, done, 0.0))
     if not measures:
         return None
     rate, done, after = max(measures)
     return _speed_after(held_bytes, startup_s, done, rate, after + since_s)
+
+
+def _apart(first: Mark, last: Mark, least_done: float) -> bool:
+    """Whether two marks are far enough apart to give a rate."""
+    return last.at_s - first.at_s >= MIN_PROGRESS_S and last.done - first.done > least_done
 
 
 def _speed_after(
