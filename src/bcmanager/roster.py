@@ -108,8 +108,9 @@ class EngineSeen:
         )
 
     def heard(self, progress: Timing, now: float) -> None:
-        """Its progress on the batch it holds; the first that counts its reads is kept, so
-        that its rate is the reads filed between two counts (`speed_from_progress`)."""
+        """Its progress on the batch it holds; the first heartbeat that counts its reads,
+        and the first that says some output, are kept: each rate is taken between two
+        marks (`speed_from_progress`)."""
         self.progress = (now, progress)
         share = progress.share_done()
         if self.first_share is None and share:
