@@ -243,3 +243,77 @@ def test_a_tail_part_is_cut_from_a_file_that_holds_it_not_from_a_shorter_rest(
     assert (tail.path, tail.part) == ("b.pod5", Part(0, 45, 150))
     steady = claim(db, "e3", now=2.0, fleet=scheduler.Fleet.of({"e3": FAST}, 2.0)).files[0]
     assert (steady.path, steady.part) == ("a.pod5", Part(120, 30, 150))
+
+
+def _file_of_long_then_short_reads(tmp_path: Path) -> Ledger:
+    """A 100 MB file of 100 reads: the first 20 ten times as long as the other 80."""
+    from bcmanager.ledger.rows import read_sizes_blob
+
+    lengths = [10_000] * 20 + [1_000] * 80  # 280,000 samples: the first 20 hold 200,000
+    db = Ledger(tmp_path / "w.sqlite3")
+    db.add_files(
+        [
+            NewFile(
+                "long-first.pod5",
+                280 * MB,
+                reads=100,
+                samples=sum(lengths),
+                read_samples=read_sizes_blob(lengths),
+            )
+        ],
+        now=0.0,
+    )
+    return db
+
+
+def test_a_slice_is_sized_by_its_reads_lengths_where_the_ledger_has_them(tmp_path: Path) -> None:
+    db = _file_of_long_then_short_reads(tmp_path)
+    # 60 MB of a 280 MB file: 6 of the long reads (6 x 10,000 of 280,000 samples), not
+    # the 22 reads an even share per read would give
+    first = claim(db)
+    (piece,) = first.files
+    assert (piece.part.first, piece.part.count) == (0, 6)
+    assert piece.size == 60 * MB
+    # what is left is sized by its own reads: 14 long and 80 short ones
+    (rest,) = db.queued_slices()
+    assert (rest.part.first, rest.part.count) == (6, 94)
+    assert rest.size == 220 * MB
+    # across the last long reads: 2 long and 40 short ones
+    for engine in ("e2", "e3"):
+        claim(db, engine)
+    (fourth,) = claim(db, "e4").files
+    assert (fourth.part.first, fourth.part.count, fourth.size) == (18, 42, 60 * MB)
+
+
+def test_read_sizes_of_another_read_count_are_not_used(tmp_path: Path) -> None:
+    from bcmanager.ledger.rows import read_sizes_blob
+
+    db = Ledger(tmp_path / "w.sqlite3")
+    sizes = read_sizes_blob([10_000] * 20 + [1_000] * 80)
+    db.add_files([NewFile("f.pod5", 300 * MB, reads=3000, read_samples=sizes)], now=0.0)
+    (piece,) = claim(db).files
+    assert (piece.part.count, piece.size) == (600, 60 * MB)  # an even share per read
+
+
+def test_the_intake_learns_each_reads_samples_of_a_large_file(tmp_path: Path) -> None:
+    import numpy as np
+    import pod5
+
+    from bcmanager.ledger.rows import cumulative_samples
+    from bcmanager.pod5io import write_pod5
+    from bcmanager.readlists import with_read_counts
+
+    write_pod5(tmp_path / "large.pod5", n_reads=30, samples=4000, seed=7)
+    write_pod5(tmp_path / "small.pod5", n_reads=3, samples=4000, seed=8)
+    found = [
+        NewFile(p.name, p.stat().st_size)
+        for p in (tmp_path / "large.pod5", tmp_path / "small.pod5")
+    ]
+    above = (tmp_path / "small.pod5").stat().st_size + 1
+    large, small = with_read_counts(tmp_path, found, above)
+    with pod5.Reader(tmp_path / "large.pod5") as reader:
+        truth = [r.num_samples for r in reader.reads()]
+    assert large.reads == 30 and large.samples == sum(truth)
+    assert list(np.diff(cumulative_samples(large.read_samples))) == truth
+    assert len(set(truth)) > 1  # reads of different lengths: the test means something
+    assert small.reads is None and small.read_samples is None

@@ -43,6 +43,16 @@ def pod5_read_count(path: str | Path) -> int:
         return int(reader.num_reads)
 
 
+def pod5_read_samples(path: str | Path) -> np.ndarray:
+    """Each read's samples in a pod5 file, in its read table's order (the `num_samples`
+    column alone: no signal is read)."""
+    import pod5
+
+    with pod5.Reader(path) as reader:
+        table = reader.read_table.read_all()
+        return table.column("num_samples").to_numpy().astype(np.int64)
+
+
 def write_read_id_list(path: str | Path, ids: np.ndarray) -> None:
     """Write read ids (16-byte values) as Dorado's `--read-ids` takes them, one per line,
     atomically: an engine never reads half a list."""

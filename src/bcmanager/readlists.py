@@ -15,23 +15,46 @@ from pathlib import Path
 import numpy as np
 
 from bcmanager.ledger import FileRow, NewFile
-from bcmanager.readids import pod5_read_count, pod5_read_ids, write_read_id_list
+from bcmanager.ledger.rows import read_sizes_blob
+from bcmanager.readids import (
+    pod5_read_count,
+    pod5_read_ids,
+    pod5_read_samples,
+    write_read_id_list,
+)
 
 log = logging.getLogger("bcmanager.manager")
 
 
 def with_read_counts(input_dir: Path, files: Iterable[NewFile], above: float) -> list[NewFile]:
-    """`files` with the read count of each one larger than `above` bytes (0: none), so
-    the scheduler can slice it; a file whose reads cannot be counted goes whole."""
+    """`files` with the read count of each one larger than `above` bytes (0: none), and
+    each of its reads' samples, so the scheduler can slice it by its reads' lengths; a
+    file whose reads cannot be counted goes whole."""
     out = []
     for f in files:
         if 0 < above < f.size and f.reads is None:
-            try:
-                f = replace(f, reads=pod5_read_count(input_dir / f.path))
-            except Exception as exc:
-                log.warning("%s: cannot count its reads (%s); it goes out whole", f.path, exc)
+            f = _with_reads(input_dir, f)
         out.append(f)
     return out
+
+
+def _with_reads(input_dir: Path, f: NewFile) -> NewFile:
+    path = input_dir / f.path
+    try:
+        samples = pod5_read_samples(path)
+        return replace(
+            f,
+            reads=len(samples),
+            samples=int(samples.sum()),
+            read_samples=read_sizes_blob(samples),
+        )
+    except Exception as exc:
+        log.debug("%s: no read lengths (%s); its slices are cut by read count", f.path, exc)
+    try:
+        return replace(f, reads=pod5_read_count(path))
+    except Exception as exc:
+        log.warning("%s: cannot count its reads (%s); it goes out whole", f.path, exc)
+    return f
 
 
 class ReadLists:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from bcmanager.ledger import FileRow, Ledger
 from bcmanager.states import FileState
 
@@ -38,34 +40,79 @@ def slice_reads(piece: FileRow, budget: float | None, least: float, engines: int
     of it or all but the least slice, whichever is nearer the budget (a tail part taken
     whole past its budget would end after the others' parts).
 
+    Bytes are counted read by read where the ledger knows each read's samples (reads
+    differ in length several times over, so a count of reads is a poor measure of a
+    slice's work), else as an even share per read.
+
     For a probe (engines not measured yet: the fleet's `engines`, else 0), where the least
     binds the file is cut into a number of equal slices that is a multiple of `engines`
     (counted on the whole file, so every claim cuts alike): 8 idle engines get 8 slices
     of a file, not 9 with the ninth left for whoever ends first."""
     part = piece.part
     assert part is not None
-    per_read = piece.size / part.count if piece.size else 1.0
+    sizes = PieceBytes(piece)
     want = budget if budget is not None else piece.size
     if want < least:
-        reads = math.ceil(least / per_read)
-        want = (_even_share(part.of, reads, engines) if engines else reads) * per_read
-    count = min(part.count, max(1, math.ceil(want / per_read)))
-    if (part.count - count) * per_read >= least:
+        want = _even_share(sizes.whole, least, engines) if engines else least
+    count = min(part.count, max(1, sizes.reads_for(want)))
+    if piece.size - sizes.head(count) >= least:
         return count
     # what is left would be a sliver: take it all, or leave the least slice, which is nearer
-    fewer = part.count - math.ceil(least / per_read)
-    if fewer >= 1 and fewer * per_read >= least and count - fewer < part.count - count:
+    fewer = sizes.leaving(least)
+    nearer = sizes.head(count) - sizes.head(fewer) < piece.size - sizes.head(count)
+    if fewer >= 1 and sizes.head(fewer) >= least and nearer:
         return fewer
     return part.count
 
 
-def _even_share(reads: int, least: int, engines: int) -> int:
-    """Reads per slice when a file of `reads` is cut into as many slices of at least
-    `least` reads as it holds, rounded down to a multiple of `engines`."""
-    pieces = max(1, reads // max(1, least))
+class PieceBytes:
+    """Bytes of a queued slice's reads, counted from its first read."""
+
+    def __init__(self, piece: FileRow) -> None:
+        part = piece.part
+        assert part is not None
+        self.size = float(piece.size)
+        self.count = part.count
+        self._first = part.first
+        self._cum = part.cum
+        if self._cum is None:
+            self.whole = self.size * part.of / max(1, part.count)
+            return
+        span = float(self._cum[part.end] - self._cum[part.first])
+        self._per_sample = self.size / span if span > 0 else 0.0
+        self.whole = float(self._cum[part.of]) * self._per_sample if span > 0 else self.size
+
+    def head(self, reads: int) -> float:
+        """Bytes of the slice's first `reads` reads."""
+        if self._cum is None or self._per_sample == 0:
+            return self.size * reads / max(1, self.count)
+        first = self._first
+        return float(self._cum[first + reads] - self._cum[first]) * self._per_sample
+
+    def reads_for(self, want: float) -> int:
+        """The fewest reads from the first whose bytes reach `want` (all: `count`)."""
+        if self._cum is None or self._per_sample == 0:
+            return math.ceil(want * self.count / self.size) if self.size else self.count
+        target = self._cum[self._first] + want / self._per_sample
+        end = int(np.searchsorted(self._cum, target - 1e-9, side="left"))
+        return min(self.count, end - self._first)
+
+    def leaving(self, least: float) -> int:
+        """The most reads from the first that leave at least `least` bytes after them."""
+        if self._cum is None or self._per_sample == 0:
+            return self.count - math.ceil(least * self.count / self.size) if self.size else 0
+        target = self._cum[self._first + self.count] - least / self._per_sample
+        end = int(np.searchsorted(self._cum, target + 1e-9, side="right")) - 1
+        return max(0, min(self.count, end - self._first))
+
+
+def _even_share(whole: float, least: float, engines: int) -> float:
+    """Bytes per slice when a file of `whole` bytes is cut into as many slices of at
+    least `least` bytes as it holds, rounded down to a multiple of `engines`."""
+    pieces = max(1, int(whole // max(least, 1.0)))
     if engines > 1 and pieces >= engines:
         pieces -= pieces % engines
-    return math.ceil(reads / pieces)
+    return whole / pieces
 
 
 def next_slice(queued: Sequence[FileRow], budget: float | None) -> FileRow | None:

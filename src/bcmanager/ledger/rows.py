@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from bcmanager.states import FileState, JobState
 
@@ -18,6 +20,7 @@ class NewFile:
     run: str | None = None
     reads: int | None = None
     samples: int | None = None
+    read_samples: bytes | None = None  # each read's samples (`read_sizes_blob`), large files
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,9 @@ class Part:
     first: int
     count: int
     of: int
+    # samples before each read of the file and after its last (`of + 1` values), where
+    # the ledger has them: a slice's bytes are its reads' share of the file's samples
+    cum: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> int:
@@ -113,3 +119,14 @@ def job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None)
     job = JobRow(row[0], row[1], JobState(row[2]), *row[3:])
     lease = leases.get(job.id) if leases else None
     return job if lease is None else replace(job, lease_expires=lease[0])
+
+
+def read_sizes_blob(samples: Sequence[int] | np.ndarray) -> bytes:
+    """Each read's samples as the ledger keeps them (little-endian uint32, read table order)."""
+    return np.asarray(samples, dtype="<u4").tobytes()
+
+
+def cumulative_samples(blob: bytes) -> np.ndarray:
+    """Samples before each read and after the last, from `read_sizes_blob`'s bytes."""
+    sizes = np.frombuffer(blob, dtype="<u4").astype(np.int64)
+    return np.concatenate(([0], np.cumsum(sizes)))

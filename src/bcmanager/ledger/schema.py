@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS slices (
     PRIMARY KEY (file_id, first)
 );
 CREATE INDEX IF NOT EXISTS slices_by_state ON slices(state);
+CREATE TABLE IF NOT EXISTS read_sizes (path TEXT PRIMARY KEY, samples BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS slices_by_job ON slices(job_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,

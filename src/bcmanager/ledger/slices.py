@@ -11,13 +11,16 @@ a rebuilt ledger queues whatever reads no merged slice holds.
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from bcmanager.errors import CorruptState
-from bcmanager.ledger.rows import FILE_COLS, FileRow, Part, file_row
+from bcmanager.ledger.rows import FILE_COLS, FileRow, Part, cumulative_samples, file_row
 from bcmanager.states import FILE_TRANSITIONS, FileState
 
 if TYPE_CHECKING:
@@ -45,22 +48,29 @@ class SliceRow:
         return self.first + self.count
 
 
-def _as_file_row(row: tuple) -> FileRow:
+def _as_file_row(row: tuple, cum: np.ndarray | None) -> FileRow:
     """A slice as the FileRow a job's batch holds: the file's with the slice's reads,
-    state, job, attempts and share of the file's bytes."""
+    state, job, attempts and share of the file's bytes (its reads' share of the file's
+    samples where `cum` has them, else of its reads)."""
     whole = file_row(row[:10])
     first, count, state, job_id, attempts, reason = row[10:]
     of = whole.reads or count
+    if cum is not None and len(cum) != of + 1:
+        cum = None  # sizes of another count of reads: not this file's any more
+    share = count / of if cum is None else (cum[first + count] - cum[first]) / max(1, cum[of])
     return replace(
         whole,
-        size=round(whole.size * count / of),
+        size=round(whole.size * share),
         state=FileState(state),
         attempts=attempts,
         job_id=job_id,
         reads=count,
         reason=reason,
-        part=Part(first, count, of),
+        part=Part(first, count, of, cum),
     )
+
+
+READ_SIZES_KEPT = 16  # files whose read sizes stay in memory (slices go out file by file)
 
 
 def _in_gens(gens: Iterable[int] | None) -> tuple[str, list[int]]:
@@ -81,6 +91,24 @@ class SliceLedger:
     _event: Callable[..., None]
     set_file_state: Callable[..., None]
     files_of_job: Callable[[int], list[FileRow]]
+    _read_sizes: OrderedDict[str, np.ndarray | None]
+
+    def _slice_rows(self, rows: Iterable[tuple]) -> list[FileRow]:
+        return [_as_file_row(r, self.read_sizes(r[1])) for r in rows]
+
+    def read_sizes(self, path: str) -> np.ndarray | None:
+        """Samples before each read of a file and after its last, where the ledger has
+        its reads' sizes (learnt when it was found); None where it has not."""
+        cache = self._read_sizes
+        if path in cache:
+            cache.move_to_end(path)
+            return cache[path]
+        row = self._db.execute("SELECT samples FROM read_sizes WHERE path = ?", (path,)).fetchone()
+        cum = cumulative_samples(row[0]) if row else None
+        cache[path] = cum
+        while len(cache) > READ_SIZES_KEPT:
+            cache.popitem(last=False)
+        return cum
 
     # -- queries ----------------------------------------------------------------------
 
@@ -109,7 +137,7 @@ class SliceLedger:
             f"{_SLICE_ROWS} WHERE s.state = ? AND f.state = ?{where} ORDER BY f.gen, f.id, s.first",
             (FileState.QUEUED.value, FileState.ASSIGNED.value, *args),
         )
-        return [_as_file_row(r) for r in rows]
+        return self._slice_rows(rows)
 
     def batch_of_job(self, job_id: int) -> list[FileRow]:
         """What a job holds: its whole files, or its slice (`FileRow.part`)."""
@@ -119,7 +147,7 @@ class SliceLedger:
         rows = self._db.execute(
             f"{_SLICE_ROWS} WHERE s.job_id = ? ORDER BY f.id, s.first", (job_id,)
         )
-        return [_as_file_row(r) for r in rows]
+        return self._slice_rows(rows)
 
     def slices_of_file(self, file_id: int) -> list[SliceRow]:
         rows = self._db.execute(

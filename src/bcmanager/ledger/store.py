@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -29,6 +30,7 @@ class Ledger(LedgerQueries, SliceLedger):
         self._db = connect(self.path)
         self._depth = 0
         self._tally = Tally()
+        self._read_sizes = OrderedDict()
         with self.transaction():
             create_or_migrate(self._db)
         self._tally.load(self._db)
@@ -188,6 +190,10 @@ class Ledger(LedgerQueries, SliceLedger):
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs(name, first_seen) VALUES (?, ?)",
                 [(run, now) for run in {f.run or "." for f in files}],
+            )
+            self._db.executemany(  # a large file's reads' sizes, to cut its slices by
+                "INSERT OR REPLACE INTO read_sizes(path, samples) VALUES (?, ?)",
+                [(f.path, f.read_samples) for f in files if f.read_samples],
             )
         return added
 
