@@ -545,3 +545,33 @@ def test_the_roster_sees_engines_still_joining() -> None:
         roster.seen(name, t)
     assert roster.fleet(45.0).arriving
     assert not roster.fleet(90.0).arriving
+
+
+def test_a_batchs_work_in_bytes_is_its_signal_whatever_the_files_sizes(tmp_path: Path) -> None:
+    """An engine measured on small files is as fast on a large file's slices: the bytes a
+    rate is counted in stand for the same samples in a 20-read file, a 400-read file and
+    a slice of it (real pod5 files, reads of the same lengths)."""
+    from bcmanager.ledger import FileRow, Part
+    from bcmanager.pod5io import write_pod5
+
+    def work_per_sample(reads: int, part: Part | None = None) -> float:
+        import pod5
+
+        path = tmp_path / f"{reads}.pod5"
+        if not path.exists():
+            write_pod5(path, n_reads=reads, samples=4000, seed=11)  # reads of alike lengths
+
+        with pod5.Reader(path) as reader:
+            lengths = [r.num_samples for r in reader.reads()]
+        size = path.stat().st_size
+        # a small file's reads are not counted when it is found; a large one's are
+        row = FileRow(1, path.name, size, FileState.QUEUED, 0, None, None, None, None)
+        if part is not None:
+            share = sum(lengths[part.first : part.end]) / sum(lengths)
+            row = replace(row, size=round(size * share), reads=part.count, part=part)
+            lengths = lengths[part.first : part.end]
+        return scheduler.signal_bytes([row]) / sum(lengths)
+
+    small, large = work_per_sample(20), work_per_sample(400)
+    piece = work_per_sample(400, Part(100, 80, 400))
+    assert abs(small / large - 1) < 0.01 and abs(piece / large - 1) < 0.01, (small, large, piece)
