@@ -138,17 +138,20 @@ class Code:
 CODE = Code()
 
 
+def working_tree() -> str:
+    """The working tree as a section names it: its commit, and whether src/ differs."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "src")
+    return f"working tree at {commit}" + (" with uncommitted changes in src/" if dirty else "")
+
+
 def use_code_at(rev: str | None, workdir: Path) -> Code:
     """Run bcmanager from `rev` (exported with git archive) instead of the working tree.
 
     Others may be editing the tree while a benchmark runs; a commit stays put."""
     if rev is None:
-        commit = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--", "src")
         CODE.src = None
-        CODE.describe = f"working tree at {commit}" + (
-            " with uncommitted changes in src/" if dirty else ""
-        )
+        CODE.describe = working_tree()
         return CODE
     commit = _git("rev-parse", "--short", rev)
     if not commit:
@@ -226,7 +229,7 @@ def section_header(title: str) -> str:
             m.markdown(),
             f"- date: {utc_now()}",
             f"- command: `{command_line()}`",
-            f"- bcmanager code: {CODE.describe or 'working tree'}",
+            f"- bcmanager code: {CODE.describe or working_tree()}",
             f"- note: the load generator (or poller) shares the machine's {m.cores} cores with"
             " the server, and other work (other sessions' test suites) ran on the machine at"
             f" the same time: 1-minute load average {LOAD_AT_START:.1f} when this run started,"
