@@ -43,6 +43,7 @@ class Settings:
     live_window_s: float = 300.0  # arrivals this recent keep a live reserve out of backfill
     min_free_mib: float = 100.0  # OUTPUT with less free pauses hand-outs (0: never)
     slice_above_mib: float = 2048.0  # a larger file goes out in slices (0: never)
+    speed_book: Path | None = None  # engines' speeds kept for the next start; None: by the ledger
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,9 +81,13 @@ class Settings:
     def ledger_path(self) -> Path:
         return self.db or self.output / ".bcmanager" / "ledger.sqlite3"
 
+    @property
+    def speed_book_path(self) -> Path:
+        return self.speed_book or self.ledger_path.parent / "speeds.json"
+
 
 _FIELDS = {f.name for f in fields(Settings)}
-_PATHS = {"input", "output", "db"}
+_PATHS = {"input", "output", "db", "speed_book"}
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -40,8 +40,9 @@ from bcmanager.recovery import Recovery
 from bcmanager.reports import Completion, Happening, Outcome, Timing
 from bcmanager.roster import EngineSeen, Roster
 from bcmanager.runstats import LedgerReader
-from bcmanager.scheduler import Assignment, Policy
+from bcmanager.scheduler import Assignment, Policy, Speed
 from bcmanager.space import MIB, OutputSpace
+from bcmanager.speedbook import SpeedBook, model_key
 from bcmanager.states import JobState
 from bcmanager.stepwise import Steps, run
 from bcmanager.views import StatusViews
@@ -94,7 +95,12 @@ class Manager:
             self.lock, lambda: self.db, clock, self.live, self._notify, self.policy.slice_above
         )
         self.read_lists = ReadLists(self.layout.input)  # the reads of slices (bcmanager.slicing)
-        self.roster = Roster(horizon_s=max(60.0, 2 * settings.lease_s))
+        self.book = SpeedBook(settings.speed_book_path)  # read by open()
+        self.roster = Roster(
+            horizon_s=max(60.0, 2 * settings.lease_s),
+            remembered=self._remembered,
+            learnt=self._learnt,
+        )
         self.merger = Merger(lambda: self.db, self.layout, self.generation, self._tell)
         self.space = OutputSpace(settings.output, int(settings.min_free_mib * MIB))
         self.endings = Endings(
@@ -132,6 +138,7 @@ class Manager:
         """Open (or rebuild) the ledger and mend whatever a crash left half done."""
         self.layout.output.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.settings.ledger_path)
+        self.book = SpeedBook.load(self.settings.speed_book_path, self.clock())
         self.views.reader = LedgerReader(self.ledger.path)
         self.intake.open(self.layout.input, self.settings.settle_s)
         merger = self.merger
@@ -210,6 +217,7 @@ class Manager:
             self._observer = None
         for t in self._threads:
             t.join(timeout=10)
+        self.save_speeds(force=True)
         if self._janitor is not None:
             self.layout.remove_job_dir = remove_tree
             self._janitor.close()
@@ -299,6 +307,26 @@ class Manager:
         if unconfirmed_count and self._unconfirmed:
             return True
         return self.queued(any_model) > 0
+
+    def _remembered(self, engine: str) -> dict[int, Speed]:
+        """An engine's speeds from the speed book, by the generation whose model they are of."""
+        known = self.book.recall(engine)
+        if not known:
+            return {}
+        return {
+            g.id: known[key] for g in self.lineup.by_id.values() if (key := model_key(g)) in known
+        }
+
+    def _learnt(self, seen: EngineSeen, gen: int) -> None:
+        self.book.note(seen.engine, model_key(self.generation(gen)), seen.speed, self.clock())
+
+    def save_speeds(self, force: bool = False) -> None:
+        """Write the speed book when it changed (at most every SAVE_EVERY_S unless
+        `force`); the file is written outside the lock."""
+        with self.lock:
+            snapshot = self.book.snapshot(self.clock(), force)
+        if snapshot is not None:
+            self.book.write(snapshot)
 
     def _tick_loop(self) -> None:
         interval = max(0.05, min(1.0, self.settings.lease_s / 4))
@@ -450,6 +478,7 @@ class Manager:
             expired = self.endings.expire(now, self._forget_job)
             self.merger.retry_due(now)
         self.space.sample(now)  # outside the lock: a statvfs on a hung NFS mount blocks
+        self.save_speeds()
         if expired or self.queued():  # also a safety net for a wake whose claim went away
             self._notify()
 

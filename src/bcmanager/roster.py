@@ -8,6 +8,7 @@ takes `now`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bcmanager.ledger import JobRow
@@ -15,6 +16,9 @@ from bcmanager.reports import Timing
 from bcmanager.scheduler import Fleet, Mark, Speed, speed_from_progress, still_arriving
 
 SMOOTHING = 0.5  # weight of what was known in an engine's speed against the latest batch
+# A speed remembered from before (`bcmanager.speedbook`) weighs as this much basecalling:
+# the first batch measured now (a minute of work at the default target) outweighs it.
+RECALL_WEIGHT_S = 30.0
 FLEET_REFRESH_S = 1.0  # how stale the fleet's summed speeds may be for batch sizing
 # ... and per engine: re-summing costs about 2 us an engine on the event loop, so a large
 # fleet is re-summed less often (5,000 engines: every 5 s, a 10 ms pass), at most 0.2 % of
@@ -70,6 +74,17 @@ class EngineSeen:
         fresh = (Speed(self.speed.startup_s), (0.0, 0.0))
         self.speed, self.rate_sums = self.learnt.get(gen, fresh)
         self.gen = gen
+
+    def recall(self, gen: int, speed: Speed) -> None:
+        """Start from a speed measured before with `gen`'s model (the speed book), weighed
+        as RECALL_WEIGHT_S of basecalling."""
+        if not speed.bytes_per_s:
+            return
+        known = (speed, (speed.bytes_per_s * RECALL_WEIGHT_S, RECALL_WEIGHT_S))
+        if gen == self.gen:
+            self.speed, self.rate_sums = known
+        else:
+            self.learnt[gen] = known
 
     def busy_for(self, now: float) -> float:
         """How much longer the batch it holds is predicted to take (0 without one)."""
@@ -156,9 +171,18 @@ def fleet_refresh_s(engines: int) -> float:
 class Roster:
     """The engines seen lately, by name, and the fleet their speeds make."""
 
-    def __init__(self, horizon_s: float) -> None:
+    def __init__(
+        self,
+        horizon_s: float,
+        remembered: Callable[[str], dict[int, Speed]] | None = None,
+        learnt: Callable[[EngineSeen, int], None] | None = None,
+    ) -> None:
         self.engines: dict[str, EngineSeen] = {}
         self.horizon_s = horizon_s  # an engine not heard from for longer is out of the fleet
+        # an engine's speeds by generation as measured before it was seen (the speed book),
+        # and who hears of each speed learnt (engine, generation)
+        self.remembered = remembered
+        self.learnt = learnt
         self._fleet_cache: tuple[float, Fleet] | None = None
         self._output_sums: dict[int, tuple[float, float]] = {}  # output, pod5 bytes by gen
 
@@ -177,6 +201,8 @@ class Roster:
         seen = self.engines.get(engine)
         if seen is None:
             seen = self.engines[engine] = EngineSeen(engine, now, joined=now)
+            for gen, speed in (self.remembered(engine) if self.remembered else {}).items():
+                seen.recall(gen, speed)
             if self._fleet_cache is not None:
                 at, fleet = self._fleet_cache
                 self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
@@ -236,6 +262,8 @@ class Roster:
         if engine is not None:
             engine.use_generation(job.gen)
             engine.record_batch(size, now - job.created, timing)
+            if self.learnt is not None:
+                self.learnt(engine, job.gen)
 
     def learn_output(self, gen: int, output_bytes: int, input_bytes: float) -> None:
         """How many bytes of output a pod5 byte makes with a generation's model: engines'

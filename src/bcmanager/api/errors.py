@@ -59,5 +59,5 @@ async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers above on `app`."""
     app.exception_handler(RequestValidationError)(on_invalid)
-    for kind in (BcmError, StarletteHTTPException, sqlite3.OperationalError, Exception):
+    for kind in (*EXPECTED, Exception):
         app.exception_handler(kind)(on_error)

@@ -88,6 +88,12 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     help="a complete pod5 larger than this (MiB) goes out in slices of its reads, sized"
     " like each engine's batch, to engines that take them [2048; 0: whole files only]",
 )
+@click.option(
+    "--speed-book",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="engines' measured speeds, kept for the next start; share one file between runs"
+    " to know engines (by --engine-id) from the first batch [beside the ledger]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")
