@@ -51,6 +51,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -712,8 +713,10 @@ def run_startup_variant(
     fleet_rate: float,
     args: argparse.Namespace,
     arrivals: list[float] | None = None,
+    speed_book: Path | None = None,
 ) -> StartupRun:
-    """One run; with `arrivals` (seconds after t0 per engine), in arrival mode."""
+    """One run; with `arrivals` (seconds after t0 per engine), in arrival mode; with
+    `speed_book`, the manager starts knowing the engines' speeds from it (warm)."""
     code = use_code_at(variant.rev, work.parent / "code")
     wrapper = work.parent / "startup_wrapper.py"
     wrapper.write_text(STARTUP_WRAPPER, encoding="utf-8")
@@ -723,6 +726,8 @@ def run_startup_variant(
         name: engine_options(variant, rate, startup, wrapper) for name, rate in rates.items()
     }
     manager = ["--target-batch", repr(args.target * args.scale)]
+    if speed_book is not None:
+        manager += ["--speed-book", str(speed_book)]
     reported: dict[str, tuple[float, float | None]] = {}
 
     def before_stop(port: int) -> None:
@@ -767,7 +772,7 @@ def run_startup_variant(
         )
     return StartupRun(
         variant,
-        "together" if arrivals is None else "arrival",
+        ("together" if arrivals is None else "arrival") + (" (warm)" if speed_book else ""),
         code.describe,
         len(factors),
         n_files,
@@ -776,6 +781,18 @@ def run_startup_variant(
         run.makespan_s,
         stats,
     )
+
+
+def report_startup_run(r: StartupRun, results: list[StartupRun]) -> None:
+    results.append(r)
+    busy = r.busy()
+    print(
+        f"  makespan {r.makespan_s:.1f} s, ideal {r.ideal_s:.1f} s ({r.ratio:.3f}),"
+        f" busy mean {pct(sum(busy) / len(busy))} min {pct(min(busy))},"
+        f" {r.batches} batches",
+        flush=True,
+    )
+    print(timeline(r), flush=True)
 
 
 STARTUP_HEADERS = [
@@ -917,7 +934,10 @@ def loss_rows(results: list[StartupRun]) -> list[list[str]]:
 
 def comparison_rows(results: list[StartupRun]) -> list[list[str]]:
     out = []
-    keys = sorted({(r.mode, r.n_engines) for r in results}, key=lambda k: (MODES.index(k[0]), k[1]))
+    keys = sorted(
+        {(r.mode, r.n_engines) for r in results},
+        key=lambda k: (MODES.index(k[0].split(" ")[0]), k[0], k[1]),
+    )
     for mode, n in keys:
         by = {r.variant.key: r for r in results if (r.mode, r.n_engines) == (mode, n)}
         before, after = by.get("before"), by.get("after")
@@ -1009,25 +1029,27 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
                     f" {fleet_rate:,.0f} samples/s in all{planned} ...",
                     flush=True,
                 )
+                run_dir = work / f"{variant.key}-{mode}-{n}"
                 r = run_startup_variant(
-                    work / f"{variant.key}-{mode}-{n}",
-                    variant,
-                    sources,
-                    n_files,
-                    factors,
-                    fleet_rate,
-                    args,
-                    arrivals,
+                    run_dir, variant, sources, n_files, factors, fleet_rate, args, arrivals
                 )
-                results.append(r)
-                busy = r.busy()
-                print(
-                    f"  makespan {r.makespan_s:.1f} s, ideal {r.ideal_s:.1f} s ({r.ratio:.3f}),"
-                    f" busy mean {pct(sum(busy) / len(busy))} min {pct(min(busy))},"
-                    f" {r.batches} batches",
-                    flush=True,
-                )
-                print(timeline(r), flush=True)
+                report_startup_run(r, results)
+                if args.warm and variant.key == "after":
+                    book = work / f"speeds-{mode}-{n}.json"
+                    shutil.copyfile(run_dir / "output" / ".bcmanager" / "speeds.json", book)
+                    print(f"{variant.label}, {mode}, warm: the engines' speeds from {book}")
+                    r = run_startup_variant(
+                        work / f"{variant.key}-{mode}-warm-{n}",
+                        variant,
+                        sources,
+                        n_files,
+                        factors,
+                        fleet_rate,
+                        args,
+                        arrivals,
+                        speed_book=book,
+                    )
+                    report_startup_run(r, results)
     summary, per_engine = startup_rows(results), engine_rows(results)
     compare, targets = comparison_rows(results), startup_targets(results)
     print_table("start-up: whole runs", STARTUP_HEADERS, summary)
@@ -1200,6 +1222,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(MODES),
         help="together: every engine waits in a claim before the backlog arrives; arrival:"
         " the backlog is queued first and the engines start one by one (comma-separated)",
+    )
+    s.add_argument(
+        "--warm",
+        action="store_true",
+        help="after each run of the after code, run it again with the speed book that run"
+        " left (`--speed-book`): engines known from their first batch",
     )
     s.add_argument(
         "--arrival-gap",
