@@ -75,6 +75,17 @@ def test_an_engine_not_measured_yet_reports_its_progress_often_and_a_crowd_less_
     assert roster.heartbeat_s("gpu2", 0, lease_s=60.0) == 20.0
 
 
+def test_engines_gone_long_ago_do_not_slow_a_newcomers_progress_reports() -> None:
+    roster = Roster(horizon_s=60.0)
+    for k in range(1, 1_001):
+        roster.seen(f"old{k}", 0.0)
+    roster.fleet(1.0)
+    assert roster.heartbeat_s("new", 0, lease_s=90.0) == 10.0  # a thousand engines lately
+    roster.seen("new", 500.0)  # the old ones went home long ago
+    roster.fleet(500.0)
+    assert roster.heartbeat_s("new", 0, lease_s=90.0) == 2.0
+
+
 def test_an_engines_rate_mid_batch_is_its_reads_since_its_first_counted_heartbeat() -> None:
     roster = Roster(horizon_s=60.0)
     seen = roster.seen("gpu1", 0.0)

@@ -287,7 +287,10 @@ class Roster:
         usual = lease_s / 3
         if seen is not None and seen.gen == gen and seen.speed.bytes_per_s:
             return usual
-        return min(usual, max(PROGRESS_HEARTBEAT_S, len(self.engines) / PROGRESS_HEARTBEATS_PER_S))
+        # the engines seen lately (the fleet last summed), not every engine ever seen: a
+        # fleet that shrank measures its newcomers as often as a small one would
+        crowd = self._fleet_cache[1].size if self._fleet_cache else len(self.engines)
+        return min(usual, max(PROGRESS_HEARTBEAT_S, crowd / PROGRESS_HEARTBEATS_PER_S))
 
     def idle_besides(self, engine: str, now: float) -> int:
         """Engines seen lately, other than `engine`, that hold no batch."""
