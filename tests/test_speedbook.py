@@ -2,6 +2,7 @@
 a known engine's first batch from what it did before, and a damaged book never stops it."""
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def _manager(inp: Path, out: Path, now: list[float], **kw: object) -> Manager:
 
 
 def test_a_restarted_manager_sizes_a_known_engines_first_batch_from_its_book(
-    run_dirs, tmp_path: Path
+    run_dirs, tmp_path: Path, caplog
 ) -> None:
     inp, out = run_dirs
     make_run(inp, 40)
@@ -134,7 +135,9 @@ def test_a_restarted_manager_sizes_a_known_engines_first_batch_from_its_book(
     assert book["engines"]["gpu0"][""]["bytes_per_s"] == pytest.approx(rate)
 
     now[0] += 5.0
-    again = _manager(inp, out, now)
+    with caplog.at_level(logging.INFO, logger="bcmanager.manager"):
+        again = _manager(inp, out, now)
+    assert "1 engine(s) known" in caplog.text
     assert again.roster.get("gpu0") is None
     b = again.claim("gpu0", None, api="v1")
     assert b is not None

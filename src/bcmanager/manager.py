@@ -139,6 +139,8 @@ class Manager:
         self.layout.output.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.settings.ledger_path)
         self.book = SpeedBook.load(self.settings.speed_book_path, self.clock())
+        if self.book.entries:
+            log.info("speed book %s: %d engine(s) known", self.book.path, len(self.book.entries))
         self.views.reader = LedgerReader(self.ledger.path)
         self.intake.open(self.layout.input, self.settings.settle_s)
         merger = self.merger
