@@ -364,3 +364,22 @@ def test_an_original_engines_merge_never_opens_a_pod5_with_the_pod5_library(
     folders = [p.split("/")[0] for p in landed]
     assert [f.split("_")[0] for f in folders] == ["FA00001", "FA00002"], landed
     assert folders[0].startswith("FA00001_run1-") and folders[1].startswith("FA00002_run2-")
+
+
+def test_a_run_folder_removed_by_hand_between_merges_is_made_again(run_dirs, clock) -> None:
+    """Merges remember the output folders they made (no mkdir at every merge); one that a
+    user removed meanwhile is made again, and the next batch still merges."""
+    import shutil
+
+    inp, out = run_dirs
+    make_run(inp, 4)
+    m = open_manager(inp, out, clock)
+    work(m)
+    first = sorted(p for p in out.glob("**/*_pass/*") if p.is_file())
+    assert first
+    folder = first[0].parent
+    shutil.rmtree(folder)
+    second = work(m)
+    assert m.db.get_job(second).state is JobState.DONE
+    landed = sorted(p.name for p in folder.iterdir())
+    assert landed and not {p.name for p in first} & set(landed), landed

@@ -100,6 +100,9 @@ class Layout:
         # how a job's INPUT folder goes once the job no longer needs it (the manager
         # hands this to a background thread; see bcmanager.janitor)
         self.remove_job_dir: Callable[[Path], None] = remove_tree
+        # OUTPUT folders merges have made or found (a run's fastq_pass, ...): not made
+        # again at every merge (a mkdir and a stat each time, the folder being there)
+        self._folders: set[Path] = set()
 
     # -- names ------------------------------------------------------------------------
 
@@ -207,9 +210,11 @@ class Layout:
         a merge run again after a crash truncates back to that offset and appends again."""
         job_id, engine = plan["job_id"], plan["engine"]
         folder = self.tmp_output_dir(job_id, engine)
-        if not folder.is_dir():
+        on_disk = self.read_manifest(folder)
+        there = on_disk is not None or folder.is_dir()
+        if not there:
             folder = self.log_output_dir(job_id, engine)
-        on_disk = self.read_manifest(folder) if folder.is_dir() else None
+            on_disk = self.read_manifest(folder)
         if on_disk is not None and on_disk.get("outputs") == plan.get("outputs"):
             return on_disk
         plan = dict(plan)
@@ -217,7 +222,8 @@ class Layout:
             plan["appends"] = [
                 [src, dst, _size_or_zero(self.output / dst)] for src, dst, *_ in plan["appends"]
             ]
-        folder.mkdir(exist_ok=True)
+        if not there:
+            folder.mkdir(exist_ok=True)
         _write_json_atomically(folder / MANIFEST_NAME, plan)
         return plan
 
@@ -232,8 +238,7 @@ class Layout:
                 if os.path.lexists(src):
                     if os.path.lexists(dst):
                         raise CorruptState(f"merge of job {job_id}: {dst} already exists")
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(src, dst)
+                    self._move(src, dst)
                     failpoints.hit("merge.after-move")
             for src_rel, dst_rel, offset in plan.get("appends", ()):
                 self._append_summary(tmp, src_rel, self.output / dst_rel, offset)
@@ -244,6 +249,23 @@ class Layout:
         elif not log.is_dir():
             raise CorruptState(f"merge of job {job_id}: neither {tmp.name} nor {log.name} exists")
         self.remove_job_dir(self.assigned_dir(job_id, engine))
+
+    def _move(self, src: Path, dst: Path) -> None:
+        """Rename `src` to `dst`, making its folder where no merge has made or found it;
+        a folder removed since (by hand) is made again."""
+        folder = dst.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            if not os.path.lexists(src):
+                raise
+            self._folders.discard(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dst)
+            self._folders.add(folder)
 
     def _append_summary(self, tmp: Path, src_rel: str, dst: Path, offset: int) -> None:
         """Append a job's summary rows to its run's summary, exactly once: the rows go in
@@ -405,11 +427,15 @@ def _size_or_zero(path: Path) -> int:
         return 0
 
 
+JSON_BUFFER = 1 << 16
+
+
 def _write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data))  # no indent: the C encoder, on every merge
+        # no indent: the C encoder, on every merge; a buffer size given: no tty check
+        with open(tmp, "w", encoding="utf-8", buffering=JSON_BUFFER) as fh:
+            fh.write(json.dumps(data))
         os.replace(tmp, path)
     except OSError:  # e.g. a full disk: leave no half-written file behind
         with suppress(OSError):
