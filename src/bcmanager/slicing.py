@@ -79,19 +79,22 @@ class PieceBytes:
             self.whole = self.size * part.of / max(1, part.count)
             return
         span = float(self._cum[part.end] - self._cum[part.first])
-        self._per_sample = self.size / span if span > 0 else 0.0
-        self.whole = float(self._cum[part.of]) * self._per_sample if span > 0 else self.size
+        if span <= 0:  # reads of no samples: count them evenly
+            self._cum, self.whole = None, self.size
+            return
+        self._per_sample = self.size / span
+        self.whole = float(self._cum[part.of]) * self._per_sample
 
     def head(self, reads: int) -> float:
         """Bytes of the slice's first `reads` reads."""
-        if self._cum is None or self._per_sample == 0:
+        if self._cum is None:
             return self.size * reads / max(1, self.count)
         first = self._first
         return float(self._cum[first + reads] - self._cum[first]) * self._per_sample
 
     def reads_for(self, want: float) -> int:
         """The fewest reads from the first whose bytes reach `want` (all: `count`)."""
-        if self._cum is None or self._per_sample == 0:
+        if self._cum is None:
             return math.ceil(want * self.count / self.size) if self.size else self.count
         target = self._cum[self._first] + want / self._per_sample
         end = int(np.searchsorted(self._cum, target - 1e-9, side="left"))
@@ -99,7 +102,7 @@ class PieceBytes:
 
     def leaving(self, least: float) -> int:
         """The most reads from the first that leave at least `least` bytes after them."""
-        if self._cum is None or self._per_sample == 0:
+        if self._cum is None:
             return self.count - math.ceil(least * self.count / self.size) if self.size else 0
         target = self._cum[self._first + self.count] - least / self._per_sample
         end = int(np.searchsorted(self._cum, target + 1e-9, side="right")) - 1
