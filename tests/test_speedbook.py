@@ -4,16 +4,18 @@ a known engine's first batch from what it did before, and a damaged book never s
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from bcmanager import scheduler
 from bcmanager.config import Settings, check_directories
 from bcmanager.generations import Generation, implicit
 from bcmanager.manager import Manager, Outcome
 from bcmanager.reports import Timing
 from bcmanager.roster import Roster
-from bcmanager.scheduler import Speed
+from bcmanager.scheduler import Fleet, Policy, Speed
 from bcmanager.speedbook import KEEP_S, SpeedBook, model_key
 from tests.helpers import basecall_dir, make_run
 
@@ -170,3 +172,20 @@ def test_a_shared_book_names_the_file_and_a_damaged_one_does_not_stop_the_manage
     m.close()
     assert "gpu0" in json.loads(shared.read_text(encoding="utf-8"))["engines"]
     assert not (out / ".bcmanager" / "speeds.json").exists()
+
+
+def test_a_remembered_speed_sizes_half_a_last_part_until_a_batch_measures_it() -> None:
+    """A speed from the book may be a few percent off (another driver, a busier node): the
+    engine's equal-finish part is cut in two, and the second half is sized from what its
+    first measured, so no estimate from an earlier run holds the tail."""
+    roster = Roster(horizon_s=60.0, remembered=lambda engine: {0: FAST})
+    known = roster.seen("known", 0.0)
+    assert known.speed.recalled
+    policy = Policy(target_batch_s=600.0)
+    fleet = Fleet.of({"known": known.speed, "other": Speed(2.0, 5e6)}, at=0.0)
+    first = scheduler.batch_limit(None, known.speed, fleet, 100, 300e6, policy, "known")
+    measured = replace(known.speed, recalled=False)
+    whole = scheduler.batch_limit(None, measured, fleet, 100, 300e6, policy, "known")
+    assert first.tail and whole.tail and first.bytes == pytest.approx(whole.bytes / 2)
+    known.record_batch(60 * 5e6, 62.0, Timing(startup_s=2.0, basecall_s=60.0))
+    assert not known.speed.recalled

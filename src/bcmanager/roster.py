@@ -77,10 +77,14 @@ class EngineSeen:
 
     def recall(self, gen: int, speed: Speed) -> None:
         """Start from a speed measured before with `gen`'s model (the speed book), weighed
-        as RECALL_WEIGHT_S of basecalling."""
+        as RECALL_WEIGHT_S of basecalling, and marked as remembered until a batch is measured
+        (`Speed.recalled`)."""
         if not speed.bytes_per_s:
             return
-        known = (speed, (speed.bytes_per_s * RECALL_WEIGHT_S, RECALL_WEIGHT_S))
+        known = (
+            replace(speed, recalled=True),
+            (speed.bytes_per_s * RECALL_WEIGHT_S, RECALL_WEIGHT_S),
+        )
         if gen == self.gen:
             self.speed, self.rate_sums = known
         else:
