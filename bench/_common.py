@@ -674,13 +674,14 @@ class EventLog:
     def files_done(self) -> int:
         return sum(e["count"] for e in self.events if e["entity"] == "files" and e["to"] == "done")
 
-    def job_times(self, to_state: str) -> dict[int, float]:
-        """When each job entered `to_state` ('assigned' = created, 'merging' = DONE reported)."""
-        return {
-            e["job_id"]: e["at"]
-            for e in self.events
-            if e["entity"] == "job" and e["to"] == to_state
-        }
+    def job_times(self, *to_states: str) -> dict[int, float]:
+        """When each job first entered one of `to_states` ('assigned' = created; 'merging'
+        or 'done' = DONE reported: a merge that runs at once ends the job in one step)."""
+        times: dict[int, float] = {}
+        for e in self.events:
+            if e["entity"] == "job" and e["to"] in to_states:
+                times.setdefault(e["job_id"], e["at"])
+        return times
 
     def job_engines(self) -> dict[int, str]:
         return {
@@ -759,7 +760,7 @@ class JobTimes:
     engine: str
     files: int
     start: float  # the engine starts the basecaller (its `job N` log line)
-    done: float  # the manager takes the DONE report (`assigned -> merging`)
+    done: float  # the manager takes the DONE report (`assigned -> done`, or `-> merging`)
     basecaller_end: float | None = None  # mtime of the job's basecaller.log
     created: float | None = None  # the manager answers the claim (creates the job)
 
@@ -769,7 +770,7 @@ def bcm_jobs(events: EventLog, logs: Sequence[Path], output: Path) -> list[JobTi
     starts: dict[int, float] = {}
     for log in logs:
         starts.update(engine_job_starts(log))
-    engines, done = events.job_engines(), events.job_times("merging")
+    engines, done = events.job_engines(), events.job_times("merging", "done")
     created = events.job_times("assigned")
     sizes = {
         e["job_id"]: e["count"]

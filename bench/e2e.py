@@ -10,7 +10,7 @@ minute so they are a backlog) is renamed into INPUT, and the clock starts.
 - makespan: from that rename to the last job's merge (the manager's event log).
 - ideal: sum over files of (samples / S) / engines: the work, perfectly shared.
 - DONE -> next batch: from the manager taking an engine's DONE report (the job's
-  `assigned -> merging` event) to that engine starting its next batch (its JSON log
+  `assigned -> done` event, or `-> merging` for a merge that waits) to that engine starting its next batch (its JSON log
   line `job N: k file(s)`, written just before it starts the basecaller), per engine.
 - basecaller idle: from one basecaller's exit (the mtime of its `basecaller.log`, whose
   last line it writes as it ends) to the engine's next batch start: the GPU's idle time.
@@ -462,8 +462,8 @@ def report(results: list[RunResult], setup: str) -> str:
         " last merge (bcmanager) or to the last FASTQ merged into OUTPUT/pass (original,"
         " polled every 0.1 s). ideal = sum over files of (samples / S) / engines.",
         "- DONE -> next batch: from the manager taking an engine's DONE report to that"
-        " engine starting its next batch (bcmanager: `assigned -> merging` event to the"
-        " engine's `job N` log line; original: the `/completed` access-log line, whole"
+        " engine starting its next batch (bcmanager: `assigned -> done` event, or"
+        " `-> merging` for a merge that waits, to the engine's `job N` log line; original: the `/completed` access-log line, whole"
         " seconds, to the stand-in supervisor's start). basecaller idle: from a basecaller's"
         " end (bcmanager: its last write; original: the stand-in's end) to the same"
         " engine's next basecaller start.",

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from bcmanager import scheduler
 from bcmanager.config import Settings, check_directories
 from bcmanager.errors import ConfigError, LeaseLost, NotFound
 from bcmanager.manager import Manager, Outcome
+from bcmanager.scheduler import Assignment
 from bcmanager.states import FileState, JobState
 from tests.helpers import assert_exactly_once, basecall_dir, make_run
 
@@ -107,27 +109,70 @@ def test_an_expired_lease_requeues_and_the_late_output_is_set_aside(run_dirs, cl
     assert_exactly_once(run, out)
 
 
-def test_a_merge_interrupted_by_a_crash_is_finished_at_the_next_start(run_dirs, clock) -> None:
+def _interrupt_merge(m: Manager, a: Assignment, journal: bool, run_folder: str = "run1") -> dict:
+    """What complete() does up to a crash mid-merge: (with `journal`, journal it in the
+    ledger, as a merge that waits is,) write the manifest, move one output. The plan."""
+    basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
+    inputs = [{"path": f.path, "size": f.size, "reads": None} for f in a.files]
+    plan = m.layout.plan_merge(a.job.id, "e1", inputs, m.output, lambda: run_folder)
+    if journal:
+        scheduler.begin_merge(m.db, a.job, plan, m.clock())
+    plan = m.layout.write_manifest(plan)
+    src, dst = plan["outputs"][0]
+    (m.layout.output / dst).parent.mkdir(parents=True, exist_ok=True)
+    os.rename(m.layout.tmp_output_dir(a.job.id, "e1") / src, m.layout.output / dst)
+    return plan
+
+
+@pytest.mark.parametrize("journal", ["ledger", "manifest"])
+def test_a_merge_interrupted_by_a_crash_is_finished_at_the_next_start(
+    run_dirs, clock, journal: str
+) -> None:
+    """Journaled in the ledger (a merge that waited) or in its manifest alone (a merge run
+    at once: the ledger still says assigned), the next start finishes it; the engine's
+    DONE sent again is answered as a repeat."""
     inp, out = run_dirs
     run = make_run(inp, 2)
     m = open_manager(inp, out, clock)
     a = m.claim("e1", None, api="v1")
-    basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
-    # What complete() does up to the crash: journal the merge, write the manifest, move one file.
-    inputs = [{"path": f.path, "size": f.size, "reads": None} for f in a.files]
-    plan = m.layout.plan_merge(a.job.id, "e1", inputs, m.output, lambda: "run1")
-    from bcmanager import scheduler
-
-    scheduler.begin_merge(m.db, a.job, plan, clock())
-    m.layout.write_manifest(plan)
-    src, dst = plan["outputs"][0]
-    (out / dst).parent.mkdir(parents=True, exist_ok=True)
-    os.rename(m.layout.tmp_output_dir(a.job.id, "e1") / src, out / dst)
+    _interrupt_merge(m, a, journal=journal == "ledger")
     m.db.close()
     restarted = open_manager(inp, out, clock)
     assert restarted.db.get_job(a.job.id).state is JobState.DONE
     assert_exactly_once(run, out)
     assert restarted.complete(a.job.id, Outcome.DONE, a.job.token).repeated
+
+
+def test_a_merge_run_at_once_ends_its_job_in_one_step(run_dirs, clock) -> None:
+    """Its manifest is its journal: the ledger sees the job go from assigned to done."""
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
+    m.complete(a.job.id, Outcome.DONE, a.job.token)
+    moves = [
+        (e.from_state, e.to_state)
+        for e in m.db.events(limit=1000)
+        if e.entity == "job" and e.job_id == a.job.id
+    ]
+    assert moves == [(None, "assigned"), ("assigned", "done")]
+
+
+def test_a_done_repeated_after_a_crash_mid_merge_follows_the_manifest(run_dirs, clock) -> None:
+    """The engine sends DONE again over a merge a crash interrupted (before any restart
+    finished it): a new plan would list only the outputs not moved yet; the manifest on
+    disk wins, so the moved one stays recorded and every read is merged once."""
+    inp, out = run_dirs
+    run = make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    plan = _interrupt_merge(m, a, journal=False, run_folder=m.merger.run_folder(a.job.id, a.files))
+    m.complete(a.job.id, Outcome.DONE, a.job.token)
+    assert m.db.get_job(a.job.id).state is JobState.DONE
+    kept = m.layout.read_manifest(m.layout.log_output_dir(a.job.id, "e1"))
+    assert kept is not None and kept["outputs"] == plan["outputs"]
+    assert_exactly_once(run, out)
 
 
 def test_a_lost_ledger_is_rebuilt_from_the_layout(run_dirs, clock) -> None:

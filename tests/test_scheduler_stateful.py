@@ -132,7 +132,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def finish_merge(self, pick: int) -> None:
         job = self.job(pick)
         call = lambda: scheduler.finish_merge(self.ledger, job, self.now)  # noqa: E731
-        if job.state is JobState.MERGING:
+        if job.state in LIVE:  # journaled in the ledger (merging) or in its manifest
             call()
             assert {f.state for f in self.ledger.files_of_job(job.id)} <= {FileState.DONE}
         else:

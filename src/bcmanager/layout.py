@@ -205,9 +205,11 @@ class Layout:
         """Write the manifest into the job's output folder (atomically), wherever it now is,
         and return the plan as the manifest has it.
 
-        The first manifest fixes where each summary append starts (the summary's size
-        now: merges run one at a time, so nothing else appends before this one ends);
-        a merge run again after a crash truncates back to that offset and appends again."""
+        The manifest is the merge's journal: one already there for this job wins over
+        `plan` (a DONE repeated after a crash plans only what was not moved yet). The first
+        manifest fixes where each summary append starts (the summary's size now: merges
+        run one at a time, so nothing else appends before this one ends); a merge run again
+        after a crash truncates back to that offset and appends again."""
         job_id, engine = plan["job_id"], plan["engine"]
         folder = self.tmp_output_dir(job_id, engine)
         on_disk = self.read_manifest(folder)
@@ -215,7 +217,7 @@ class Layout:
         if not there:
             folder = self.log_output_dir(job_id, engine)
             on_disk = self.read_manifest(folder)
-        if on_disk is not None and on_disk.get("outputs") == plan.get("outputs"):
+        if on_disk is not None and _same_job(on_disk, plan):
             return on_disk
         plan = dict(plan)
         if plan.get("appends"):
@@ -414,6 +416,10 @@ def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
 def plan_generation(plan: dict) -> int:
     """The id of the generation a merge plan basecalled (0 for plans made before any)."""
     return int((plan.get("generation") or {}).get("id", 0))
+
+
+def _same_job(manifest: dict, plan: dict) -> bool:
+    return manifest.get("job_id") == plan["job_id"] and manifest.get("engine") == plan["engine"]
 
 
 def _under(root: str, rel: str) -> str:

@@ -1,11 +1,12 @@
 """Merging a finished batch into OUTPUT: plan, check, journal, apply, and quarantine.
 
 A DONE report's outputs are planned into the OUTPUT layout, checked whole (a truncated
-BAM or gzip is never merged), journaled in the ledger (the job turns MERGING), then
-renamed into place. A merge that hits a disk error stays journaled and is retried
-every MERGE_RETRY_S; merges finish in job order, so summary appends never overtake each
-other. A crash between journal and rename is finished at the next start
-(`bcmanager.recovery`, which calls `Merger.merge`).
+BAM or gzip is never merged), journaled in a manifest in the job's output folder, then
+renamed into place, and the job ends in one ledger transaction. A merge that hits a disk
+error is journaled in the ledger too (the job turns MERGING) and retried every
+MERGE_RETRY_S; merges finish in job order, so summary appends never overtake each
+other. A crash between journal and the job's end is finished at the next start
+(`bcmanager.recovery`, from the manifest or the ledger's journal, through `Merger.merge`).
 
 Every method runs under the manager's lock: it reads and writes the ledger, the yields
 and the set of unfinished merges, which claims and views read under that lock too.
@@ -161,8 +162,14 @@ class Merger:
     def merge_done(
         self, job: JobRow, files: list[FileRow], yields: list[dict] | None, now: float
     ) -> str | None:
-        """Plan a DONE batch's merge, check its outputs whole, journal it and run it.
-        Returns what stops it (then nothing is journaled or renamed), or None."""
+        """Plan a DONE batch's merge, check its outputs whole, and run it. Returns what
+        stops it (then nothing is journaled or renamed), or None.
+
+        The plan's manifest, written into the job's output folder before anything moves,
+        is its journal: a crash after it is finished at the next start from the manifest
+        (`Recovery`), so a merge costs the ledger one transaction, the job's end. A merge
+        that cannot run now (a disk error, an earlier merge unfinished) is journaled in
+        the ledger as well (the job turns MERGING: never expired, retried in order)."""
         inputs = [_input(f) for f in files]
         gen = self._generation(job.gen)
         plan = self.layout.plan_merge(
@@ -182,9 +189,22 @@ class Merger:
             plan["generation"] = gen.to_dict()
         if yields:
             plan["yields"] = yields
-        scheduler.begin_merge(self._db(), job, plan, now)
-        failpoints.hit("complete.after-journal")
-        self.merge(scheduler.get_job(self._db(), job.id), now)
+        if any(j < job.id for j in self.unmerged):
+            scheduler.begin_merge(self._db(), job, plan, now)
+            self.merge(scheduler.get_job(self._db(), job.id), now)
+            return None
+        started = time.monotonic()
+        try:
+            plan = self.layout.write_manifest(plan)
+            failpoints.hit("complete.after-journal")
+            self.layout.apply_merge(plan)
+        except Exception as exc:
+            scheduler.begin_merge(self._db(), job, plan, now)
+            if not isinstance(exc, OSError):
+                raise
+            self._merge_failed(job, exc, now)
+            return None
+        self._merged(job, plan, now, started)
         return None
 
     def run_folder(self, job_id: int, files: list[FileRow]) -> str:
@@ -216,10 +236,19 @@ class Merger:
             plan = self.layout.write_manifest(plan)
             self.layout.apply_merge(plan)
         except OSError as exc:
-            self.unmerged.add(job.id)
-            log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
-            self._db().record_event(now, "merge-error", str(exc), job_id=job.id)
+            self._merge_failed(job, exc, now)
             return False
+        self._merged(job, plan, now, started)
+        return True
+
+    def _merge_failed(self, job: JobRow, exc: OSError, now: float) -> None:
+        """A journaled merge hit a disk error: it is retried (`retry_due`)."""
+        self.unmerged.add(job.id)
+        log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
+        self._db().record_event(now, "merge-error", str(exc), job_id=job.id)
+
+    def _merged(self, job: JobRow, plan: dict, now: float, started: float) -> None:
+        """The merge is on disk: the job and its files are done, its yield counted once."""
         mine = self.yields.setdefault(job.gen, {})
         changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
         scheduler.finish_merge(self._db(), job, now, [y.to_dict() for y in changed.values()])
@@ -227,7 +256,6 @@ class Merger:
         self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self.unmerged.discard(job.id)
         log.info("job %d merged: %d output file(s)", job.id, len(plan.get("outputs", [])))
-        return True
 
     def retry_due(self, now: float) -> None:
         """Retry what a disk error left undone: quarantine records, then merges in job

@@ -634,15 +634,17 @@ def renew_all(ledger: Ledger, now: float) -> int:
 
 
 def begin_merge(ledger: Ledger, job: JobRow, plan: dict, now: float) -> None:
-    """Journal a DONE job's merge plan before any output moves."""
+    """Journal a DONE job's merge plan in the ledger: a merge that waits (for a disk, or
+    an earlier merge) is never expired and is retried in order."""
     ledger.set_job_state(job.id, JobState.ASSIGNED, JobState.MERGING, now, merge_plan=plan)
 
 
 def finish_merge(
     ledger: Ledger, job: JobRow, now: float, yield_totals: Iterable[dict] = ()
 ) -> None:
-    """The merge is on disk: the job and its files are done, and the yield totals that
-    its reads change are written in the same transaction (counted exactly once)."""
+    """The merge is on disk: the job (assigned, its journal the manifest, or merging) and
+    its files are done, and the yield totals that its reads change are written in the
+    same transaction (counted exactly once)."""
     with ledger.transaction():
         ids = [f.id for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
         ledger.set_file_state(ids, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
@@ -650,7 +652,7 @@ def finish_merge(
             if piece.state is FileState.ASSIGNED:
                 ledger.set_slice_state(piece, FileState.ASSIGNED, FileState.DONE, now)
                 slicing.settle(ledger, piece, now)
-        ledger.set_job_state(job.id, JobState.MERGING, JobState.DONE, now)
+        ledger.set_job_state(job.id, job.state, JobState.DONE, now)
         ledger.put_yield_totals(yield_totals, job.gen)
 
 

@@ -18,8 +18,8 @@ class FileState(StrEnum):
 
 class JobState(StrEnum):
     ASSIGNED = "assigned"  # handed to an engine, lease running
-    MERGING = "merging"  # engine reported DONE; merge journaled, not yet finished
-    DONE = "done"  # outputs merged
+    MERGING = "merging"  # engine reported DONE; the merge waits (a disk error, an earlier one)
+    DONE = "done"  # outputs merged (journaled in the job's manifest, then moved)
     FAILED = "failed"  # engine reported failure; files requeued or quarantined
     EXPIRED = "expired"  # lease ran out; files requeued or quarantined
     RELEASED = "released"  # engine handed the batch back unprocessed
@@ -35,7 +35,7 @@ FILE_TRANSITIONS: dict[FileState, frozenset[FileState]] = {
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.ASSIGNED: frozenset(
-        {JobState.MERGING, JobState.FAILED, JobState.EXPIRED, JobState.RELEASED}
+        {JobState.MERGING, JobState.DONE, JobState.FAILED, JobState.EXPIRED, JobState.RELEASED}
     ),
     JobState.MERGING: frozenset({JobState.DONE}),
     JobState.DONE: frozenset(),

@@ -96,7 +96,7 @@ def test_dashboard_shows_live_numbers(
         expect_text(page, "#reads-label", "not known for every file")
     expect_text(page, "#eta", "done")
     expect_text(page, "#engines", "drv")
-    expect_text(page, "#events", "merging")
+    expect_text(page, "#events", "done")
     expect_text(page, "#runs", "5 / 6")
     expect_text(page, "#yields", "nothing counted yet")  # original engines count no yield
     make_run(inp / "barcoded", 2, reads=12, seed=7)
