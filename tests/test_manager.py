@@ -428,3 +428,26 @@ def test_a_run_folder_removed_by_hand_between_merges_is_made_again(run_dirs, clo
     assert m.db.get_job(second).state is JobState.DONE
     landed = sorted(p.name for p in folder.iterdir())
     assert landed and not {p.name for p in first} & set(landed), landed
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state"),
+    [
+        (Outcome.DONE, JobState.DONE),
+        (Outcome.FAILED, JobState.FAILED),
+        (Outcome.RELEASED, JobState.RELEASED),
+    ],
+)
+def test_a_report_answers_the_state_it_left_the_job_in(
+    run_dirs, clock, outcome: Outcome, state: JobState
+) -> None:
+    """The answer an engine gets (v1: `state`) is the ledger's, without reading it again."""
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    basecall_dir(m.layout.assigned_dir(a.job.id, "e1"), m.layout.tmp_output_dir(a.job.id, "e1"))
+    done = m.complete(a.job.id, outcome, a.job.token)
+    assert done.job.state is state is m.db.get_job(a.job.id).state
+    again = m.complete(a.job.id, outcome, a.job.token)
+    assert again.repeated and again.job.state is state

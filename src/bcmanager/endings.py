@@ -18,6 +18,7 @@ from bcmanager.merging import Merger
 from bcmanager.reports import Happening, Outcome, Timing, batch_done
 from bcmanager.roster import EngineSeen, Roster
 from bcmanager.scheduler import Policy
+from bcmanager.states import JobState
 
 log = logging.getLogger("bcmanager.manager")
 
@@ -54,9 +55,10 @@ class Endings:
         engine: EngineSeen | None,
         yields: list[dict] | None = None,
         timing: Timing | None = None,
-    ) -> bool:
-        """An engine's report on a job it holds. True when its files went back to the queue
-        (failed or handed back), so that waiting claims are woken."""
+    ) -> JobState:
+        """An engine's report on a job it holds; the job's state after it: done (merged),
+        merging (its merge waits), failed or released (its files went back to the queue,
+        so waiting claims are to be woken)."""
         try:
             return self._finish(job, outcome, reason, now, engine, yields, timing)
         finally:
@@ -71,13 +73,13 @@ class Endings:
         engine: EngineSeen | None,
         yields: list[dict] | None,
         timing: Timing | None,
-    ) -> bool:
+    ) -> JobState:
         if outcome is Outcome.DONE:  # checked before anything is journaled or moved
             files = self._db().batch_of_job(job.id)
             problem = self.merger.merge_done(job, files, yields, now)
             if problem is None:
                 self._done(job, files, engine, timing, now)
-                return False
+                return JobState.MERGING if job.id in self.merger.unmerged else JobState.DONE
             outcome, reason = Outcome.FAILED, f"not merged: {problem}"
         if outcome is Outcome.FAILED:
             why = reason or "engine reported FAILED"
@@ -93,11 +95,11 @@ class Endings:
                 why,
                 "" if counted else " (OUTPUT was full: no attempt counted)",
             )
-        else:
-            scheduler.release(self._db(), job, now)
-            self.layout.drop_assignment(job.id, job.engine)
-            log.info("job %d handed back by %s", job.id, job.engine)
-        return True
+            return JobState.FAILED
+        scheduler.release(self._db(), job, now)
+        self.layout.drop_assignment(job.id, job.engine)
+        log.info("job %d handed back by %s", job.id, job.engine)
+        return JobState.RELEASED
 
     def _done(
         self,

@@ -458,9 +458,10 @@ class Manager:
             self.last_activity = now
             if job.state is JobState.ASSIGNED:
                 engine = self._forget_job(job)
-                if self.endings.finish(job, outcome, reason, now, engine, yields, timing):
+                state = self.endings.finish(job, outcome, reason, now, engine, yields, timing)
+                if state in (JobState.FAILED, JobState.RELEASED):  # its files are queued again
                     self._notify()
-                return Completion(scheduler.get_job(self.db, job_id))
+                return Completion(replace(job, state=state))
             if job.state is JobState.EXPIRED:
                 self.endings.late(job, now)
                 return Completion(scheduler.get_job(self.db, job_id), late=True)

@@ -22,6 +22,9 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Completion:
+    """What a report did: the job in the state it left it in (after a first report its
+    other fields are as the report found them), and whether it came late or again."""
+
     job: JobRow
     late: bool = False
     repeated: bool = False
