@@ -131,6 +131,26 @@ def test_minknow_merge_moves_the_tree_and_appends_summary_rows_once(layout: Layo
     assert (layout.output / "LOGOUTPUT_2_e" / "basecaller.log").exists()  # logs stay aside
 
 
+def test_a_run_folder_removed_by_hand_is_made_again_for_outputs_and_summary(
+    layout: Layout,
+) -> None:
+    """Merges remember the folders they made (no mkdir per output); a run folder a user
+    removed between two merges is made again, and its summary starts again with a header."""
+    import shutil
+
+    for job, rows in ((1, ["r1\t9\n"]), (2, ["r3\t12\n"])):
+        if job == 2:
+            shutil.rmtree(layout.output / "run1")
+        layout.prepare_job(job, "e", ["a.pod5"])
+        _engine_split(layout, job, rows)
+        layout.apply_merge(layout.write_manifest(_plan(layout, job, output=MINKNOW)))
+    summary = layout.output / "run1" / "sequencing_summary_FC1_p1_r1.txt"
+    assert summary.read_text() == "read_id\tq\nr3\t12\n"
+    assert os.listdir(layout.output / "run1" / "bam_pass" / "barcode01") == [
+        "FC1_pass_barcode01_p1_r1_2.bam"
+    ]
+
+
 def test_a_summary_append_cut_short_by_a_crash_is_redone_from_its_offset(layout: Layout) -> None:
     summary = layout.output / "run1" / "sequencing_summary_FC1_p1_r1.txt"
     layout.prepare_job(1, "e", ["a.pod5"])

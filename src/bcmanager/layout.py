@@ -253,21 +253,28 @@ class Layout:
         self.remove_job_dir(self.assigned_dir(job_id, engine))
 
     def _move(self, src: Path, dst: Path) -> None:
-        """Rename `src` to `dst`, making its folder where no merge has made or found it;
-        a folder removed since (by hand) is made again."""
+        """Rename `src` to `dst` (`_into_folder`)."""
+        self._into_folder(dst, lambda: os.rename(src, dst), lambda: os.path.lexists(src))
+
+    def _into_folder(
+        self, dst: Path, write: Callable[[], None], source_there: Callable[[], bool]
+    ) -> None:
+        """`write` `dst`, making its folder where no merge has made or found it (one system
+        call fewer per output than making it each time); a folder removed since (by hand)
+        is made again, where the source is still there (else the miss is the source's)."""
         folder = dst.parent
         if folder not in self._folders:
             folder.mkdir(parents=True, exist_ok=True)
             self._folders.add(folder)
         try:
-            os.rename(src, dst)
+            write()
         except FileNotFoundError:
-            if not os.path.lexists(src):
+            if not source_there():
                 raise
             self._folders.discard(folder)
             folder.mkdir(parents=True, exist_ok=True)
-            os.rename(src, dst)
             self._folders.add(folder)
+            write()
 
     def _append_summary(self, tmp: Path, src_rel: str, dst: Path, offset: int) -> None:
         """Append a job's summary rows to its run's summary, exactly once: the rows go in
@@ -276,7 +283,16 @@ class Layout:
         src = tmp / src_rel
         if not src.exists():
             return  # appended already
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._into_folder(dst, lambda: self._append_rows(src, dst, offset), src.exists)
+        failpoints.hit("merge.after-append")
+        aside = tmp / APPENDED_DIR / src_rel.replace("/", "__")
+        aside.parent.mkdir(exist_ok=True)
+        os.rename(src, aside)
+
+    @staticmethod
+    def _append_rows(src: Path, dst: Path, offset: int) -> None:
+        """The fragment's rows into the summary from `offset`: its header only into an
+        empty summary, its columns put in the summary's order otherwise."""
         with open(dst, "ab") as out:
             if os.fstat(out.fileno()).st_size < offset:
                 raise CorruptState(f"{dst} is shorter than before this job's rows: was it cut?")
@@ -290,10 +306,6 @@ class Layout:
                     with open(dst, "rb") as existing:
                         run_header = existing.readline()
                     out.writelines(conform_rows(header, run_header, rows))
-        failpoints.hit("merge.after-append")
-        aside = tmp / APPENDED_DIR / src_rel.replace("/", "__")
-        aside.parent.mkdir(exist_ok=True)
-        os.rename(src, aside)
 
     def set_aside_failed(self, job_id: int, engine: str) -> None:
         """After FAILED: keep the job's folders for inspection under their FAILED names."""
