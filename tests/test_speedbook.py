@@ -189,3 +189,23 @@ def test_a_remembered_speed_sizes_half_a_last_part_until_a_batch_measures_it() -
     assert first.tail and whole.tail and first.bytes == pytest.approx(whole.bytes / 2)
     known.record_batch(60 * 5e6, 62.0, Timing(startup_s=2.0, basecall_s=60.0))
     assert not known.speed.recalled
+
+
+def test_engines_known_from_the_book_count_at_their_speed_as_soon_as_they_are_seen() -> None:
+    """Engines started together call within a second, before the fleet is summed again: a
+    known one counts at its remembered speed at once, not as the next claimer's. Counted
+    as the fast first claimer, they made its part a third of its share (a warm run of 8
+    engines: 38 s of work where 60 were due)."""
+    book = {f"gpu{k}": Speed(1.0, rate) for k, rate in enumerate([1e6, 1e6, 1.5e6, 3e6])}
+    roster = Roster(horizon_s=60.0, remembered=lambda engine: {0: book[engine]})
+    fast = roster.seen("gpu3", 0.0)
+    roster.fleet(0.0)  # summed with the first engine alone
+    for name in ("gpu0", "gpu1", "gpu2"):
+        roster.seen(name, 0.1)
+    policy = Policy(target_batch_s=600.0)
+    patched = roster.fleet(0.2)  # within FLEET_REFRESH_S: the cache, patched
+    fresh = Fleet.of({name: roster[name].speed for name in book}, at=0.2)
+    assert len(patched) == len(fresh) == 4
+    got = scheduler.batch_limit(None, fast.speed, patched, 400, 650e6, policy, "gpu3", 0.2)
+    due = scheduler.batch_limit(None, fast.speed, fresh, 400, 650e6, policy, "gpu3", 0.2)
+    assert got.bytes == pytest.approx(due.bytes, rel=0.01)

@@ -208,11 +208,22 @@ class Roster:
             for gen, speed in (self.remembered(engine) if self.remembered else {}).items():
                 seen.recall(gen, speed)
             if self._fleet_cache is not None:
-                at, fleet = self._fleet_cache
-                self._fleet_cache = (at, replace(fleet, size=fleet.size + 1))
+                self._fleet_cache = (self._fleet_cache[0], self._joined(seen, now))
         else:
             seen.last_seen = now
         return seen
+
+    def _joined(self, seen: EngineSeen, now: float) -> Fleet:
+        """The cached fleet with a new engine: at its remembered speed where the speed book
+        knows it (engines that start together are seen within a second, before the fleet
+        is summed again: counted as the claimer's speed, the fast first claimer of a warm
+        start took a third of its share, not half), else counted as typical."""
+        fleet = self._fleet_cache[1] if self._fleet_cache is not None else Fleet()
+        grown = replace(fleet, size=fleet.size + 1)
+        if not seen.speed.bytes_per_s:
+            return grown
+        speed = seen.fleet_speed(now, self.output_per_byte(seen.gen))
+        return replace(grown.with_engine(seen.engine, speed, now), size=grown.size)
 
     def fleet(self, now: float) -> Fleet:
         """The engines seen lately, each with how long the batch it holds is still predicted
