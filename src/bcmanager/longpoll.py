@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from bcmanager.scheduler import Assignment
 
 RECHECK_S = 1.0  # a held claim looks again at least this often
+# Threads that make claimed jobs' folders, off the event loop. Two, not asyncio's default
+# pool (up to 6 on 2 cores): every runnable thread competes with the event loop for the
+# GIL at each system call, and a folder is three of them.
+FOLDER_THREADS = 2
 
 
 class WorkSignal:
@@ -94,6 +99,7 @@ class ClaimWaiter:
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
         self.signals = {True: WorkSignal(), False: WorkSignal()}
+        self._folders = ThreadPoolExecutor(FOLDER_THREADS, thread_name_prefix="bcm-folders")
         manager.add_listener(self.wake)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -129,7 +135,7 @@ class ClaimWaiter:
                 if manager.queued(any_model):  # pass the wake on: more engines can be fed
                     signal.wake_here()
                 # the job's folders: system calls that must not hold up other requests
-                await asyncio.to_thread(manager.prepare_folders, assignment)
+                await loop.run_in_executor(self._folders, manager.prepare_folders, assignment)
                 return assignment, True
             # after the claim: none slips between
             expected = manager.work_expected(any_model, unconfirmed_count)
