@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import bcmanager.merging as merging
 import bcmanager.output.origin as origin
 from bcmanager.config import Settings, check_directories
 from bcmanager.manager import Manager, Outcome
@@ -33,6 +34,7 @@ def test_no_merge_reads_a_pod5_under_the_lock_when_its_run_folder_was_read_ahead
     inp, out = run_dirs
     make_run(inp, 4)
     m = open_manager(inp, out)
+    monkeypatch.setattr(merging, "READ_AHEAD_S", 0.05)  # the thread looks every 50 ms
     m.merger.run_folders.start()
     reads: list[bool] = []  # whether the manager's lock was held at each read
     real = origin.run_folder_of_pod5
@@ -69,9 +71,12 @@ def test_a_run_folder_not_read_ahead_is_read_at_the_merge(run_dirs) -> None:
     assert folders.folder(7, "run1/pod5_pass/x.pod5") == "run1"  # MinKNOW's: no read
 
 
-def test_what_was_read_ahead_for_a_job_is_dropped_when_the_job_ends(run_dirs) -> None:
+def test_what_was_read_ahead_for_a_job_is_dropped_when_the_job_ends(
+    run_dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     inp, _out = run_dirs
     make_run(inp, 2)
+    monkeypatch.setattr(merging, "READ_AHEAD_S", 0.05)
     folders = RunFolders(inp)
     folders.start()
     try:
@@ -87,7 +92,7 @@ def test_what_was_read_ahead_for_a_job_is_dropped_when_the_job_ends(run_dirs) ->
 
 
 def test_a_job_merged_before_its_turn_is_not_read_ahead(run_dirs) -> None:
-    """A batch done within LOOK_EVERY_S (a tiny one) reads its run folder at its merge;
+    """A batch done within READ_AHEAD_S (a tiny one) reads its run folder at its merge;
     the thread then skips it rather than read it a second time."""
     inp, _out = run_dirs
     make_run(inp, 2)

@@ -38,11 +38,9 @@ log = logging.getLogger("bcmanager.manager")
 MERGE_RETRY_S = 5.0
 
 
-# The run-folder thread looks for claimed files this often: no thread wakes per claim,
-# and a batch done within a few times this (a tiny one) has it read ahead all the same
-# (the legacy protocol's bench: claim to DONE in 30-60 ms at 32 engines). A batch merged
-# sooner reads it at its merge.
-LOOK_EVERY_S = 0.02
+# A claimed file's run folder is read ahead once its job is this old: a batch merged
+# sooner (a test, a tiny batch) reads it at its merge, and no thread wakes per claim.
+READ_AHEAD_S = 1.0
 
 
 class RunFolders:
@@ -50,7 +48,7 @@ class RunFolders:
     INPUT), read from each file's run table by a thread of its own a moment after the
     claim: minutes before a real batch is merged, and never under the manager's lock or
     on a request's way (an original engine's FASTQ names no run, so its merge needs it).
-    Not read ahead (a batch done within LOOK_EVERY_S, a restart), it is read at the merge.
+    Not read ahead (a batch done within READ_AHEAD_S, a restart), it is read at the merge.
     """
 
     def __init__(self, input_dir: Path) -> None:
@@ -74,7 +72,7 @@ class RunFolders:
 
     def want(self, job_id: int, paths: Iterable[str]) -> None:
         """Read a claimed job's files' run folders soon (files in a MinKNOW run folder
-        need none). Costs an append: the thread looks every LOOK_EVERY_S."""
+        need none). Costs an append: the thread looks every READ_AHEAD_S."""
         if self._thread is None:
             return
         from bcmanager.output.naming import minknow_run_folder
@@ -108,8 +106,8 @@ class RunFolders:
         self._known.pop(job_id, None)
 
     def _run(self) -> None:
-        while not self._stop.wait(LOOK_EVERY_S):
-            self.read_due(time.monotonic())
+        while not self._stop.wait(READ_AHEAD_S):
+            self.read_due(time.monotonic() - READ_AHEAD_S)
 
     def read_due(self, claimed_by: float) -> int:
         """Read the files of live jobs claimed by `claimed_by` (monotonic); how many."""
