@@ -451,3 +451,19 @@ def test_a_report_answers_the_state_it_left_the_job_in(
     assert done.job.state is state is m.db.get_job(a.job.id).state
     again = m.complete(a.job.id, outcome, a.job.token)
     assert again.repeated and again.job.state is state
+
+
+def test_a_lease_that_runs_out_during_a_merge_finishes_the_merge(run_dirs, clock) -> None:
+    """A merge journaled in its manifest alone (its ledger journal failed too: a full disk
+    under both) whose engine gave up: some outputs are in OUTPUT already, so when its lease
+    runs out the merge is finished, not its files queued again for a second basecall."""
+    inp, out = run_dirs
+    run = make_run(inp, 2)
+    m = open_manager(inp, out, clock)  # a lease of 30 s
+    a = m.claim("e1", None, api="v1")
+    _interrupt_merge(m, a, journal=False)
+    clock.t += 31
+    m.tick()
+    assert m.db.get_job(a.job.id).state is JobState.DONE
+    assert m.db.file_counts()[FileState.QUEUED] == 0
+    assert_exactly_once(run, out)

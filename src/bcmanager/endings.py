@@ -132,7 +132,9 @@ class Endings:
 
     def expire(self, now: float, forget: Callable[[JobRow], object]) -> int:
         """Expire overdue leases: their files go back to the queue (or to quarantine);
-        `forget` tells the manager the engine no longer holds the job. How many expired."""
+        `forget` tells the manager the engine no longer holds the job. How many expired.
+        A job whose merge began (its manifest is written) is finished instead."""
+        self._finish_begun_merges(now, forget)
         expired = scheduler.expire_overdue(self._db(), now, self.policy)
         for job, poisoned in expired:
             self._tell(
@@ -144,3 +146,18 @@ class Endings:
             self.merger.record_quarantine(poisoned)
             log.warning("job %d on %s: lease expired, files requeued", job.id, job.engine)
         return len(expired)
+
+    def _finish_begun_merges(self, now: float, forget: Callable[[JobRow], object]) -> None:
+        """Overdue jobs whose merge is journaled in its manifest alone: a report whose merge
+        failed and could not be journaled in the ledger either (a full disk under both),
+        whose engine gave up. Some outputs may be in OUTPUT already, so the files must not
+        be basecalled again: the merge is journaled in the ledger and finished."""
+        for job in self._db().overdue_jobs(now):
+            plan = self.layout.read_manifest(self.layout.tmp_output_dir(job.id, job.engine))
+            if plan is None or (plan.get("job_id"), plan.get("engine")) != (job.id, job.engine):
+                continue
+            log.warning("job %d: its lease ran out during its merge; finishing it", job.id)
+            forget(job)
+            self.merger.run_folders.forget(job.id)
+            scheduler.begin_merge(self._db(), job, plan, now)
+            self.merger.merge(scheduler.get_job(self._db(), job.id), now)
