@@ -467,3 +467,16 @@ def test_a_lease_that_runs_out_during_a_merge_finishes_the_merge(run_dirs, clock
     assert m.db.get_job(a.job.id).state is JobState.DONE
     assert m.db.file_counts()[FileState.QUEUED] == 0
     assert_exactly_once(run, out)
+
+
+def test_a_failure_reported_after_a_merge_began_finishes_the_merge(run_dirs, clock) -> None:
+    """An engine that reported DONE (the merge began: its manifest is written, an output
+    moved) and then FAILED: the files are not queued again, the merge is finished."""
+    inp, out = run_dirs
+    run = make_run(inp, 2)
+    m = open_manager(inp, out, clock)
+    a = m.claim("e1", None, api="v1")
+    _interrupt_merge(m, a, journal=False)
+    done = m.complete(a.job.id, Outcome.FAILED, a.job.token, reason="gave up")
+    assert done.job.state is JobState.DONE is m.db.get_job(a.job.id).state
+    assert_exactly_once(run, out)
