@@ -183,3 +183,19 @@ def test_an_output_remembers_its_layout_from_its_results(tmp_path: Path) -> None
     assert lay.output_layout_on_disk() is None  # empty folders say nothing
     (tmp_path / "out" / "pass" / "job_id_1_a.fastq").write_text("@r\n")
     assert lay.output_layout_on_disk() == "legacy"
+
+
+@pytest.mark.parametrize("dst", ["../escape.fastq", "/tmp/escape.fastq", "pass/../../x.fastq"])
+def test_a_plan_naming_a_path_outside_output_moves_nothing(layout: Layout, dst: str) -> None:
+    """A manifest is read back from the job's output folder, which its engine writes too:
+    one whose paths leave OUTPUT (forged, or damaged) is refused before anything moves."""
+    from bcmanager.errors import CorruptState
+
+    layout.prepare_job(5, "e", ["a.pod5"])
+    _basecaller_writes(layout, 5, "e", ["a.fastq"])
+    plan = _plan(layout, 5)
+    plan["outputs"] = [["pass/a.fastq", dst]]
+    with pytest.raises(CorruptState, match="not a path inside"):
+        layout.apply_merge(plan)
+    assert (layout.tmp_output_dir(5, "e") / "pass" / "a.fastq").exists()
+    assert not (layout.output.parent / "escape.fastq").exists()

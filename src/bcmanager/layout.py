@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from bcmanager import failpoints
 from bcmanager.errors import CorruptState
@@ -234,6 +234,7 @@ class Layout:
         job_id, engine = plan["job_id"], plan["engine"]
         tmp = self.tmp_output_dir(job_id, engine)
         log = self.log_output_dir(job_id, engine)
+        _check_relative(job_id, plan)
         if tmp.is_dir():
             for src_rel, dst_rel in plan["outputs"]:
                 src, dst = tmp / src_rel, self.output / dst_rel
@@ -428,6 +429,16 @@ def _job_dirs(root: Path) -> list[tuple[str, int, str, Path]]:
 def plan_generation(plan: dict) -> int:
     """The id of the generation a merge plan basecalled (0 for plans made before any)."""
     return int((plan.get("generation") or {}).get("id", 0))
+
+
+def _check_relative(job_id: int, plan: dict) -> None:
+    """Every path a merge plan names stays below its folder (the job's output, OUTPUT): a
+    manifest is read back from a folder the engine writes too."""
+    for src, dst, *_ in [*plan["outputs"], *plan.get("appends", ())]:
+        for rel in (src, dst):
+            parts = PurePosixPath(rel).parts
+            if not parts or parts[0] == "/" or ".." in parts:
+                raise CorruptState(f"merge of job {job_id}: {rel!r} is not a path inside")
 
 
 def _same_job(manifest: dict, plan: dict) -> bool:
