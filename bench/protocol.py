@@ -42,6 +42,12 @@ is why raw is the default.
     python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000] [--no-fastq]
                              [--servers bcmanager,bcmanager-legacy,original]
 
+`--ab REV [--rounds N]` compares this working tree's bcmanager with commit REV instead,
+default layout only, at the top client count: N rounds in the order A B, B A, A B, ...
+(each run of a sequence on this machine is slower than the one before, the CPU throttled
+under sustained load, so a fixed order would favour whichever runs first); it prints each
+run and the mean ratios, and writes nothing to docs/benchmarks.md.
+
 `--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager` (both variants), e.g.
 `--manager-arg=--no-watch` (inotify off, rescans only); such a run is labelled with
 its arguments and written to its own section of docs/benchmarks.md
@@ -87,6 +93,7 @@ from _common import (
     use_code_at,
     wait_port_free,
     wait_until,
+    working_tree,
     write_source_pod5,
 )
 
@@ -669,6 +676,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument(
+        "--ab",
+        metavar="REV",
+        help="compare the working tree with commit REV, A B B A (bcmanager, default layout)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="--ab rounds (two runs each)")
+    p.add_argument(
         "--no-fastq",
         dest="fastq",
         action="store_false",
@@ -717,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if free_disk_gib(work) < 2:
         sys.exit(f"less than 2 GiB free under {work}")
+    if args.ab:
+        return compare_ab(args, work)
     use_code_at(args.code_at, work)
     source = write_source_pod5(work / "source.pod5")
     results = []
@@ -742,6 +757,52 @@ def main(argv: list[str] | None = None) -> int:
         update_doc(name, body)
         print(f"updated docs/benchmarks.md (section {name})")
     return 0
+
+
+def compare_ab(args: argparse.Namespace, work: Path) -> int:
+    """The working tree (A) against commit `args.ab` (B), alternating which runs first."""
+    clients = max(args.clients)
+    here = working_tree()
+    other = use_code_at(args.ab, work)
+    codes = {"A": (None, here), "B": (other.src, other.describe)}
+    source = write_source_pod5(work / "source.pod5")
+    runs: dict[str, list[PointResult]] = {"A": [], "B": []}
+    rows = []
+    try:
+        for r in range(args.rounds):
+            for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
+                other.src, other.describe = codes[side]
+                res = run_point("bcmanager", clients, args, source, work)
+                runs[side].append(res)
+                rows.append(_ab_row(str(r + 1), side, res))
+                print(f"  round {r + 1} {side}: {res.cpu_ms_per_req:.3f} ms/req", flush=True)
+    finally:
+        if not args.keep:
+            remove_tree(work)
+    headers = ["round", "code", "req/s", "server CPU ms/req", *(f"{x} p99 ms" for x in ROUTES)]
+    print_table(f"A: {here}; B: {codes['B'][1]}; {clients} clients", headers, rows)
+    mean = {side: _mean_point(results) for side, results in runs.items()}
+    ratios = [
+        ["A / B", *(fmt(ratio(mean["A"][k], mean["B"][k]), 2) for k in mean["A"])],
+    ]
+    print_table("mean of each side's runs, A / B", ["", *mean["A"]], ratios)
+    return 0
+
+
+def _ab_row(round_: str, side: str, res: PointResult) -> list[str]:
+    p99 = [fmt(res.pct(route, 0.99), 2) for route in ROUTES]
+    return [round_, side, f"{res.rps:,.0f}", fmt(res.cpu_ms_per_req, 3), *p99]
+
+
+def _mean_point(results: list[PointResult]) -> dict[str, float]:
+    n = max(1, len(results))
+    mean = {
+        "req/s": sum(r.rps for r in results) / n,
+        "server CPU ms/req": sum(r.cpu_ms_per_req for r in results) / n,
+    }
+    for route in ROUTES:
+        mean[f"{route} p99"] = sum(r.pct(route, 0.99) for r in results) / n
+    return mean
 
 
 if __name__ == "__main__":
