@@ -74,7 +74,7 @@ class Endings:
         yields: list[dict] | None,
         timing: Timing | None,
     ) -> JobState:
-        if outcome is not Outcome.DONE and self._begun_merge(job) is not None:
+        if outcome is not Outcome.DONE and self.layout.begun_merge(job.id, job.engine):
             log.warning("job %d: %s after its merge began; the merge is finished", job.id, outcome)
             outcome = Outcome.DONE  # some outputs may be in OUTPUT: never basecalled again
         if outcome is Outcome.DONE:  # checked before anything is journaled or moved
@@ -156,18 +156,10 @@ class Endings:
         whose engine gave up. Some outputs may be in OUTPUT already, so the files must not
         be basecalled again: the merge is journaled in the ledger and finished."""
         for job in self._db().overdue_jobs(now):
-            plan = self._begun_merge(job)
+            plan = self.layout.begun_merge(job.id, job.engine)
             if plan is None:
                 continue
             log.warning("job %d: its lease ran out during its merge; finishing it", job.id)
             forget(job)
             self.merger.run_folders.forget(job.id)
-            scheduler.begin_merge(self._db(), job, plan, now)
-            self.merger.merge(scheduler.get_job(self._db(), job.id), now)
-
-    def _begun_merge(self, job: JobRow) -> dict | None:
-        """The manifest of a running job's merge that began (and did not end), if any."""
-        plan = self.layout.read_manifest(self.layout.tmp_output_dir(job.id, job.engine))
-        if plan is None or (plan.get("job_id"), plan.get("engine")) != (job.id, job.engine):
-            return None
-        return plan
+            self.merger.journal_and_merge(job, plan, now)

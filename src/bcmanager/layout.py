@@ -229,6 +229,14 @@ class Layout:
         _write_json_atomically(folder / MANIFEST_NAME, plan)
         return plan
 
+    def begun_merge(self, job_id: int, engine: str) -> dict | None:
+        """The manifest of a running job's merge that began and did not end (still in its
+        `TMPOUTPUT_` folder), if one is there for this job."""
+        plan = self.read_manifest(self.tmp_output_dir(job_id, engine))
+        if plan is None or not _same_job(plan, {"job_id": job_id, "engine": engine}):
+            return None
+        return plan
+
     def apply_merge(self, plan: dict) -> None:
         """Move a DONE job's outputs into place; safe to run again after a crash."""
         job_id, engine = plan["job_id"], plan["engine"]

@@ -149,6 +149,7 @@ class Manager:
             self.layout,
             self.policy,
             merger.merge,
+            merger.journal_and_merge,
             merger.record_quarantine,
             self.prepare_job,
         )

@@ -189,9 +189,8 @@ class Merger:
             plan["generation"] = gen.to_dict()
         if yields:
             plan["yields"] = yields
-        if any(j < job.id for j in self.unmerged):
-            scheduler.begin_merge(self._db(), job, plan, now)
-            self.merge(scheduler.get_job(self._db(), job.id), now)
+        if self._earlier_unmerged(job.id):
+            self.journal_and_merge(job, plan, now)
             return None
         started = time.monotonic()
         try:
@@ -225,7 +224,7 @@ class Merger:
 
         Merges run one at a time in job order: a merge waits while an earlier one is
         unfinished, so summary appends never overtake each other."""
-        earlier = [j for j in self.unmerged if j < job.id]
+        earlier = self._earlier_unmerged(job.id)
         if earlier:
             self.unmerged.add(job.id)
             log.warning("job %d: merge waits for job %d's", job.id, min(earlier))
@@ -240,6 +239,15 @@ class Merger:
             return False
         self._merged(job, plan, now, started)
         return True
+
+    def journal_and_merge(self, job: JobRow, plan: dict, now: float) -> bool:
+        """Journal a running job's merge in the ledger (it turns MERGING), then run it."""
+        scheduler.begin_merge(self._db(), job, plan, now)
+        return self.merge(scheduler.get_job(self._db(), job.id), now)
+
+    def _earlier_unmerged(self, job_id: int) -> list[int]:
+        """Unfinished merges of earlier jobs: a merge waits for them (summary appends)."""
+        return [j for j in self.unmerged if j < job_id]
 
     def _merge_failed(self, job: JobRow, exc: OSError, now: float) -> None:
         """A journaled merge hit a disk error: it is retried (`retry_due`)."""

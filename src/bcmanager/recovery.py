@@ -35,6 +35,7 @@ class Recovery:
     layout: Layout
     policy: Policy
     merge: Callable[[JobRow, float], bool]  # run (or finish) a journaled merge
+    journal_and_merge: Callable[[JobRow, dict, float], bool]  # journal one in the ledger, run it
     record_quarantine: Callable[[list[FileRow]], None]
     # create a running job's folders (a slice's read list too); None: links only
     prepare_job: Callable[[JobRow, list[FileRow]], None] | None = None
@@ -147,8 +148,7 @@ class Recovery:
                 plan["job_id"], plan["engine"], plan_paths(plan), now, plan_generation(plan)
             )
         if job is not None and job.state is JobState.ASSIGNED:
-            scheduler.begin_merge(self.db, job, plan, now)
-            self.merge(scheduler.get_job(self.db, job.id), now)
+            self.journal_and_merge(job, plan, now)
 
     def _adopt_merges_the_ledger_lacks(self, live: set[int], now: float) -> None:
         """After a power loss the ledger (synchronous=NORMAL) may lag the disk by its last

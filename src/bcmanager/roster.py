@@ -208,17 +208,18 @@ class Roster:
             for gen, speed in (self.remembered(engine) if self.remembered else {}).items():
                 seen.recall(gen, speed)
             if self._fleet_cache is not None:
-                self._fleet_cache = (self._fleet_cache[0], self._joined(seen, now))
+                at, fleet = self._fleet_cache
+                self._fleet_cache = (at, self._joined(fleet, seen, now))
         else:
             seen.last_seen = now
         return seen
 
-    def _joined(self, seen: EngineSeen, now: float) -> Fleet:
-        """The cached fleet with a new engine: at its remembered speed where the speed book
-        knows it (engines that start together are seen within a second, before the fleet
-        is summed again: counted as the claimer's speed, the fast first claimer of a warm
-        start took a third of its share, not half), else counted as typical."""
-        fleet = self._fleet_cache[1] if self._fleet_cache is not None else Fleet()
+    def _joined(self, fleet: Fleet, seen: EngineSeen, now: float) -> Fleet:
+        """`fleet` with a new engine: at its remembered speed where the speed book knows it
+        (engines that start together are seen within a second, before the fleet is summed
+        again: counted as the claimer's speed, the fast first claimer of a warm start took
+        a third of its share, not half), else in its size alone (`tail_bytes` counts such
+        an engine as the claimer, idle)."""
         grown = replace(fleet, size=fleet.size + 1)
         if not seen.speed.bytes_per_s:
             return grown
