@@ -108,7 +108,7 @@ def run_shape(
         ]
         for k, rate in enumerate(rates)
     }
-    manager = ["--slice-above", slice_above, "--target-batch", repr(args.target)]
+    manager = ["--slice-above", slice_above, "--target-batch", repr(args.target), *args.manager_arg]
     late: dict[str, float] = {}
 
     def arrive_late(port: int) -> None:
@@ -177,7 +177,21 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--trace", action="store_true", help="print each run's jobs")
+    parser.add_argument(
+        "--slices-only",
+        action="store_true",
+        help="skip the whole-files runs (no table against them, no doc update)",
+    )
+    parser.add_argument(
+        "--manager-arg",
+        action="append",
+        default=[],
+        help="extra argument for `bcm manager`, repeatable, as --manager-arg=ARG",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each shape and mode")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     shapes = {
         "tail": Shape(
             "tail",
@@ -211,10 +225,21 @@ def main() -> int:
     results = []
     for shape in chosen:
         sources = write_sources(work / "sources" / shape.name, shape, args)
-        for slice_above in ("0", args.slice_above):
-            results.append(run_shape(work / "run", shape, sources, slice_above, args))
-            r = results[-1]
-            print(f"{r.shape} / {r.mode}: {r.makespan_s:.1f} s ({r.ratio:.3f} x ideal)", flush=True)
+        modes = (args.slice_above,) if args.slices_only else ("0", args.slice_above)
+        for _ in range(args.repeat):
+            for slice_above in modes:
+                results.append(run_shape(work / "run", shape, sources, slice_above, args))
+                r = results[-1]
+                print(
+                    f"{r.shape} / {r.mode}: {r.makespan_s:.1f} s ({r.ratio:.3f} x ideal)",
+                    flush=True,
+                )
+    if args.slices_only:
+        ratios = [r.ratio for r in results]
+        print(
+            f"x ideal: {', '.join(f'{x:.3f}' for x in ratios)}; mean {sum(ratios) / len(ratios):.3f}"
+        )
+        return 0
     headers = ["shape", "mode", "makespan s", "ideal s", "x ideal", "jobs", "vs whole files"]
     rows = []
     for r in results:
