@@ -235,6 +235,24 @@ def test_an_engine_busy_past_the_common_finish_takes_no_part_of_the_tail() -> No
     assert scheduler.tail_bytes(idle, fleet, 10e6, "idle") == pytest.approx(10e6)
 
 
+def test_the_last_reads_are_shared_with_fast_engines_freeing_up_not_left_to_a_slow_one() -> None:
+    """A slow engine asks for the last 4 MB a moment before two fast ones (twice its
+    rate) end their batches. A fast one's part would not be worth its start-up, but
+    without any of them the slow GPU basecalls all 4 MB alone and ends 1.2 s after it
+    need: it takes its equal-finish share, and a fast one takes the rest as it frees up."""
+    slow, fast = Speed(1.0, 2e6), Speed(1.0, 4e6, busy_s=0.2)
+    fleet = Fleet.of({"slow": slow, "fast1": fast, "fast2": fast})
+    left = 4e6
+    part = scheduler.tail_bytes(slow, fleet, left, "slow")
+    assert part == pytest.approx(2e6 * (1.8 - 1.0))  # F = (4 + 2 x 1 + 4 x 1.2) / 6
+    finish = slow.batch_s(part)
+    assert fast.busy_s + fast.batch_s(left - part) == pytest.approx(finish)
+    assert finish == pytest.approx(slow.batch_s(left) - 1.2)
+    # a last MB worth half a start-up is not cut for engines idle beside the claimer
+    idle = {f"idle{k}": slow for k in range(3)}
+    assert scheduler.tail_bytes(slow, Fleet.of({"slow": slow, **idle}), 1e6, "slow") == 1e6
+
+
 def test_the_ledger_knows_the_queued_bytes_through_every_move(ledger: Ledger) -> None:
     def truth() -> int:
         return sum(f.size for f in ledger.files_in_state(FileState.QUEUED, 1000))
