@@ -1201,7 +1201,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="interleaved",
         help="queue order of the file sizes (grouped: all small files first)",
     )
-    s.add_argument("--before", default=BEFORE_REV, help="the before commit")
+    s.add_argument(
+        "--before",
+        default=BEFORE_REV,
+        help="the before commit, run through the `command` backend behind a start-up"
+        " wrapper (code older than `--startup-s`); to compare two recent commits, run"
+        " `--only after --after REV` for each",
+    )
     s.add_argument(
         "--after",
         default=AFTER_REV,
