@@ -179,6 +179,7 @@ class Entry(NamedTuple):
     rate: float
     name: str
     busy: bool  # holds a batch (its t shrinks as time goes on)
+    startup: float  # its start-up, s (part of t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +374,7 @@ def _entry(name: str, speed: Speed, typical: Speed) -> Entry:
     startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
     t = speed.busy_s + startup
     rate = speed.last_batch_rate() or typical.last_batch_rate() or 0.0
-    return Entry(t + MIN_TAIL_PART * startup, t, rate, name, speed.busy_s > 0)
+    return Entry(t + MIN_TAIL_PART * startup, t, rate, name, speed.busy_s > 0, startup)
 
 
 def tail_bytes(
@@ -431,8 +432,7 @@ def _ends_sooner_with(e: Entry, shift: float, finish: float, finish_without: flo
     tail would end TAIL_GAIN of its start-up later without it. At the very end the last
     reads are otherwise left whole to whoever asks first: a slow GPU's 4 reads took it
     3.4 s where a fast one freeing up 0.2 s later would have ended them in 2."""
-    startup = (e.key - e.t) / MIN_TAIL_PART
-    return e.t - shift < finish and finish_without - finish >= TAIL_GAIN * startup
+    return e.t - shift < finish and finish_without - finish >= TAIL_GAIN * e.startup
 
 
 def batch_limit(
