@@ -629,6 +629,15 @@ class StartupRun:
             return float("nan")
         return (e.busy_wall_s if wall else e.busy_model_s) / present
 
+    def ideal_share(self, e: EngineStats) -> float:
+        """An engine's busy share in the ideal split (one start-up after its arrival, every
+        engine ending at the ideal makespan): the most any schedule gives it, before its
+        own process start and claims (NaN: the ideal gives it no work)."""
+        present = self.ideal_s - e.arrival_s
+        if present <= self.startup_s:
+            return float("nan")
+        return (present - self.startup_s) / present
+
     def busy(self, wall: bool = False) -> list[float]:
         """Busy shares of the engines that arrived before the run ended."""
         shares = [self.share(e, wall) for e in self.engines]
@@ -854,6 +863,8 @@ ENGINE_HEADERS = [
     "files per batch",
     "busy share",
     "busy share (wall)",
+    "ideal split's share",
+    "arrival to first batch s",
     "last end s",
     "manager's start-up s",
 ]
@@ -876,6 +887,8 @@ def engine_rows(results: list[StartupRun]) -> list[list[str]]:
                     " ".join(str(s) for s in sizes) or "-",
                     pct(r.share(e)),
                     pct(r.share(e, wall=True)),
+                    pct(r.ideal_share(e)),
+                    fmt(e.timeline[0][0] - e.arrival_s, 1) if e.timeline else "-",
                     fmt(e.last_end, 1),
                     fmt(e.reported[0], 2) if e.reported else "-",
                 ]
@@ -1132,6 +1145,11 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             " basecaller), end = the mtime of the batch's basecaller.log, so it counts Python's"
             " start and file reading beyond S as busy. idle at the end: makespan - an engine's"
             " last basecaller end. manager's start-up: what the manager had learnt (v1 status)."
+            " ideal split's share: (F - a_i - S) / (F - a_i) at the ideal makespan F, the busy"
+            " share a perfect split gives an engine (a bound on any schedule's, before the"
+            " engine's own process start; an engine whose speed is not known when it arrives"
+            " pays a probe, a second S, on top). arrival to first batch: from its spawn to its"
+            " first basecaller start (Python's start and its first claim: not scaled with S).",
             " Targets, for each mode and engine count: min busy share >="
             f" {pct(TARGET_BUSY)}, makespan <= {TARGET_STARTUP_MAKESPAN} x ideal.",
             "",
