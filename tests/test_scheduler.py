@@ -253,6 +253,30 @@ def test_the_last_reads_are_shared_with_fast_engines_freeing_up_not_left_to_a_sl
     assert scheduler.tail_bytes(slow, Fleet.of({"slow": slow, **idle}), 1e6, "slow") == 1e6
 
 
+def test_the_last_file_waits_for_a_fast_engine_freeing_up_rather_than_go_to_a_slow_one(
+    tmp_path: Path,
+) -> None:
+    """A slow GPU asks while the last file of a run is queued and a GPU three times as
+    fast ends its batch in 0.4 s: a file is not cut, so whoever takes it basecalls it
+    alone (the slow one in 5 s, the fast one by 2.7 s). The slow one gets nothing; once
+    the fast one's batch is predicted over and it has not asked (late, or gone), the slow
+    one takes the file; beside an engine barely faster, it takes it at once."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile("last.pod5", 4_000_000 + scheduler.POD5_FIXED_BYTES)], now=0.0)
+    slow, fast = Speed(1.0, 1e6), Speed(1.0, 3e6, busy_s=0.4)
+    fleet = Fleet.of({"slow": slow, "fast": fast}, at=10.0)
+    policy = Policy(max_batch=100, target_batch_s=60.0)
+    assert scheduler.claim(db, "slow", None, 10.0, policy, "v1", slow, fleet) is None
+    assert db.file_counts()[FileState.QUEUED] == 1
+    assert scheduler.claim(db, "slow", None, 10.3, policy, "v1", slow, fleet) is None
+    late = scheduler.claim(db, "slow", None, 10.5, policy, "v1", slow, fleet)
+    assert late is not None and [f.path for f in late.files] == ["last.pod5"]
+    db.add_files([NewFile("next.pod5", 4_000_000 + scheduler.POD5_FIXED_BYTES)], now=11.0)
+    barely = Fleet.of({"slow": slow, "fast": replace(fast, bytes_per_s=1.2e6)}, at=11.0)
+    taken = scheduler.claim(db, "slow", None, 11.0, policy, "v1", slow, barely)
+    assert taken is not None and [f.path for f in taken.files] == ["next.pod5"]
+
+
 def test_the_ledger_knows_the_queued_bytes_through_every_move(ledger: Ledger) -> None:
     def truth() -> int:
         return sum(f.size for f in ledger.files_in_state(FileState.QUEUED, 1000))

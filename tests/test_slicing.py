@@ -226,6 +226,28 @@ def test_a_slow_engine_gets_its_tail_part_of_a_files_last_reads_not_a_probes_lea
     assert [p.part.count for p in db.queued_slices()] == [24]
 
 
+def test_a_files_last_read_waits_for_a_fast_engine_freeing_up_rather_than_go_to_a_slow_one(
+    tmp_path: Path,
+) -> None:
+    """The last read of a run (1 MB) is asked for by a slow GPU (2.5 s for it, start-up
+    included) while one forty times as fast ends its batch in 0.3 s (by 1.1 s): a read is
+    not cut, so the slow one gets nothing; once the fast one's batch is predicted over and
+    it has not asked (late, or gone), the slow one takes it."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile("big.pod5", 121 * MB, reads=121)], now=0.0)
+    for k in range(2):  # alone: steady batches of 60 reads
+        claim(db, f"e{k}", fleet=scheduler.Fleet.of({f"e{k}": FAST}, 1.0))
+    assert [p.part.count for p in db.queued_slices()] == [1]
+    slow = Speed(startup_s=0.5, bytes_per_s=0.5 * MB)
+    fast = Speed(startup_s=0.5, bytes_per_s=20 * MB, busy_s=0.3)
+    fleet = scheduler.Fleet.of({"slow": slow, "fast": fast}, 2.0)
+    kw = {"speed": slow, "fleet": fleet, "slices": True}
+    assert scheduler.claim(db, "slow", None, 2.0, POLICY, "v1", **kw) is None
+    assert [p.part.count for p in db.queued_slices()] == [1]
+    got = scheduler.claim(db, "slow", None, 2.35, POLICY, "v1", **kw)
+    assert got is not None and got.files[0].part == Part(120, 1, 121)
+
+
 def test_a_tail_part_is_cut_from_a_file_that_holds_it_not_from_a_shorter_rest(
     tmp_path: Path,
 ) -> None:

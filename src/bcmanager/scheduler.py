@@ -435,6 +435,33 @@ def _ends_sooner_with(e: Entry, shift: float, finish: float, finish_without: flo
     return e.t - shift < finish and finish_without - finish >= TAIL_GAIN * e.startup
 
 
+def ends_sooner_elsewhere(
+    size_bytes: float, speed: Speed, fleet: Fleet, engine: str, now: float
+) -> bool:
+    """Whether the last files queued (`size_bytes` of work, more than this engine's part:
+    a file is not cut) are better left to an engine about to free up: one that holds a
+    batch, measured, would end them TAIL_GAIN of the claimer's start-up sooner than the
+    claimer. A held claim is woken again at the manager's next tick while files are
+    queued; once that engine's batch is predicted over (a late or lost engine) it no
+    longer counts, and the claimer takes them. A slow GPU took a run's last 40-read file
+    alone at 121.1 s and ended at 126.2, where the fastest, freeing up at 121.3, would
+    have ended it by about 123.9."""
+    rate = speed.last_batch_rate()
+    if not rate:
+        return False
+    mine = speed.busy_s + speed.startup_s + size_bytes / rate
+    elapsed = max(0.0, now - fleet.at)
+    for e in fleet.rates:
+        if e.name == engine or e.name in fleet.guessed or not e.busy or e.rate <= 0:
+            continue
+        ready = e.t - elapsed  # until it could start basecalling another batch
+        if ready <= e.startup:
+            continue  # its batch is predicted over: not counted on
+        if ready + size_bytes / e.rate + TAIL_GAIN * speed.startup_s <= mine:
+            return True
+    return False
+
+
 def batch_limit(
     requested: int | None,
     speed: Speed,
@@ -553,12 +580,20 @@ def claim(
             assert speed is not None and fleet is not None  # slices go to v1 claims only
             probe = 0 if speed.bytes_per_s else len(fleet)  # not measured: the fleet's size
             least = least_slice(speed, policy)
-            return _claim_slice(ledger, engine, piece, limit, now, policy, api, least, probe)
+            count = _slice_count(piece, limit, least, probe)
+            last = limit.tail and count == piece.part.count and queued == 0 and len(pieces) == 1
+            if last and ends_sooner_elsewhere(signal_bytes([piece]), speed, fleet, engine, now):
+                return None  # the last reads, whole: better left to a faster engine
+            return _claim_slice(ledger, engine, piece, count, now, policy, api)
         if slices:  # a large file further on waits to be sliced when it comes first
             candidates = [f for f in candidates if not slicing.sliceable(f, policy.slice_above)]
         files = take_bytes(isolate_retries(candidates), limit.bytes, limit.least)
         if not files:
             return None
+        if limit.tail and len(files) == queued and not pieces:
+            assert speed is not None and fleet is not None  # a tail is a v1 claim's
+            if ends_sooner_elsewhere(signal_bytes(files), speed, fleet, engine, now):
+                return None  # the last files: better left to a faster engine
         job_id = ledger.create_job(
             engine, new_token(), api, policy.lease_s, len(files), now, gen=files[0].gen
         )
@@ -570,24 +605,27 @@ def claim(
     return Assignment(job, assigned)
 
 
+def _slice_count(piece: FileRow, limit: BatchLimit, least: float, probe: int) -> int:
+    """How many reads of a queued slice a claim takes: `least` bytes at least (a slice
+    that failed before goes out as it was); `probe`: the fleet's size where the engine is
+    not measured yet (`slicing.slice_reads`)."""
+    assert piece.part is not None
+    if piece.attempts:
+        return piece.part.count
+    return slicing.slice_reads(piece, limit.bytes, least, probe)
+
+
 def _claim_slice(
     ledger: Ledger,
     engine: str,
     piece: FileRow,
-    limit: BatchLimit,
+    count: int,
     now: float,
     policy: Policy,
     api: str,
-    least: float,
-    probe: int,
 ) -> Assignment:
-    """A job of one slice: as many reads of a queued slice as the engine's batch holds,
-    `least` bytes at least (a slice that failed before goes out as it was); `probe`: the
-    fleet's size where the engine is not measured yet (`slicing.slice_reads`)."""
+    """A job of one slice: the first `count` reads of a queued slice."""
     assert piece.part is not None
-    count = piece.part.count
-    if not piece.attempts:
-        count = slicing.slice_reads(piece, limit.bytes, least, probe)
     job_id = ledger.create_job(engine, new_token(), api, policy.lease_s, 1, now, gen=piece.gen)
     taken = ledger.take_slice(piece, piece.part.first, count, job_id, now)
     job = ledger.get_job(job_id)
