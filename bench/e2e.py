@@ -734,7 +734,7 @@ def run_startup_variant(
     engines = {
         name: engine_options(variant, rate, startup, wrapper) for name, rate in rates.items()
     }
-    manager = ["--target-batch", repr(args.target * args.scale)]
+    manager = ["--target-batch", repr(args.target * args.scale), *args.manager_arg]
     if speed_book is not None:
         manager += ["--speed-book", str(speed_book)]
     reported: dict[str, tuple[float, float | None]] = {}
@@ -1271,6 +1271,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="arrival mode: the gaps come from random.Random(1000 x this + engines)",
+    )
+    p.add_argument(
+        "--manager-arg",
+        action="append",
+        default=[],
+        help="start-up runs: extra argument for `bcm manager`, repeatable, as"
+        " --manager-arg=ARG (e.g. --manager-arg=--log-level=debug: each claim's sizing"
+        " in the manager's log, kept with --keep)",
     )
     args = p.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]

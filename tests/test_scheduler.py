@@ -617,3 +617,20 @@ def test_a_batchs_work_in_bytes_is_its_signal_whatever_the_files_sizes(tmp_path:
     small, large = work_per_sample(20), work_per_sample(400)
     piece = work_per_sample(400, Part(100, 80, 400))
     assert abs(small / large - 1) < 0.01 and abs(piece / large - 1) < 0.01, (small, large, piece)
+
+
+def test_a_claims_sizing_is_in_the_debug_log_with_the_fleet_it_was_sized_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Why an engine got the batch it got, for an operator reading the manager's debug log:
+    its speed, its budget and every other engine's rate and time to free up."""
+    db = Ledger(tmp_path / "l.sqlite3")
+    db.add_files([NewFile(f"f{i}.pod5", 1_000_000) for i in range(4)], now=0.0)
+    slow, fast = Speed(1.0, 1e6), Speed(1.0, 3e6, busy_s=2.0)
+    fleet = Fleet.of({"slow": slow, "fast": fast}, at=10.0)
+    with caplog.at_level("DEBUG", logger="bcmanager.scheduler"):
+        scheduler.claim(db, "slow", None, 10.5, POLICY, "v1", slow, fleet)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "bcmanager.scheduler"]
+    assert line.startswith("claim by slow (1,000,000 B/s, start-up 1.00 s")
+    assert "(tail part)" in line and "4,000,000 B queued" in line
+    assert "fast 3,000,000 B/s free in 2.5 s" in line  # 2 s busy + 1 s start-up, 0.5 s on

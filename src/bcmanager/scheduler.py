@@ -7,6 +7,7 @@ ledger, and performs its changes in one ledger transaction.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import secrets
 import statistics
@@ -18,6 +19,8 @@ from bcmanager import slicing
 from bcmanager.errors import InvalidInput, LeaseLost, NotFound
 from bcmanager.ledger import FileRow, JobRow, Ledger
 from bcmanager.states import FileState, JobState
+
+log = logging.getLogger("bcmanager.scheduler")
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,8 +455,8 @@ def ends_sooner_elsewhere(
     mine = speed.busy_s + speed.startup_s + size_bytes / rate
     elapsed = max(0.0, now - fleet.at)
     for e in fleet.rates:
-        if e.name == engine or e.name in fleet.guessed or not e.busy or e.rate <= 0:
-            continue
+        if not e.busy or e.rate <= 0 or e.name == engine or e.name in fleet.guessed:
+            continue  # idle engines first: most of a large fleet, out at the first test
         ready = e.t - elapsed  # until it could start basecalling another batch
         if ready <= e.startup:
             continue  # its batch is predicted over: not counted on
@@ -500,6 +503,34 @@ def batch_limit(
     size = min(requested if requested and requested > 0 else policy.default_batch, files)
     least = max(1, min(size, math.ceil(queued_files / engines)))
     return BatchLimit(size, queued_bytes / (engines * PROBE_SPLIT), least)
+
+
+DESCRIBED_ENGINES = 16  # a debug line names this many engines of a fleet at most
+
+
+def describe_claim(
+    engine: str, speed: Speed, fleet: Fleet, limit: BatchLimit, left: float, now: float
+) -> str:
+    """One claim's sizing, for the manager's debug log: the claimer's speed, the fleet as
+    the tail rule saw it (each engine's rate and when it could start another batch) and
+    the budget it came to; why an engine got the batch it got."""
+    rate = f"{speed.bytes_per_s:,.0f} B/s" if speed.bytes_per_s else "not measured"
+    budget = f"{limit.bytes:,.0f} B" if limit.bytes is not None else "none"
+    elapsed = max(0.0, now - fleet.at)
+    others = [
+        f"{e.name} {e.rate:,.0f} B/s free in {max(0.0, e.t - (elapsed if e.busy else 0.0)):.1f} s"
+        + (" (guessed)" if e.name in fleet.guessed else "")
+        for e in fleet.rates[:DESCRIBED_ENGINES]
+        if e.name != engine
+    ]
+    more = len(fleet.rates) - DESCRIBED_ENGINES
+    return (
+        f"claim by {engine} ({rate}, start-up {speed.startup_s:.2f} s, busy"
+        f" {speed.busy_s:.1f} s): budget {budget}{' (tail part)' if limit.tail else ''},"
+        f" {left:,.0f} B queued; fleet of {len(fleet)}{' still arriving' if fleet.arriving else ''}"
+        f" seen {elapsed:.1f} s ago: {'; '.join(others) or 'none other'}"
+        + (f"; and {more} more" if more > 0 else "")
+    )
 
 
 def take_bytes(files: list[FileRow], budget: float | None, least: int = 1) -> list[FileRow]:
@@ -564,6 +595,8 @@ def claim(
         left = ledger.queued_bytes()
         left += sum(p.size for p in pieces)
         limit = batch_limit(requested, speed, fleet, queued, left, policy, engine, now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", describe_claim(engine, speed, fleet, limit, left, now))
     with ledger.transaction():
         before = ledger.next_generation(gens) if queued else None
         eligible = slicing.of_generations(pieces, before)
