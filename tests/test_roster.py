@@ -113,16 +113,19 @@ def test_an_engines_rate_mid_batch_counts_from_when_each_count_was_reached() -> 
     assert speed.busy_s == pytest.approx((60e6 * 0.45 - 3.0 * 60e6 * 0.30 / 4.0) / (4.5e6))
 
 
-def test_an_engines_rate_by_output_counts_from_its_first_output_heard() -> None:
-    """Its first output comes a block of reads after basecalling began: output over the
-    whole basecalling time would make it seem faster than it is."""
+def test_an_engines_rate_by_output_counts_from_the_output_heard_after_its_header() -> None:
+    """Its first output heard is the BAM's header (written as basecalling begins, no read's
+    work); its reads' output comes a block of reads after that: output over the whole
+    basecalling time, or from the header's mark, would make it seem faster than it is."""
     roster = Roster(horizon_s=60.0)
     roster.learn_output(0, output_bytes=1_000_000, input_bytes=4_000_000)  # 0.25 a byte
     seen = roster.seen("gpu1", 0.0)
     roster.claimed(seen, job_id=1, job_bytes=60_000_000, now=0.0)
+    seen.heard(Timing(1.0, 0.5, 40_000), 1.5)  # the header
     seen.heard(Timing(1.0, 2.0, 1_000_000), 3.0)
+    assert seen.fleet_speed(3.0, roster.output_per_byte(0)).bytes_per_s is None  # one mark
     seen.heard(Timing(1.0, 10.0, 5_000_000), 11.0)
     speed = seen.fleet_speed(11.0, roster.output_per_byte(0))
     assert speed.bytes_per_s == pytest.approx(4_000_000 / 0.25 / 8.0)  # not 20e6 in 10 s
     roster.claimed(seen, job_id=2, job_bytes=60_000_000, now=12.0)  # a new batch: anew
-    assert seen.first_output is None
+    assert seen.first_output is None and not seen.output_began
