@@ -184,6 +184,11 @@ class Entry(NamedTuple):
     busy: bool  # holds a batch (its t shrinks as time goes on)
     startup: float  # its start-up, s (part of t)
 
+    def free_in(self, elapsed: float) -> float:
+        """`t`, `elapsed` seconds after the fleet was seen: a busy engine's time runs
+        down, an idle one's (its start-up) does not."""
+        return self.t - (elapsed if self.busy else 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
@@ -270,6 +275,10 @@ class Fleet:
 
     def __len__(self) -> int:
         return self.size
+
+    def since(self, now: float | None) -> float:
+        """Seconds from when the fleet was seen to `now` (None: then)."""
+        return max(0.0, (self.at if now is None else now) - self.at)
 
 
 # An engine's progress says how fast it basecalls once it has basecalled this long: less is
@@ -404,12 +413,12 @@ def tail_bytes(
         return queued_bytes
     startup = speed.startup_s if speed.bytes_per_s else typical.startup_s
     mine = speed.busy_s + startup
-    elapsed = max(0.0, (fleet.at if now is None else now) - fleet.at)
+    elapsed = fleet.since(now)
     total, weighted = fleet.total_rate, fleet.weighted - elapsed * fleet.busy_rate
     old = fleet.index.get(engine)
     if old is not None:
         total -= old.rate
-        weighted -= old.rate * (old.t - (elapsed if old.busy else 0.0))
+        weighted -= old.rate * old.free_in(elapsed)
     # Engines the fleet has no entry for (none was measured when it was seen) count as
     # this one, idle.
     unseen = max(0, fleet.size - len(fleet.index) - (old is None))
@@ -422,7 +431,7 @@ def tail_bytes(
         finish = (queued_bytes + weighted) / total
         if e.key - shift <= finish:
             break
-        less, less_weighted = total - e.rate, weighted - e.rate * (e.t - shift)
+        less, less_weighted = total - e.rate, weighted - e.rate * e.free_in(elapsed)
         if _ends_sooner_with(e, shift, finish, (queued_bytes + less_weighted) / less):
             break
         total, weighted = less, less_weighted
@@ -439,10 +448,10 @@ def _ends_sooner_with(e: Entry, shift: float, finish: float, finish_without: flo
 
 
 def ends_sooner_elsewhere(
-    size_bytes: float, speed: Speed, fleet: Fleet, engine: str, now: float
+    batch: Sequence[FileRow], speed: Speed, fleet: Fleet, engine: str, now: float
 ) -> bool:
-    """Whether the last files queued (`size_bytes` of work, more than this engine's part:
-    a file is not cut) are better left to an engine about to free up: one that holds a
+    """Whether the last files queued (`batch`, more than this engine's part: a file is not
+    cut) are better left to an engine about to free up: one that holds a
     batch, measured, would end them TAIL_GAIN of the claimer's start-up sooner than the
     claimer. A held claim is woken again at the manager's next tick while files are
     queued; once that engine's batch is predicted over (a late or lost engine) it no
@@ -452,12 +461,13 @@ def ends_sooner_elsewhere(
     rate = speed.last_batch_rate()
     if not rate:
         return False
+    size_bytes = signal_bytes(batch)
     mine = speed.busy_s + speed.startup_s + size_bytes / rate
-    elapsed = max(0.0, now - fleet.at)
+    elapsed = fleet.since(now)
     for e in fleet.rates:
         if not e.busy or e.rate <= 0 or e.name == engine or e.name in fleet.guessed:
             continue  # idle engines first: most of a large fleet, out at the first test
-        ready = e.t - elapsed  # until it could start basecalling another batch
+        ready = e.free_in(elapsed)
         if ready <= e.startup:
             continue  # its batch is predicted over: not counted on
         if ready + size_bytes / e.rate + TAIL_GAIN * speed.startup_s <= mine:
@@ -516,19 +526,19 @@ def describe_claim(
     the budget it came to; why an engine got the batch it got."""
     rate = f"{speed.bytes_per_s:,.0f} B/s" if speed.bytes_per_s else "not measured"
     budget = f"{limit.bytes:,.0f} B" if limit.bytes is not None else "none"
-    elapsed = max(0.0, now - fleet.at)
-    others = [
-        f"{e.name} {e.rate:,.0f} B/s free in {max(0.0, e.t - (elapsed if e.busy else 0.0)):.1f} s"
+    elapsed = fleet.since(now)
+    others = [e for e in fleet.rates if e.name != engine]
+    named = [
+        f"{e.name} {e.rate:,.0f} B/s free in {max(0.0, e.free_in(elapsed)):.1f} s"
         + (" (guessed)" if e.name in fleet.guessed else "")
-        for e in fleet.rates[:DESCRIBED_ENGINES]
-        if e.name != engine
+        for e in others[:DESCRIBED_ENGINES]
     ]
-    more = len(fleet.rates) - DESCRIBED_ENGINES
+    more = len(others) - len(named)
     return (
         f"claim by {engine} ({rate}, start-up {speed.startup_s:.2f} s, busy"
         f" {speed.busy_s:.1f} s): budget {budget}{' (tail part)' if limit.tail else ''},"
         f" {left:,.0f} B queued; fleet of {len(fleet)}{' still arriving' if fleet.arriving else ''}"
-        f" seen {elapsed:.1f} s ago: {'; '.join(others) or 'none other'}"
+        f" seen {elapsed:.1f} s ago: {'; '.join(named) or 'none other'}"
         + (f"; and {more} more" if more > 0 else "")
     )
 
@@ -615,7 +625,7 @@ def claim(
             least = least_slice(speed, policy)
             count = _slice_count(piece, limit, least, probe)
             last = limit.tail and count == piece.part.count and queued == 0 and len(pieces) == 1
-            if last and ends_sooner_elsewhere(signal_bytes([piece]), speed, fleet, engine, now):
+            if last and ends_sooner_elsewhere([piece], speed, fleet, engine, now):
                 return None  # the last reads, whole: better left to a faster engine
             return _claim_slice(ledger, engine, piece, count, now, policy, api)
         if slices:  # a large file further on waits to be sliced when it comes first
@@ -625,7 +635,7 @@ def claim(
             return None
         if limit.tail and len(files) == queued and not pieces:
             assert speed is not None and fleet is not None  # a tail is a v1 claim's
-            if ends_sooner_elsewhere(signal_bytes(files), speed, fleet, engine, now):
+            if ends_sooner_elsewhere(files, speed, fleet, engine, now):
                 return None  # the last files: better left to a faster engine
         job_id = ledger.create_job(
             engine, new_token(), api, policy.lease_s, len(files), now, gen=files[0].gen
