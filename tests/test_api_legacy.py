@@ -132,3 +132,19 @@ def test_a_refused_token_goes_on_to_the_fastapi_route(tmp_path: Path):
         assert len(behind.paths) == 2
     finally:
         manager.close()
+
+
+def test_a_bug_in_a_fast_call_is_a_json_500_and_its_trace_is_logged(fast, monkeypatch, caplog):
+    """In front of FastAPI, the fast path answers a bug as the app's handler would (a 500
+    naming only its type) and logs its trace, where FastAPI's error middleware did."""
+    fast_path, behind, _, _, _ = fast
+
+    def broken(job_id: str) -> dict:
+        raise KeyError("secret detail")
+
+    monkeypatch.setattr(fast_path.calls, "keepalive", broken)
+    with caplog.at_level("ERROR", logger="bcmanager.api"):
+        status, body, scope = get(fast_path, "/keepalive", "job_id=1&job_state=PROCESSING")
+    assert (status, json.loads(body)) == (500, {"error": "internal error: KeyError"})
+    assert scope["route"].path == "/keepalive" and behind.paths == []
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)

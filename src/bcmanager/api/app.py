@@ -28,8 +28,14 @@ from bcmanager.progress import Progress
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
-    """The ASGI app over `manager`; with `manage_lifecycle` it also runs its threads."""
+def create_app(manager: Manager, manage_lifecycle: bool = True) -> ASGIApp:
+    """The ASGI app over `manager`; with `manage_lifecycle` it also runs its threads.
+
+    The request timer, the body limit and the legacy fast path stand in front of the
+    FastAPI app, not inside its middleware stack: an original engine's calls, most of
+    what a manager serves, then pass four ASGI layers, not nine (FastAPI 0.165 adds its
+    own exception and body-limit middleware to Starlette's; issue 23). Every other
+    request goes on into FastAPI with the timer and the limit applied as before."""
     claims = ClaimWaiter(manager)
     settings = manager.settings
     progress = Progress(manager)
@@ -55,16 +61,13 @@ def create_app(manager: Manager, manage_lifecycle: bool = True) -> FastAPI:
     errors.install(app)
     calls = legacy.LegacyCalls(manager, claims)
     legacy_routes = legacy.router(calls).routes
-    app.add_middleware(legacy.FastPath, calls=calls, routes=legacy_routes)
-    app.add_middleware(BodyLimit)
-    app.add_middleware(RequestTimer, metrics=metrics)
     # The routers' routes join the app's own list: FastAPI 0.165's include_router keeps a
     # router as one entry that every request searches through again (+0.1 ms a request).
     app.router.routes.extend(legacy_routes)
     app.router.routes.extend(v1.router(manager, claims, progress, metrics).routes)
     app.include_router(dashboard_router(progress), responses=answers())
     _declare_max_batch(app, settings.max_batch)
-    return app
+    return RequestTimer(BodyLimit(legacy.FastPath(app, calls, legacy_routes)), metrics)
 
 
 class BodyLimit:

@@ -10,6 +10,7 @@ declare them (the schema) and answer everything else (a bad query, a refused tok
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -147,6 +148,8 @@ def router(calls: LegacyCalls) -> APIRouter:
 _ENGINE = re.compile(ENGINE_ID)
 _JOB_ID = re.compile(JOB_ID)
 _JOB_STATE = re.compile(JOB_STATE)
+log = logging.getLogger("bcmanager.api")
+
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,9})")
 
 
@@ -157,8 +160,9 @@ class FastPath:
     and that machinery was most of the manager's CPU per call (issue 23). It only ever
     takes a query FastAPI would take (each value as strict or stricter than the route's
     declaration); anything else goes on to the FastAPI route, which answers it as always
-    (422 naming the problem, 401). Errors of the call itself are answered as the app's
-    handlers answer them (`errors.answer_for`)."""
+    (422 naming the problem, 401). It stands in front of the FastAPI app (`create_app`),
+    so errors of the call itself are answered here as the app's handlers answer them
+    (`errors.answer_for`), a bug's trace logged as the app's error middleware logs it."""
 
     def __init__(self, app: ASGIApp, calls: LegacyCalls, routes: Sequence[BaseRoute]) -> None:
         self.app = app
@@ -178,7 +182,9 @@ class FastPath:
             return
         try:
             payload = await self._call(scope["path"], query)
-        except EXPECTED as exc:  # anything else goes up to the app's 500 (and is logged)
+        except Exception as exc:  # in front of the app: its handlers are not above us
+            if not isinstance(exc, EXPECTED):
+                log.exception("%s failed", scope["path"])
             scope["route"] = route
             await answer_for(exc)(scope, receive, send)
             return
