@@ -110,3 +110,31 @@ def test_run_ids_of_a_merged_file_of_two_runs_is_none(tmp_path) -> None:
     with pod5.Writer(merged) as writer:
         writer.add_reads([*a, *[dataclasses.replace(r) for r in b]])
     assert run_ids(merged) is None
+
+
+def test_run_ids_of_files_of_several_runs_read_interleaved_parse_each_run_once(
+    tmp_path, monkeypatch
+) -> None:
+    """Each file gets its own run however the reads interleave (flow cells, protocol runs
+    and acquisitions all differ), and a run's files share one Arrow parse of its table."""
+    from bcmanager import pod5footer
+    from bcmanager.output.naming import RunIds
+    from bcmanager.pod5footer import run_ids
+    from tests.helpers import write_run_pod5
+
+    runs = [
+        RunIds(f"FC{k}", f"00000000-0000-0000-0000-00000000000{k}", f"acq-{k}") for k in range(3)
+    ]
+    files = []
+    for i in range(9):
+        ids = runs[i % 3]
+        path = tmp_path / f"f{i}.pod5"
+        write_run_pod5(path, ids, 2 + i % 2, seed=i)
+        files.append((path, (ids.flow_cell_id, ids.protocol_run_id, ids.run_id)))
+    parsed = []
+    parse = pod5footer._run_table
+    monkeypatch.setattr(pod5footer, "_run_table", lambda data: parsed.append(1) or parse(data))
+    monkeypatch.setattr(pod5footer, "_run_tables", {})
+    for path, want in [*files, *reversed(files)]:
+        assert run_ids(path) == want
+    assert len(parsed) == 3

@@ -17,8 +17,10 @@ The check costs an `open` and three or four small `pread`s: the head, the tail (
 holds the footer), and the marker after each embedded table.
 
 `run_ids` reads a file's run (flow cell, protocol run and acquisition ids) the same way:
-the footer, then the run information table alone (a few KB of Arrow), a fifteenth of
-what opening the file with the pod5 library costs.
+the footer, then the run information table alone (a few KB of Arrow, parsed only when
+its bytes name the run columns, and once for all the files of a run: their tables differ
+only by the file's identifier), a fiftieth of what opening the file with the pod5
+library costs.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def footer_is_whole(path: str | os.PathLike[str], size: int | None = None) -> bo
 
 
 _RUN_COLUMNS = ("flow_cell_id", "protocol_run_id", "acquisition_id")
+_FOOTER_FILE_ID = 0  # Footer { file_identifier, ... }
+_RUN_TABLES_KEPT = 64
+# run tables parsed, by their bytes less the file identifier: (is run table, ids)
+_run_tables: dict[bytes, tuple[bool, tuple[str, str, str] | None]] = {}
 
 
 def run_ids(path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
@@ -70,9 +76,15 @@ def run_ids(path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
         return None
     try:
         found = _whole_footer(fd, os.fstat(fd).st_size)
-        tables = _embedded_tables(found[0]) if found is not None else []
-        for offset, length in sorted(tables, key=lambda t: t[1]):  # the run table is small
-            is_run_table, ids = _run_table(os.pread(fd, length, offset))
+        if found is None:
+            return None
+        footer = found[0]
+        file_id = _string(footer, _FOOTER_FILE_ID)
+        for offset, length in sorted(_embedded_tables(footer), key=lambda t: t[1]):
+            data = os.pread(fd, length, offset)  # the run table is the smallest, or next
+            if not all(c.encode() in data for c in _RUN_COLUMNS):
+                continue  # its schema names no run columns: the reads or the signal table
+            is_run_table, ids = _run_table_of_file(data, file_id)
             if is_run_table:
                 return ids
         return None
@@ -80,6 +92,22 @@ def run_ids(path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _run_table_of_file(data: bytes, file_id: bytes) -> tuple[bool, tuple[str, str, str] | None]:
+    """`_run_table`, parsed once a run: the files of a run hold the same table but for
+    the file's identifier in its metadata, so the table less that identifier is the key
+    (a few KB each, the last _RUN_TABLES_KEPT kept). A table that raises is not kept; a
+    kept answer is used only where the file's table holds its ids too."""
+    key = data.replace(file_id, b"") if file_id else data
+    known = _run_tables.get(key)
+    if known is not None and (known[1] is None or all(i.encode() in data for i in known[1])):
+        return known
+    known = _run_table(data)
+    if len(_run_tables) >= _RUN_TABLES_KEPT:
+        _run_tables.pop(next(iter(_run_tables)), None)
+    _run_tables[key] = known
+    return known
 
 
 def _run_table(data: bytes) -> tuple[bool, tuple[str, str, str] | None]:
@@ -172,6 +200,19 @@ def _embedded_tables(footer: bytes) -> list[tuple[int, int]]:
             )
         )
     return out
+
+
+def _string(footer: bytes, index: int) -> bytes:
+    """String field `index` of the footer's root table (b"" when absent)."""
+    root = _at(_U32, footer, 0)
+    at = _field(footer, root, index)
+    if at is None:
+        return b""
+    at += _at(_U32, footer, at)
+    length = _at(_U32, footer, at)
+    if at + 4 + length > len(footer):
+        raise _Malformed(at)
+    return footer[at + 4 : at + 4 + length]
 
 
 def _field(buf: bytes, table: int, index: int) -> int | None:
