@@ -42,6 +42,10 @@ is why raw is the default.
     python bench/protocol.py [--seconds 10] [--clients 1,8,32] [--files 200000] [--no-fastq]
                              [--servers bcmanager,bcmanager-legacy,original]
 
+`--rounds N` measures every server N times, the order reversed every other round, and
+pools each point's runs: the machine's file system makes whichever server runs later in
+a sequence pay more per folder it creates (docs/benchmarks.md, "the ext4 allocator").
+
 `--ab REV [--rounds N]` compares this working tree's bcmanager with commit REV instead,
 default layout only, at the top client count: N rounds in the order A B, B A, A B, ...
 (each run of a sequence on this machine is slower than the one before, the CPU throttled
@@ -66,7 +70,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from _common import (
@@ -569,7 +573,14 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
     parts = [
         section_header(title),
         f"- setup: {args.files:,} hard links of one 2-read pod5 per point, a fresh server and"
-        f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured;"
+        f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured"
+        + (
+            f" in each of {args.rounds} rounds (the servers' order reversed every other"
+            " round; a point's runs pooled: their requests, CPU and latencies together)"
+            if (args.rounds or 1) > 1
+            else ""
+        )
+        + ";"
         f" bcmanager with `{' '.join(['--lease 600 --batch-size 1', *args.manager_arg])}`"
         + (
             f" (and `{legacy_args}` for the legacy layout)"
@@ -680,7 +691,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="REV",
         help="compare the working tree with commit REV, A B B A (bcmanager, default layout)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="--ab rounds (two runs each)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds: with --ab, two runs each (default 3); else each server this many times,"
+        " the order reversed every other round, the runs of a point pooled (default 1)",
+    )
     p.add_argument(
         "--no-fastq",
         dest="fastq",
@@ -734,21 +751,24 @@ def main(argv: list[str] | None = None) -> int:
         return compare_ab(args, work)
     use_code_at(args.code_at, work)
     source = write_source_pod5(work / "source.pod5")
-    results = []
+    runs: dict[tuple[str, int], list[PointResult]] = {}
     try:
-        for name in args.servers:
-            for clients in args.clients:
-                print(f"{name}: {clients} client(s) ...", flush=True)
-                res = run_point(name, clients, args, source, work)
-                print(
-                    f"  {res.rps:,.0f} req/s, {res.cpu_ms_per_req:.3f} server CPU ms/req,"
-                    f" {res.errors} errors",
-                    flush=True,
-                )
-                results.append(res)
+        for r in range(args.rounds or 1):
+            order = args.servers if r % 2 == 0 else args.servers[::-1]
+            for name in order:
+                for clients in args.clients:
+                    print(f"{name}: {clients} client(s) ...", flush=True)
+                    res = run_point(name, clients, args, source, work)
+                    print(
+                        f"  {res.rps:,.0f} req/s, {res.cpu_ms_per_req:.3f} server CPU ms/req,"
+                        f" {res.errors} errors",
+                        flush=True,
+                    )
+                    runs.setdefault((name, clients), []).append(res)
     finally:
         if not args.keep:
             remove_tree(work)
+    results = [pooled(runs[(name, c)]) for name in args.servers for c in args.clients]
     body = report(results, args)
     if not args.no_doc:
         name = section_name(args)
@@ -757,6 +777,25 @@ def main(argv: list[str] | None = None) -> int:
         update_doc(name, body)
         print(f"updated docs/benchmarks.md (section {name})")
     return 0
+
+
+def pooled(results: list[PointResult]) -> PointResult:
+    """One point's runs as one: requests, CPU and seconds summed, latencies together (so
+    req/s and CPU per request are the runs' totals, and each percentile is over them all)."""
+    if len(results) == 1:
+        return results[0]
+    first, last = results[0], results[-1]
+    return replace(
+        last,
+        seconds=sum(r.seconds for r in results),
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        dry=sum(r.dry for r in results),
+        connects=sum(r.connects for r in results),
+        server_cpu_s=sum(r.server_cpu_s for r in results),
+        client_cpu_s=sum(r.client_cpu_s for r in results),
+        latencies={k: [x for r in results for x in r.latencies[k]] for k in first.latencies},
+    )
 
 
 def compare_ab(args: argparse.Namespace, work: Path) -> int:
@@ -769,7 +808,7 @@ def compare_ab(args: argparse.Namespace, work: Path) -> int:
     runs: dict[str, list[PointResult]] = {"A": [], "B": []}
     rows = []
     try:
-        for r in range(args.rounds):
+        for r in range(args.rounds or 3):
             for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
                 other.src, other.describe = codes[side]
                 res = run_point("bcmanager", clients, args, source, work)
