@@ -148,3 +148,23 @@ def test_a_bug_in_a_fast_call_is_a_json_500_and_its_trace_is_logged(fast, monkey
     assert (status, json.loads(body)) == (500, {"error": "internal error: KeyError"})
     assert scope["route"].path == "/keepalive" and behind.paths == []
     assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+
+def test_the_fast_path_sends_the_headers_the_fastapi_route_sends(fast):
+    """Content type and length as the route's response has them, in the same order."""
+    fast_path, _, _, _, _ = fast
+    scope = {"type": "http", "method": "GET", "path": "/assignwork"}
+    scope["query_string"] = b"engineid=dgx001&batchsize=1"
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(fast_path(scope, receive, send))
+    body = sent[1]["body"]
+    route_answer = legacy._legacy_bytes(json.loads(body))
+    assert route_answer.body == body
+    assert sent[0]["headers"] == route_answer.raw_headers

@@ -64,6 +64,9 @@ class Metrics:
             buckets=CLAIM_BUCKETS,
             registry=self.registry,
         )
+        # the histogram's child per (method, route, status): routes are templates and
+        # unmatched paths share one label, so this stays as small as the label set
+        self._by_labels: dict[tuple[str, str, int], Any] = {}
         self.registry.register(RunCollector(progress))
         manager.add_hearer(self._hear)
 
@@ -74,7 +77,11 @@ class Metrics:
             self.claims.observe(h.seconds)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).observe(seconds)
+        key = (method, route, status)
+        child = self._by_labels.get(key)
+        if child is None:  # labels() checks and joins its values each call: once a key
+            child = self._by_labels[key] = self.requests.labels(method, route, str(status))
+        child.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -192,7 +192,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = route
-        await _legacy_bytes(payload)(scope, receive, send)
+        await _send_legacy_bytes(payload, send)
 
     def _token_ok(self, query: dict[str, str]) -> bool:
         token = query.get("token")
@@ -231,6 +231,18 @@ def _plain_query(raw: bytes) -> dict[str, str] | None:
 def _is_engine_id(value: str) -> bool:
     low, high = ENGINE_ID_LENGTH["min_length"], ENGINE_ID_LENGTH["max_length"]
     return low <= len(value) <= high and _ENGINE.fullmatch(value) is not None
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+async def _send_legacy_bytes(payload: dict[str, Any], send: Send) -> None:
+    """`_legacy_bytes`, sent as two ASGI messages with the same headers, without building
+    a Starlette response per call."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _legacy_bytes(payload: dict[str, Any]) -> Response:
