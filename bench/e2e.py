@@ -735,6 +735,8 @@ def run_startup_variant(
         name: engine_options(variant, rate, startup, wrapper) for name, rate in rates.items()
     }
     manager = ["--target-batch", repr(args.target * args.scale), *args.manager_arg]
+    if args.expect and variant.key != "before":
+        manager += ["--expect-engines", str(len(factors))]
     if speed_book is not None:
         manager += ["--speed-book", str(speed_book)]
     reported: dict[str, tuple[float, float | None]] = {}
@@ -1131,7 +1133,13 @@ def startup_main(args: argparse.Namespace, work: Path) -> int:
             )
             + f" (`--arrival-order {args.arrival_order}`). An arriving engine pays its"
             " Python start and its first claim after a_k (in together mode both lie before"
-            " t0); a_k in the tables is when it was actually spawned.",
+            " t0); a_k in the tables is when it was actually spawned."
+            + (
+                " The after code's manager is told the fleet's size (`--expect-engines N`,"
+                " `--expect`): engines are arriving while fewer than N have called."
+                if args.expect
+                else ""
+            ),
             "- makespan: from t0 to the last merge. ideal: the earliest F with sum over"
             " engines of rate_i x max(0, F - a_i - S) = total samples (a perfect split: one"
             " start-up per engine after its arrival, every engine that gets work finishing at"
@@ -1246,6 +1254,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(MODES),
         help="together: every engine waits in a claim before the backlog arrives; arrival:"
         " the backlog is queued first and the engines start one by one (comma-separated)",
+    )
+    s.add_argument(
+        "--expect",
+        action="store_true",
+        help="the after code's manager is told the fleet's size (`--expect-engines N`, as"
+        " the GPU jobs submitted would tell it), so engines still to come are known",
     )
     s.add_argument(
         "--warm",

@@ -1,5 +1,6 @@
 """The HTTP API of a real manager process on a free port."""
 
+import functools
 import json
 import os
 import threading
@@ -583,3 +584,43 @@ def test_an_engine_not_measured_yet_is_asked_for_its_progress_often(
     assert m.post(f"/v1/jobs/{first['job_id']}/complete", done).status_code == 200
     second = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}).json()["job"]
     assert second["heartbeat_s"] == 20.0
+
+
+def test_the_fleets_size_is_told_checked_and_shown(run_dirs, start_manager) -> None:
+    """`PUT /v1/fleet` (a controller's, from the jobs it submitted): refused when malformed
+    or without the token, with nothing changed; the same call again changes nothing;
+    /v1/status shows what was told, and null goes back to inferring it."""
+    from bcmanager import cluster
+
+    inp, out = run_dirs
+    make_run(inp, 2)
+    m = start_manager(inp, out, "--token-file", str(_token_file(out.parent)))
+    wait_for_files(m, 2)
+    auth = {"Authorization": "Bearer s3cret"}
+    put = functools.partial(httpx.put, f"{m.url}/v1/fleet", timeout=30)
+    for body in (
+        {},
+        {"expected_engines": 0},
+        {"expected_engines": -2},
+        {"expected_engines": 100_001},
+        {"expected_engines": "4"},
+        {"expected_engines": True},
+        {"expected_engines": 2.5},
+        {"expected_engines": 4, "more": 1},
+        [4],
+    ):
+        r = put(json=body, headers=auth)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]
+    assert put(json={"expected_engines": 4}).status_code == 401
+    assert m.status()["expected_engines"] is None
+    for _ in range(2):
+        told = put(json={"expected_engines": 4.0}, headers=auth)
+        assert told.status_code == 200, told.text
+        assert told.json() == {"expected_engines": 4, "engines": 0, "arriving": True}
+        assert m.status()["expected_engines"] == 4
+    cluster.tell_fleet(m.url, None, token="s3cret")
+    assert m.status()["expected_engines"] is None
+    with pytest.raises(cluster.ManagerUnreachable, match="401"):
+        cluster.tell_fleet(m.url, 3, token="nope")
+    assert m.status()["expected_engines"] is None

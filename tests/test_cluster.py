@@ -19,6 +19,7 @@ from bcmanager.cluster import (
     Controller,
     JobsFile,
     JobSpec,
+    ManagerUnreachable,
     Memory,
     Policy,
     Slurm,
@@ -570,3 +571,56 @@ def test_live_jobs_keep_the_plain_partition_and_qos(tmp_path: Path, monkeypatch)
     assert "live backlog (fast): 10 file(s) queued" in result.stdout
     script = (bin_dir / "501.sbatch").read_text()
     assert "#SBATCH --partition=gpu\n#SBATCH --qos=normal\n" in script
+
+
+class PendingSlurm(FakeSlurm):
+    """Lists every job it was given as pending (no node free yet), until cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: set[str] = set()
+
+    def queue(self) -> list[SlurmJob]:
+        ids = (str(101 + k) for k in range(len(self.scripts)))
+        return [SlurmJob(j, "PENDING") for j in ids if j not in self.cancelled]
+
+    def cancel(self, job_ids: list[str]) -> None:
+        self.cancelled.update(job_ids)
+
+
+def test_the_controller_tells_the_manager_its_engine_jobs_pending_ones_included(
+    tmp_path: Path, caplog
+) -> None:
+    """Each step tells the manager how many engine jobs there are (the engines the run is
+    to have, those still waiting for a node among them); a manager that cannot be told is
+    warned about once, and the controller goes on with Slurm."""
+    told: list[int | None] = []
+    refuse = False
+
+    def teller(url: str, engines: int | None) -> None:
+        if refuse:
+            raise ManagerUnreachable(f"cannot tell {url}/v1/fleet the fleet's size: 404")
+        told.append(engines)
+
+    slurm = PendingSlurm()
+    ctl = Controller(
+        "http://m:1",
+        Policy(max_engines=3),
+        JobsFile(tmp_path / "jobs.json"),
+        render_script("http://m:1", [], JobSpec(partition="gpu")),
+        slurm=slurm,
+        clock=lambda: 0.0,
+        status_reader=lambda _url: gen_status(live=(5000, 0)),
+        fleet_teller=teller,
+    )
+    caplog.set_level("INFO", logger="bcmanager.cluster")
+    assert ctl.step().live >= 1
+    assert told == [len(slurm.scripts)]  # every job submitted, all pending
+    refuse = True
+    ctl.step()
+    ctl.step()
+    assert caplog.text.count("the manager infers arriving engines itself") == 1
+    refuse = False
+    ctl.step()
+    assert told[-1] == len(slurm.scripts) > 0
+    assert f"told the manager to expect {len(slurm.scripts)} engine(s)" in caplog.text

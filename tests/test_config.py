@@ -35,6 +35,8 @@ def test_flags_override_toml_which_overrides_the_legacy_json(dirs, tmp_path) -> 
         ("[manager]\nleese_s = 3\n", "unknown setting"),
         ("lease_s = \n", "cannot read"),
         ("lease_s = -1\n", "positive"),
+        ("expect_engines = 0\n", "expected engines must be within 1-100,000"),
+        ("expect_engines = 1000001\n", "expected engines must be within 1-100,000"),
     ],
 )
 def test_a_bad_toml_is_a_clear_error(dirs, tmp_path, text, message) -> None:

@@ -589,6 +589,24 @@ def test_the_roster_sees_engines_still_joining() -> None:
     assert not roster.fleet(90.0).arriving
 
 
+def test_a_roster_told_the_fleets_size_sees_engines_arriving_until_all_have_joined() -> None:
+    """Told how many engines the run is to have (`--expect-engines`), the roster knows
+    exactly when they have all come: arriving while fewer have joined, however long ago the
+    last one did (the gaps would say the fleet is whole), and not arriving the moment the
+    last one joins (the gaps would say more may come), cached fleet or not."""
+    roster = Roster(horizon_s=600.0)
+    roster.expect(4)
+    for name, t in (("a", 0.0), ("b", 20.0), ("c", 40.0)):
+        roster.seen(name, t)
+    assert roster.fleet(45.0).arriving
+    assert roster.fleet(400.0).arriving  # long after the last join: still one to come
+    roster.seen("d", 401.0)  # the cached fleet gets it at once
+    assert not roster.fleet(401.0).arriving
+    assert not roster.fleet(402.0).arriving  # summed again
+    roster.expect(None)  # not told: inferred from the gaps again (d came 361 s after c)
+    assert roster.fleet(402.0).arriving
+
+
 def test_a_batchs_work_in_bytes_is_its_signal_whatever_the_files_sizes(tmp_path: Path) -> None:
     """An engine measured on small files is as fast on a large file's slices: the bytes a
     rate is counted in stand for the same samples in a 20-read file, a 400-read file and

@@ -646,9 +646,29 @@ def fetch_status(manager_url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     return status
 
 
+def tell_fleet(
+    manager_url: str, engines: int | None, token: str | None = None, timeout_s: float = 10.0
+) -> None:
+    """Tell the manager how many engines the run is to have (`PUT /v1/fleet`), so that it
+    knows engines still waiting for a node are coming; ManagerUnreachable if it cannot."""
+    url = manager_url.rstrip("/") + "/v1/fleet"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.put(
+            url, json={"expected_engines": engines}, headers=headers, timeout=timeout_s
+        )
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ManagerUnreachable(f"cannot tell {url} the fleet's size: {exc}") from exc
+
+
 @dataclass
 class Controller:
-    """Looks at the manager and Slurm, decides, cancels and submits; one `step` at a time."""
+    """Looks at the manager and Slurm, decides, cancels and submits; one `step` at a time.
+
+    With a `fleet_teller`, each step then tells the manager how many engine jobs it holds
+    (pending or running): the engines the run is to have, those still waiting for a node
+    included (`PUT /v1/fleet`)."""
 
     manager_url: str
     policy: Policy
@@ -659,6 +679,8 @@ class Controller:
     status_reader: Callable[[str], dict[str, Any]] = fetch_status
     backfill_script: str | None = None  # for backfill jobs (their partition, QOS); None: script
     backfill_label: str = ""  # where backfill jobs go, for the log: "partition low, QOS scavenger"
+    fleet_teller: Callable[[str, int | None], None] | None = None  # e.g. tell_fleet
+    _told: int | None = field(default=None, init=False)  # what the manager was told last
 
     def step(self) -> Decision:
         status = self.status_reader(self.manager_url)
@@ -679,7 +701,25 @@ class Controller:
             )
             data["controller"] = asdict(memory)
             self._apply(decision, data)
+            engines = len(active_ids(data)) or None
+        self._tell_fleet(engines)
         return decision
+
+    def _tell_fleet(self, engines: int | None) -> None:
+        """Tell the manager the fleet's size; a manager that cannot be told (an older one,
+        a moment unreachable) is told again at the next step, warned about once."""
+        if self.fleet_teller is None:
+            return
+        try:
+            self.fleet_teller(self.manager_url, engines)
+        except ManagerUnreachable as exc:
+            if self._told != -1:
+                log.warning("%s; the manager infers arriving engines itself", exc)
+            self._told = -1
+            return
+        if engines != self._told:
+            log.info("told the manager to expect %s engine(s)", engines or "an unknown number of")
+        self._told = engines
 
     def _apply(self, decision: Decision, data: dict[str, Any]) -> None:
         for reason in decision.reasons:
@@ -741,4 +781,5 @@ __all__ = [
     "decide",
     "render_script",
     "submit_engines",
+    "tell_fleet",
 ]

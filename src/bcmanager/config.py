@@ -15,6 +15,8 @@ from typing import Any
 from bcmanager.errors import ConfigError
 from bcmanager.generations import Generation, make
 
+MAX_ENGINES = 100_000  # a fleet this large is a typo, not a cluster
+
 DEFAULT_PORT = 40765
 OUTPUT_LAYOUTS = ("minknow", "legacy")
 
@@ -44,6 +46,7 @@ class Settings:
     min_free_mib: float = 100.0  # OUTPUT with less free pauses hand-outs (0: never)
     slice_above_mib: float = 2048.0  # a larger file goes out in slices (0: never)
     speed_book: Path | None = None  # engines' speeds kept for the next start; None: by the ledger
+    expect_engines: int | None = None  # the fleet this run is to have; None: inferred from joins
 
     def __post_init__(self) -> None:
         checks = [
@@ -60,6 +63,10 @@ class Settings:
             (0 <= self.min_free_mib <= 1e9, "minimum free space must be within 0-1e9 MiB"),
             (0 <= self.slice_above_mib <= 1e9, "slice size must be within 0-1e9 MiB"),
             (self.legacy_auth in ("open", "token", "off"), "legacy_auth is open, token or off"),
+            (
+                self.expect_engines is None or 1 <= self.expect_engines <= MAX_ENGINES,
+                f"expected engines must be within 1-{MAX_ENGINES:,}",
+            ),
             (
                 self.output_layout in (None, *OUTPUT_LAYOUTS),
                 f"output layout is one of {', '.join(OUTPUT_LAYOUTS)}",

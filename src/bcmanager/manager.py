@@ -101,6 +101,7 @@ class Manager:
             remembered=self._remembered,
             learnt=self._learnt,
         )
+        self.roster.expect(settings.expect_engines)
         self.merger = Merger(lambda: self.db, self.layout, self.generation, self._tell)
         self.space = OutputSpace(settings.output, int(settings.min_free_mib * MIB))
         self.endings = Endings(
@@ -406,6 +407,16 @@ class Manager:
         for piece in files:
             if piece.part is not None:
                 self.read_lists.write(piece, self.layout.read_list_path(job.id, job.engine))
+
+    def expect_engines(self, engines: int | None) -> dict[str, Any]:
+        """The run is to have `engines` engines (None: not told); what the roster now sees."""
+        with self.lock:
+            self.roster.expect(engines)
+            fleet = self.roster.fleet(self.clock())
+        log.info(
+            "expecting %s engine(s); %d seen lately", engines or "an unknown number of", len(fleet)
+        )
+        return {"expected_engines": engines, "engines": len(fleet), "arriving": fleet.arriving}
 
     def _may_backfill(self, engine: str, now: float) -> bool:
         """Whether `engine` may take backfill work now: only while the engines left idle

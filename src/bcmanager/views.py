@@ -113,6 +113,8 @@ class StatusViews:
             "jobs": jobs,
             "running_jobs": running,
             "engines": engine_views,
+            # the engines the run is to have, where told (--expect-engines, PUT /v1/fleet)
+            "expected_engines": m.roster.expected,
             "quarantined": [{"path": f.path, "reason": f.reason} for f in quarantined],
             # large files going out in slices: their reads merged, out and queued
             "sliced": [sliced_view(s, m.generations) for s in sliced],

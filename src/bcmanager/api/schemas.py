@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
+from bcmanager.config import MAX_ENGINES
 from bcmanager.generations import NAME_PATTERN as GENERATION_NAME
 from bcmanager.generations import WORD_PATTERN
 from bcmanager.layout import ENGINE_ID_MAX, ENGINE_ID_PATTERN
@@ -88,6 +89,19 @@ class GenerationRequest(_Body):
             description="a FASTA or minimap2 index on the GPU nodes to align to",
         ),
     ] = None
+
+
+class FleetRequest(_Body):
+    """The fleet this run is to have (`bcm manager --expect-engines`, from a controller)."""
+
+    expected_engines: Annotated[
+        Annotated[int, Field(ge=1, le=MAX_ENGINES), Strict(False), BeforeValidator(_json_integer)]
+        | None,
+        Field(
+            description="engines the run is to have (the GPU jobs submitted): until that many"
+            " have called, engines are still arriving; null: inferred from their calls"
+        ),
+    ]
 
 
 class TokenRequest(_Body):

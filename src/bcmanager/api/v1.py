@@ -15,6 +15,7 @@ from bcmanager import __version__
 from bcmanager.api.schemas import (
     ClaimRequest,
     CompleteRequest,
+    FleetRequest,
     GenerationRequest,
     HeartbeatRequest,
     answers,
@@ -157,6 +158,19 @@ def _add_view_routes(
         )
         added, new = manager.add_generation(gen)
         return {"generation": added.to_dict(), "created": new}
+
+    @routes.put(
+        "/v1/fleet",
+        tags=["v1"],
+        dependencies=[Depends(require_token)],
+        responses=answers(None, 401, 422),
+    )
+    def v1_fleet(body: FleetRequest) -> dict[str, Any]:
+        """Tell the manager how many engines the run is to have (a controller, from the jobs
+        it has submitted): while fewer have called, engines are still arriving and a last
+        part of the queue is cut for them (README, scheduling). null: not told, inferred
+        from the gaps between engines' first calls. The same call again changes nothing."""
+        return manager.expect_engines(body.expected_engines)
 
     @routes.get("/v1/jobs/{job_id}", tags=["v1"], responses=answers(None, 404, 422))
     async def v1_job(job_id: JobIdPath) -> dict[str, Any]:

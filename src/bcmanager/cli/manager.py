@@ -94,6 +94,13 @@ LISTEN_BACKLOG = 2048  # engines of a whole cluster may connect at once
     help="engines' measured speeds, kept for the next start; share one file between runs"
     " to know engines (by --engine-id) from the first batch [beside the ledger]",
 )
+@click.option(
+    "--expect-engines",
+    type=int,
+    help="engines this run is to have (the GPU jobs submitted): until that many have"
+    " called, engines are still arriving and a part of the tail is kept for them"
+    " [none: inferred from the gaps between engines' first calls]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="bcm.toml")
 @click.option("--legacy-config", type=click.Path(path_type=Path), help="BC-pipelines JSON")
 @click.option("--node-index", type=int, default=0, show_default=True, help="with --legacy-config")

@@ -13,12 +13,13 @@ import string
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from bcmanager.cli._common import friendly_errors, logging_options, setup_logging
+from bcmanager.cli._common import friendly_errors, logging_options, read_token, setup_logging
 
 if TYPE_CHECKING:
     from bcmanager.cluster import Decision, JobSpec
@@ -204,6 +205,14 @@ def submit_engines(
 @click.option("--backfill-partition",
               help="partition of jobs wanted only for backfill generations [--partition]")  # fmt: skip
 @click.option("--backfill-qos", help="QOS of jobs wanted only for backfill generations [--qos]")
+@click.option(
+    "--tell-fleet/--no-tell-fleet",
+    default=True,
+    show_default=True,
+    help="tell the manager how many engine jobs there are (pending ones too), so that it"
+    " keeps a part of the tail for engines still waiting for a node ($BCM_TOKEN if the"
+    " manager has a token)",
+)
 @click.option("--once", is_flag=True, help="look, act, print the decision and exit")
 @logging_options
 @friendly_errors
@@ -216,6 +225,7 @@ def controller(
     interval_s: float,
     backfill_partition: str | None,
     backfill_qos: str | None,
+    tell_fleet: bool,
     once: bool,
     log_level: str,
     log_format: str,
@@ -226,6 +236,7 @@ def controller(
     Jobs for the live generation's backlog come first; those wanted only for backfill
     generations go to --backfill-partition / --backfill-qos where given."""
     setup_logging(log_level, log_format)
+    from bcmanager import cluster
     from bcmanager.cluster import Controller, JobsFile, Policy, render_script
 
     any_model = runs_any_model(values)
@@ -245,6 +256,7 @@ def controller(
         render_script(manager_url, argv, spec),
         backfill_script=render_script(manager_url, argv, backfill) if backfill else None,
         backfill_label=where,
+        fleet_teller=partial(cluster.tell_fleet, token=read_token(None)) if tell_fleet else None,
     )
     if once:
         decision = ctl.step()  # an unreachable manager: a clear message, non-zero exit
