@@ -43,14 +43,17 @@ is why raw is the default.
                              [--servers bcmanager,bcmanager-legacy,original]
 
 `--rounds N` measures every server N times, the order reversed every other round, and
-pools each point's runs: the machine's file system makes whichever server runs later in
-a sequence pay more per folder it creates (docs/benchmarks.md, "the ext4 allocator").
+pools each point's runs. Every point has a folder of its own, all removed when the run
+ends, and the first waits `--settle-s` (90 s): on this machine's ext4 a folder or file
+made within a minute of many being removed costs several times more (the allocator looks
+past each inode freed lately; docs/benchmarks.md, "the ext4 allocator"), so a point
+measured right after another's folders went paid for them.
 
 `--ab REV [--rounds N]` compares this working tree's bcmanager with commit REV instead,
 default layout only, at the top client count: N rounds in the order A B, B A, A B, ...
-(each run of a sequence on this machine is slower than the one before, the CPU throttled
-under sustained load, so a fixed order would favour whichever runs first); it prints each
-run and the mean ratios, and writes nothing to docs/benchmarks.md.
+(each run of a sequence here is slower than the one before, so a fixed order would favour
+whichever runs first); it prints each run and the mean ratios, and writes nothing to
+docs/benchmarks.md.
 
 `--manager-arg=ARG` (repeatable) passes ARG on to `bcm manager` (both variants), e.g.
 `--manager-arg=--no-watch` (inotify off, rescans only); such a run is labelled with
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -366,10 +370,17 @@ def start_server(
     return server
 
 
+_POINTS = itertools.count(1)
+
+
 def run_point(
     name: str, clients: int, args: argparse.Namespace, source: Path, work: Path
 ) -> PointResult:
-    folder = work / f"{name}-{clients}"
+    """One server at one client count, in a folder of its own that stays until the whole
+    run ends: removed at once, a point's tens of thousands of folders and files made the
+    next point's pay for them (the ext4 allocator looks past every inode freed in the last
+    minutes; docs/benchmarks.md), so the server measured after another paid for both."""
+    folder = work / f"{name}-{clients}-{next(_POINTS)}"
     remove_tree(folder)
     input_dir, output_dir = folder / "input", folder / "output"
     make_farm(input_dir, args.files, source)
@@ -393,8 +404,6 @@ def run_point(
     finally:
         server.kill()
         wait_port_free(PORT, timeout=30)
-        if not args.keep:
-            remove_tree(folder)
     return res
 
 
@@ -573,7 +582,9 @@ def report(results: list[PointResult], args: argparse.Namespace) -> str:
     parts = [
         section_header(title),
         f"- setup: {args.files:,} hard links of one 2-read pod5 per point, a fresh server and"
-        f" folder per point, {args.warmup:g} s warm-up then {args.seconds:g} s measured"
+        f" folder per point (all removed when the run ends, none between points; the first"
+        f" point after a wait of {args.settle_s:g} s), {args.warmup:g} s warm-up then"
+        f" {args.seconds:g} s measured"
         + (
             f" in each of {args.rounds} rounds (the servers' order reversed every other"
             " round; a point's runs pooled: their requests, CPU and latencies together)"
@@ -692,6 +703,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="compare the working tree with commit REV, A B B A (bcmanager, default layout)",
     )
     p.add_argument(
+        "--settle-s",
+        type=float,
+        default=90.0,
+        help="seconds to wait before the first point, for what was removed just before to"
+        " stop costing the file system (default 90; 0 while iterating)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -751,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare_ab(args, work)
     use_code_at(args.code_at, work)
     source = write_source_pod5(work / "source.pod5")
+    settle(args.settle_s)
     runs: dict[tuple[str, int], list[PointResult]] = {}
     try:
         for r in range(args.rounds or 1):
@@ -779,6 +798,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def settle(seconds: float) -> None:
+    """Wait before the first point: folders removed just before (the last run's, when it
+    ended) make every folder the first server creates cost more for a minute or so (ext4
+    looks past each inode freed in its last minute; docs/benchmarks.md)."""
+    if seconds > 0:
+        print(f"waiting {seconds:g} s for the file system to settle (--settle-s) ...", flush=True)
+        time.sleep(seconds)
+
+
 def pooled(results: list[PointResult]) -> PointResult:
     """One point's runs as one: requests, CPU and seconds summed, latencies together (so
     req/s and CPU per request are the runs' totals, and each percentile is over them all)."""
@@ -805,6 +833,7 @@ def compare_ab(args: argparse.Namespace, work: Path) -> int:
     other = use_code_at(args.ab, work)
     codes = {"A": (None, here), "B": (other.src, other.describe)}
     source = write_source_pod5(work / "source.pod5")
+    settle(args.settle_s)
     runs: dict[str, list[PointResult]] = {"A": [], "B": []}
     rows = []
     try:
