@@ -329,3 +329,20 @@ def test_status_keeps_the_live_run_apart_from_the_backfill(run_dirs) -> None:
         if "unclass" in line
     ]
     assert sorted((r[0], r[3]) for r in yield_rows) == [("fast", "15"), ("sup", "6")]
+
+
+def test_status_says_how_many_engines_are_expected() -> None:
+    """Told the fleet's size (--expect-engines, the Slurm controller), `bcm status` says
+    how many of the engines expected have called; not told, it says nothing of it."""
+    from bcmanager.cli.status import _engines
+
+    engine = {"engine": "gpu1", "job_id": None, "last_seen_s": 2.0, "files_done": 3}
+
+    def shown(status: dict) -> str:
+        console = Console(width=120, record=True)
+        console.print(_engines({"now": 100.0, "running_jobs": [], **status}))
+        return console.export_text()
+
+    assert "none has called yet (4 expected)" in shown({"engines": [], "expected_engines": 4})
+    assert "Engines (1 of 4 expected)" in shown({"engines": [engine], "expected_engines": 4})
+    assert "expected" not in shown({"engines": [engine], "expected_engines": None})

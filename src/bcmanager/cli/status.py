@@ -315,10 +315,13 @@ def _yields(status: dict[str, Any]) -> Table:
 
 
 def _engines(status: dict[str, Any]) -> RenderableType:
+    expected = status.get("expected_engines")
     if not status.get("engines"):
-        return Text("Engines: none has called yet", style="dim")
+        more = f" ({expected} expected)" if expected else ""
+        return Text(f"Engines: none has called yet{more}", style="dim")
     jobs = {j["job_id"]: j for j in status.get("running_jobs", [])}
-    table = Table(title="Engines", title_justify="left", show_edge=False)
+    title = "Engines" + (f" ({len(status['engines'])} of {expected} expected)" if expected else "")
+    table = Table(title=title, title_justify="left", show_edge=False)
     for name, justify in (
         ("engine", "left"),
         ("current job", "left"),
