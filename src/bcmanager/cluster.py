@@ -681,6 +681,7 @@ class Controller:
     backfill_label: str = ""  # where backfill jobs go, for the log: "partition low, QOS scavenger"
     fleet_teller: Callable[[str, int | None], None] | None = None  # e.g. tell_fleet
     _told: int | None = field(default=None, init=False)  # what the manager was told last
+    _untold: bool = field(default=False, init=False)  # the last telling failed (warned)
 
     def step(self) -> Decision:
         status = self.status_reader(self.manager_url)
@@ -713,13 +714,13 @@ class Controller:
         try:
             self.fleet_teller(self.manager_url, engines)
         except ManagerUnreachable as exc:
-            if self._told != -1:
+            if not self._untold:
                 log.warning("%s; the manager infers arriving engines itself", exc)
-            self._told = -1
+            self._untold = True
             return
-        if engines != self._told:
+        if engines != self._told or self._untold:
             log.info("told the manager to expect %s engine(s)", engines or "an unknown number of")
-        self._told = engines
+        self._told, self._untold = engines, False
 
     def _apply(self, decision: Decision, data: dict[str, Any]) -> None:
         for reason in decision.reasons:

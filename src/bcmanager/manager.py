@@ -411,11 +411,12 @@ class Manager:
     def expect_engines(self, engines: int | None) -> dict[str, Any]:
         """The run is to have `engines` engines (None: not told); what the roster now sees."""
         with self.lock:
+            changed = engines != self.roster.expected
             self.roster.expect(engines)
             fleet = self.roster.fleet(self.clock())
-        log.info(
-            "expecting %s engine(s); %d seen lately", engines or "an unknown number of", len(fleet)
-        )
+        if changed:  # a controller says it at every step
+            told = engines or "an unknown number of"
+            log.info("expecting %s engine(s); %d seen lately", told, len(fleet))
         return {"expected_engines": engines, "engines": len(fleet), "arriving": fleet.arriving}
 
     def _may_backfill(self, engine: str, now: float) -> bool:
