@@ -34,8 +34,8 @@ class Behind:
         await send({"type": "http.response.body", "body": b""})
 
 
-def get(app, path: str, query: str) -> tuple[int, bytes, dict]:
-    """One GET through an ASGI app: its status, body and scope afterwards."""
+def sent_for(app, path: str, query: str) -> tuple[list[dict], dict]:
+    """One GET through an ASGI app: the messages it sent, and the scope afterwards."""
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode()}
     sent: list[dict] = []
 
@@ -46,6 +46,12 @@ def get(app, path: str, query: str) -> tuple[int, bytes, dict]:
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))
+    return sent, scope
+
+
+def get(app, path: str, query: str) -> tuple[int, bytes, dict]:
+    """One GET through an ASGI app: its status, body and scope afterwards."""
+    sent, scope = sent_for(app, path, query)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], body, scope
 
@@ -153,17 +159,7 @@ def test_a_bug_in_a_fast_call_is_a_json_500_and_its_trace_is_logged(fast, monkey
 def test_the_fast_path_sends_the_headers_the_fastapi_route_sends(fast):
     """Content type and length as the route's response has them, in the same order."""
     fast_path, _, _, _, _ = fast
-    scope = {"type": "http", "method": "GET", "path": "/assignwork"}
-    scope["query_string"] = b"engineid=dgx001&batchsize=1"
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    asyncio.run(fast_path(scope, receive, send))
+    sent, _ = sent_for(fast_path, "/assignwork", "engineid=dgx001&batchsize=1")
     body = sent[1]["body"]
     route_answer = legacy._legacy_bytes(json.loads(body))
     assert route_answer.body == body

@@ -258,9 +258,11 @@ class Roster:
         return self._fleet_cache[1]
 
     def expect(self, engines: int | None) -> None:
-        """The run is to have `engines` engines (None: not told, inferred from joins)."""
-        self.expected = engines
-        self._fleet_cache = None
+        """The run is to have `engines` engines (None: not told, inferred from joins); told
+        again what it knows (a controller says it at every step), the fleet is kept."""
+        if engines != self.expected:
+            self.expected = engines
+            self._fleet_cache = None
 
     def claimed(self, seen: EngineSeen, job_id: int, job_bytes: float, now: float) -> None:
         """`seen` holds a new batch. The cached fleet gets it at once, so that claims within

@@ -39,6 +39,8 @@ from bcmanager.longpoll import ClaimWaiter
 from bcmanager.manager import Manager, Outcome
 from bcmanager.scheduler import Assignment
 
+log = logging.getLogger("bcmanager.api")
+
 JOB_ID = r"^[0-9]{1,18}$"
 JOB_STATE = r"^[A-Za-z_]{1,32}$"
 BATCH_SIZE_RANGE = (-(2**31), 2**31)
@@ -148,8 +150,6 @@ def router(calls: LegacyCalls) -> APIRouter:
 _ENGINE = re.compile(ENGINE_ID)
 _JOB_ID = re.compile(JOB_ID)
 _JOB_STATE = re.compile(JOB_STATE)
-log = logging.getLogger("bcmanager.api")
-
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,9})")
 
 

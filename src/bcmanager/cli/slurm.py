@@ -207,6 +207,7 @@ def submit_engines(
 @click.option("--backfill-qos", help="QOS of jobs wanted only for backfill generations [--qos]")
 @click.option(
     "--tell-fleet/--no-tell-fleet",
+    "telling",
     default=True,
     show_default=True,
     help="tell the manager how many engine jobs there are (pending ones too), so that it"
@@ -225,7 +226,7 @@ def controller(
     interval_s: float,
     backfill_partition: str | None,
     backfill_qos: str | None,
-    tell_fleet: bool,
+    telling: bool,
     once: bool,
     log_level: str,
     log_format: str,
@@ -236,8 +237,7 @@ def controller(
     Jobs for the live generation's backlog come first; those wanted only for backfill
     generations go to --backfill-partition / --backfill-qos where given."""
     setup_logging(log_level, log_format)
-    from bcmanager import cluster
-    from bcmanager.cluster import Controller, JobsFile, Policy, render_script
+    from bcmanager.cluster import Controller, JobsFile, Policy, render_script, tell_fleet
 
     any_model = runs_any_model(values)
     policy = Policy(
@@ -256,7 +256,7 @@ def controller(
         render_script(manager_url, argv, spec),
         backfill_script=render_script(manager_url, argv, backfill) if backfill else None,
         backfill_label=where,
-        fleet_teller=partial(cluster.tell_fleet, token=read_token(None)) if tell_fleet else None,
+        fleet_teller=partial(tell_fleet, token=read_token(None)) if telling else None,
     )
     if once:
         decision = ctl.step()  # an unreachable manager: a clear message, non-zero exit
