@@ -238,13 +238,16 @@ def test_a_rolled_back_transaction_restores_counts_bytes_leases_and_rows(tmp_pat
         )
 
     before = state()
+    assert ledger.get_job(running).state is JobState.ASSIGNED  # its row is kept from here on
     with pytest.raises(RuntimeError, match="boom"), ledger.transaction():
         ledger.add_files([NewFile("c.pod5", 500)], 2.0)
         b = ledger.get_file("b.pod5").id
         ledger.set_file_state([b], FileState.QUEUED, FileState.ASSIGNED, 2.0, job_id=running)
         ledger.renew_lease(running, 5.0)  # renewed to 15 ...
         ledger.set_job_state(running, JobState.ASSIGNED, JobState.EXPIRED, 6.0)  # ... cleared
-        ledger.create_job("e2", "t2", "v1", 10.0, 0, 6.0)  # a new lease
+        assert ledger.get_job(running).state is JobState.EXPIRED  # not the row kept
+        created = ledger.create_job("e2", "t2", "v1", 10.0, 0, 6.0)  # a new lease
+        assert ledger.get_job(created).state is JobState.ASSIGNED
         with ledger.transaction():  # an inner transaction commits nothing by itself
             ledger.record_event(6.0, "scan", "inner")
         raise RuntimeError("boom")
@@ -253,6 +256,7 @@ def test_a_rolled_back_transaction_restores_counts_bytes_leases_and_rows(tmp_pat
     assert ledger.get_file("b.pod5").state is FileState.QUEUED
     assert ledger.get_job(running).state is JobState.ASSIGNED
     assert ledger.get_job(running).lease_expires == 11.0
+    assert ledger.get_job(created) is None  # nor is the row of the job rolled back
     assert ledger.renew_lease(running, 7.0) == 17.0  # its lease is back, and runs
     reopened = Ledger(path)
     assert reopened.counts_by_generation() == ledger.counts_by_generation()

@@ -71,7 +71,10 @@ class Tally:
     # -- files ------------------------------------------------------------------------
 
     def of(self, gen: int) -> Counter[FileState]:
-        return self.counts.setdefault(gen, zero_counts())
+        counts = self.counts.get(gen)  # not setdefault: a fresh Counter a call costs
+        if counts is None:
+            counts = self.counts[gen] = zero_counts()
+        return counts
 
     def add_queued(self, gen: int, n: int, size: int) -> None:
         self.of(gen)[FileState.QUEUED] += n

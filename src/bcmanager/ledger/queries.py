@@ -29,6 +29,7 @@ class LedgerQueries:
 
     _db: sqlite3.Connection
     _tally: Tally
+    _running_rows: dict[int, tuple]  # running jobs' rows, as read (`get_job`)
 
     # -- meta -------------------------------------------------------------------------
 
@@ -167,8 +168,20 @@ class LedgerQueries:
         return int(row[0] or 0)
 
     def get_job(self, job_id: int) -> JobRow | None:
-        row = self._db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return job_row(row, self._tally.leases) if row else None
+        """The job, or None. A running job's row is read once and kept until its state
+        changes (`set_job_state`, the only change to a job's row; a rollback drops them
+        all): its heartbeats and its report each read it (two reads a batch of an
+        original engine, issue 23)."""
+        row = self._running_rows.get(job_id)
+        if row is None:
+            row = self._db.execute(
+                f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[2] == JobState.ASSIGNED.value:
+                self._running_rows[job_id] = row
+        return job_row(row, self._tally.leases)
 
     def jobs_in(self, states: Iterable[JobState]) -> list[JobRow]:
         values = [s.value for s in states]

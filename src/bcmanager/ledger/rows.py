@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -116,9 +116,9 @@ def file_row(row: Sequence) -> FileRow:
 def job_row(row: Sequence, leases: dict[int, tuple[float, float]] | None = None) -> JobRow:
     """A jobs-table row (its columns in `JOB_COLS` order) as a JobRow, with the lease
     expiry from `leases` (job -> (expires, lease_s)) when given."""
-    job = JobRow(row[0], row[1], JobState(row[2]), *row[3:])
-    lease = leases.get(job.id) if leases else None
-    return job if lease is None else replace(job, lease_expires=lease[0])
+    lease = leases.get(row[0]) if leases else None
+    expires = row[6] if lease is None else lease[0]
+    return JobRow(row[0], row[1], JobState(row[2]), *row[3:6], expires, *row[7:])
 
 
 def read_sizes_blob(samples: Sequence[int] | np.ndarray) -> bytes:

@@ -31,6 +31,7 @@ class Ledger(LedgerQueries, SliceLedger):
         self._depth = 0
         self._tally = Tally()
         self._read_sizes = OrderedDict()
+        self._running_rows = {}
         with self.transaction():
             create_or_migrate(self._db)
         self._tally.load(self._db)
@@ -83,6 +84,7 @@ class Ledger(LedgerQueries, SliceLedger):
         with suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
         self._tally.roll_back()
+        self._running_rows.clear()  # a job created in the transaction may be among them
 
     # -- meta -------------------------------------------------------------------------
 
@@ -327,6 +329,7 @@ class Ledger(LedgerQueries, SliceLedger):
             raise CorruptState(f"job transition {from_state} -> {to_state} is not allowed")
         ended = None if to_state is JobState.MERGING else now
         plan = None if merge_plan is None else json.dumps(merge_plan)
+        self._running_rows.pop(job_id, None)
         with self.transaction():
             cur = self._db.execute(
                 "UPDATE jobs SET state = ?, updated = ?, ended = coalesce(?, ended),"
