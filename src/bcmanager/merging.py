@@ -203,7 +203,7 @@ class Merger:
                 raise
             self._merge_failed(job, exc, now)
             return None
-        self._merged(job, plan, now, started)
+        self._merged(job, plan, now, started, files)
         return None
 
     def run_folder(self, job_id: int, files: list[FileRow]) -> str:
@@ -255,11 +255,20 @@ class Merger:
         log.error("job %d: merge failed (%s); it stays journaled and is retried", job.id, exc)
         self._db().record_event(now, "merge-error", str(exc), job_id=job.id)
 
-    def _merged(self, job: JobRow, plan: dict, now: float, started: float) -> None:
-        """The merge is on disk: the job and its files are done, its yield counted once."""
+    def _merged(
+        self,
+        job: JobRow,
+        plan: dict,
+        now: float,
+        started: float,
+        batch: list[FileRow] | None = None,
+    ) -> None:
+        """The merge is on disk: the job and its files (`batch`, when read already) are
+        done, its yield counted once."""
         mine = self.yields.setdefault(job.gen, {})
         changed = added(mine, [Yield.from_dict(y) for y in plan.get("yields", ())])
-        scheduler.finish_merge(self._db(), job, now, [y.to_dict() for y in changed.values()])
+        totals = [y.to_dict() for y in changed.values()]
+        scheduler.finish_merge(self._db(), job, now, totals, batch)
         mine.update(changed)
         self._tell(Happening("merged", now, job.engine, seconds=time.monotonic() - started))
         self.unmerged.discard(job.id)

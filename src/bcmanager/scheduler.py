@@ -739,16 +739,22 @@ def begin_merge(ledger: Ledger, job: JobRow, plan: dict, now: float) -> None:
 
 
 def finish_merge(
-    ledger: Ledger, job: JobRow, now: float, yield_totals: Iterable[dict] = ()
+    ledger: Ledger,
+    job: JobRow,
+    now: float,
+    yield_totals: Iterable[dict] = (),
+    batch: Sequence[FileRow] | None = None,
 ) -> None:
     """The merge is on disk: the job (assigned, its journal the manifest, or merging) and
     its files are done, and the yield totals that its reads change are written in the
-    same transaction (counted exactly once)."""
+    same transaction (counted exactly once). `batch`: what the job holds, as read under
+    the same hold of the manager's lock (`batch_of_job`); None: read here."""
     with ledger.transaction():
-        ids = [f.id for f in ledger.files_of_job(job.id) if f.state is FileState.ASSIGNED]
-        ledger.set_file_state(ids, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
-        for piece in ledger.slices_of_job(job.id):
-            if piece.state is FileState.ASSIGNED:
+        held = ledger.batch_of_job(job.id) if batch is None else batch
+        whole = [f.id for f in held if f.part is None and f.state is FileState.ASSIGNED]
+        ledger.set_file_state(whole, FileState.ASSIGNED, FileState.DONE, now, job_id=job.id)
+        for piece in held:
+            if piece.part is not None and piece.state is FileState.ASSIGNED:
                 ledger.set_slice_state(piece, FileState.ASSIGNED, FileState.DONE, now)
                 slicing.settle(ledger, piece, now)
         ledger.set_job_state(job.id, job.state, JobState.DONE, now)
