@@ -235,8 +235,9 @@ class Roster:
         a third of its share, not half), else in its size alone (`tail_bytes` counts such
         an engine as the claimer, idle)."""
         grown = replace(fleet, size=fleet.size + 1)
-        if self.expected is not None:
-            grown = replace(grown, arriving=grown.size < self.expected)
+        told = self._arriving_as_told(grown.size)
+        if told is not None:  # else as inferred when the fleet was summed
+            grown = replace(grown, arriving=told)
         if not seen.speed.bytes_per_s:
             return grown
         speed = seen.fleet_speed(now, self.output_per_byte(seen.gen))
@@ -250,12 +251,16 @@ class Roster:
         if self._fleet_cache is None or now - self._fleet_cache[0] >= stale_after:
             active = [e for e in self.engines.values() if now - e.last_seen <= self.horizon_s]
             speeds = {e.engine: e.fleet_speed(now, self.output_per_byte(e.gen)) for e in active}
-            if self.expected is None:
+            arriving = self._arriving_as_told(len(active))
+            if arriving is None:
                 arriving = still_arriving([e.joined for e in active], now)
-            else:
-                arriving = len(active) < self.expected
             self._fleet_cache = (now, Fleet.of(speeds, now, arriving))
         return self._fleet_cache[1]
+
+    def _arriving_as_told(self, engines: int) -> bool | None:
+        """Whether engines are still arriving by the fleet's size told: fewer than it have
+        joined (None: not told)."""
+        return None if self.expected is None else engines < self.expected
 
     def expect(self, engines: int | None) -> None:
         """The run is to have `engines` engines (None: not told, inferred from joins); told
