@@ -7,6 +7,7 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -316,18 +317,38 @@ class FakeSlurm(Slurm):
         return []
 
 
+def gpu_controller(
+    tmp_path: Path,
+    slurm: Slurm,
+    status_reader: Callable[[str], dict],
+    max_engines: int,
+    spec: JobSpec | None = None,
+    **options: object,
+) -> Controller:
+    """A controller of a manager at http://m:1 submitting to the `gpu` partition (or
+    `spec`), at time 0, with `options` (backfill script, fleet teller) as given."""
+    return Controller(
+        "http://m:1",
+        Policy(max_engines=max_engines),
+        JobsFile(tmp_path / "jobs.json"),
+        render_script("http://m:1", [], spec or JobSpec(partition="gpu")),
+        slurm=slurm,
+        clock=lambda: 0.0,
+        status_reader=status_reader,
+        **options,
+    )
+
+
 def test_backfill_jobs_go_to_the_backfill_partition_and_qos(tmp_path: Path, caplog) -> None:
     spec = JobSpec(partition="gpu", gres="gpu:1")
     looks = iter([gen_status(live=(2000, 0)), gen_status(live=(0, 0), sup=(50, 0))])
     slurm = FakeSlurm()
-    ctl = Controller(
-        "http://m:1",
-        Policy(max_engines=4),
-        JobsFile(tmp_path / "jobs.json"),
-        render_script("http://m:1", [], spec),
-        slurm=slurm,
-        clock=lambda: 0.0,
-        status_reader=lambda _url: next(looks),
+    ctl = gpu_controller(
+        tmp_path,
+        slurm,
+        lambda _url: next(looks),
+        max_engines=4,
+        spec=spec,
         backfill_script=render_script("http://m:1", [], spec.for_backfill("low", "scavenger")),
         backfill_label="partition low, QOS scavenger",
     )
@@ -349,14 +370,7 @@ def test_backfill_jobs_go_to_the_backfill_partition_and_qos(tmp_path: Path, capl
 
 def test_without_backfill_options_backfill_jobs_are_like_any_other(tmp_path: Path) -> None:
     slurm = FakeSlurm()
-    ctl = Controller(
-        "http://m:1",
-        Policy(max_engines=4),
-        JobsFile(tmp_path / "jobs.json"),
-        render_script("http://m:1", [], JobSpec(partition="gpu")),
-        slurm=slurm,
-        status_reader=lambda _url: gen_status(sup=(50, 0)),
-    )
+    ctl = gpu_controller(tmp_path, slurm, lambda _url: gen_status(sup=(50, 0)), max_engines=4)
     assert ctl.step().backfill == 1
     assert "#SBATCH --partition=gpu\n" in slurm.scripts[0]
 
@@ -603,15 +617,8 @@ def test_the_controller_tells_the_manager_its_engine_jobs_pending_ones_included(
         told.append(engines)
 
     slurm = PendingSlurm()
-    ctl = Controller(
-        "http://m:1",
-        Policy(max_engines=3),
-        JobsFile(tmp_path / "jobs.json"),
-        render_script("http://m:1", [], JobSpec(partition="gpu")),
-        slurm=slurm,
-        clock=lambda: 0.0,
-        status_reader=lambda _url: gen_status(live=(5000, 0)),
-        fleet_teller=teller,
+    ctl = gpu_controller(
+        tmp_path, slurm, lambda _url: gen_status(live=(5000, 0)), max_engines=3, fleet_teller=teller
     )
     caplog.set_level("INFO", logger="bcmanager.cluster")
     assert ctl.step().live >= 1
