@@ -455,3 +455,8 @@ def wait_until(
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def wait_for_files(m, n: int, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the manager `m` (conftest's `start_manager`) has found `n` files."""
+    wait_until(lambda: m.status()["files_total"] >= n, timeout, "the scan to find the files")

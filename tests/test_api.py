@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bcmanager import scheduler
-from tests.helpers import basecall_dir, make_run
+from tests.helpers import basecall_dir, make_run, wait_for_files
 
 LEGACY_KEYS = [
     "report_back_period",
@@ -23,13 +23,6 @@ LEGACY_KEYS = [
     "batch",
     "report_back_interval",
 ]
-
-
-def wait_for_files(m, n: int) -> None:
-    deadline = time.monotonic() + 10
-    while m.status()["files_total"] < n:
-        assert time.monotonic() < deadline, "the scan did not find the files"
-        time.sleep(0.05)
 
 
 def test_legacy_routes_answer_as_the_original_manager(run_dirs, start_manager) -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bcmanager.pod5io import write_pod5
-from tests.helpers import free_port, make_run
+from tests.helpers import free_port, make_run, wait_for_files
 
 TOKEN = "s3cret-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,13 +30,6 @@ BAD_ENGINE_IDS = [
     "x" * 65,
     "",
 ]
-
-
-def wait_for_files(m, n: int) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 20
-    while m.status()["files_total"] < n:
-        assert time.monotonic() < deadline, "the scan did not find the files"
-        time.sleep(0.05)
 
 
 def tree(*roots: Path) -> set[str]:
@@ -73,7 +66,7 @@ def test_with_a_token_every_mutating_v1_call_needs_the_bearer(
         m = start_manager(inp, out, "--token-file", str(tmp_path / "token"))
     else:
         m = start_manager(inp, out, env={"BCM_TOKEN": TOKEN})
-    wait_for_files(m, 3)
+    wait_for_files(m, 3, timeout=20)
     job = m.post("/v1/claim", {"engine_id": "e1", "max_files": 1}, headers=BEARER).json()["job"]
     before = m.status()
     for path, body in _mutating_calls(job):
@@ -105,7 +98,7 @@ def test_legacy_auth_modes_behave_as_named(
     make_run(inp, 4)
     (tmp_path / "token").write_text(TOKEN)
     m = start_manager(inp, out, "--token-file", str(tmp_path / "token"), "--legacy-auth", mode)
-    wait_for_files(m, 4)
+    wait_for_files(m, 4, timeout=20)
     first = m.get("/assignwork", engineid="old", batchsize=1)
     assert first.status_code == without
     second = m.get("/assignwork", engineid="old", batchsize=1, token=TOKEN)
@@ -180,7 +173,7 @@ def test_symlinks_under_input_pointing_outside_are_never_handed_out(
     os.symlink(inp / "real0000.pod5", inp / "twice.pod5")  # inside, but a second name
     make_run(inp, 2, prefix="real")
     m = start_manager(inp, out)
-    wait_for_files(m, 2)
+    wait_for_files(m, 2, timeout=20)
     time.sleep(1.0)  # a few more rescans: the links must stay unknown
     job = m.post("/v1/claim", {"engine_id": "e1", "max_files": 100}).json()["job"]
     handed = sorted(f["path"] for f in job["files"])
@@ -204,7 +197,7 @@ def quiet_manager(tmp_path_factory) -> Iterator:  # type: ignore[no-untyped-def]
     make_run(inp, 3)
     args = ["--rescan", "0.2", "--max-batch", "5", "--batch-size", "2"]
     m = ManagerProcess(inp, out, free_port(), base / "log", args, {}).wait_ready()
-    wait_for_files(m, 3)
+    wait_for_files(m, 3, timeout=20)
     yield m
     m.kill9()
 

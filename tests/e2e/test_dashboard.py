@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LegacyDriver, basecall_dir, make_run
+from tests.helpers import LegacyDriver, basecall_dir, make_run, wait_for_files
 
 CHROMIUM = os.environ.get("BCM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -39,13 +39,6 @@ def browser() -> Iterator:
             yield b
         finally:
             b.close()
-
-
-def wait_for_files(m, n: int) -> None:
-    deadline = time.monotonic() + 10
-    while m.status()["files_total"] < n:
-        assert time.monotonic() < deadline, "the scan did not find the files"
-        time.sleep(0.05)
 
 
 def test_dashboard_shows_live_numbers(
